@@ -1,0 +1,5 @@
+"""`python -m app` runs the same CLI as the `mlsys` console script."""
+
+from app.cli import main
+
+main()

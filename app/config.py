@@ -1,0 +1,321 @@
+"""AppConfig: the typed, frozen configuration, loaded once at the edge (CLI, build_app).
+
+The `dataset` section is the only place column names live. Every problem found at load time
+becomes one `ConfigError` line that names the offending key, so a user's mistake never
+surfaces as a crash deep inside Feast or torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import keyword
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_CONFIG = Path("deployments/config/local.yaml")
+ENV_PREFIX = "MLSYS_"
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+TIME_FEATURES = ("hour", "day_of_week", "day_of_month", "month", "is_weekend")
+# Columns the feature table adds itself; a dataset column with one of these names would clash.
+RESERVED_NAMES = frozenset({"event_timestamp", "feature_timestamp", "created", "date"})
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased as `key: reason` lines for the user."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_name(key: str, name: str) -> None:
+    if not _NAME.match(name) or keyword.iskeyword(name):
+        raise ValueError(
+            f"{key}: {name!r} cannot be a feature name (letters, digits and '_' only, not "
+            f"starting with a digit); map it with dataset.rename, e.g. {{{name!r}: "
+            f"{re.sub(r'[^A-Za-z0-9_]', '_', name)!r}}}"
+        )
+
+
+class Rule(_Section):
+    """Validation rule for one column; a row breaking it is quarantined with the reason."""
+
+    min: float | None = None
+    max: float | None = None
+    allowed: list[str] | None = None
+    required: bool = False  # null values are quarantined
+
+
+class DatasetConfig(_Section):
+    source: str = "data/raw/"
+    entity: str = "user_id"
+    entity_type: Literal["int64", "string"] = "int64"
+    timestamp: str = "event_timestamp"
+    label: str = "label"
+    # Maps raw label values to 1/0 when the label is not already 0/1 (e.g. {">50K": 1, "<=50K": 0}).
+    label_map: dict[str, int] | None = None
+    numeric: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+    rules: dict[str, Rule] = Field(default_factory=dict)
+    # Raw column name -> clean name, applied when reading; the rest of the config uses clean names.
+    rename: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> DatasetConfig:
+        for i, name in enumerate(self.numeric):
+            _check_name(f"dataset.numeric.{i}", name)
+        for i, name in enumerate(self.categorical):
+            _check_name(f"dataset.categorical.{i}", name)
+        for key in ("entity", "timestamp", "label"):
+            _check_name(f"dataset.{key}", getattr(self, key))
+        for raw, clean in self.rename.items():
+            _check_name(f"dataset.rename.{raw}", clean)
+        if not self.numeric and not self.categorical:
+            raise ValueError("dataset: list at least one feature in numeric or categorical")
+        features = self.numeric + self.categorical
+        dupes = sorted({n for n in features if features.count(n) > 1})
+        if dupes:
+            raise ValueError(f"dataset: {dupes} listed more than once in numeric/categorical")
+        for key in ("entity", "timestamp", "label"):
+            if getattr(self, key) in features:
+                raise ValueError(
+                    f"dataset.{key}: {getattr(self, key)!r} is also listed as a feature; "
+                    "the entity, timestamp and label cannot be model inputs"
+                )
+        if len({self.entity, self.timestamp, self.label}) < 3:
+            raise ValueError("dataset: entity, timestamp and label must be three different columns")
+        clash = sorted(set(features) & RESERVED_NAMES - {self.timestamp})
+        if clash:
+            raise ValueError(f"dataset: {clash} are reserved names; rename them")
+        for col in self.rules:
+            if col not in self.columns:
+                raise ValueError(f"dataset.rules.{col}: not a column of the dataset {self.columns}")
+        if self.label_map is not None and sorted(set(self.label_map.values())) != [0, 1]:
+            raise ValueError("dataset.label_map: values must map to both 0 and 1")
+        return self
+
+    @property
+    def features(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.entity, self.timestamp, self.label, *self.features]
+
+
+class OnlineStoreConfig(_Section):
+    type: Literal["sqlite", "redis"] = "sqlite"
+    connection_string: str = "localhost:6379"  # only for redis
+
+
+class FeaturesConfig(_Section):
+    project: str = "mlsys"
+    time: list[str] = Field(default_factory=lambda: ["day_of_week", "month", "hour"])
+    # Numeric column -> bucket edges; makes `<column>_bucket`, usable in crosses.
+    buckets: dict[str, list[float]] = Field(default_factory=dict)
+    crosses: list[list[str]] = Field(default_factory=list)
+    ttl_days: float = Field(default=30, gt=0)
+    service_version: int = Field(default=1, ge=1)
+    online: OnlineStoreConfig = OnlineStoreConfig()
+    # Feast's Ray store joins by broadcast below this size; above it we join ourselves
+    # (Feast's windowed join misses rows, see README "Limits").
+    broadcast_join_threshold_mb: int = Field(default=100, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> FeaturesConfig:
+        for i, name in enumerate(self.time):
+            if name not in TIME_FEATURES:
+                raise ValueError(f"features.time.{i}: {name!r} is not one of {list(TIME_FEATURES)}")
+        for col, edges in self.buckets.items():
+            if len(edges) < 1 or sorted(edges) != list(edges):
+                raise ValueError(f"features.buckets.{col}: edges must be a sorted, non-empty list")
+        for i, cross in enumerate(self.crosses):
+            if len(cross) < 2:
+                raise ValueError(f"features.crosses.{i}: a cross needs at least two columns")
+        _check_name("features.project", self.project)
+        return self
+
+
+class StorageConfig(_Section):
+    root: str = ".mlsys"  # warehouse/, quarantine/, feast/, mlflow.db, ... live under it
+
+    def path(self, *parts: str) -> Path:
+        """A location under the storage root (the one place the layout is spelled)."""
+        return Path(self.root).expanduser().absolute().joinpath(*parts)
+
+    @property
+    def warehouse(self) -> Path:
+        return self.path("warehouse")
+
+    @property
+    def quarantine(self) -> Path:
+        return self.path("quarantine")
+
+    @property
+    def staging(self) -> Path:
+        return self.path("staging")
+
+    @property
+    def features(self) -> Path:
+        return self.path("features")
+
+    @property
+    def feast(self) -> Path:
+        return self.path("feast")
+
+    @property
+    def reports(self) -> Path:
+        return self.path("reports")
+
+
+class RayConfig(_Section):
+    address: str | None = None  # None: RAY_ADDRESS if set, else start a local cluster
+    # Logical CPUs of a local cluster: Ray schedules by logical CPUs, and a Tune trial + two
+    # Train workers + Serve replicas exceed 2 on a 2-core laptop and would wait forever.
+    num_cpus: int = Field(default=8, ge=1)
+    include_dashboard: bool = True
+    dashboard_host: str = "127.0.0.1"  # never exposed beyond this machine unless configured
+    dashboard_port: int = 8265
+
+
+class TrainConfig(_Section):
+    num_workers: int = Field(default=2, ge=1)
+    use_gpu: bool = False
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=512, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+
+
+class TuneConfig(_Section):
+    num_samples: int = Field(default=8, ge=1)
+    max_concurrent: int = Field(default=1, ge=1)
+    scheduler: Literal["asha", "fifo"] = "asha"
+
+
+class ExperimentConfig(_Section):
+    name: str = "exp-1"
+    split: dict[str, float] = Field(default_factory=lambda: {"champion": 0.9, "challenger": 0.1})
+    shadow: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ExperimentConfig:
+        if any(v < 0 for v in self.split.values()) or abs(sum(self.split.values()) - 1) > 1e-6:
+            raise ValueError("serve.experiment.split: shares must be >= 0 and sum to 1")
+        return self
+
+
+class ServeConfig(_Section):
+    experiment: ExperimentConfig = ExperimentConfig()
+
+
+class MonitorConfig(_Section):
+    window: int = Field(default=5000, ge=1)
+    psi_alert: float = 0.2
+    p99_ms_alert: float = 100
+    error_rate_alert: float = 0.01
+    qps_drop_alert: float = 0.2
+
+
+class RetrainConfig(_Section):
+    schedule: str = "daily"
+    on_drift: bool = True
+    cooldown_minutes: float = 60
+    min_samples: int = 1000
+
+
+class AppConfig(_Section):
+    dataset: DatasetConfig
+    features: FeaturesConfig = FeaturesConfig()
+    storage: StorageConfig = StorageConfig()
+    ray: RayConfig = RayConfig()
+    train: TrainConfig = TrainConfig()
+    tune: TuneConfig = TuneConfig()
+    serve: ServeConfig = ServeConfig()
+    monitor: MonitorConfig = MonitorConfig()
+    retrain: RetrainConfig = RetrainConfig()
+
+    @model_validator(mode="after")
+    def _check_features(self) -> AppConfig:
+        ds, ft = self.dataset, self.features
+        for col in ft.buckets:
+            if col not in ds.numeric:
+                raise ValueError(f"features.buckets.{col}: not a numeric column of the dataset")
+        crossable = set(ds.categorical) | {f"{c}_bucket" for c in ft.buckets}
+        for i, cross in enumerate(ft.crosses):
+            for name in cross:
+                if name not in crossable:
+                    raise ValueError(
+                        f"features.crosses.{i}: {name!r} is neither a categorical column nor a "
+                        f"bucketed numeric (<col>_bucket with features.buckets.<col>)"
+                    )
+        return self
+
+    def fingerprint(self) -> str:
+        """A short hash of the whole config, recorded as lineage with every artifact."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def apply_env_overrides(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
+    """Apply `MLSYS_SECTION__KEY[__SUBKEY]=value` overrides; values are parsed as YAML."""
+    merged = json.loads(json.dumps(data))  # deep copy of plain data
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        node = merged
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{name}: {'.'.join(path)} does not name a config section")
+            node = child
+        node[path[-1]] = _parse_env_value(raw)
+    return merged
+
+
+def _format_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        lines.append(f"{key}: {msg}" if key and not msg.startswith(key) else msg)
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, environ: dict[str, str] | None = None) -> AppConfig:
+    if not isinstance(data, dict):
+        raise ConfigError("config: the file must hold a mapping of sections (dataset:, train:, ...)")
+    data = apply_env_overrides(data, dict(os.environ) if environ is None else environ)
+    try:
+        return AppConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc)) from None
+
+
+def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None) -> AppConfig:
+    """Read a YAML config file, apply env overrides and validate it."""
+    path = Path(path or os.environ.get("MLSYS_CONFIG") or DEFAULT_CONFIG)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist (pass --config FILE)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    return parse_config(data, environ)
