@@ -123,8 +123,11 @@ class FeaturesConfig(_Section):
     ttl_days: float = Field(default=30, gt=0)
     service_version: int = Field(default=1, ge=1)
     online: OnlineStoreConfig = OnlineStoreConfig()
-    # Feast's Ray store joins by broadcast below this size; above it we join ourselves
-    # (Feast's windowed join misses rows, see README "Limits").
+    # Point-in-time join for training sets. "mlsys": hash-partitioned merge_asof on Ray, with
+    # the TTL (default). "feast": Feast's Ray offline store, which ignores the TTL (applied
+    # after it), scans row by row, and above broadcast_join_threshold_mb misses history;
+    # see README "Limits".
+    historical_engine: Literal["mlsys", "feast"] = "mlsys"
     broadcast_join_threshold_mb: int = Field(default=100, ge=0)
 
     @model_validator(mode="after")

@@ -1,0 +1,138 @@
+"""The `mlsys` command line: each command is a thin adapter over one library call.
+
+Errors a user can fix (config, input data) end as one `error:` line and exit code 2;
+nothing else is caught, so real bugs keep their traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from app.config import AppConfig, ConfigError, load_config
+from app.data.schema import DataError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="mlsys: a Ray-native ML system (ETL, features, training, serving, drift).")
+data_app = typer.Typer(no_args_is_help=True, help="Built-in data set.")
+features_app = typer.Typer(no_args_is_help=True, help="Feast feature store.")
+app.add_typer(data_app, name="data")
+app.add_typer(features_app, name="features")
+out = Console()
+USER_ERRORS = (ConfigError, DataError)
+
+
+@app.callback()
+def _root(ctx: typer.Context,
+          config: Annotated[Path | None, typer.Option("--config", "-c", help="config YAML")] = None,
+          verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = {"config_path": config}
+
+
+def _cfg(ctx: typer.Context) -> AppConfig:
+    return load_config(ctx.obj["config_path"])
+
+
+@data_app.command("generate")
+def data_generate(
+    out_path: Annotated[Path, typer.Option("--out", help="folder, or a .parquet/.csv/.jsonl file")],
+    rows: Annotated[int, typer.Option(min=1)] = 100_000,
+    seed: int = 0,
+    drift: Annotated[float, typer.Option(min=0.0, max=1.0, help="0 = none, 1 = strong")] = 0.0,
+    start: Annotated[str | None, typer.Option(help="first day, YYYY-MM-DD")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="file format inside a folder")] = "parquet",
+) -> None:
+    """Generate the built-in data set (deterministic for a seed and start)."""
+    from app.data.synthetic import generate_chunks, write_dataset
+
+    paths = write_dataset(generate_chunks(rows, seed=seed, drift=drift, start=start), out_path, fmt)
+    out.print(f"wrote {rows:,} rows to {len(paths)} file(s) under {out_path}")
+
+
+@app.command()
+def etl(ctx: typer.Context,
+        input_path: Annotated[str | None, typer.Option("--input", help="path, glob or URI")] = None) -> None:
+    """Raw files -> validated, de-duplicated warehouse; bad rows to quarantine."""
+    from app.data.etl import run_etl
+
+    report = run_etl(_cfg(ctx), input_path)
+    out.print(etl_table(report.to_dict()))
+
+
+def etl_table(report: dict) -> Table:
+    table = Table(title=f"ETL run {report['run_id']}", show_header=False)
+    for key in ("source", "files", "rows_read", "rows_written", "duplicates", "rows_quarantined",
+                "partitions", "seconds"):
+        value = report[key]
+        table.add_row(key.replace("_", " "), f"{value:,}" if isinstance(value, int) else str(value))
+    for reason, n in report["quarantined"].items():
+        table.add_row(f"  quarantined: {reason}", f"{n:,}")
+    return table
+
+
+@features_app.command("apply")
+def features_apply(ctx: typer.Context) -> None:
+    """Compute features from the warehouse and register them with Feast."""
+    from app.features.store import FeatureClient
+
+    client = FeatureClient(_cfg(ctx))
+    rebuilt = client.apply()
+    out.print(f"feature table: {rebuilt} date partition(s) rebuilt; feature service "
+              f"{client.service_name!r} ({len(client.spec.names)} features) applied")
+
+
+@features_app.command("materialize")
+def features_materialize(ctx: typer.Context) -> None:
+    """Load new offline feature rows into the online store (incremental)."""
+    from app.features.store import FeatureClient
+
+    window = FeatureClient(_cfg(ctx)).materialize()
+    if window is None:
+        out.print("online store is up to date: no feature rows newer than the last run")
+    else:
+        out.print(f"materialized {window[0]:%Y-%m-%d %H:%M} .. {window[1]:%Y-%m-%d %H:%M} UTC")
+
+
+@app.command()
+def pipeline(ctx: typer.Context,
+             input_path: Annotated[str | None, typer.Option("--input")] = None) -> None:
+    """Every stage in order (the `ray job submit` entry point)."""
+    from app.pipeline import run_pipeline
+
+    result = run_pipeline(_cfg(ctx), source=input_path)
+    out.print(json.dumps({"stages_s": result.stages, "etl": result.etl.to_dict()}, indent=2))
+
+
+@app.command()
+def demo(ctx: typer.Context, rows: Annotated[int, typer.Option(min=1000)] = 50_000) -> None:
+    """The whole loop on the built-in data."""
+    from app.features.store import FeatureClient
+    from app.pipeline import run_demo
+
+    cfg = _cfg(ctx)
+    result = run_demo(cfg, rows=rows)
+    out.print(etl_table(result.etl.to_dict()))
+    sample = FeatureClient(cfg).online([1, 2, 3])
+    out.print("online features for users 1-3:", sample)
+    out.print(f"stages: {result.stages}")
+
+
+def main() -> None:
+    try:
+        app()
+    except USER_ERRORS as exc:
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,251 @@
+"""FeatureClient: the project's one door to Feast (offline table, definitions, online store).
+
+The Feast repo is generated from the config under `<storage>/feast/`: `feature_store.yaml`
+with Feast's Ray offline store and Ray compute engine and a sqlite (or redis) online store,
+plus an entity, one FeatureView with the configured TTL and a versioned FeatureService.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from datetime import datetime, timedelta, timezone
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import ray
+import yaml
+
+from app.cluster import connect
+from app.config import AppConfig
+from app.data.etl import WAREHOUSE_FILE, read_warehouse
+from app.data.schema import DataError
+from app.features.pit import apply_ttl, partitioned_asof_join
+from app.features.transforms import FEATURE_TIMESTAMP, feature_spec, feature_table_batch
+
+log = logging.getLogger(__name__)
+PARTITION_BYTES = 64 << 20  # per join task in the partitioned path
+
+
+class FeatureClient:
+    def __init__(self, cfg: AppConfig):
+        self.cfg = cfg
+        self.spec = feature_spec(cfg)
+        self.repo = cfg.storage.feast
+        self.table = cfg.storage.features
+        self.view_name = f"{cfg.dataset.entity}_features"
+        self.service_name = f"model_v{cfg.features.service_version}"
+
+    # ------------------------------------------------------------ offline feature table
+
+    def build_table(self) -> int:
+        """Compute features for warehouse date partitions that changed; returns how many."""
+        changed = [
+            f for f in sorted(self.cfg.storage.warehouse.glob(f"date=*/{WAREHOUSE_FILE}"))
+            if _stale(self.table / f.parent.name, f)
+        ]
+        if not changed:
+            if not any(self.cfg.storage.warehouse.glob(f"date=*/{WAREHOUSE_FILE}")):
+                read_warehouse(self.cfg)  # raises the "run etl first" error
+            return 0
+        connect(self.cfg.ray)
+        staging = self.cfg.storage.staging / f"features-{uuid.uuid4().hex[:8]}"
+        try:
+            ds = ray.data.read_parquet([str(f) for f in changed], partitioning=None)
+            ds.map_batches(_feature_batch_with_date, fn_kwargs={"cfg": self.cfg},
+                           batch_format="pandas").write_parquet(str(staging), partition_cols=["date"])
+            for part in sorted(staging.glob("date=*")):
+                _swap_dir(part, self.table / part.name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return len(changed)
+
+    def table_bytes(self) -> int:
+        """Uncompressed size of the feature table, the measure Feast's join threshold uses."""
+        total = 0
+        for f in self.table.glob("date=*/*.parquet"):
+            md = pq.ParquetFile(f).metadata
+            total += sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
+        return total
+
+    # ------------------------------------------------------------ Feast repo
+
+    def repo_config(self) -> dict:
+        online = self.cfg.features.online
+        online_store = (
+            {"type": "sqlite", "path": str(self.repo / "online.db")} if online.type == "sqlite"
+            else {"type": "redis", "connection_string": online.connection_string}
+        )
+        return {
+            "project": self.cfg.features.project,
+            "provider": "local",
+            "registry": {"registry_type": "file", "path": str(self.repo / "registry.db"),
+                         "cache_ttl_seconds": 0},
+            "offline_store": {
+                "type": "ray",
+                "storage_path": str(self.repo / "ray_storage"),
+                "broadcast_join_threshold_mb": self.cfg.features.broadcast_join_threshold_mb,
+            },
+            "batch_engine": {
+                "type": "ray.engine",
+                # sqlite takes one writer at a time; redis takes many.
+                "write_concurrency": 1 if online.type == "sqlite" else 4,
+            },
+            "online_store": online_store,
+            "entity_key_serialization_version": 3,
+        }
+
+    def definitions(self) -> list:
+        from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+        from feast.types import Float64, Int64, String
+
+        ds = self.cfg.dataset
+        entity = Entity(name=ds.entity, join_keys=[ds.entity],
+                        value_type=ValueType.INT64 if ds.entity_type == "int64" else ValueType.STRING)
+        source = FileSource(name=f"{self.view_name}_source", path=str(self.table),
+                            timestamp_field=ds.timestamp)
+        schema = ([Field(name=n, dtype=Float64) for n in self.spec.numeric]
+                  + [Field(name=n, dtype=Int64) for n in self.spec.time]
+                  + [Field(name=n, dtype=String) for n in self.spec.categorical]
+                  + [Field(name=FEATURE_TIMESTAMP, dtype=Int64)])
+        view = FeatureView(name=self.view_name, entities=[entity], source=source, schema=schema,
+                           ttl=timedelta(days=self.cfg.features.ttl_days), online=True)
+        service = FeatureService(name=self.service_name, features=[view],
+                                 tags={"config": self.cfg.fingerprint()})
+        return [entity, source, view, service]
+
+    @cached_property
+    def store(self):
+        from feast import FeatureStore, RepoConfig
+
+        self.repo.mkdir(parents=True, exist_ok=True)
+        config = self.repo_config()
+        _atomic_write(self.repo / "feature_store.yaml", yaml.safe_dump(config, sort_keys=False))
+        return FeatureStore(config=RepoConfig(repo_path=self.repo, **config))
+
+    def apply(self) -> int:
+        """Build the feature table and register the definitions; returns partitions rebuilt."""
+        rebuilt = self.build_table()
+        self.store.apply(self.definitions())
+        return rebuilt
+
+    def materialize(self, end: datetime | None = None) -> tuple[datetime, datetime] | None:
+        """Load new offline rows into the online store (incremental after the first run).
+
+        Returns the (start, end) window loaded, or None when there was nothing new.
+        """
+        end = end or datetime.now(timezone.utc)
+        oldest, newest = self._timestamp_bounds()
+        view = self.store.get_feature_view(self.view_name)
+        # First run: everything in the table (the engine still drops rows older than the TTL).
+        start = view.most_recent_end_time or oldest - timedelta(seconds=1)
+        if newest <= start:
+            # Feast's Ray engine crashes on an empty window (schema of an empty dataset).
+            return None
+        connect(self.cfg.ray)
+        self.store.materialize(start_date=start, end_date=end, feature_views=[self.view_name])
+        return start, end
+
+    def _timestamp_bounds(self) -> tuple[datetime, datetime]:
+        """Oldest and newest feature-row time, from parquet statistics (no data read)."""
+        ts, lows, highs = self.cfg.dataset.timestamp, [], []
+        for f in self.table.glob("date=*/*.parquet"):
+            md = pq.ParquetFile(f).metadata
+            col = md.schema.names.index(ts)
+            for i in range(md.num_row_groups):
+                stats = md.row_group(i).column(col).statistics
+                if stats is not None and stats.has_min_max:
+                    lows.append(stats.min)
+                    highs.append(stats.max)
+        if not lows:
+            raise DataError("the feature table is empty: run `mlsys features apply` first")
+        def utc(v):
+            return pd.Timestamp(v).tz_convert("UTC").to_pydatetime()
+        return utc(min(lows)), utc(max(highs))
+
+    # ------------------------------------------------------------ retrieval
+
+    def historical(self, entity_df: pd.DataFrame) -> ray.data.Dataset:
+        """Point-in-time-correct features for each (entity, timestamp) row of `entity_df`.
+
+        Every input row comes back once, with its other columns, in input order; features are
+        missing where the entity had no row at or before that time within the TTL.
+        """
+        ds = self.cfg.dataset
+        missing = [c for c in (ds.entity, ds.timestamp) if c not in entity_df.columns]
+        if missing:
+            raise DataError(f"entity_df is missing column(s) {missing}")
+        connect(self.cfg.ray)
+        entity_df = entity_df.copy()
+        entity_df[ds.timestamp] = pd.to_datetime(entity_df[ds.timestamp], utc=True)
+        keys = entity_df[[ds.entity, ds.timestamp]].drop_duplicates().reset_index(drop=True)
+        names = self.spec.names
+        ttl = pd.Timedelta(days=self.cfg.features.ttl_days)
+        size = self.table_bytes()
+        if self.cfg.features.historical_engine == "feast":
+            if size > self.cfg.features.broadcast_join_threshold_mb << 20:
+                raise DataError(
+                    f"the feature table ({size >> 20} MB) is above broadcast_join_threshold_mb, "
+                    "where Feast's windowed join misses history; use historical_engine: mlsys")
+            joined = apply_ttl(self._feast_join(keys), ds.timestamp, names, ttl)
+        else:
+            feature_ds = ray.data.read_parquet(str(self.table), partitioning=None)
+            joined = partitioned_asof_join(keys, feature_ds, key=ds.entity, ts=ds.timestamp,
+                                           features=names, ttl=ttl,
+                                           buckets=max(1, size // PARTITION_BYTES),
+                                           scratch=self.cfg.storage.staging)
+        joined = joined[[ds.entity, ds.timestamp, *names, FEATURE_TIMESTAMP]]
+        joined[ds.timestamp] = pd.to_datetime(joined[ds.timestamp], utc=True)
+        result = entity_df.merge(joined, on=[ds.entity, ds.timestamp], how="left", validate="m:1")
+        return ray.data.from_pandas(result)
+
+    def _feast_join(self, keys: pd.DataFrame) -> pd.DataFrame:
+        ts = self.cfg.dataset.timestamp
+        # Feast's Ray store expects the entity time in `event_timestamp`.
+        entity_df = keys.rename(columns={ts: "event_timestamp"})
+        service = self.store.get_feature_service(self.service_name)
+        job = self.store.get_historical_features(entity_df=entity_df, features=service)
+        out = job.to_df()
+        if ts != "event_timestamp":
+            out = out.drop(columns=[ts], errors="ignore").rename(columns={"event_timestamp": ts})
+        return out
+
+    def online(self, entity_ids: list) -> list[dict]:
+        """Latest feature values per entity from the online store (None where unknown)."""
+        ent = self.cfg.dataset.entity
+        service = self.store.get_feature_service(self.service_name)
+        resp = self.store.get_online_features(features=service,
+                                              entity_rows=[{ent: e} for e in entity_ids])
+        cols = resp.to_dict()
+        return [{k: cols[k][i] for k in cols} for i in range(len(entity_ids))]
+
+
+def _feature_batch_with_date(batch: pd.DataFrame, cfg: AppConfig) -> pd.DataFrame:
+    """Feature rows plus their date partition (the same UTC date as the warehouse's)."""
+    out = feature_table_batch(batch, cfg)
+    return out.assign(date=pd.to_datetime(out[cfg.dataset.timestamp], utc=True).dt.strftime("%Y-%m-%d"))
+
+
+def _stale(feature_dir: Path, warehouse_file: Path) -> bool:
+    files = list(feature_dir.glob("*.parquet"))
+    return not files or min(f.stat().st_mtime for f in files) < warehouse_file.stat().st_mtime
+
+
+def _swap_dir(new: Path, target: Path) -> None:
+    """Replace a partition folder: readers see the old or the new one, for all but an instant."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:6]}")
+    if target.exists():
+        os.rename(target, old)
+    os.rename(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
