@@ -19,8 +19,12 @@ from rich.table import Table
 from app.config import AppConfig, ConfigError, load_config
 from app.data.schema import DataError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="mlsys: a Ray-native ML system (ETL, features, training, serving, drift).")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="mlsys: a Ray-native ML system (ETL, features, training, serving, drift).",
+)
 data_app = typer.Typer(no_args_is_help=True, help="Built-in data set.")
 features_app = typer.Typer(no_args_is_help=True, help="Feast feature store.")
 app.add_typer(data_app, name="data")
@@ -30,11 +34,14 @@ USER_ERRORS = (ConfigError, DataError)
 
 
 @app.callback()
-def _root(ctx: typer.Context,
-          config: Annotated[Path | None, typer.Option("--config", "-c", help="config YAML")] = None,
-          verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+def _root(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="config YAML")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     ctx.obj = {"config_path": config}
 
 
@@ -59,8 +66,10 @@ def data_generate(
 
 
 @app.command()
-def etl(ctx: typer.Context,
-        input_path: Annotated[str | None, typer.Option("--input", help="path, glob or URI")] = None) -> None:
+def etl(
+    ctx: typer.Context,
+    input_path: Annotated[str | None, typer.Option("--input", help="path, glob or URI")] = None,
+) -> None:
     """Raw files -> validated, de-duplicated warehouse; bad rows to quarantine."""
     from app.data.etl import run_etl
 
@@ -70,8 +79,16 @@ def etl(ctx: typer.Context,
 
 def etl_table(report: dict) -> Table:
     table = Table(title=f"ETL run {report['run_id']}", show_header=False)
-    for key in ("source", "files", "rows_read", "rows_written", "duplicates", "rows_quarantined",
-                "partitions", "seconds"):
+    for key in (
+        "source",
+        "files",
+        "rows_read",
+        "rows_written",
+        "duplicates",
+        "rows_quarantined",
+        "partitions",
+        "seconds",
+    ):
         value = report[key]
         table.add_row(key.replace("_", " "), f"{value:,}" if isinstance(value, int) else str(value))
     for reason, n in report["quarantined"].items():
@@ -86,8 +103,10 @@ def features_apply(ctx: typer.Context) -> None:
 
     client = FeatureClient(_cfg(ctx))
     rebuilt = client.apply()
-    out.print(f"feature table: {rebuilt} date partition(s) rebuilt; feature service "
-              f"{client.service_name!r} ({len(client.spec.names)} features) applied")
+    out.print(
+        f"feature table: {rebuilt} date partition(s) rebuilt; feature service "
+        f"{client.service_name!r} ({len(client.spec.names)} features) applied"
+    )
 
 
 @features_app.command("materialize")
@@ -103,8 +122,7 @@ def features_materialize(ctx: typer.Context) -> None:
 
 
 @app.command()
-def pipeline(ctx: typer.Context,
-             input_path: Annotated[str | None, typer.Option("--input")] = None) -> None:
+def pipeline(ctx: typer.Context, input_path: Annotated[str | None, typer.Option("--input")] = None) -> None:
     """Every stage in order (the `ray job submit` entry point)."""
     from app.pipeline import run_pipeline
 

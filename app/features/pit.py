@@ -26,7 +26,9 @@ BUCKET = "_bucket"
 
 def apply_ttl(joined: pd.DataFrame, ts_col: str, features: list[str], ttl: pd.Timedelta) -> pd.DataFrame:
     """Blank features whose source row is older than the TTL at the entity row's time."""
-    entity_us = (pd.to_datetime(joined[ts_col], utc=True) - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(1, "us")
+    entity_us = (pd.to_datetime(joined[ts_col], utc=True) - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(
+        1, "us"
+    )
     age_us = entity_us - pd.to_numeric(joined[FEATURE_TIMESTAMP])
     stale = ~(age_us <= ttl // pd.Timedelta(1, "us"))  # NaN (no match) counts as stale
     out = joined.copy()
@@ -35,8 +37,15 @@ def apply_ttl(joined: pd.DataFrame, ts_col: str, features: list[str], ttl: pd.Ti
     return out
 
 
-def asof_join(entity_df: pd.DataFrame, feature_df: pd.DataFrame, *, key: str, ts: str,
-              features: list[str], ttl: pd.Timedelta) -> pd.DataFrame:
+def asof_join(
+    entity_df: pd.DataFrame,
+    feature_df: pd.DataFrame,
+    *,
+    key: str,
+    ts: str,
+    features: list[str],
+    ttl: pd.Timedelta,
+) -> pd.DataFrame:
     """Latest feature row per entity row with feature time <= entity time, within the TTL."""
     left = entity_df.assign(_row=range(len(entity_df)))
     left[ts] = pd.to_datetime(left[ts], utc=True)
@@ -45,8 +54,16 @@ def asof_join(entity_df: pd.DataFrame, feature_df: pd.DataFrame, *, key: str, ts
     # Drop right-side time column clash: the matched row's time lives in FEATURE_TIMESTAMP.
     right = right.rename(columns={ts: "_fts"}).sort_values("_fts", kind="stable")
     left = left.sort_values(ts, kind="stable")
-    merged = pd.merge_asof(left, right, left_on=ts, right_on="_fts", by=key,
-                           direction="backward", tolerance=ttl, allow_exact_matches=True)
+    merged = pd.merge_asof(
+        left,
+        right,
+        left_on=ts,
+        right_on="_fts",
+        by=key,
+        direction="backward",
+        tolerance=ttl,
+        allow_exact_matches=True,
+    )
     merged = merged.drop(columns="_fts").sort_values("_row").drop(columns="_row")
     return merged.reset_index(drop=True)
 
@@ -55,11 +72,21 @@ def _bucket_of(values: pd.Series, buckets: int) -> pd.Series:
     return values.astype(str).map(lambda v: xxhash.xxh64_intdigest(v) % buckets).astype("int64")
 
 
-def _join_bucket(entity_files: list[str], feature_files: list[str], out_file: str,
-                 key: str, ts: str, features: list[str], ttl: pd.Timedelta) -> int:
+def _join_bucket(
+    entity_files: list[str],
+    feature_files: list[str],
+    out_file: str,
+    key: str,
+    ts: str,
+    features: list[str],
+    ttl: pd.Timedelta,
+) -> int:
     entity_df = pq.read_table(entity_files).to_pandas().drop(columns=[BUCKET], errors="ignore")
-    feature_df = (pq.read_table(feature_files).to_pandas().drop(columns=[BUCKET], errors="ignore")
-                  if feature_files else None)
+    feature_df = (
+        pq.read_table(feature_files).to_pandas().drop(columns=[BUCKET], errors="ignore")
+        if feature_files
+        else None
+    )
     if feature_df is None or feature_df.empty:
         joined = entity_df.assign(**{c: None for c in [*features, FEATURE_TIMESTAMP]})
     else:
@@ -68,9 +95,17 @@ def _join_bucket(entity_files: list[str], feature_files: list[str], out_file: st
     return len(joined)
 
 
-def partitioned_asof_join(entity_df: pd.DataFrame, feature_ds: ray.data.Dataset, *, key: str,
-                          ts: str, features: list[str], ttl: pd.Timedelta, buckets: int,
-                          scratch: Path) -> pd.DataFrame:
+def partitioned_asof_join(
+    entity_df: pd.DataFrame,
+    feature_ds: ray.data.Dataset,
+    *,
+    key: str,
+    ts: str,
+    features: list[str],
+    ttl: pd.Timedelta,
+    buckets: int,
+    scratch: Path,
+) -> pd.DataFrame:
     """`asof_join` at scale: hash-partition both sides by entity, join each bucket in a task."""
     run = scratch / uuid.uuid4().hex
     try:
@@ -81,7 +116,8 @@ def partitioned_asof_join(entity_df: pd.DataFrame, feature_ds: ray.data.Dataset,
             return batch.assign(**{BUCKET: _bucket_of(batch[key], buckets)})
 
         feature_ds.map_batches(tag, batch_format="pandas").write_parquet(
-            str(run / "feature"), partition_cols=[BUCKET])
+            str(run / "feature"), partition_cols=[BUCKET]
+        )
         join = ray.remote(num_cpus=1)(_join_bucket)
         tasks = []
         for d in sorted((run / "entity").glob(f"{BUCKET}=*")):
@@ -89,8 +125,17 @@ def partitioned_asof_join(entity_df: pd.DataFrame, feature_ds: ray.data.Dataset,
             feature_files = sorted(str(f) for f in (run / "feature" / name).glob("*.parquet"))
             out = run / "out" / f"{name}.parquet"
             out.parent.mkdir(parents=True, exist_ok=True)
-            tasks.append(join.remote(sorted(str(f) for f in d.glob("*.parquet")), feature_files,
-                                     str(out), key, ts, features, ttl))
+            tasks.append(
+                join.remote(
+                    sorted(str(f) for f in d.glob("*.parquet")),
+                    feature_files,
+                    str(out),
+                    key,
+                    ts,
+                    features,
+                    ttl,
+                )
+            )
         ray.get(tasks)
         return pq.read_table(str(run / "out")).to_pandas()
     finally:

@@ -45,7 +45,8 @@ class FeatureClient:
     def build_table(self) -> int:
         """Compute features for warehouse date partitions that changed; returns how many."""
         changed = [
-            f for f in sorted(self.cfg.storage.warehouse.glob(f"date=*/{WAREHOUSE_FILE}"))
+            f
+            for f in sorted(self.cfg.storage.warehouse.glob(f"date=*/{WAREHOUSE_FILE}"))
             if _stale(self.table / f.parent.name, f)
         ]
         if not changed:
@@ -56,8 +57,9 @@ class FeatureClient:
         staging = self.cfg.storage.staging / f"features-{uuid.uuid4().hex[:8]}"
         try:
             ds = ray.data.read_parquet([str(f) for f in changed], partitioning=None)
-            ds.map_batches(_feature_batch_with_date, fn_kwargs={"cfg": self.cfg},
-                           batch_format="pandas").write_parquet(str(staging), partition_cols=["date"])
+            ds.map_batches(
+                _feature_batch_with_date, fn_kwargs={"cfg": self.cfg}, batch_format="pandas"
+            ).write_parquet(str(staging), partition_cols=["date"])
             for part in sorted(staging.glob("date=*")):
                 _swap_dir(part, self.table / part.name)
         finally:
@@ -77,14 +79,18 @@ class FeatureClient:
     def repo_config(self) -> dict:
         online = self.cfg.features.online
         online_store = (
-            {"type": "sqlite", "path": str(self.repo / "online.db")} if online.type == "sqlite"
+            {"type": "sqlite", "path": str(self.repo / "online.db")}
+            if online.type == "sqlite"
             else {"type": "redis", "connection_string": online.connection_string}
         )
         return {
             "project": self.cfg.features.project,
             "provider": "local",
-            "registry": {"registry_type": "file", "path": str(self.repo / "registry.db"),
-                         "cache_ttl_seconds": 0},
+            "registry": {
+                "registry_type": "file",
+                "path": str(self.repo / "registry.db"),
+                "cache_ttl_seconds": 0,
+            },
             "offline_store": {
                 "type": "ray",
                 "storage_path": str(self.repo / "ray_storage"),
@@ -104,18 +110,31 @@ class FeatureClient:
         from feast.types import Float64, Int64, String
 
         ds = self.cfg.dataset
-        entity = Entity(name=ds.entity, join_keys=[ds.entity],
-                        value_type=ValueType.INT64 if ds.entity_type == "int64" else ValueType.STRING)
-        source = FileSource(name=f"{self.view_name}_source", path=str(self.table),
-                            timestamp_field=ds.timestamp)
-        schema = ([Field(name=n, dtype=Float64) for n in self.spec.numeric]
-                  + [Field(name=n, dtype=Int64) for n in self.spec.time]
-                  + [Field(name=n, dtype=String) for n in self.spec.categorical]
-                  + [Field(name=FEATURE_TIMESTAMP, dtype=Int64)])
-        view = FeatureView(name=self.view_name, entities=[entity], source=source, schema=schema,
-                           ttl=timedelta(days=self.cfg.features.ttl_days), online=True)
-        service = FeatureService(name=self.service_name, features=[view],
-                                 tags={"config": self.cfg.fingerprint()})
+        entity = Entity(
+            name=ds.entity,
+            join_keys=[ds.entity],
+            value_type=ValueType.INT64 if ds.entity_type == "int64" else ValueType.STRING,
+        )
+        source = FileSource(
+            name=f"{self.view_name}_source", path=str(self.table), timestamp_field=ds.timestamp
+        )
+        schema = (
+            [Field(name=n, dtype=Float64) for n in self.spec.numeric]
+            + [Field(name=n, dtype=Int64) for n in self.spec.time]
+            + [Field(name=n, dtype=String) for n in self.spec.categorical]
+            + [Field(name=FEATURE_TIMESTAMP, dtype=Int64)]
+        )
+        view = FeatureView(
+            name=self.view_name,
+            entities=[entity],
+            source=source,
+            schema=schema,
+            ttl=timedelta(days=self.cfg.features.ttl_days),
+            online=True,
+        )
+        service = FeatureService(
+            name=self.service_name, features=[view], tags={"config": self.cfg.fingerprint()}
+        )
         return [entity, source, view, service]
 
     @cached_property
@@ -163,8 +182,10 @@ class FeatureClient:
                     highs.append(stats.max)
         if not lows:
             raise DataError("the feature table is empty: run `mlsys features apply` first")
+
         def utc(v):
             return pd.Timestamp(v).tz_convert("UTC").to_pydatetime()
+
         return utc(min(lows)), utc(max(highs))
 
     # ------------------------------------------------------------ retrieval
@@ -190,14 +211,21 @@ class FeatureClient:
             if size > self.cfg.features.broadcast_join_threshold_mb << 20:
                 raise DataError(
                     f"the feature table ({size >> 20} MB) is above broadcast_join_threshold_mb, "
-                    "where Feast's windowed join misses history; use historical_engine: mlsys")
+                    "where Feast's windowed join misses history; use historical_engine: mlsys"
+                )
             joined = apply_ttl(self._feast_join(keys), ds.timestamp, names, ttl)
         else:
             feature_ds = ray.data.read_parquet(str(self.table), partitioning=None)
-            joined = partitioned_asof_join(keys, feature_ds, key=ds.entity, ts=ds.timestamp,
-                                           features=names, ttl=ttl,
-                                           buckets=max(1, size // PARTITION_BYTES),
-                                           scratch=self.cfg.storage.staging)
+            joined = partitioned_asof_join(
+                keys,
+                feature_ds,
+                key=ds.entity,
+                ts=ds.timestamp,
+                features=names,
+                ttl=ttl,
+                buckets=max(1, size // PARTITION_BYTES),
+                scratch=self.cfg.storage.staging,
+            )
         joined = joined[[ds.entity, ds.timestamp, *names, FEATURE_TIMESTAMP]]
         joined[ds.timestamp] = pd.to_datetime(joined[ds.timestamp], utc=True)
         result = entity_df.merge(joined, on=[ds.entity, ds.timestamp], how="left", validate="m:1")
@@ -218,8 +246,7 @@ class FeatureClient:
         """Latest feature values per entity from the online store (None where unknown)."""
         ent = self.cfg.dataset.entity
         service = self.store.get_feature_service(self.service_name)
-        resp = self.store.get_online_features(features=service,
-                                              entity_rows=[{ent: e} for e in entity_ids])
+        resp = self.store.get_online_features(features=service, entity_rows=[{ent: e} for e in entity_ids])
         cols = resp.to_dict()
         return [{k: cols[k][i] for k in cols} for i in range(len(entity_ids))]
 

@@ -6,6 +6,7 @@ Training (through the feature table) and serving (on raw request features) both 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,8 +38,9 @@ def cross_name(cross: list[str]) -> str:
 def feature_spec(cfg: AppConfig) -> FeatureSpec:
     ds, ft = cfg.dataset, cfg.features
     derived_cats = [f"{c}_bucket" for c in ft.buckets] + [cross_name(x) for x in ft.crosses]
-    return FeatureSpec(numeric=tuple(ds.numeric), categorical=tuple(ds.categorical + derived_cats),
-                       time=tuple(ft.time))
+    return FeatureSpec(
+        numeric=tuple(ds.numeric), categorical=tuple(ds.categorical + derived_cats), time=tuple(ft.time)
+    )
 
 
 def time_features(ts: pd.Series, names: list[str] | tuple[str, ...]) -> pd.DataFrame:
@@ -56,7 +58,7 @@ def time_features(ts: pd.Series, names: list[str] | tuple[str, ...]) -> pd.DataF
 
 def bucket_labels(edges: list[float]) -> list[str]:
     e = [f"{x:g}" for x in edges]
-    return [f"<{e[0]}", *(f"{a}-{b}" for a, b in zip(e, e[1:], strict=False)), f">={e[-1]}"]
+    return [f"<{e[0]}", *(f"{a}-{b}" for a, b in itertools.pairwise(e)), f">={e[-1]}"]
 
 
 def bucketize(values: pd.Series, edges: list[float]) -> pd.Series:
