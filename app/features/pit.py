@@ -19,17 +19,14 @@ import pyarrow.parquet as pq
 import ray
 import xxhash
 
-from app.features.transforms import FEATURE_TIMESTAMP
+from app.features.transforms import FEATURE_TIMESTAMP, epoch_us
 
 BUCKET = "_bucket"
 
 
 def apply_ttl(joined: pd.DataFrame, ts_col: str, features: list[str], ttl: pd.Timedelta) -> pd.DataFrame:
     """Blank features whose source row is older than the TTL at the entity row's time."""
-    entity_us = (pd.to_datetime(joined[ts_col], utc=True) - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(
-        1, "us"
-    )
-    age_us = entity_us - pd.to_numeric(joined[FEATURE_TIMESTAMP])
+    age_us = epoch_us(joined[ts_col]) - pd.to_numeric(joined[FEATURE_TIMESTAMP])
     stale = ~(age_us <= ttl // pd.Timedelta(1, "us"))  # NaN (no match) counts as stale
     out = joined.copy()
     for c in [*features, FEATURE_TIMESTAMP]:

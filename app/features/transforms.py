@@ -31,6 +31,11 @@ class FeatureSpec:
         return [*self.numeric, *self.time, *self.categorical]
 
 
+def epoch_us(ts: pd.Series) -> pd.Series:
+    """UTC timestamps as integer microseconds since the epoch (unit-independent)."""
+    return (pd.to_datetime(ts, utc=True) - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(1, "us")
+
+
 def cross_name(cross: list[str]) -> str:
     return "_x_".join(cross)
 
@@ -51,7 +56,7 @@ def time_features(ts: pd.Series, names: list[str] | tuple[str, ...]) -> pd.DataF
         "day_of_week": ts.dt.dayofweek,
         "day_of_month": ts.dt.day,
         "month": ts.dt.month,
-        "is_weekend": (ts.dt.dayofweek >= 5).astype("float"),
+        "is_weekend": (ts.dt.dayofweek >= 5).astype("float").where(ts.notna()),
     }
     return pd.DataFrame({n: parts[n].fillna(-1).astype("int64") for n in names}, index=ts.index)
 
@@ -95,6 +100,5 @@ def feature_table_batch(batch: pd.DataFrame, cfg: AppConfig) -> pd.DataFrame:
     """A warehouse batch -> the Feast offline feature table (no label: it is not a feature)."""
     ds = cfg.dataset
     out = add_features(batch, cfg)
-    ts = pd.to_datetime(out[ds.timestamp], utc=True)
-    out[FEATURE_TIMESTAMP] = (ts - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(1, "us")
+    out[FEATURE_TIMESTAMP] = epoch_us(out[ds.timestamp])
     return out[[ds.entity, ds.timestamp, *feature_spec(cfg).names, FEATURE_TIMESTAMP]]
