@@ -128,7 +128,7 @@ class FeaturesConfig(_Section):
     # after it), scans row by row, and above broadcast_join_threshold_mb misses history;
     # see README "Limits".
     historical_engine: Literal["mlsys", "feast"] = "mlsys"
-    broadcast_join_threshold_mb: int = Field(default=100, ge=0)
+    broadcast_join_threshold_mb: int = Field(default=100, ge=1)  # Feast reads 0 as 100
 
     @model_validator(mode="after")
     def _check(self) -> FeaturesConfig:

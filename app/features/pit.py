@@ -17,9 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
-import xxhash
 
-from app.features.transforms import FEATURE_TIMESTAMP, epoch_us
+from app.features.transforms import FEATURE_TIMESTAMP, epoch_us, utc_us
 
 BUCKET = "_bucket"
 
@@ -45,9 +44,9 @@ def asof_join(
 ) -> pd.DataFrame:
     """Latest feature row per entity row with feature time <= entity time, within the TTL."""
     left = entity_df.assign(_row=range(len(entity_df)))
-    left[ts] = pd.to_datetime(left[ts], utc=True)
+    left[ts] = utc_us(left[ts])
     right = feature_df[[key, ts, *features, FEATURE_TIMESTAMP]].copy()
-    right[ts] = pd.to_datetime(right[ts], utc=True)
+    right[ts] = utc_us(right[ts])
     # Drop right-side time column clash: the matched row's time lives in FEATURE_TIMESTAMP.
     right = right.rename(columns={ts: "_fts"}).sort_values("_fts", kind="stable")
     left = left.sort_values(ts, kind="stable")
@@ -66,7 +65,9 @@ def asof_join(
 
 
 def _bucket_of(values: pd.Series, buckets: int) -> pd.Series:
-    return values.astype(str).map(lambda v: xxhash.xxh64_intdigest(v) % buckets).astype("int64")
+    # pandas' object hash is keyed by a fixed constant: the same bucket in every process.
+    hashed = pd.util.hash_pandas_object(values.astype(str), index=False).to_numpy()
+    return pd.Series((hashed % buckets).astype("int64"), index=values.index)
 
 
 def _join_bucket(
@@ -120,7 +121,7 @@ def partitioned_asof_join(
         for d in sorted((run / "entity").glob(f"{BUCKET}=*")):
             name = d.name
             feature_files = sorted(str(f) for f in (run / "feature" / name).glob("*.parquet"))
-            out = run / "out" / f"{name}.parquet"
+            out = run / "out" / f"part-{name.split('=')[1]}.parquet"  # pyarrow skips "_" names
             out.parent.mkdir(parents=True, exist_ok=True)
             tasks.append(
                 join.remote(

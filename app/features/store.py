@@ -25,10 +25,11 @@ from app.config import AppConfig
 from app.data.etl import WAREHOUSE_FILE, read_warehouse
 from app.data.schema import DataError
 from app.features.pit import apply_ttl, partitioned_asof_join
-from app.features.transforms import FEATURE_TIMESTAMP, feature_spec, feature_table_batch
+from app.features.transforms import FEATURE_TIMESTAMP, feature_spec, feature_table_batch, utc_us
 
 log = logging.getLogger(__name__)
 PARTITION_BYTES = 64 << 20  # per join task in the partitioned path
+MAX_BUCKETS = 1000  # pyarrow writes at most 1024 partitions from one block
 
 
 class FeatureClient:
@@ -202,7 +203,7 @@ class FeatureClient:
             raise DataError(f"entity_df is missing column(s) {missing}")
         connect(self.cfg.ray)
         entity_df = entity_df.copy()
-        entity_df[ds.timestamp] = pd.to_datetime(entity_df[ds.timestamp], utc=True)
+        entity_df[ds.timestamp] = utc_us(entity_df[ds.timestamp])
         keys = entity_df[[ds.entity, ds.timestamp]].drop_duplicates().reset_index(drop=True)
         names = self.spec.names
         ttl = pd.Timedelta(days=self.cfg.features.ttl_days)
@@ -223,11 +224,11 @@ class FeatureClient:
                 ts=ds.timestamp,
                 features=names,
                 ttl=ttl,
-                buckets=max(1, size // PARTITION_BYTES),
+                buckets=min(MAX_BUCKETS, max(1, size // PARTITION_BYTES)),
                 scratch=self.cfg.storage.staging,
             )
         joined = joined[[ds.entity, ds.timestamp, *names, FEATURE_TIMESTAMP]]
-        joined[ds.timestamp] = pd.to_datetime(joined[ds.timestamp], utc=True)
+        joined[ds.timestamp] = utc_us(joined[ds.timestamp])
         result = entity_df.merge(joined, on=[ds.entity, ds.timestamp], how="left", validate="m:1")
         return ray.data.from_pandas(result)
 

@@ -31,6 +31,11 @@ class FeatureSpec:
         return [*self.numeric, *self.time, *self.categorical]
 
 
+def utc_us(ts: pd.Series) -> pd.Series:
+    """Timestamps as UTC microseconds: one dtype, so joins never mix ns and us columns."""
+    return pd.to_datetime(ts, utc=True).astype("datetime64[us, UTC]")
+
+
 def epoch_us(ts: pd.Series) -> pd.Series:
     """UTC timestamps as integer microseconds since the epoch (unit-independent)."""
     return (pd.to_datetime(ts, utc=True) - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(1, "us")

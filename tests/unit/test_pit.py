@@ -39,12 +39,17 @@ def test_asof_join_matches_brute_force_with_ttl_and_unknown_keys():
 
 def test_apply_ttl_blanks_stale_and_unmatched_rows():
     now = pd.Timestamp("2026-01-10", tz="UTC")
-    joined = pd.DataFrame({
-        "ts": [now, now, now],
-        "v": [1.0, 2.0, np.nan],
-        FEATURE_TIMESTAMP: [epoch_us(pd.Series([now - pd.Timedelta(days=1)]))[0],
-                            epoch_us(pd.Series([now - pd.Timedelta(days=4)]))[0], np.nan],
-    })
+    joined = pd.DataFrame(
+        {
+            "ts": [now, now, now],
+            "v": [1.0, 2.0, np.nan],
+            FEATURE_TIMESTAMP: [
+                epoch_us(pd.Series([now - pd.Timedelta(days=1)]))[0],
+                epoch_us(pd.Series([now - pd.Timedelta(days=4)]))[0],
+                np.nan,
+            ],
+        }
+    )
     out = apply_ttl(joined, "ts", ["v"], TTL)
     assert out["v"].tolist()[0] == 1.0
     assert out["v"].isna().tolist() == [False, True, True]

@@ -3,9 +3,9 @@ import json
 import pandas as pd
 import pytest
 
+from app.config import parse_config
 from app.data.schema import PART, QUARANTINE, RAW, REASON, DataError, clean_batch, to_arrow
 from tests.conftest import config_dict
-from app.config import parse_config
 
 
 def _cfg(**dataset):
@@ -15,8 +15,16 @@ def _cfg(**dataset):
 
 
 def _row(**kw):
-    row = {"user_id": "1", "event_timestamp": "2026-01-05T10:00:00", "label": "1", "age": "30",
-           "income": "1000.5", "score": "0.5", "country": "US", "gender": "F"}
+    row = {
+        "user_id": "1",
+        "event_timestamp": "2026-01-05T10:00:00",
+        "label": "1",
+        "age": "30",
+        "income": "1000.5",
+        "score": "0.5",
+        "country": "US",
+        "gender": "F",
+    }
     row.update(kw)
     return row
 

@@ -33,10 +33,18 @@ def test_cross_is_missing_if_any_part_is():
 
 
 def test_add_features_matches_the_spec(cfg):
-    batch = pd.DataFrame({
-        "user_id": [1], "event_timestamp": pd.to_datetime(["2026-01-05T10:00:00Z"]), "label": [1],
-        "age": [30.0], "income": [1.0], "score": [0.5], "country": ["US"], "gender": ["F"],
-    })
+    batch = pd.DataFrame(
+        {
+            "user_id": [1],
+            "event_timestamp": pd.to_datetime(["2026-01-05T10:00:00Z"]),
+            "label": [1],
+            "age": [30.0],
+            "income": [1.0],
+            "score": [0.5],
+            "country": ["US"],
+            "gender": ["F"],
+        }
+    )
     spec = feature_spec(cfg)
     out = add_features(batch, cfg)
     assert set(spec.names) <= set(out.columns)

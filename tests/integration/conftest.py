@@ -1,0 +1,15 @@
+"""One local Ray session for all integration tests (ray.init costs seconds; share it)."""
+
+from __future__ import annotations
+
+import pytest
+import ray
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ray_session():
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING")
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield
+    ray.shutdown()

@@ -1,0 +1,124 @@
+"""ETL on a real local Ray: row conservation, quarantine, idempotence and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from app.data.etl import WAREHOUSE_FILE, run_etl
+from app.data.schema import RAW, REASON, DataError
+from app.data.synthetic import generate, generate_chunks, write_dataset
+from tests.conftest import make_config
+
+pytestmark = pytest.mark.integration
+START = "2026-01-05"
+
+
+def _warehouse(cfg) -> pd.DataFrame:
+    files = sorted(cfg.storage.warehouse.glob(f"date=*/{WAREHOUSE_FILE}"))
+    return pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+
+
+def _quarantine(cfg) -> pd.DataFrame:
+    return pq.read_table(str(cfg.storage.quarantine)).to_pandas()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_rows_are_conserved_and_bad_rows_quarantined(tmp_path, fmt):
+    cfg = make_config(tmp_path)
+    write_dataset(generate_chunks(6000, seed=1, start=START, chunk_rows=2000), tmp_path / "raw", fmt)
+    report = run_etl(cfg, str(tmp_path / "raw"))
+
+    assert report.rows_read == 6000
+    assert report.rows_read == report.rows_written + report.rows_quarantined + report.duplicates
+    assert report.duplicates > 0 and report.rows_quarantined > 0
+    wh = _warehouse(cfg)
+    assert len(wh) == report.rows_written
+    assert not wh.duplicated(["user_id", "event_timestamp"]).any()
+    assert wh["age"].between(0, 120).all()
+    q = _quarantine(cfg)
+    assert len(q) == report.rows_quarantined
+    assert q[REASON].notna().all()
+    assert all("user_id" in json.loads(raw) for raw in q[RAW])
+    saved = json.loads(next(cfg.storage.reports.glob("etl-*.json")).read_text())
+    assert saved["rows_written"] == report.rows_written
+    assert not any(cfg.storage.staging.iterdir()), "staging is cleaned up"
+
+
+def test_rerun_writes_nothing_new_and_new_data_is_merged(tmp_path):
+    cfg = make_config(tmp_path)
+    write_dataset(iter([generate(3000, seed=1, start=START)]), tmp_path / "a.parquet")
+    first = run_etl(cfg, str(tmp_path / "a.parquet"))
+    before = _warehouse(cfg)
+
+    again = run_etl(cfg, str(tmp_path / "a.parquet"))
+    assert again.rows_written == 0
+    assert again.duplicates == first.rows_written + first.duplicates
+    pd.testing.assert_frame_equal(_warehouse(cfg), before)
+
+    more = generate(2000, seed=2, start=START, first_user=10_000_000)
+    write_dataset(iter([more]), tmp_path / "b.csv")
+    added = run_etl(cfg, str(tmp_path / "b.csv"))
+    assert len(_warehouse(cfg)) == len(before) + added.rows_written
+    assert added.rows_written > 1800
+
+
+def test_glob_input(tmp_path):
+    cfg = make_config(tmp_path)
+    paths = write_dataset(
+        generate_chunks(3000, seed=1, start=START, chunk_rows=1000), tmp_path / "raw", "csv"
+    )
+    report = run_etl(cfg, str(tmp_path / "raw" / "part-0000[01].csv"))
+    assert report.files == 2
+    assert report.rows_read == sum(len(pd.read_csv(p)) for p in paths[:2])
+
+
+def test_wrong_column_type_is_quarantined_not_a_crash(tmp_path):
+    cfg = make_config(tmp_path)
+    df = generate(500, seed=1, start=START)
+    df["age"] = "thirty"
+    write_dataset(iter([df]), tmp_path / "x.csv")
+    report = run_etl(cfg, str(tmp_path / "x.csv"))
+    assert report.rows_written == 0
+    assert report.quarantined.get("age: not a number", 0) > 400
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make_input", "message"),
+    [
+        (lambda p: p / "missing", "does not exist"),
+        (lambda p: _write(p / "bad.parquet", "not parquet"), "not a readable parquet"),
+        (lambda p: _write(p / "empty.csv", ""), "the file is empty"),
+        (lambda p: _write(p / "cols.csv", "user_id,age\n1,2\n"), "missing required column"),
+        (lambda p: _write(p / "notes.txt", "hi").parent, "holds no csv, parquet or jsonl"),
+    ],
+)
+def test_bad_input_is_a_clear_error_and_touches_nothing(tmp_path, make_input, message):
+    cfg = make_config(tmp_path)
+    write_dataset(iter([generate(1000, seed=1, start=START)]), tmp_path / "good.parquet")
+    run_etl(cfg, str(tmp_path / "good.parquet"))
+    before = _warehouse(cfg)
+    src = tmp_path / "in"
+    src.mkdir()
+    with pytest.raises(DataError, match=message):
+        run_etl(cfg, str(make_input(src)))
+    pd.testing.assert_frame_equal(_warehouse(cfg), before)
+
+
+def test_corrupt_csv_body_fails_cleanly(tmp_path):
+    cfg = make_config(tmp_path)
+    good = generate(300, seed=1, start=START)
+    text = good.to_csv(index=False) + "1,2,3\n" + "x" * 10 + "\n"  # ragged rows
+    (tmp_path / "ragged.csv").write_text(text)
+    with pytest.raises(DataError, match="reading .* failed"):
+        run_etl(cfg, str(tmp_path / "ragged.csv"))
+    assert not list(cfg.storage.warehouse.glob("date=*")), "no partition is half-written"
+    assert not any(cfg.storage.staging.iterdir())
