@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import ray
 
@@ -37,3 +39,30 @@ def connect(cfg: RayConfig) -> str | None:
         )
     url = getattr(ctx, "dashboard_url", None)
     return f"http://{url}" if url else None
+
+
+def cpu_parallelism() -> int:
+    """How many CPU-bound tasks are worth running at once.
+
+    A local cluster advertises more logical CPUs than the machine has (see RayConfig.num_cpus),
+    so on one node we use the real core count: more tasks would only add worker processes,
+    memory and contention. On a multi-node cluster, its CPUs.
+    """
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    if len(ray.nodes()) == 1:
+        cpus = min(cpus, os.cpu_count() or 1)
+    return max(1, cpus)
+
+
+def run_tasks(fn: Callable[..., Any], calls: Iterable[tuple], *, limit: int | None = None) -> list:
+    """Run `fn(*args)` as Ray tasks with at most `limit` in flight; results in call order."""
+    remote = ray.remote(num_cpus=1)(fn)
+    limit = limit or cpu_parallelism()
+    refs, results = [], {}
+    for args in calls:
+        if len(refs) - len(results) >= limit:
+            pending = [r for r in refs if r not in results]
+            ready, _ = ray.wait(pending, num_returns=1)
+            results[ready[0]] = ray.get(ready[0])
+        refs.append(remote.remote(*args))
+    return [results[r] if r in results else ray.get(r) for r in refs]

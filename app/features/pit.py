@@ -64,6 +64,12 @@ def asof_join(
     return merged.reset_index(drop=True)
 
 
+def _read(paths) -> pd.DataFrame:
+    """Parquet to plain numpy-backed pandas, whatever dtypes the writer's metadata recorded
+    (Ray may hand map_batches Arrow-backed columns, which merge_asof cannot mix)."""
+    return pq.read_table(paths).to_pandas(ignore_metadata=True)
+
+
 def _bucket_of(values: pd.Series, buckets: int) -> pd.Series:
     # pandas' object hash is keyed by a fixed constant: the same bucket in every process.
     hashed = pd.util.hash_pandas_object(values.astype(str), index=False).to_numpy()
@@ -79,12 +85,8 @@ def _join_bucket(
     features: list[str],
     ttl: pd.Timedelta,
 ) -> int:
-    entity_df = pq.read_table(entity_files).to_pandas().drop(columns=[BUCKET], errors="ignore")
-    feature_df = (
-        pq.read_table(feature_files).to_pandas().drop(columns=[BUCKET], errors="ignore")
-        if feature_files
-        else None
-    )
+    entity_df = _read(entity_files).drop(columns=[BUCKET], errors="ignore")
+    feature_df = _read(feature_files).drop(columns=[BUCKET], errors="ignore") if feature_files else None
     if feature_df is None or feature_df.empty:
         joined = entity_df.assign(**{c: None for c in [*features, FEATURE_TIMESTAMP]})
     else:
@@ -135,6 +137,6 @@ def partitioned_asof_join(
                 )
             )
         ray.get(tasks)
-        return pq.read_table(str(run / "out")).to_pandas()
+        return _read(str(run / "out"))
     finally:
         shutil.rmtree(run, ignore_errors=True)

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import uuid
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 import yaml
 
-from app.cluster import connect
+from app.cluster import connect, run_tasks
 from app.config import AppConfig
 from app.data.etl import WAREHOUSE_FILE, read_warehouse
 from app.data.schema import DataError
@@ -48,23 +48,17 @@ class FeatureClient:
         changed = [
             f
             for f in sorted(self.cfg.storage.warehouse.glob(f"date=*/{WAREHOUSE_FILE}"))
-            if _stale(self.table / f.parent.name, f)
+            if _stale(self.table / f.parent.name / WAREHOUSE_FILE, f)
         ]
         if not changed:
             if not any(self.cfg.storage.warehouse.glob(f"date=*/{WAREHOUSE_FILE}")):
                 read_warehouse(self.cfg)  # raises the "run etl first" error
             return 0
         connect(self.cfg.ray)
-        staging = self.cfg.storage.staging / f"features-{uuid.uuid4().hex[:8]}"
-        try:
-            ds = ray.data.read_parquet([str(f) for f in changed], partitioning=None)
-            ds.map_batches(
-                _feature_batch_with_date, fn_kwargs={"cfg": self.cfg}, batch_format="pandas"
-            ).write_parquet(str(staging), partition_cols=["date"])
-            for part in sorted(staging.glob("date=*")):
-                _swap_dir(part, self.table / part.name)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        run_tasks(
+            build_partition,
+            [(str(f), str(self.table / f.parent.name / WAREHOUSE_FILE), self.cfg) for f in changed],
+        )
         return len(changed)
 
     def table_bytes(self) -> int:
@@ -204,6 +198,7 @@ class FeatureClient:
         connect(self.cfg.ray)
         entity_df = entity_df.copy()
         entity_df[ds.timestamp] = utc_us(entity_df[ds.timestamp])
+        entity_df[ds.entity] = self._entity_keys(entity_df[ds.entity])
         keys = entity_df[[ds.entity, ds.timestamp]].drop_duplicates().reset_index(drop=True)
         names = self.spec.names
         ttl = pd.Timedelta(days=self.cfg.features.ttl_days)
@@ -229,8 +224,18 @@ class FeatureClient:
             )
         joined = joined[[ds.entity, ds.timestamp, *names, FEATURE_TIMESTAMP]]
         joined[ds.timestamp] = utc_us(joined[ds.timestamp])
+        joined[ds.entity] = self._entity_keys(joined[ds.entity])
         result = entity_df.merge(joined, on=[ds.entity, ds.timestamp], how="left", validate="m:1")
         return ray.data.from_pandas(result)
+
+    def _entity_keys(self, ids: pd.Series) -> pd.Series:
+        """Entity ids in the configured type, numpy-backed, so both join sides agree."""
+        if self.cfg.dataset.entity_type == "int64":
+            try:
+                return ids.astype("int64")
+            except (TypeError, ValueError):
+                raise DataError(f"entity ids in {self.cfg.dataset.entity!r} must be integers") from None
+        return ids.astype(str).astype(object)
 
     def _feast_join(self, keys: pd.DataFrame) -> pd.DataFrame:
         ts = self.cfg.dataset.timestamp
@@ -252,25 +257,20 @@ class FeatureClient:
         return [{k: cols[k][i] for k in cols} for i in range(len(entity_ids))]
 
 
-def _feature_batch_with_date(batch: pd.DataFrame, cfg: AppConfig) -> pd.DataFrame:
-    """Feature rows plus their date partition (the same UTC date as the warehouse's)."""
-    out = feature_table_batch(batch, cfg)
-    return out.assign(date=pd.to_datetime(out[cfg.dataset.timestamp], utc=True).dt.strftime("%Y-%m-%d"))
+def build_partition(warehouse_file: str, out_file: str, cfg: AppConfig) -> int:
+    """Features of one warehouse date partition, swapped in with an atomic rename."""
+    batch = pq.read_table(warehouse_file).to_pandas(ignore_metadata=True)
+    table = pa.Table.from_pandas(feature_table_batch(batch, cfg), preserve_index=False)
+    out = Path(out_file)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, out)
+    return table.num_rows
 
 
-def _stale(feature_dir: Path, warehouse_file: Path) -> bool:
-    files = list(feature_dir.glob("*.parquet"))
-    return not files or min(f.stat().st_mtime for f in files) < warehouse_file.stat().st_mtime
-
-
-def _swap_dir(new: Path, target: Path) -> None:
-    """Replace a partition folder: readers see the old or the new one, for all but an instant."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:6]}")
-    if target.exists():
-        os.rename(target, old)
-    os.rename(new, target)
-    shutil.rmtree(old, ignore_errors=True)
+def _stale(feature_file: Path, warehouse_file: Path) -> bool:
+    return not feature_file.exists() or feature_file.stat().st_mtime < warehouse_file.stat().st_mtime
 
 
 def _atomic_write(path: Path, text: str) -> None:

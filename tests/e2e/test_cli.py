@@ -23,7 +23,11 @@ def mlsys(tmp_path, *args, check=True):
     }
     proc = subprocess.run(
         [sys.executable, "-m", "app", "--config", str(LOCAL_CONFIG), *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -50,9 +54,16 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path):
     assert proc.stderr.strip().splitlines()[-1] == f"error: input {tmp_path / 'nope'} does not exist"
 
     bad = tmp_path / "bad.yaml"
-    bad.write_text(LOCAL_CONFIG.read_text().replace("numeric: [age, income, score]", "numeric: [age, income-usd]"))
-    proc = subprocess.run([sys.executable, "-m", "app", "--config", str(bad), "etl"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    bad.write_text(
+        LOCAL_CONFIG.read_text().replace("numeric: [age, income, score]", "numeric: [age, income-usd]")
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "app", "--config", str(bad), "etl"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: dataset.numeric.1: 'income-usd' cannot be a feature name")
 

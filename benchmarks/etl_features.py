@@ -1,0 +1,264 @@
+"""Benchmark: ETL + features on Ray Data against single-process pandas, and historical retrieval
+against a pandas merge_asof, at several sizes of the built-in data set.
+
+Every implementation runs in a fresh subprocess on the same generated input; the script prints
+one table (rows/s, wall seconds, peak memory) with the pandas baseline from the same run and
+writes benchmarks/results/etl_features.json.
+
+    python benchmarks/etl_features.py --rows 1000000 10000000
+
+Memory: pandas is one process, so its peak RSS is the whole story. For Ray we report the
+driver's peak RSS and the peak of the sum of USS (unique memory) over the driver and every
+Ray process it started (GCS, raylet, workers), sampled every second: the honest total.
+Ray start-up (~5 s) is excluded from the timed section; it is printed separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+MARKER = "BENCH-RESULT "
+sys.path.insert(0, str(ROOT))
+
+
+# ------------------------------------------------------------------ measured implementations
+
+
+def _tree_uss(proc: psutil.Process) -> int:
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            total += p.memory_full_info().uss
+    return total
+
+
+class TreeSampler(threading.Thread):
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peak, self.stop = 0, threading.Event()
+
+    def run(self):
+        me = psutil.Process()
+        while not self.stop.is_set():
+            self.peak = max(self.peak, _tree_uss(me))
+            time.sleep(1.0)  # reading smaps is costly: sample gently
+
+
+def _config(store: Path):
+    from app.config import load_config
+
+    os.environ["MLSYS_STORAGE__ROOT"] = str(store)
+    os.environ["MLSYS_RAY__INCLUDE_DASHBOARD"] = "false"
+    return load_config(ROOT / "deployments/config/local.yaml")
+
+
+def run_ray(raw: str, store: Path) -> dict:
+    import ray
+
+    from app.cluster import connect
+    from app.data.etl import run_etl
+    from app.features.store import FeatureClient
+
+    cfg = _config(store)
+    t0 = time.perf_counter()
+    connect(cfg.ray)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    startup = time.perf_counter() - t0
+    sampler = TreeSampler()
+    sampler.start()
+    t0 = time.perf_counter()
+    report = run_etl(cfg, raw)
+    FeatureClient(cfg).build_table()
+    seconds = time.perf_counter() - t0
+    sampler.stop.set()
+    return {
+        "seconds": seconds,
+        "startup_s": startup,
+        "rows_written": report.rows_written,
+        "driver_peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "cluster_peak_uss": sampler.peak,
+    }
+
+
+def run_pandas(raw: str, store: Path) -> dict:
+    """The same steps in one pandas process: read, clean, quarantine, dedupe, features, write."""
+    import pandas as pd
+
+    from app.data.schema import PART, QUARANTINE, REASON, clean_batch
+    from app.features.transforms import feature_table_batch
+
+    cfg = _config(store)
+    ds = cfg.dataset
+    t0 = time.perf_counter()
+    files = sorted(Path(raw).glob("*.parquet"))
+    df = clean_batch(pd.concat([pd.read_parquet(f) for f in files], ignore_index=True), ds)
+    bad = df[PART] == QUARANTINE
+    store.mkdir(parents=True, exist_ok=True)
+    df[bad].to_parquet(store / "quarantine.parquet")
+    good = df[~bad].drop(columns=[REASON]).drop_duplicates([ds.entity, ds.timestamp])
+    good.drop(columns=["_raw"]).rename(columns={PART: "date"}).to_parquet(
+        store / "warehouse", partition_cols=["date"]
+    )
+    feats = feature_table_batch(good, cfg).assign(date=good[PART].to_numpy())
+    feats.to_parquet(store / "features", partition_cols=["date"])
+    seconds = time.perf_counter() - t0
+    return {
+        "seconds": seconds,
+        "rows_written": len(good),
+        "driver_peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+
+
+def run_retrieval_ray(store: Path) -> dict:
+    """FeatureClient.historical for every warehouse row (the training-set query)."""
+    import pyarrow.parquet as pq
+    import ray
+
+    from app.cluster import connect
+    from app.features.store import FeatureClient
+
+    cfg = _config(store)
+    connect(cfg.ray)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    ds = cfg.dataset
+    entity_df = pq.read_table(
+        str(cfg.storage.warehouse), columns=[ds.entity, ds.timestamp, ds.label], partitioning=None
+    ).to_pandas()
+    t0 = time.perf_counter()
+    n = FeatureClient(cfg).historical(entity_df).count()
+    return {"seconds": time.perf_counter() - t0, "rows": n}
+
+
+def run_retrieval_pandas(store: Path) -> dict:
+    """Brute-force baseline: one pandas merge_asof over the whole feature table."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from app.features.transforms import utc_us
+
+    cfg = _config(store)
+    ds = cfg.dataset
+    entity_df = pq.read_table(
+        str(cfg.storage.warehouse), columns=[ds.entity, ds.timestamp, ds.label], partitioning=None
+    ).to_pandas()
+    t0 = time.perf_counter()
+    feats = pq.read_table(str(cfg.storage.features), partitioning=None).to_pandas()
+    feats = feats.rename(columns={ds.timestamp: "_fts"}).sort_values("_fts")
+    feats["_fts"] = utc_us(feats["_fts"])
+    left = entity_df.assign(**{ds.timestamp: utc_us(entity_df[ds.timestamp])}).sort_values(ds.timestamp)
+    out = pd.merge_asof(
+        left,
+        feats,
+        left_on=ds.timestamp,
+        right_on="_fts",
+        by=ds.entity,
+        tolerance=pd.Timedelta(days=cfg.features.ttl_days),
+    )
+    return {"seconds": time.perf_counter() - t0, "rows": len(out)}
+
+
+# ------------------------------------------------------------------ orchestration
+
+
+def _child(kind: str, *args: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", kind, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RAY_ADDRESS": ""},
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"{kind} failed:\n{out.stderr[-4000:]}")
+    # Ray prints worker logs to stdout too: the result is the line with our marker.
+    line = next(ln for ln in reversed(out.stdout.splitlines()) if ln.startswith(MARKER))
+    return json.loads(line[len(MARKER) :])
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.2f} GB"
+
+
+def bench(rows: int, work: Path) -> dict:
+    from app.data.synthetic import generate_chunks, write_dataset
+
+    raw = work / f"raw-{rows}"
+    if not raw.exists():
+        write_dataset(generate_chunks(rows, seed=0, start="2026-01-05"), raw)
+    result = {"rows": rows}
+    for kind in ("ray", "pandas"):
+        store = work / f"store-{kind}-{rows}"
+        shutil.rmtree(store, ignore_errors=True)
+        result[kind] = _child(kind, str(raw), str(store))
+    ray_store = work / f"store-ray-{rows}"
+    result["retrieval_ray"] = _child("retrieval_ray", str(ray_store))
+    result["retrieval_pandas"] = _child("retrieval_pandas", str(ray_store))
+    return result
+
+
+def table(results: list[dict]) -> str:
+    lines = [
+        "| rows | ETL+features: Ray Data rows/s | pandas rows/s | speed-up | Ray driver peak RSS | "
+        "Ray cluster peak USS (all processes) | pandas peak RSS | historical: mlsys rows/s | "
+        "pandas merge_asof rows/s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        n, ray_, pd_ = r["rows"], r["ray"], r["pandas"]
+        lines.append(
+            f"| {n:,} | {n / ray_['seconds']:,.0f} | {n / pd_['seconds']:,.0f} | "
+            f"{pd_['seconds'] / ray_['seconds']:.2f}x | {_gb(ray_['driver_peak_rss'])} | "
+            f"{_gb(ray_['cluster_peak_uss'])} | {_gb(pd_['driver_peak_rss'])} | "
+            f"{r['retrieval_ray']['rows'] / r['retrieval_ray']['seconds']:,.0f} | "
+            f"{r['retrieval_pandas']['rows'] / r['retrieval_pandas']['seconds']:,.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, *rest = args.child
+        fn = {
+            "ray": run_ray,
+            "pandas": run_pandas,
+            "retrieval_ray": run_retrieval_ray,
+            "retrieval_pandas": run_retrieval_pandas,
+        }[kind]
+        print(
+            MARKER + json.dumps(fn(*rest[:-1], Path(rest[-1])) if len(rest) > 1 else fn(Path(rest[0]))),
+            flush=True,
+        )
+        os._exit(0)  # skip interpreter teardown: pyarrow/Ray threads sometimes abort it
+    work = args.work or Path(tempfile.mkdtemp(prefix="mlsys-bench-"))
+    results = []
+    for rows in args.rows:
+        results.append(bench(rows, work))
+        print(f"done: {rows:,} rows", file=sys.stderr)
+    print(table(results))
+    out = ROOT / "benchmarks" / "results" / "etl_features.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": f"{os.cpu_count()} cores", "results": results}, indent=2))
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
