@@ -1,0 +1,75 @@
+"""Ray-free training steps: one epoch of training, one pass of evaluation, prediction.
+
+Batches are dicts with "numeric", "categorical" and (for training) "label" tensors, as the
+preprocessor produces them; Ray Train feeds these from dataset shards, tests from lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+from torch import nn
+
+Batch = dict[str, torch.Tensor]
+_LOSS = nn.BCEWithLogitsLoss(reduction="sum")
+
+
+def _autocast(device: torch.device, enabled: bool):
+    # Mixed precision only where it pays: CUDA. bfloat16 needs no loss scaling.
+    if enabled and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _to(batch: Batch, device: torch.device) -> Batch:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def train_epoch(model: nn.Module, batches: Iterable[Batch], optimizer: torch.optim.Optimizer, *,
+                device: torch.device | None = None, amp: bool = False) -> tuple[float, int]:
+    """One pass over `batches`; returns (mean loss, rows seen)."""
+    device = device or torch.device("cpu")
+    model.train()
+    total, rows = 0.0, 0
+    for batch in batches:
+        batch = _to(batch, device)
+        optimizer.zero_grad(set_to_none=True)
+        with _autocast(device, amp):
+            logits = model(batch["numeric"], batch["categorical"])
+        loss = _LOSS(logits.float(), batch["label"].float())
+        (loss / len(logits)).backward()
+        optimizer.step()
+        total += float(loss.detach())
+        rows += len(logits)
+    return (total / rows if rows else float("nan")), rows
+
+
+@torch.no_grad()
+def eval_epoch(model: nn.Module, batches: Iterable[Batch], *,
+               device: torch.device | None = None) -> tuple[float, int]:
+    """Summed log loss and row count (sums, so shards can be added across workers)."""
+    device = device or torch.device("cpu")
+    model.eval()
+    total, rows = 0.0, 0
+    for batch in batches:
+        batch = _to(batch, device)
+        logits = model(batch["numeric"], batch["categorical"])
+        total += float(_LOSS(logits.float(), batch["label"].float()))
+        rows += len(logits)
+    return total, rows
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, numeric: np.ndarray, categorical: np.ndarray,
+                  *, batch_size: int = 65_536) -> np.ndarray:
+    """Probabilities of the positive class, in float64."""
+    model.eval()
+    out = []
+    for i in range(0, len(numeric), batch_size):
+        logits = model(torch.from_numpy(numeric[i:i + batch_size]),
+                       torch.from_numpy(categorical[i:i + batch_size]))
+        out.append(torch.sigmoid(logits.float()).numpy())
+    return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
