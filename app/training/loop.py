@@ -28,8 +28,14 @@ def _to(batch: Batch, device: torch.device) -> Batch:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def train_epoch(model: nn.Module, batches: Iterable[Batch], optimizer: torch.optim.Optimizer, *,
-                device: torch.device | None = None, amp: bool = False) -> tuple[float, int]:
+def train_epoch(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    optimizer: torch.optim.Optimizer,
+    *,
+    device: torch.device | None = None,
+    amp: bool = False,
+) -> tuple[float, int]:
     """One pass over `batches`; returns (mean loss, rows seen)."""
     device = device or torch.device("cpu")
     model.train()
@@ -48,8 +54,9 @@ def train_epoch(model: nn.Module, batches: Iterable[Batch], optimizer: torch.opt
 
 
 @torch.no_grad()
-def eval_epoch(model: nn.Module, batches: Iterable[Batch], *,
-               device: torch.device | None = None) -> tuple[float, int]:
+def eval_epoch(
+    model: nn.Module, batches: Iterable[Batch], *, device: torch.device | None = None
+) -> tuple[float, int]:
     """Summed log loss and row count (sums, so shards can be added across workers)."""
     device = device or torch.device("cpu")
     model.eval()
@@ -63,13 +70,15 @@ def eval_epoch(model: nn.Module, batches: Iterable[Batch], *,
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, numeric: np.ndarray, categorical: np.ndarray,
-                  *, batch_size: int = 65_536) -> np.ndarray:
+def predict_proba(
+    model: nn.Module, numeric: np.ndarray, categorical: np.ndarray, *, batch_size: int = 65_536
+) -> np.ndarray:
     """Probabilities of the positive class, in float64."""
     model.eval()
     out = []
     for i in range(0, len(numeric), batch_size):
-        logits = model(torch.from_numpy(numeric[i:i + batch_size]),
-                       torch.from_numpy(categorical[i:i + batch_size]))
+        logits = model(
+            torch.from_numpy(numeric[i : i + batch_size]), torch.from_numpy(categorical[i : i + batch_size])
+        )
         out.append(torch.sigmoid(logits.float()).numpy())
     return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
