@@ -18,6 +18,9 @@ from rich.table import Table
 
 from app.config import AppConfig, ConfigError, load_config
 from app.data.schema import DataError
+from app.registry.bundle import BundleError
+from app.registry.registry import RegistryError
+from app.training.dataset import TrainingDataError
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -30,7 +33,9 @@ features_app = typer.Typer(no_args_is_help=True, help="Feast feature store.")
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
 out = Console()
-USER_ERRORS = (ConfigError, DataError)
+models_app = typer.Typer(no_args_is_help=True, help="MLflow model registry.")
+app.add_typer(models_app, name="models")
+USER_ERRORS = (ConfigError, DataError, TrainingDataError, RegistryError, BundleError)
 
 
 @app.callback()
@@ -121,13 +126,96 @@ def features_materialize(ctx: typer.Context) -> None:
         out.print(f"materialized {window[0]:%Y-%m-%d %H:%M} .. {window[1]:%Y-%m-%d %H:%M} UTC")
 
 
+def training_summary(outcome) -> str:
+    m = outcome.metrics
+    head = (
+        f"holdout AUC {m['holdout']['auc']:.4f} (HistGradientBoosting {m['baseline_hgb']['auc']:.4f}), "
+        f"log loss {m['holdout']['log_loss']:.4f}, Brier {m['holdout']['brier']:.4f}"
+    )
+    if outcome.version is None:
+        return f"{head}\nnot registered: the evaluation gate refused it ({outcome.gate})"
+    return f"{head}\nregistered version {outcome.version} as {outcome.alias} ({outcome.gate})"
+
+
+@app.command()
+def train(ctx: typer.Context) -> None:
+    """Train on the feature store's point-in-time training set (Ray Train DDP), evaluate, gate, register."""
+    from app.pipeline import train_and_register
+
+    out.print(training_summary(train_and_register(_cfg(ctx))))
+
+
+@app.command()
+def evaluate(
+    ctx: typer.Context, ref: Annotated[str, typer.Option("--model", help="alias or version")] = "champion"
+) -> None:
+    """Score a registered model on the current holdout: overall, per slice, calibration."""
+    from app.registry.registry import Registry
+    from app.training.dataset import build_splits
+    from app.training.fit import evaluate_bundle
+
+    cfg = _cfg(ctx)
+    metrics = evaluate_bundle(Registry(cfg).load(ref), build_splits(cfg), cfg.dataset.label)
+    table = Table(title=f"{ref} on the holdout")
+    for col in ("slice", "n", "auc", "log_loss", "accuracy", "brier", "ece"):
+        table.add_column(col)
+    rows = [("overall", metrics["holdout"])] + [
+        (f"{col}={value}", m) for col, slices in metrics["slices"].items() for value, m in slices.items()
+    ]
+    for name, m in rows:
+        table.add_row(
+            name, str(m["n"]), *(f"{m[k]:.4f}" for k in ("auc", "log_loss", "accuracy", "brier", "ece"))
+        )
+    out.print(table)
+
+
+@models_app.command("list")
+def models_list(ctx: typer.Context) -> None:
+    """Registered versions with aliases, holdout metrics and lineage."""
+    from app.registry.registry import Registry
+
+    table = Table(title="registered models")
+    for col in ("version", "aliases", "holdout AUC", "HGB AUC", "data", "config", "git"):
+        table.add_column(col)
+    for v in Registry(_cfg(ctx)).versions():
+        table.add_row(
+            str(v.version),
+            ",".join(v.aliases),
+            f"{v.metrics.get('holdout.auc', float('nan')):.4f}",
+            f"{v.metrics.get('baseline_hgb.auc', float('nan')):.4f}",
+            v.tags.get("lineage.data_fingerprint", ""),
+            v.tags.get("lineage.config_hash", ""),
+            v.tags.get("lineage.git_sha", ""),
+        )
+    out.print(table)
+
+
+@models_app.command("promote")
+def models_promote(ctx: typer.Context, version: int) -> None:
+    """Make VERSION the champion."""
+    from app.registry.registry import Registry
+
+    Registry(_cfg(ctx)).promote(version)
+    out.print(f"version {version} is now the champion")
+
+
+@models_app.command("rollback")
+def models_rollback(ctx: typer.Context) -> None:
+    """Point the champion back at the previous champion."""
+    from app.registry.registry import Registry
+
+    out.print(f"champion rolled back to version {Registry(_cfg(ctx)).rollback()}")
+
+
 @app.command()
 def pipeline(ctx: typer.Context, input_path: Annotated[str | None, typer.Option("--input")] = None) -> None:
     """Every stage in order (the `ray job submit` entry point)."""
     from app.pipeline import run_pipeline
 
     result = run_pipeline(_cfg(ctx), source=input_path)
-    out.print(json.dumps({"stages_s": result.stages, "etl": result.etl.to_dict()}, indent=2))
+    out.print(etl_table(result.etl.to_dict()))
+    out.print(training_summary(result.training))
+    out.print(json.dumps({"stages_s": result.stages}))
 
 
 @app.command()
@@ -135,13 +223,16 @@ def demo(ctx: typer.Context, rows: Annotated[int, typer.Option(min=1000)] = 50_0
     """The whole loop on the built-in data."""
     from app.features.store import FeatureClient
     from app.pipeline import run_demo
+    from app.registry.registry import tracking_uri
 
     cfg = _cfg(ctx)
     result = run_demo(cfg, rows=rows)
     out.print(etl_table(result.etl.to_dict()))
     sample = FeatureClient(cfg).online([1, 2, 3])
     out.print("online features for users 1-3:", sample)
-    out.print(f"stages: {result.stages}")
+    out.print(training_summary(result.training))
+    out.print(f"stages (s): {result.stages}")
+    out.print(f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri(cfg)}")
 
 
 def main() -> None:

@@ -176,6 +176,10 @@ class StorageConfig(_Section):
     def reports(self) -> Path:
         return self.path("reports")
 
+    @property
+    def checkpoints(self) -> Path:
+        return self.path("checkpoints")
+
 
 class RayConfig(_Section):
     address: str | None = None  # None: RAY_ADDRESS if set, else start a local cluster
@@ -193,6 +197,15 @@ class TrainConfig(_Section):
     epochs: int = Field(default=10, ge=1)
     batch_size: int = Field(default=512, ge=1)
     lr: float = Field(default=1e-3, gt=0)
+    width: int = Field(default=64, ge=1)
+    depth: int = Field(default=2, ge=1)
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    patience: int = Field(default=3, ge=1)  # epochs without a better validation loss before stopping
+    max_failures: int = Field(default=2, ge=0)  # worker failures a run survives (resumes from checkpoint)
+    # The most recent slice is the holdout, the one before it validation: no future leaks into training.
+    valid_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+    holdout_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+    min_rows: int = Field(default=200, ge=10)  # per split; fewer is refused before any worker starts
 
 
 class TuneConfig(_Section):
@@ -215,6 +228,14 @@ class ExperimentConfig(_Section):
 
 class ServeConfig(_Section):
     experiment: ExperimentConfig = ExperimentConfig()
+
+
+class RegistryConfig(_Section):
+    tracking_uri: str | None = None  # None: sqlite under storage.root; a server URI on a cluster
+    model_name: str = "mlsys-model"
+    gate_metric: Literal["auc", "log_loss", "brier"] = "auc"
+    # A challenger is registered only if it is not worse than the champion by more than this.
+    gate_margin: float = Field(default=0.005, ge=0)
 
 
 class MonitorConfig(_Section):
@@ -240,6 +261,7 @@ class AppConfig(_Section):
     train: TrainConfig = TrainConfig()
     tune: TuneConfig = TuneConfig()
     serve: ServeConfig = ServeConfig()
+    registry: RegistryConfig = RegistryConfig()
     monitor: MonitorConfig = MonitorConfig()
     retrain: RetrainConfig = RetrainConfig()
 

@@ -1,6 +1,6 @@
 """Stage order: the only module that knows which stage runs after which.
 
-etl -> features (apply, materialize) -> [tune/train -> evaluate -> register: later stages].
+etl -> features (apply, materialize) -> train -> evaluate -> gate -> register.
 Each stage is a library call; this module sequences them and reports progress.
 """
 
@@ -18,8 +18,20 @@ from app.config import AppConfig
 from app.data.etl import EtlReport, run_etl
 from app.data.synthetic import generate_chunks, write_dataset
 from app.features.store import FeatureClient
+from app.registry.registry import CHALLENGER, CHAMPION, Registry
+from app.training.dataset import Splits, build_splits
+from app.training.evaluate import passes_gate
+from app.training.fit import evaluate_bundle, fit_candidate
 
 console = Console(stderr=True)
+
+
+@dataclass
+class TrainOutcome:
+    version: int | None  # None: the gate refused the candidate
+    alias: str | None
+    gate: str
+    metrics: dict
 
 
 @dataclass
@@ -27,6 +39,7 @@ class PipelineResult:
     etl: EtlReport | None = None
     feature_partitions: int = 0
     materialized: tuple | None = None
+    training: TrainOutcome | None = None
     stages: dict[str, float] = field(default_factory=dict)
 
 
@@ -39,14 +52,40 @@ def _stage(result: PipelineResult, name: str, fn: Callable[[], Any]) -> Any:
     return value
 
 
+def train_and_register(
+    cfg: AppConfig, *, splits: Splits | None = None, overrides: dict | None = None
+) -> TrainOutcome:
+    """Train a candidate, score it and the champion on the same holdout, gate, register.
+
+    The first model becomes the champion; later ones that pass the gate become the challenger.
+    """
+    splits = splits or build_splits(cfg)
+    bundle = fit_candidate(cfg, splits, overrides=overrides)
+    registry = Registry(cfg)
+    champion = None
+    if registry.alias_version(CHAMPION) is not None:
+        champion = evaluate_bundle(registry.load(CHAMPION), splits, cfg.dataset.label)["holdout"]
+    passed, reason = passes_gate(
+        bundle.metrics["holdout"], champion, metric=cfg.registry.gate_metric, margin=cfg.registry.gate_margin
+    )
+    bundle.metrics["gate"] = {"passed": passed, "reason": reason}
+    if not passed:
+        return TrainOutcome(version=None, alias=None, gate=reason, metrics=bundle.metrics)
+    alias = CHAMPION if champion is None else CHALLENGER
+    params = {**cfg.train.model_dump(), **(overrides or {})}
+    version = registry.register(bundle, params=params, alias=alias)
+    return TrainOutcome(version=version, alias=alias, gate=reason, metrics=bundle.metrics)
+
+
 def run_pipeline(cfg: AppConfig, *, source: str | None = None) -> PipelineResult:
-    """etl -> features apply -> features materialize (training stages join in later issues)."""
+    """etl -> features apply -> materialize -> train -> evaluate -> gate -> register."""
     connect(cfg.ray)
     result = PipelineResult()
     features = FeatureClient(cfg)
     result.etl = _stage(result, "etl", lambda: run_etl(cfg, source))
     result.feature_partitions = _stage(result, "features apply", features.apply)
     result.materialized = _stage(result, "features materialize", features.materialize)
+    result.training = _stage(result, "train + evaluate + register", lambda: train_and_register(cfg))
     return result
 
 

@@ -1,0 +1,164 @@
+"""The MLflow model registry: versions, the champion/challenger aliases, bundle load.
+
+A local sqlite store under the storage root by default, a tracking server URI on a cluster
+(`registry.tracking_uri`). Each version's artifacts are a `ModelBundle`; its metrics and
+lineage are also run metrics/tags, so the MLflow UI shows them. Champion changes are kept in
+a registered-model tag, so `rollback` can go back more than one step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+
+from app.config import AppConfig
+from app.registry.bundle import ModelBundle
+
+log = logging.getLogger(__name__)
+CHAMPION, CHALLENGER = "champion", "challenger"
+HISTORY_TAG = "mlsys.champion_history"
+EXPERIMENT = "mlsys"
+
+
+class RegistryError(ValueError):
+    """A registry request that cannot be satisfied (unknown version, nothing to roll back)."""
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: int
+    aliases: tuple[str, ...]
+    run_id: str
+    metrics: dict
+    tags: dict
+
+
+def tracking_uri(cfg: AppConfig) -> str:
+    return cfg.registry.tracking_uri or f"sqlite:///{cfg.storage.path('mlflow.db')}"
+
+
+def _flat_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, dict):
+            out.update(_flat_metrics(v, f"{prefix}{k}."))
+        elif isinstance(v, (int, float)) and v == v:  # skip NaN
+            out[f"{prefix}{k}"] = float(v)
+    return out
+
+
+class Registry:
+    def __init__(self, cfg: AppConfig):
+        import mlflow
+        from mlflow import MlflowClient
+
+        self.cfg = cfg
+        self.name = cfg.registry.model_name
+        self.uri = tracking_uri(cfg)
+        cfg.storage.path().mkdir(parents=True, exist_ok=True)
+        mlflow.set_tracking_uri(self.uri)
+        self.mlflow = mlflow
+        self.client = MlflowClient(tracking_uri=self.uri)
+
+    def experiment_id(self) -> str:
+        exp = self.client.get_experiment_by_name(EXPERIMENT)
+        if exp is not None:
+            return exp.experiment_id
+        artifacts = self.cfg.storage.path("mlartifacts").as_uri()
+        return self.client.create_experiment(EXPERIMENT, artifact_location=artifacts)
+
+    def register(self, bundle: ModelBundle, *, params: dict, alias: str | None) -> int:
+        """Log a run with the bundle as artifacts and register it as a new version."""
+        from mlflow.exceptions import MlflowException
+
+        with self.mlflow.start_run(experiment_id=self.experiment_id(), run_name="train") as run:
+            self.mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+            self.mlflow.log_metrics(_flat_metrics(bundle.metrics))
+            self.mlflow.set_tags({f"lineage.{k}": str(v) for k, v in bundle.lineage.items()})
+            with tempfile.TemporaryDirectory() as d:
+                bundle.save(d)
+                self.mlflow.log_artifacts(d, artifact_path="bundle")
+        with contextlib.suppress(MlflowException):  # it already exists
+            self.client.create_registered_model(self.name)
+        mv = self.client.create_model_version(
+            self.name,
+            source=f"{run.info.artifact_uri}/bundle",
+            run_id=run.info.run_id,
+            tags={"holdout_auc": str(bundle.metrics.get("holdout", {}).get("auc"))},
+        )
+        version = int(mv.version)
+        if alias == CHAMPION:
+            self.promote(version)
+        elif alias:
+            self.client.set_registered_model_alias(self.name, alias, str(version))
+        return version
+
+    def alias_version(self, alias: str) -> int | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return int(self.client.get_model_version_by_alias(self.name, alias).version)
+        except MlflowException:
+            return None
+
+    def load(self, ref: str | int = CHAMPION) -> ModelBundle:
+        """A bundle by alias ("champion", "challenger") or version number."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = (
+                self.client.get_model_version(self.name, str(ref))
+                if str(ref).isdigit()
+                else self.client.get_model_version_by_alias(self.name, str(ref))
+            )
+        except MlflowException:
+            raise RegistryError(f"model {self.name!r} has no version or alias {ref!r}") from None
+        dest = self.cfg.storage.path("bundles", f"v{mv.version}")
+        if not (dest / "bundle" / "bundle.json").exists():
+            dest.mkdir(parents=True, exist_ok=True)
+            self.mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(dest))
+        return ModelBundle.load(dest / "bundle")
+
+    def versions(self) -> list[VersionInfo]:
+        out = []
+        for mv in self.client.search_model_versions(f"name='{self.name}'"):
+            run = self.client.get_run(mv.run_id)
+            out.append(
+                VersionInfo(
+                    version=int(mv.version),
+                    aliases=tuple(sorted(mv.aliases)),
+                    run_id=mv.run_id,
+                    metrics=dict(run.data.metrics),
+                    tags={k: v for k, v in run.data.tags.items() if k.startswith("lineage.")},
+                )
+            )
+        return sorted(out, key=lambda v: v.version)
+
+    def _history(self) -> list[int]:
+        tags = self.client.get_registered_model(self.name).tags
+        return json.loads(tags.get(HISTORY_TAG, "[]"))
+
+    def promote(self, version: int) -> None:
+        """Make `version` the champion; the previous champion is remembered for rollback."""
+        if version not in {v.version for v in self.versions()}:
+            raise RegistryError(f"model {self.name!r} has no version {version}")
+        history = self._history()
+        if not history or history[-1] != version:
+            history.append(version)
+        self.client.set_registered_model_tag(self.name, HISTORY_TAG, json.dumps(history))
+        self.client.set_registered_model_alias(self.name, CHAMPION, str(version))
+        if self.alias_version(CHALLENGER) == version:
+            self.client.delete_registered_model_alias(self.name, CHALLENGER)
+
+    def rollback(self) -> int:
+        """Point the champion back at the previous champion; returns that version."""
+        history = self._history()
+        if len(history) < 2:
+            raise RegistryError("no earlier champion to roll back to")
+        history.pop()
+        self.client.set_registered_model_tag(self.name, HISTORY_TAG, json.dumps(history))
+        self.client.set_registered_model_alias(self.name, CHAMPION, str(history[-1]))
+        return history[-1]

@@ -1,0 +1,86 @@
+"""The training set: warehouse labels joined point-in-time to Feast features, split by time.
+
+The holdout is the most recent slice and validation the slice before it, so nothing from the
+future of a row leaks into the rows a model learns from. Every problem that would make
+training meaningless is refused here, before any Ray Train worker starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import pandas as pd
+
+from app.config import AppConfig
+from app.data.etl import read_warehouse
+from app.features.store import FeatureClient
+from app.features.transforms import feature_spec
+
+
+class TrainingDataError(ValueError):
+    """A training set that cannot produce a meaningful model."""
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    holdout: pd.DataFrame
+
+    def fingerprint(self) -> str:
+        """Hash of the rows' keys and labels: lineage for the model trained on them."""
+        h = hashlib.sha256()
+        for part in (self.train, self.valid, self.holdout):
+            h.update(pd.util.hash_pandas_object(part.iloc[:, :3], index=False).to_numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+def load_frame(cfg: AppConfig) -> pd.DataFrame:
+    """Every warehouse label with its point-in-time features."""
+    ds = cfg.dataset
+    labels = read_warehouse(cfg).select_columns([ds.entity, ds.timestamp, ds.label]).to_pandas()
+    return FeatureClient(cfg).historical(labels).to_pandas()
+
+
+def time_split(df: pd.DataFrame, cfg: AppConfig) -> Splits:
+    """Split by timestamp quantiles: train < valid < holdout in time."""
+    ts = cfg.dataset.timestamp
+    df = df.sort_values(ts, kind="stable").reset_index(drop=True)
+    t = cfg.train
+    valid_at = df[ts].quantile(1 - t.valid_fraction - t.holdout_fraction)
+    holdout_at = df[ts].quantile(1 - t.holdout_fraction)
+    return Splits(
+        train=df[df[ts] < valid_at].reset_index(drop=True),
+        valid=df[(df[ts] >= valid_at) & (df[ts] < holdout_at)].reset_index(drop=True),
+        holdout=df[df[ts] >= holdout_at].reset_index(drop=True),
+    )
+
+
+def check_splits(splits: Splits, cfg: AppConfig) -> None:
+    label, names = cfg.dataset.label, feature_spec(cfg).names
+    for name in ("train", "valid", "holdout"):
+        part = getattr(splits, name)
+        if len(part) < cfg.train.min_rows:
+            raise TrainingDataError(
+                f"the {name} split has {len(part)} rows, fewer than train.min_rows={cfg.train.min_rows}; "
+                "load more data or lower the split fractions"
+            )
+    for name in ("train", "valid"):
+        classes = sorted(getattr(splits, name)[label].unique().tolist())
+        if len(classes) < 2:
+            raise TrainingDataError(
+                f"the {name} split has one class only ({label}={classes}); a binary model needs both"
+            )
+    missing = [c for c in names if c not in splits.train.columns]
+    if missing:
+        raise TrainingDataError(f"features {missing} are not in the training set")
+    empty = [c for c in names if splits.train[c].isna().all()]
+    if empty:
+        raise TrainingDataError(f"features {empty} are null in every training row")
+
+
+def build_splits(cfg: AppConfig, frame: pd.DataFrame | None = None) -> Splits:
+    splits = time_split(load_frame(cfg) if frame is None else frame, cfg)
+    check_splits(splits, cfg)
+    return splits

@@ -1,0 +1,76 @@
+"""Fit one candidate model end to end: preprocessor, distributed training, holdout metrics.
+
+Returns a complete `ModelBundle` (weights, preprocessor, features, drift profile, metrics
+with the HistGradientBoosting baseline on the same split, lineage); registering it is the
+pipeline's decision.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+from app.config import AppConfig
+from app.features.store import FeatureClient
+from app.features.transforms import feature_spec
+from app.registry.bundle import ModelBundle
+from app.training.baselines import hgb_baseline
+from app.training.dataset import Splits
+from app.training.evaluate import binary_metrics, calibration_table, sliced_metrics
+from app.training.preprocess import Preprocessor
+from app.training.profile import reference_profile
+from app.training.train import train
+
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def evaluate_bundle(bundle: ModelBundle, splits: Splits, label: str) -> dict:
+    y = splits.holdout[label].to_numpy(dtype=int)
+    p = bundle.predict_proba(splits.holdout)
+    return {
+        "holdout": binary_metrics(y, p),
+        "calibration": calibration_table(y, p),
+        "slices": sliced_metrics(splits.holdout, y, p, bundle.preprocessor.categorical),
+    }
+
+
+def fit_candidate(
+    cfg: AppConfig, splits: Splits, *, overrides: dict | None = None, parent_run: str | None = None
+) -> ModelBundle:
+    spec = feature_spec(cfg)
+    label = cfg.dataset.label
+    categorical = [*spec.time, *spec.categorical]  # calendar parts are categories too
+    pre = Preprocessor(list(spec.numeric), categorical).fit(splits.train)
+    result = train(cfg, splits.train, splits.valid, pre, overrides=overrides)
+    bundle = ModelBundle(
+        spec=result.spec,
+        state_dict=result.state_dict,
+        preprocessor=pre,
+        features=spec.names,
+        feature_service=FeatureClient(cfg).service_name,
+        profile=reference_profile(splits.train, list(spec.numeric), categorical),
+    )
+    bundle.metrics = evaluate_bundle(bundle, splits, label)
+    y = splits.holdout[label].to_numpy(dtype=int)
+    bundle.metrics["baseline_hgb"] = binary_metrics(y, hgb_baseline(splits.train, splits.holdout, pre, label))
+    bundle.metrics["training"] = {
+        "best_val_loss": result.best_val_loss,
+        "seconds": result.seconds,
+        "epochs": len(result.history),
+    }
+    bundle.lineage = {
+        "data_fingerprint": splits.fingerprint(),
+        "config_hash": cfg.fingerprint(),
+        "git_sha": git_sha(),
+        "parent_run": parent_run or "",
+        "checkpoint": result.checkpoint_path,
+        "rows": f"{len(splits.train)}/{len(splits.valid)}/{len(splits.holdout)}",
+    }
+    return bundle

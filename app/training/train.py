@@ -1,0 +1,191 @@
+"""Distributed training with Ray Train's TorchTrainer (DDP): gloo on CPU, nccl on GPU.
+
+Workers stream their shard of preprocessed Ray Datasets, checkpoint every epoch (rank 0),
+stop early on validation loss, and resume from the last checkpoint when a worker dies
+(`FailureConfig`). The best epoch's weights are what the run returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import ray
+import ray.train
+import ray.train.torch
+import torch
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+
+from app.cluster import connect
+from app.config import AppConfig
+from app.training.loop import eval_epoch, train_epoch
+from app.training.model import ModelSpec, TabularMLP
+from app.training.preprocess import Preprocessor
+
+log = logging.getLogger(__name__)
+STATE_FILE = "state.pt"
+TENSOR_DTYPES = {"numeric": torch.float32, "categorical": torch.int64, "label": torch.float32}
+
+
+@dataclass
+class TrainResult:
+    spec: ModelSpec
+    state_dict: dict[str, torch.Tensor]
+    history: list[dict] = field(default_factory=list)
+    best_val_loss: float = math.nan
+    seconds: float = 0.0
+    checkpoint_path: str | None = None
+
+
+def _all_reduce_sum(values: list[float]) -> list[float]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        t = torch.tensor(values, dtype=torch.float64)
+        torch.distributed.all_reduce(t)
+        return t.tolist()
+    return values
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Runs on every Ray Train worker."""
+    torch.manual_seed(config["seed"])
+    spec = ModelSpec.from_dict(config["spec"])
+    model = ray.train.torch.prepare_model(TabularMLP(spec))
+    device = ray.train.torch.get_device()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"])
+    state = {"epoch": -1, "best_val_loss": math.inf, "bad_epochs": 0, "best_weights": None}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / STATE_FILE, weights_only=True)
+        _unwrap(model).load_state_dict(state.pop("weights"))
+        optimizer.load_state_dict(state.pop("optimizer"))
+    rank = ray.train.get_context().get_world_rank()
+    train_shard = ray.train.get_dataset_shard("train")
+    valid_shard = ray.train.get_dataset_shard("valid")
+    for epoch in range(state["epoch"] + 1, config["epochs"]):
+        _maybe_inject_failure(config, epoch, rank)
+        batches = train_shard.iter_torch_batches(batch_size=config["batch_size"], dtypes=TENSOR_DTYPES)
+        train_loss, rows = train_epoch(model, batches, optimizer, device=device, amp=config["amp"])
+        valid_batches = valid_shard.iter_torch_batches(batch_size=8192, dtypes=TENSOR_DTYPES)
+        v_sum, v_rows = eval_epoch(model, valid_batches, device=device)
+        t_sum, v_sum, v_rows, rows = _all_reduce_sum([train_loss * rows, v_sum, v_rows, rows])
+        val_loss = v_sum / max(v_rows, 1)
+        weights = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
+        if val_loss < state["best_val_loss"] - 1e-6:
+            state.update(best_val_loss=val_loss, bad_epochs=0, best_weights=weights)
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch
+        stop = state["bad_epochs"] >= config["patience"]
+        metrics = {
+            "epoch": epoch,
+            "train_loss": t_sum / max(rows, 1),
+            "val_loss": val_loss,
+            "best_val_loss": state["best_val_loss"],
+            "rows": int(rows),
+            "stopped_early": stop,
+        }
+        with tempfile.TemporaryDirectory() as d:
+            ckpt = None
+            if rank == 0:  # one writer; every rank still reports
+                torch.save(
+                    {**state, "weights": weights, "optimizer": optimizer.state_dict()}, Path(d) / STATE_FILE
+                )
+                ckpt = ray.train.Checkpoint.from_directory(d)
+            ray.train.report(metrics, checkpoint=ckpt)
+        if stop:
+            break
+
+
+def _maybe_inject_failure(config: dict, epoch: int, rank: int) -> None:
+    """Test hook: kill this worker process once, at the configured epoch, on the last rank."""
+    marker = config.get("fail_once_marker")
+    last_rank = rank == config["num_workers"] - 1
+    if marker and epoch == config["fail_at_epoch"] and last_rank and not os.path.exists(marker):
+        Path(marker).write_text(str(os.getpid()))
+        os._exit(1)
+
+
+def train(
+    cfg: AppConfig,
+    train_df: pd.DataFrame,
+    valid_df: pd.DataFrame,
+    pre: Preprocessor,
+    *,
+    overrides: dict | None = None,
+    name: str | None = None,
+) -> TrainResult:
+    """Fit a TabularMLP with Ray Train; returns the best epoch's weights and the history."""
+    connect(cfg.ray)
+    t = cfg.train
+    spec = ModelSpec(
+        n_numeric=pre.n_numeric,
+        cardinalities=tuple(pre.cardinalities),
+        width=t.width,
+        depth=t.depth,
+        dropout=t.dropout,
+    )
+    loop_config = {
+        "spec": spec.to_dict(),
+        "lr": t.lr,
+        "epochs": t.epochs,
+        "batch_size": t.batch_size,
+        "patience": t.patience,
+        "amp": t.use_gpu,
+        "seed": 0,
+        "num_workers": t.num_workers,
+        **(overrides or {}),
+    }
+    if "spec" in (overrides or {}):
+        spec = ModelSpec.from_dict(loop_config["spec"])
+    label = cfg.dataset.label
+    trainer = ray.train.torch.TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        torch_config=ray.train.torch.TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu),
+        datasets={"train": model_dataset(train_df, pre, label), "valid": model_dataset(valid_df, pre, label)},
+        run_config=RunConfig(
+            name=name or f"train-{time.strftime('%Y%m%dT%H%M%S')}",
+            storage_path=str(cfg.storage.checkpoints),
+            failure_config=FailureConfig(max_failures=t.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    started = time.perf_counter()
+    result = trainer.fit()
+    with result.checkpoint.as_directory() as d:
+        state = torch.load(Path(d) / STATE_FILE, weights_only=True)
+    history = [] if result.metrics_dataframe is None else result.metrics_dataframe.to_dict("records")
+    return TrainResult(
+        spec=spec,
+        state_dict=state["best_weights"] or state["weights"],
+        history=history,
+        best_val_loss=float(state["best_val_loss"]),
+        seconds=time.perf_counter() - started,
+        checkpoint_path=result.checkpoint.path,
+    )
+
+
+def model_dataset(df: pd.DataFrame, pre: Preprocessor, label: str) -> ray.data.Dataset:
+    """Preprocessed rows as a Ray Dataset with tensor columns, sharded to workers by Ray Train.
+
+    Materialized once: every epoch re-reads it from the object store, not from pandas."""
+
+    def to_tensors(batch: pd.DataFrame) -> dict[str, np.ndarray]:
+        arrays = pre.transform_batch(batch)
+        arrays["label"] = batch[label].to_numpy(dtype=np.float32)
+        return arrays
+
+    return ray.data.from_pandas(df).map_batches(to_tensors, batch_format="pandas").materialize()
