@@ -40,9 +40,14 @@ def tracking_uri(cfg: AppConfig) -> str:
     return cfg.registry.tracking_uri or f"sqlite:///{cfg.storage.path('mlflow.db')}"
 
 
+SUMMARY_METRICS = ("holdout", "baseline_hgb", "training")  # slices/calibration live in bundle.json
+
+
 def _flat_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
     out = {}
     for k, v in metrics.items():
+        if not prefix and k not in SUMMARY_METRICS:
+            continue
         if isinstance(v, dict):
             out.update(_flat_metrics(v, f"{prefix}{k}."))
         elif isinstance(v, (int, float)) and v == v:  # skip NaN

@@ -41,6 +41,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     best_val_loss: float = math.nan
     seconds: float = 0.0
+    epochs_completed: int = 0
     checkpoint_path: str | None = None
 
 
@@ -174,6 +175,7 @@ def train(
         history=history,
         best_val_loss=float(state["best_val_loss"]),
         seconds=time.perf_counter() - started,
+        epochs_completed=int(state["epoch"]) + 1,
         checkpoint_path=result.checkpoint.path,
     )
 

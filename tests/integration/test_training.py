@@ -1,0 +1,90 @@
+"""Training, evaluation gate and registry on a real local Ray and a real MLflow (sqlite)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.data.etl import run_etl
+from app.data.synthetic import generate, write_dataset
+from app.features.store import FeatureClient
+from app.pipeline import train_and_register
+from app.registry.registry import CHALLENGER, CHAMPION, Registry, RegistryError
+from app.training.dataset import build_splits
+from app.training.fit import evaluate_bundle
+from app.training.preprocess import Preprocessor
+from app.training.train import train
+from tests.conftest import make_config
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("training")
+    cfg = make_config(
+        tmp,
+        train={"epochs": 3, "batch_size": 256, "num_workers": 2, "patience": 10},
+        registry={"gate_margin": 0.05},
+    )
+    write_dataset(iter([generate(12_000, seed=3)]), tmp / "raw.parquet")
+    run_etl(cfg, str(tmp / "raw.parquet"))
+    FeatureClient(cfg).apply()
+    return cfg, build_splits(cfg)
+
+
+def test_worker_killed_mid_run_resumes_and_finishes_every_epoch(prepared, tmp_path):
+    cfg, splits = prepared
+    pre = Preprocessor(["age", "income", "score"], ["country", "gender"]).fit(splits.train)
+    marker = tmp_path / "killed"
+    result = train(
+        cfg,
+        splits.train,
+        splits.valid,
+        pre,
+        overrides={"epochs": 4, "fail_once_marker": str(marker), "fail_at_epoch": 2},
+    )
+    assert marker.exists(), "the worker was killed"
+    assert result.epochs_completed == 4
+    assert np.isfinite(result.best_val_loss)
+
+
+def test_register_gate_promote_rollback(prepared):
+    cfg, splits = prepared
+    first = train_and_register(cfg, splits=splits)
+    assert (first.version, first.alias) == (1, CHAMPION)
+    assert first.metrics["holdout"]["auc"] > 0.65
+    assert first.metrics["baseline_hgb"]["auc"] > 0.65
+
+    second = train_and_register(cfg, splits=splits)
+    assert (second.version, second.alias) == (2, CHALLENGER)
+
+    strict = make_config(
+        cfg.storage.path().parent, train={"num_workers": 2, "batch_size": 256}, registry={"gate_margin": 0.0}
+    )
+    bad = train_and_register(strict, splits=splits, overrides={"epochs": 1, "lr": 1e-7})
+    assert bad.version is None and "beyond margin" in bad.gate
+
+    registry = Registry(cfg)
+    assert [v.version for v in registry.versions()] == [1, 2]
+    registry.promote(2)
+    assert registry.alias_version(CHAMPION) == 2 and registry.alias_version(CHALLENGER) is None
+    assert registry.rollback() == 1
+    assert registry.alias_version(CHAMPION) == 1
+    with pytest.raises(RegistryError):
+        registry.rollback()
+    with pytest.raises(RegistryError):
+        registry.promote(99)
+
+
+def test_registered_bundle_predicts_exactly_as_at_training_time(prepared):
+    cfg, splits = prepared
+    registry = Registry(cfg)
+    version = registry.alias_version(CHAMPION)
+    bundle = registry.load(CHAMPION)
+    info = {v.version: v for v in registry.versions()}[version]
+    again = evaluate_bundle(bundle, splits, cfg.dataset.label)["holdout"]
+    assert again["auc"] == info.metrics["holdout.auc"]
+    assert again["log_loss"] == info.metrics["holdout.log_loss"]
+    assert info.tags["lineage.data_fingerprint"] == splits.fingerprint()
+    assert bundle.profile["numeric"]["income"]["edges"]
