@@ -146,6 +146,27 @@ def train(ctx: typer.Context) -> None:
 
 
 @app.command()
+def tune(
+    ctx: typer.Context, samples: Annotated[int | None, typer.Option(help="trials per search")] = None
+) -> None:
+    """Ray Tune: the torch model (ASHA, tracked in MLflow) and the random-forest baseline."""
+    from app.pipeline import search
+
+    result = search(_cfg(ctx), num_samples=samples)
+    for title, found, metric in (
+        ("torch MLP (validation log loss)", result.torch, "val_loss"),
+        ("random forest (3-fold CV AUC)", result.forest, "cv_auc"),
+    ):
+        table = Table(title=title)
+        for col in found.trials.columns:
+            table.add_column(col.removeprefix("config/"))
+        for row in found.trials.itertuples(index=False):
+            table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+        out.print(table)
+        out.print(f"best {metric}: {found.best_metric:.4f} with {found.best_config}")
+
+
+@app.command()
 def evaluate(
     ctx: typer.Context, ref: Annotated[str, typer.Option("--model", help="alias or version")] = "champion"
 ) -> None:

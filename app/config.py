@@ -212,6 +212,7 @@ class TuneConfig(_Section):
     num_samples: int = Field(default=8, ge=1)
     max_concurrent: int = Field(default=1, ge=1)
     scheduler: Literal["asha", "fifo"] = "asha"
+    in_pipeline: bool = False  # search before the final training run in `mlsys pipeline`
 
 
 class ExperimentConfig(_Section):

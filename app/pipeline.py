@@ -21,7 +21,8 @@ from app.features.store import FeatureClient
 from app.registry.registry import CHALLENGER, CHAMPION, Registry
 from app.training.dataset import Splits, build_splits
 from app.training.evaluate import passes_gate
-from app.training.fit import evaluate_bundle, fit_candidate
+from app.training.fit import evaluate_bundle, fit_candidate, make_preprocessor
+from app.training.tune import TORCH_SPACE, SearchResult, tune_random_forest, tune_torch
 
 console = Console(stderr=True)
 
@@ -40,6 +41,7 @@ class PipelineResult:
     feature_partitions: int = 0
     materialized: tuple | None = None
     training: TrainOutcome | None = None
+    search: SearchOutcome | None = None
     stages: dict[str, float] = field(default_factory=dict)
 
 
@@ -77,7 +79,30 @@ def train_and_register(
     return TrainOutcome(version=version, alias=alias, gate=reason, metrics=bundle.metrics)
 
 
-def run_pipeline(cfg: AppConfig, *, source: str | None = None) -> PipelineResult:
+@dataclass
+class SearchOutcome:
+    torch: SearchResult
+    forest: SearchResult
+
+    @property
+    def overrides(self) -> dict:
+        """The best torch trial's hyperparameters, for the final training run."""
+        return {k: self.torch.best_config[k] for k in TORCH_SPACE}
+
+
+def search(cfg: AppConfig, splits: Splits | None = None, *, num_samples: int | None = None) -> SearchOutcome:
+    """Ray Tune over the torch model (ASHA) and the random-forest baseline, on the same split."""
+    splits = splits or build_splits(cfg)
+    pre = make_preprocessor(cfg, splits.train)
+    return SearchOutcome(
+        torch=tune_torch(cfg, splits.train, splits.valid, pre, num_samples=num_samples),
+        forest=tune_random_forest(cfg, splits.train, pre, num_samples=num_samples),
+    )
+
+
+def run_pipeline(
+    cfg: AppConfig, *, source: str | None = None, tune_samples: int | None = None
+) -> PipelineResult:
     """etl -> features apply -> materialize -> train -> evaluate -> gate -> register."""
     connect(cfg.ray)
     result = PipelineResult()
@@ -85,14 +110,24 @@ def run_pipeline(cfg: AppConfig, *, source: str | None = None) -> PipelineResult
     result.etl = _stage(result, "etl", lambda: run_etl(cfg, source))
     result.feature_partitions = _stage(result, "features apply", features.apply)
     result.materialized = _stage(result, "features materialize", features.materialize)
-    result.training = _stage(result, "train + evaluate + register", lambda: train_and_register(cfg))
+    splits = _stage(result, "training set (point-in-time)", lambda: build_splits(cfg))
+    overrides = None
+    if cfg.tune.in_pipeline or tune_samples:
+        result.search = _stage(result, "tune", lambda: search(cfg, splits, num_samples=tune_samples))
+        overrides = result.search.overrides
+    result.training = _stage(
+        result,
+        "train + evaluate + register",
+        lambda: train_and_register(cfg, splits=splits, overrides=overrides),
+    )
     return result
 
 
-def run_demo(cfg: AppConfig, *, rows: int, seed: int = 0) -> PipelineResult:
-    """The main job on the built-in data: generate, then run every stage built so far."""
+def run_demo(cfg: AppConfig, *, rows: int, seed: int = 0, tune_samples: int = 4) -> PipelineResult:
+    """The main job on the built-in data: generate, then run every stage built so far,
+    with a small search before the final training run."""
     raw = cfg.storage.path("raw")
     connect(cfg.ray)
     if not any(raw.glob("*.parquet")):
         write_dataset(generate_chunks(rows, seed=seed), raw)
-    return run_pipeline(cfg, source=str(raw))
+    return run_pipeline(cfg, source=str(raw), tune_samples=tune_samples)

@@ -41,13 +41,20 @@ def evaluate_bundle(bundle: ModelBundle, splits: Splits, label: str) -> dict:
     }
 
 
+def make_preprocessor(cfg: AppConfig, train_df) -> Preprocessor:
+    """Fitted on the training split only."""
+    spec = feature_spec(cfg)
+    return Preprocessor(list(spec.numeric), [*spec.time, *spec.categorical]).fit(
+        train_df
+    )  # calendar parts are categories
+
+
 def fit_candidate(
     cfg: AppConfig, splits: Splits, *, overrides: dict | None = None, parent_run: str | None = None
 ) -> ModelBundle:
     spec = feature_spec(cfg)
     label = cfg.dataset.label
-    categorical = [*spec.time, *spec.categorical]  # calendar parts are categories too
-    pre = Preprocessor(list(spec.numeric), categorical).fit(splits.train)
+    pre = make_preprocessor(cfg, splits.train)
     result = train(cfg, splits.train, splits.valid, pre, overrides=overrides)
     bundle = ModelBundle(
         spec=result.spec,
@@ -55,7 +62,7 @@ def fit_candidate(
         preprocessor=pre,
         features=spec.names,
         feature_service=FeatureClient(cfg).service_name,
-        profile=reference_profile(splits.train, list(spec.numeric), categorical),
+        profile=reference_profile(splits.train, pre.numeric, pre.categorical),
     )
     bundle.metrics = evaluate_bundle(bundle, splits, label)
     y = splits.holdout[label].to_numpy(dtype=int)

@@ -28,6 +28,18 @@ def _to(batch: Batch, device: torch.device) -> Batch:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def array_batches(
+    arrays: dict[str, np.ndarray], batch_size: int, *, rng: np.random.Generator | None = None
+) -> list[Batch]:
+    """Tensor batches from in-memory arrays (shuffled when `rng` is given)."""
+    n = len(next(iter(arrays.values())))
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    return [
+        {k: torch.from_numpy(v[order[i : i + batch_size]]) for k, v in arrays.items()}
+        for i in range(0, n, batch_size)
+    ]
+
+
 def train_epoch(
     model: nn.Module,
     batches: Iterable[Batch],

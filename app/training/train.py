@@ -118,6 +118,21 @@ def _maybe_inject_failure(config: dict, epoch: int, rank: int) -> None:
         os._exit(1)
 
 
+def hyperparameters(cfg: AppConfig) -> dict:
+    """The searchable and schedule settings of a run, from the config (overridable per run)."""
+    t = cfg.train
+    return {
+        "lr": t.lr,
+        "batch_size": t.batch_size,
+        "width": t.width,
+        "depth": t.depth,
+        "dropout": t.dropout,
+        "epochs": t.epochs,
+        "patience": t.patience,
+        "seed": 0,
+    }
+
+
 def train(
     cfg: AppConfig,
     train_df: pd.DataFrame,
@@ -130,26 +145,15 @@ def train(
     """Fit a TabularMLP with Ray Train; returns the best epoch's weights and the history."""
     connect(cfg.ray)
     t = cfg.train
+    config = {**hyperparameters(cfg), **(overrides or {})}
     spec = ModelSpec(
         n_numeric=pre.n_numeric,
         cardinalities=tuple(pre.cardinalities),
-        width=t.width,
-        depth=t.depth,
-        dropout=t.dropout,
+        width=config["width"],
+        depth=config["depth"],
+        dropout=config["dropout"],
     )
-    loop_config = {
-        "spec": spec.to_dict(),
-        "lr": t.lr,
-        "epochs": t.epochs,
-        "batch_size": t.batch_size,
-        "patience": t.patience,
-        "amp": t.use_gpu,
-        "seed": 0,
-        "num_workers": t.num_workers,
-        **(overrides or {}),
-    }
-    if "spec" in (overrides or {}):
-        spec = ModelSpec.from_dict(loop_config["spec"])
+    loop_config = {**config, "spec": spec.to_dict(), "amp": t.use_gpu, "num_workers": t.num_workers}
     label = cfg.dataset.label
     trainer = ray.train.torch.TorchTrainer(
         train_loop_per_worker,

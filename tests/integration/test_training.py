@@ -88,3 +88,24 @@ def test_registered_bundle_predicts_exactly_as_at_training_time(prepared):
     assert again["log_loss"] == info.metrics["holdout.log_loss"]
     assert info.tags["lineage.data_fingerprint"] == splits.fingerprint()
     assert bundle.profile["numeric"]["income"]["edges"]
+
+
+def test_search_runs_tracked_trials_for_torch_and_forest(prepared):
+    import mlflow
+
+    from app.pipeline import search
+    from app.registry.registry import tracking_uri
+
+    cfg, splits = prepared
+    fast = make_config(
+        cfg.storage.path().parent,
+        train={"epochs": 2, "num_workers": 2},
+        tune={"num_samples": 2, "max_concurrent": 4},
+    )
+    result = search(fast, splits, num_samples=2)
+    assert len(result.torch.trials) == 2 and len(result.forest.trials) == 2
+    assert set(result.overrides) == {"lr", "width", "depth", "dropout", "batch_size"}
+    assert 0.5 < result.forest.best_metric <= 1.0
+    client = mlflow.MlflowClient(tracking_uri(fast))
+    runs = client.search_runs([client.get_experiment_by_name("mlsys-tune-torch").experiment_id])
+    assert len(runs) >= 2 and all("val_loss" in r.data.metrics for r in runs)
