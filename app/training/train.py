@@ -42,6 +42,7 @@ class TrainResult:
     best_val_loss: float = math.nan
     seconds: float = 0.0
     epochs_completed: int = 0
+    epoch_seconds: list[float] = field(default_factory=list)  # rank 0's training time per epoch
     checkpoint_path: str | None = None
 
 
@@ -64,7 +65,13 @@ def train_loop_per_worker(config: dict) -> None:
     model = ray.train.torch.prepare_model(TabularMLP(spec))
     device = ray.train.torch.get_device()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"])
-    state = {"epoch": -1, "best_val_loss": math.inf, "bad_epochs": 0, "best_weights": None}
+    state = {
+        "epoch": -1,
+        "best_val_loss": math.inf,
+        "bad_epochs": 0,
+        "best_weights": None,
+        "epoch_seconds": [],
+    }
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
@@ -76,8 +83,10 @@ def train_loop_per_worker(config: dict) -> None:
     valid_shard = ray.train.get_dataset_shard("valid")
     for epoch in range(state["epoch"] + 1, config["epochs"]):
         _maybe_inject_failure(config, epoch, rank)
+        started = time.perf_counter()
         batches = train_shard.iter_torch_batches(batch_size=config["batch_size"], dtypes=TENSOR_DTYPES)
         train_loss, rows = train_epoch(model, batches, optimizer, device=device, amp=config["amp"])
+        state["epoch_seconds"].append(time.perf_counter() - started)  # data streaming included
         valid_batches = valid_shard.iter_torch_batches(batch_size=8192, dtypes=TENSOR_DTYPES)
         v_sum, v_rows = eval_epoch(model, valid_batches, device=device)
         t_sum, v_sum, v_rows, rows = _all_reduce_sum([train_loss * rows, v_sum, v_rows, rows])
@@ -180,6 +189,7 @@ def train(
         best_val_loss=float(state["best_val_loss"]),
         seconds=time.perf_counter() - started,
         epochs_completed=int(state["epoch"]) + 1,
+        epoch_seconds=list(state["epoch_seconds"]),
         checkpoint_path=result.checkpoint.path,
     )
 
