@@ -25,13 +25,14 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
 from app.cluster import connect
 from app.config import AppConfig
-from app.training.loop import eval_epoch, train_epoch
+from app.training.loop import array_batches, eval_epoch, train_epoch
 from app.training.model import ModelSpec, TabularMLP
 from app.training.preprocess import Preprocessor
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
 TENSOR_DTYPES = {"numeric": torch.float32, "categorical": torch.int64, "label": torch.float32}
+TENSOR_NUMPY = {"numeric": np.float32, "categorical": np.int64, "label": np.float32}
 
 
 @dataclass
@@ -79,16 +80,16 @@ def train_loop_per_worker(config: dict) -> None:
         _unwrap(model).load_state_dict(state.pop("weights"))
         optimizer.load_state_dict(state.pop("optimizer"))
     rank = ray.train.get_context().get_world_rank()
-    train_shard = ray.train.get_dataset_shard("train")
-    valid_shard = ray.train.get_dataset_shard("valid")
+    train_batches = _epoch_batches(ray.train.get_dataset_shard("train"), config, rank, shuffle=True)
+    valid_batches = _epoch_batches(ray.train.get_dataset_shard("valid"), {**config, "batch_size": 8192}, rank)
     for epoch in range(state["epoch"] + 1, config["epochs"]):
         _maybe_inject_failure(config, epoch, rank)
         started = time.perf_counter()
-        batches = train_shard.iter_torch_batches(batch_size=config["batch_size"], dtypes=TENSOR_DTYPES)
-        train_loss, rows = train_epoch(model, batches, optimizer, device=device, amp=config["amp"])
+        train_loss, rows = train_epoch(
+            model, train_batches(epoch), optimizer, device=device, amp=config["amp"]
+        )
         state["epoch_seconds"].append(time.perf_counter() - started)  # data streaming included
-        valid_batches = valid_shard.iter_torch_batches(batch_size=8192, dtypes=TENSOR_DTYPES)
-        v_sum, v_rows = eval_epoch(model, valid_batches, device=device)
+        v_sum, v_rows = eval_epoch(model, valid_batches(epoch), device=device)
         t_sum, v_sum, v_rows, rows = _all_reduce_sum([train_loss * rows, v_sum, v_rows, rows])
         val_loss = v_sum / max(v_rows, 1)
         weights = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
@@ -116,6 +117,28 @@ def train_loop_per_worker(config: dict) -> None:
             ray.train.report(metrics, checkpoint=ckpt)
         if stop:
             break
+
+
+def _epoch_batches(shard, config: dict, rank: int, *, shuffle: bool = False):
+    """Batches for one epoch of this worker's shard.
+
+    With `cache_shards` the shard is read from Ray Data once and kept as arrays (reshuffled
+    each epoch): Ray Data's per-batch conversion otherwise costs more than a small model's
+    step. Without it, every epoch streams the shard (for shards larger than worker memory).
+    """
+    size = config["batch_size"]
+    if not config.get("cache_shards", True):
+        return lambda epoch: shard.iter_torch_batches(batch_size=size, dtypes=TENSOR_DTYPES)
+    parts = list(shard.iter_batches(batch_size=65_536, batch_format="numpy"))
+    arrays = {
+        k: np.concatenate([p[k] for p in parts]).astype(TENSOR_NUMPY[k], copy=False) for k in TENSOR_NUMPY
+    }
+
+    def batches(epoch: int):
+        rng = np.random.default_rng([config["seed"], rank, epoch]) if shuffle else None
+        return array_batches(arrays, size, rng=rng)
+
+    return batches
 
 
 def _maybe_inject_failure(config: dict, epoch: int, rank: int) -> None:
@@ -162,7 +185,13 @@ def train(
         depth=config["depth"],
         dropout=config["dropout"],
     )
-    loop_config = {**config, "spec": spec.to_dict(), "amp": t.use_gpu, "num_workers": t.num_workers}
+    loop_config = {
+        **config,
+        "spec": spec.to_dict(),
+        "amp": t.use_gpu,
+        "num_workers": t.num_workers,
+        "cache_shards": t.cache_shards,
+    }
     label = cfg.dataset.label
     trainer = ray.train.torch.TorchTrainer(
         train_loop_per_worker,

@@ -19,6 +19,7 @@ def mlsys(tmp_path, *args, check=True):
         "MLSYS_STORAGE__ROOT": str(tmp_path / "store"),
         "MLSYS_RAY__NUM_CPUS": "4",
         "MLSYS_RAY__INCLUDE_DASHBOARD": "false",
+        "MLSYS_TRAIN__EPOCHS": "3",
         "RAY_ADDRESS": "",
     }
     proc = subprocess.run(
@@ -72,3 +73,16 @@ def test_features_before_etl_is_a_clear_error(tmp_path):
     proc = mlsys(tmp_path, "features", "apply", check=False)
     assert proc.returncode == 2
     assert "run `mlsys etl` first" in proc.stderr
+
+
+def test_pipeline_registers_a_champion_visible_in_models_list(tmp_path):
+    raw = tmp_path / "raw"
+    mlsys(tmp_path, "data", "generate", "--rows", "12000", "--out", str(raw))
+    out = mlsys(tmp_path, "pipeline", "--input", str(raw))
+    assert "registered version 1 as champion" in out.stdout
+    listing = mlsys(tmp_path, "models", "list").stdout
+    assert "champion" in listing
+    proc = mlsys(tmp_path, "models", "promote", "7", check=False)
+    assert proc.returncode == 2 and "has no version 7" in proc.stderr
+    proc = mlsys(tmp_path, "models", "rollback", check=False)
+    assert proc.returncode == 2 and "no earlier champion" in proc.stderr
