@@ -254,6 +254,8 @@ def demo(ctx: typer.Context, rows: Annotated[int, typer.Option(min=1000)] = 50_0
     out.print(training_summary(result.training))
     out.print(f"stages (s): {result.stages}")
     out.print(f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri(cfg)}")
+    if result.dashboard_url:
+        out.print(f"Ray dashboard (while this process runs): {result.dashboard_url}")
 
 
 def main() -> None:

@@ -42,6 +42,7 @@ class PipelineResult:
     materialized: tuple | None = None
     training: TrainOutcome | None = None
     search: SearchOutcome | None = None
+    dashboard_url: str | None = None
     stages: dict[str, float] = field(default_factory=dict)
 
 
@@ -127,7 +128,9 @@ def run_demo(cfg: AppConfig, *, rows: int, seed: int = 0, tune_samples: int = 4)
     """The main job on the built-in data: generate, then run every stage built so far,
     with a small search before the final training run."""
     raw = cfg.storage.path("raw")
-    connect(cfg.ray)
+    dashboard = connect(cfg.ray)
     if not any(raw.glob("*.parquet")):
         write_dataset(generate_chunks(rows, seed=seed), raw)
-    return run_pipeline(cfg, source=str(raw), tune_samples=tune_samples)
+    result = run_pipeline(cfg, source=str(raw), tune_samples=tune_samples)
+    result.dashboard_url = dashboard
+    return result
