@@ -1,13 +1,13 @@
 """Distributed training with Ray Train's TorchTrainer (DDP): gloo on CPU, nccl on GPU.
 
-Workers stream their shard of preprocessed Ray Datasets, checkpoint every epoch (rank 0),
+Workers read their shard of the preprocessed Ray Datasets (kept in memory unless
+`train.cache_shards` is off), checkpoint every epoch (rank 0),
 stop early on validation loss, and resume from the last checkpoint when a worker dies
 (`FailureConfig`). The best epoch's weights are what the run returns.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import tempfile
@@ -29,7 +29,6 @@ from app.training.loop import array_batches, eval_epoch, train_epoch
 from app.training.model import ModelSpec, TabularMLP
 from app.training.preprocess import Preprocessor
 
-log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
 TENSOR_DTYPES = {"numeric": torch.float32, "categorical": torch.int64, "label": torch.float32}
 TENSOR_NUMPY = {"numeric": np.float32, "categorical": np.int64, "label": np.float32}
