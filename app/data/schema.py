@@ -1,0 +1,157 @@
+"""The data contract derived from the config's `dataset` section, and the pure row cleaner.
+
+`clean_batch` turns one raw batch (any types: csv strings, json numbers, parquet) into the
+contract's types and marks each row either with its warehouse date partition or with the
+reason it is rejected. Rejected rows keep their original values as JSON in `_raw`, so
+quarantine never loses data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from app.config import DatasetConfig
+
+REASON, RAW, PART = "_reason", "_raw", "_part"
+QUARANTINE = "quarantine"
+# Spellings of "no value" found in csv/json exports; they mean null, not a bad value.
+NULL_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "<na>"})
+
+
+class DataError(ValueError):
+    """Input data that cannot be processed at all (missing column, corrupt or empty input)."""
+
+
+def arrow_schema(ds: DatasetConfig, *, with_meta: bool = True) -> pa.Schema:
+    """Warehouse schema: typed contract columns (+ quarantine metadata while in flight)."""
+    fields = [
+        pa.field(ds.entity, pa.int64() if ds.entity_type == "int64" else pa.string()),
+        pa.field(ds.timestamp, pa.timestamp("us", tz="UTC")),
+        pa.field(ds.label, pa.int8()),
+        *(pa.field(c, pa.float64()) for c in ds.numeric),
+        *(pa.field(c, pa.string()) for c in ds.categorical),
+    ]
+    if with_meta:
+        fields += [pa.field(REASON, pa.string()), pa.field(RAW, pa.string()),
+                   pa.field(PART, pa.string())]
+    return pa.schema(fields)
+
+
+def missing_columns(ds: DatasetConfig, present: list[str]) -> list[str]:
+    names = {ds.rename.get(c, c) for c in present}
+    return [c for c in ds.columns if c not in names]
+
+
+def _blank(col: pd.Series) -> pd.Series:
+    """True where a raw value means "no value" (null, empty, or a null token)."""
+    if not (pd.api.types.is_object_dtype(col) or pd.api.types.is_string_dtype(col)):
+        return col.isna()
+    return col.isna() | col.astype("string").str.strip().str.lower().isin(NULL_TOKENS).fillna(True)
+
+
+def _to_number(col: pd.Series) -> pd.Series:
+    if pd.api.types.is_bool_dtype(col):
+        return col.astype("float64")
+    return pd.to_numeric(col, errors="coerce").astype("float64")
+
+
+def _to_timestamp(col: pd.Series) -> pd.Series:
+    if pd.api.types.is_datetime64_any_dtype(col):
+        out = col.dt.tz_localize("UTC") if col.dt.tz is None else col.dt.tz_convert("UTC")
+        return out.astype("datetime64[us, UTC]")
+    text = col.astype("string")
+    # ISO 8601 first (fast path for the common case), then anything pandas understands.
+    parsed = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
+    retry = parsed.isna() & text.notna() & (text.str.len() > 0)
+    if retry.any():
+        parsed[retry] = pd.to_datetime(text[retry], errors="coerce", utc=True, format="mixed")
+    return parsed.astype("datetime64[us, UTC]")
+
+
+def _to_label(col: pd.Series, label_map: dict[str, int] | None) -> pd.Series:
+    if label_map is not None:
+        return col.astype("string").str.strip().map(label_map).astype("float64")
+    num = _to_number(col)
+    return num.where(num.isin([0.0, 1.0]))
+
+
+def _add_reason(reasons: pd.Series, bad: pd.Series, text: str) -> None:
+    """Record the first reason for each newly bad row (a row can break several rules)."""
+    fresh = bad & reasons.isna()
+    reasons[fresh] = text
+
+
+def _date_labels(ts: pd.Series) -> pd.Series:
+    """YYYY-MM-DD of each timestamp; formats each distinct day once (strftime per row is slow)."""
+    codes, days = pd.factorize(ts.dt.floor("D"))
+    labels = np.append(days.strftime("%Y-%m-%d").to_numpy(dtype=object), None)
+    return pd.Series(labels[codes], index=ts.index, dtype=object)  # code -1 (NaT) -> None
+
+
+def clean_batch(raw: pd.DataFrame, ds: DatasetConfig) -> pd.DataFrame:
+    """Coerce a raw batch to the contract and mark each row's partition or rejection reason."""
+    raw = raw.rename(columns=ds.rename)
+    missing = missing_columns(ds, list(raw.columns))
+    if missing:
+        raise DataError(f"input is missing required column(s) {missing}")
+    raw = raw.reset_index(drop=True)
+    reasons = pd.Series(pd.NA, index=raw.index, dtype="object")
+    out = pd.DataFrame(index=raw.index)
+
+    if ds.entity_type == "int64":
+        ent = _to_number(raw[ds.entity])
+        _add_reason(reasons, ent.isna() | (ent != np.floor(ent)), f"{ds.entity}: missing or not an integer id")
+        out[ds.entity] = ent.fillna(0).astype("int64")
+    else:
+        ent = raw[ds.entity].astype("string")
+        _add_reason(reasons, ent.isna() | (ent.str.len() == 0), f"{ds.entity}: missing id")
+        out[ds.entity] = ent.astype(object)
+
+    ts = _to_timestamp(raw[ds.timestamp])
+    _add_reason(reasons, ts.isna(), f"{ds.timestamp}: missing or unparseable timestamp")
+    out[ds.timestamp] = ts
+
+    label = _to_label(raw[ds.label], ds.label_map)
+    _add_reason(reasons, label.isna(), f"{ds.label}: missing or not one of the two label values")
+    out[ds.label] = label.fillna(0).astype("int8")
+
+    for c in ds.numeric:
+        num = _to_number(raw[c])
+        # Only unparsed values can be junk; checking just those keeps the text work small.
+        unparsed = num.isna().to_numpy()
+        junk = np.zeros(len(num), dtype=bool)
+        junk[unparsed] = ~_blank(raw[c][unparsed]).to_numpy(dtype=bool)
+        _add_reason(reasons, pd.Series(junk, index=raw.index), f"{c}: not a number")
+        _add_reason(reasons, np.isinf(num), f"{c}: infinite value")
+        out[c] = num.where(~np.isinf(num))
+    for c in ds.categorical:
+        cat = raw[c].astype("string").str.strip()
+        out[c] = cat.where(~_blank(raw[c])).astype(object)
+
+    for c, rule in ds.rules.items():
+        col = out[c]
+        if rule.required:
+            _add_reason(reasons, col.isna(), f"{c}: required value is missing")
+        if rule.min is not None:
+            _add_reason(reasons, col < rule.min, f"{c}: below minimum {rule.min:g}")
+        if rule.max is not None:
+            _add_reason(reasons, col > rule.max, f"{c}: above maximum {rule.max:g}")
+        if rule.allowed is not None:
+            _add_reason(reasons, col.notna() & ~col.isin(rule.allowed), f"{c}: value not in allowed list")
+
+    bad = reasons.notna()
+    out[REASON] = reasons.where(bad, None)
+    out[RAW] = None
+    if bad.any():
+        originals = raw.loc[bad].astype("string")
+        out.loc[bad, RAW] = originals.to_json(orient="records", lines=True).splitlines()
+    out[PART] = _date_labels(ts)
+    out.loc[bad, PART] = QUARANTINE
+    return out
+
+
+def to_arrow(df: pd.DataFrame, ds: DatasetConfig) -> pa.Table:
+    """Fix the batch's Arrow schema, so every block agrees whatever its values were."""
+    return pa.Table.from_pandas(df, schema=arrow_schema(ds), preserve_index=False)
