@@ -32,7 +32,9 @@ data_app = typer.Typer(no_args_is_help=True, help="Built-in data set.")
 features_app = typer.Typer(no_args_is_help=True, help="Feast feature store.")
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
-out = Console()
+# Piped output (logs, scripts, tests) gets wide lines instead of rich's 80-column default,
+# so tables are not truncated mid-word.
+out = Console(width=None if sys.stdout.isatty() else 200)
 models_app = typer.Typer(no_args_is_help=True, help="MLflow model registry.")
 app.add_typer(models_app, name="models")
 USER_ERRORS = (ConfigError, DataError, TrainingDataError, RegistryError, BundleError)

@@ -36,7 +36,6 @@ from app.config import AppConfig, DatasetConfig
 from app.data.schema import (
     PART,
     QUARANTINE,
-    RAW,
     REASON,
     DataError,
     arrow_schema,
@@ -46,8 +45,14 @@ from app.data.schema import (
 )
 
 log = logging.getLogger(__name__)
-FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "json",
-           ".json": "json", ".ndjson": "json"}
+FORMATS = {
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "json",
+    ".json": "json",
+    ".ndjson": "json",
+}
 WAREHOUSE_FILE = "part-0.parquet"
 BATCH_ROWS = 100_000  # large enough for vectorised pandas, small enough to stream
 
@@ -77,6 +82,7 @@ class EtlReport:
 
 # ---------------------------------------------------------------- input discovery (pure-ish)
 
+
 def _filesystem(source: str) -> tuple[pafs.FileSystem, str]:
     if "://" in source:
         return pafs.FileSystem.from_uri(source)
@@ -99,8 +105,9 @@ def resolve_inputs(source: str) -> list[str]:
     if glob_at >= 0:
         pattern = _filesystem(source)[1]
         paths = [p for p in paths if fnmatch.fnmatch(p, pattern)]
-    paths = [p for p in paths if not Path(p).name.startswith((".", "_"))
-             and Path(p).suffix.lower() in FORMATS]
+    paths = [
+        p for p in paths if not Path(p).name.startswith((".", "_")) and Path(p).suffix.lower() in FORMATS
+    ]
     if not paths:
         raise DataError(f"input {source} holds no csv, parquet or jsonl files")
     prefix = source.split("://", 1)[0] + "://" if "://" in source else ""
@@ -138,6 +145,7 @@ def check_inputs(paths: list[str], ds: DatasetConfig) -> None:
 
 # ---------------------------------------------------------------- the Ray Data pass
 
+
 def _read(paths: list[str], ds: DatasetConfig) -> ray.data.Dataset:
     by_format: dict[str, list[str]] = {}
     for p in paths:
@@ -149,8 +157,9 @@ def _read(paths: list[str], ds: DatasetConfig) -> ray.data.Dataset:
             # Read every contract column as text: a stray "abc" in a numeric column must be
             # quarantined, not abort pyarrow's type inference.
             types = {inverse.get(c, c): pa.string() for c in ds.columns}
-            datasets.append(ray.data.read_csv(
-                files, convert_options=pacsv.ConvertOptions(column_types=types)))
+            datasets.append(
+                ray.data.read_csv(files, convert_options=pacsv.ConvertOptions(column_types=types))
+            )
         elif fmt == "parquet":
             datasets.append(ray.data.read_parquet(files))
         else:
@@ -164,7 +173,10 @@ def _clean_to_arrow(batch: pd.DataFrame, ds: DatasetConfig) -> pa.Table:
 
 # ---------------------------------------------------------------- merge into the warehouse
 
-def merge_partition(staged: list[str], target_dir: str, keys: list[str], schema: pa.Schema) -> tuple[int, int]:
+
+def merge_partition(
+    staged: list[str], target_dir: str, keys: list[str], schema: pa.Schema
+) -> tuple[int, int]:
     """Merge staged rows of one date into its warehouse partition, atomically.
 
     Existing rows win over new copies, so re-running ETL on the same input writes nothing.
@@ -276,5 +288,6 @@ def read_warehouse(cfg: AppConfig) -> ray.data.Dataset:
     """The warehouse as a Ray Dataset (typed contract columns)."""
     if not any(cfg.storage.warehouse.glob(f"date=*/{WAREHOUSE_FILE}")):
         raise DataError(f"the warehouse {cfg.storage.warehouse} is empty: run `mlsys etl` first")
-    return ray.data.read_parquet(str(cfg.storage.warehouse), partitioning=None,
-                                 schema=arrow_schema(cfg.dataset, with_meta=False))
+    return ray.data.read_parquet(
+        str(cfg.storage.warehouse), partitioning=None, schema=arrow_schema(cfg.dataset, with_meta=False)
+    )

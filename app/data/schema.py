@@ -34,8 +34,7 @@ def arrow_schema(ds: DatasetConfig, *, with_meta: bool = True) -> pa.Schema:
         *(pa.field(c, pa.string()) for c in ds.categorical),
     ]
     if with_meta:
-        fields += [pa.field(REASON, pa.string()), pa.field(RAW, pa.string()),
-                   pa.field(PART, pa.string())]
+        fields += [pa.field(REASON, pa.string()), pa.field(RAW, pa.string()), pa.field(PART, pa.string())]
     return pa.schema(fields)
 
 
@@ -102,7 +101,9 @@ def clean_batch(raw: pd.DataFrame, ds: DatasetConfig) -> pd.DataFrame:
 
     if ds.entity_type == "int64":
         ent = _to_number(raw[ds.entity])
-        _add_reason(reasons, ent.isna() | (ent != np.floor(ent)), f"{ds.entity}: missing or not an integer id")
+        _add_reason(
+            reasons, ent.isna() | (ent != np.floor(ent)), f"{ds.entity}: missing or not an integer id"
+        )
         out[ds.entity] = ent.fillna(0).astype("int64")
     else:
         ent = raw[ds.entity].astype("string")

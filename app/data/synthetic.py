@@ -24,14 +24,25 @@ COUNTRIES = ["US", "GB", "DE", "FR", "IN", "BR", "JP", "CN"]
 COUNTRY_P = np.array([0.30, 0.12, 0.12, 0.10, 0.14, 0.10, 0.07, 0.05])
 DRIFT_COUNTRY_P = np.array([0.10, 0.05, 0.05, 0.05, 0.35, 0.30, 0.05, 0.05])
 UNSEEN_COUNTRY = "MX"
-COUNTRY_EFFECT = {"US": 0.3, "GB": 0.1, "DE": -0.2, "FR": 0.0, "IN": -0.4, "BR": -0.3,
-                  "JP": 0.2, "CN": 0.1, UNSEEN_COUNTRY: -0.5}
+COUNTRY_EFFECT = {
+    "US": 0.3,
+    "GB": 0.1,
+    "DE": -0.2,
+    "FR": 0.0,
+    "IN": -0.4,
+    "BR": -0.3,
+    "JP": 0.2,
+    "CN": 0.1,
+    UNSEEN_COUNTRY: -0.5,
+}
 SPAN_DAYS = 56  # eight weeks, so a user's history spans several TTL-relevant weeks
 
 
 def default_start() -> str:
     """Eight weeks before today (UTC), so the newest events are fresh for the online store."""
     return (pd.Timestamp.now(tz="UTC").normalize() - pd.Timedelta(days=SPAN_DAYS)).strftime("%Y-%m-%d")
+
+
 EVENTS_PER_USER = 8
 CHUNK_ROWS = 500_000
 
@@ -65,21 +76,29 @@ def _label_logit(df: pd.DataFrame, ts: pd.DatetimeIndex) -> np.ndarray:
     return z
 
 
-def _chunk(rng: np.random.Generator, n_users: int, first_user: int, start: pd.Timestamp,
-           drift: float, defects: Defects) -> pd.DataFrame:
+def _chunk(
+    rng: np.random.Generator,
+    n_users: int,
+    first_user: int,
+    start: pd.Timestamp,
+    drift: float,
+    defects: Defects,
+) -> pd.DataFrame:
     countries = COUNTRIES
     p = (1 - drift) * COUNTRY_P + drift * DRIFT_COUNTRY_P
     if drift > 0:
         countries = [*COUNTRIES, UNSEEN_COUNTRY]
         unseen = min(0.3 * drift, 0.5)
         p = np.append(p * (1 - unseen), unseen)
-    users = pd.DataFrame({
-        "user_id": np.arange(first_user, first_user + n_users, dtype=np.int64),
-        "age": rng.integers(18, 80, n_users),
-        "gender": rng.choice(["F", "M"], n_users),
-        "country": rng.choice(countries, n_users, p=p / p.sum()),
-        "base_income": rng.lognormal(10.8 + 0.5 * drift, 0.5, n_users),
-    })
+    users = pd.DataFrame(
+        {
+            "user_id": np.arange(first_user, first_user + n_users, dtype=np.int64),
+            "age": rng.integers(18, 80, n_users),
+            "gender": rng.choice(["F", "M"], n_users),
+            "country": rng.choice(countries, n_users, p=p / p.sum()),
+            "base_income": rng.lognormal(10.8 + 0.5 * drift, 0.5, n_users),
+        }
+    )
     events = rng.poisson(EVENTS_PER_USER - 1, n_users) + 1
     df = users.loc[users.index.repeat(events)].reset_index(drop=True)
     n = len(df)
@@ -105,17 +124,25 @@ def _inject_defects(rng: np.random.Generator, df: pd.DataFrame, d: Defects) -> p
     bad_age = pick(d.bad_age)
     df.loc[bad_age, "age"] = rng.choice([-1, 150, 999], int(bad_age.sum()))
     bad_ts = pick(d.bad_timestamp)
-    df.loc[bad_ts, "event_timestamp"] = rng.choice(["not-a-date", "2026-13-45T99:00:00", ""],
-                                                   int(bad_ts.sum()))
+    df.loc[bad_ts, "event_timestamp"] = rng.choice(
+        ["not-a-date", "2026-13-45T99:00:00", ""], int(bad_ts.sum())
+    )
     df.loc[pick(d.bad_gender), "gender"] = "?"
     dupes = df[pick(d.duplicate)]
     df = pd.concat([df, dupes], ignore_index=True)
     return df.sample(frac=1.0, random_state=int(rng.integers(2**31))).reset_index(drop=True)
 
 
-def generate_chunks(rows: int, *, seed: int = 0, drift: float = 0.0, start: str | None = None,
-                    first_user: int = 1, defects: Defects | None = None,
-                    chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+def generate_chunks(
+    rows: int,
+    *,
+    seed: int = 0,
+    drift: float = 0.0,
+    start: str | None = None,
+    first_user: int = 1,
+    defects: Defects | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> Iterator[pd.DataFrame]:
     """Yield `rows` rows in chunks; chunk i is seeded by (seed, i), so the output is the same
     for the same seed and start."""
     if rows < 1:
