@@ -128,13 +128,20 @@ class Registry:
         return ModelBundle.load(dest / "bundle")
 
     def versions(self) -> list[VersionInfo]:
+        from mlflow.exceptions import MlflowException
+
+        # search_model_versions leaves `aliases` empty; the registered model holds the mapping.
+        try:
+            by_alias = self.client.get_registered_model(self.name).aliases
+        except MlflowException:
+            return []  # nothing registered yet
         out = []
         for mv in self.client.search_model_versions(f"name='{self.name}'"):
             run = self.client.get_run(mv.run_id)
             out.append(
                 VersionInfo(
                     version=int(mv.version),
-                    aliases=tuple(sorted(mv.aliases)),
+                    aliases=tuple(sorted(a for a, v in by_alias.items() if int(v) == int(mv.version))),
                     run_id=mv.run_id,
                     metrics=dict(run.data.metrics),
                     tags={k: v for k, v in run.data.tags.items() if k.startswith("lineage.")},

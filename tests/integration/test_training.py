@@ -66,7 +66,7 @@ def test_register_gate_promote_rollback(prepared):
     assert bad.version is None and "beyond margin" in bad.gate
 
     registry = Registry(cfg)
-    assert [v.version for v in registry.versions()] == [1, 2]
+    assert [(v.version, v.aliases) for v in registry.versions()] == [(1, (CHAMPION,)), (2, (CHALLENGER,))]
     registry.promote(2)
     assert registry.alias_version(CHAMPION) == 2 and registry.alias_version(CHALLENGER) is None
     assert registry.rollback() == 1
