@@ -31,7 +31,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
 
-from app.cluster import connect, cpu_parallelism, run_tasks
+from app.cluster import connect, cpus_per_task, run_tasks
 from app.config import AppConfig, DatasetConfig
 from app.data.schema import (
     PART,
@@ -151,6 +151,8 @@ def _read(paths: list[str], ds: DatasetConfig) -> ray.data.Dataset:
     for p in paths:
         by_format.setdefault(FORMATS[Path(p.split("://")[-1]).suffix.lower()], []).append(p)
     inverse = {clean: raw for raw, clean in ds.rename.items()}
+    # The same CPU request as the cleaning step, so read -> clean -> write fuse into one task.
+    task_args = {"num_cpus": cpus_per_task()}
     datasets = []
     for fmt, files in by_format.items():
         if fmt == "csv":
@@ -158,12 +160,14 @@ def _read(paths: list[str], ds: DatasetConfig) -> ray.data.Dataset:
             # quarantined, not abort pyarrow's type inference.
             types = {inverse.get(c, c): pa.string() for c in ds.columns}
             datasets.append(
-                ray.data.read_csv(files, convert_options=pacsv.ConvertOptions(column_types=types))
+                ray.data.read_csv(
+                    files, convert_options=pacsv.ConvertOptions(column_types=types), ray_remote_args=task_args
+                )
             )
         elif fmt == "parquet":
-            datasets.append(ray.data.read_parquet(files))
+            datasets.append(ray.data.read_parquet(files, ray_remote_args=task_args))
         else:
-            datasets.append(ray.data.read_json(files, lines=True))
+            datasets.append(ray.data.read_json(files, lines=True, ray_remote_args=task_args))
     return datasets[0] if len(datasets) == 1 else datasets[0].union(*datasets[1:])
 
 
@@ -233,7 +237,7 @@ def run_etl(cfg: AppConfig, source: str | None = None) -> EtlReport:
             fn_kwargs={"ds": ds_cfg},
             batch_format="pandas",
             batch_size=BATCH_ROWS,
-            concurrency=cpu_parallelism(),
+            num_cpus=cpus_per_task(),
         )
         cleaned.write_parquet(str(staging), partition_cols=[PART])
     except Exception as exc:
