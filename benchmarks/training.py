@@ -74,8 +74,7 @@ def main() -> None:
     from app.config import parse_config
     from app.pipeline import search, train_and_register
     from app.training.fit import make_preprocessor
-    from app.training.model import ModelSpec
-    from app.training.train import hyperparameters, train
+    from app.training.train import hyperparameters, model_spec, train
 
     work = Path(tempfile.mkdtemp(prefix="mlsys-train-bench-"))
     cfg, splits = prepare(args.rows, work)
@@ -85,13 +84,7 @@ def main() -> None:
     label = cfg.dataset.label
     hp = hyperparameters(cfg)
     arrays = {**pre.transform_batch(splits.train), "label": splits.train[label].to_numpy(dtype=np.float32)}
-    spec = ModelSpec(
-        n_numeric=pre.n_numeric,
-        cardinalities=tuple(pre.cardinalities),
-        width=hp["width"],
-        depth=hp["depth"],
-        dropout=hp["dropout"],
-    )
+    spec = model_spec(pre, hp)
     n = len(splits.train)
 
     plain = plain_torch(arrays, spec, epochs=args.epochs, batch_size=hp["batch_size"], lr=hp["lr"])

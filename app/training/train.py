@@ -164,6 +164,17 @@ def hyperparameters(cfg: AppConfig) -> dict:
     }
 
 
+def model_spec(pre: Preprocessor, hp: dict) -> ModelSpec:
+    """The network for this preprocessor's inputs and the run's width/depth/dropout."""
+    return ModelSpec(
+        n_numeric=pre.n_numeric,
+        cardinalities=tuple(pre.cardinalities),
+        width=hp["width"],
+        depth=hp["depth"],
+        dropout=hp["dropout"],
+    )
+
+
 def train(
     cfg: AppConfig,
     train_df: pd.DataFrame,
@@ -177,13 +188,7 @@ def train(
     connect(cfg.ray)
     t = cfg.train
     config = {**hyperparameters(cfg), **(overrides or {})}
-    spec = ModelSpec(
-        n_numeric=pre.n_numeric,
-        cardinalities=tuple(pre.cardinalities),
-        width=config["width"],
-        depth=config["depth"],
-        dropout=config["dropout"],
-    )
+    spec = model_spec(pre, config)
     loop_config = {
         **config,
         "spec": spec.to_dict(),
