@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -37,7 +38,13 @@ app.add_typer(features_app, name="features")
 out = Console(width=None if sys.stdout.isatty() else 200)
 models_app = typer.Typer(no_args_is_help=True, help="MLflow model registry.")
 app.add_typer(models_app, name="models")
-USER_ERRORS = (ConfigError, DataError, TrainingDataError, RegistryError, BundleError)
+
+
+class ServeError(RuntimeError):
+    """A serve command that cannot run in the current state (no model, no cluster)."""
+
+
+USER_ERRORS = (ConfigError, DataError, TrainingDataError, RegistryError, BundleError, ServeError)
 
 
 @app.callback()
@@ -239,6 +246,58 @@ def pipeline(ctx: typer.Context, input_path: Annotated[str | None, typer.Option(
     out.print(etl_table(result.etl.to_dict()))
     out.print(training_summary(result.training))
     out.print(json.dumps({"stages_s": result.stages}))
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="return once healthy; the service keeps running")
+    ] = False,
+    stop: Annotated[bool, typer.Option("--stop", help="tear the service down")] = False,
+) -> None:
+    """Serve the champion (and challenger) behind the A/B router on Ray Serve."""
+    import time
+
+    import ray
+
+    from app.cluster import connect, running_head, start_head
+    from app.registry.registry import CHAMPION, Registry
+    from app.serving import graph
+
+    cfg = _cfg(ctx)
+    local = not (cfg.ray.address or os.environ.get("RAY_ADDRESS"))
+    if stop:
+        if local and not running_head():
+            raise ServeError("no running Ray cluster to stop a service on")
+        ray.init(address=cfg.ray.address or "auto", logging_level=logging.WARNING)
+        graph.stop()
+        out.print(f"stopped the {graph.APP_NAME} application (the cluster keeps running: `ray stop` ends it)")
+        return
+    if Registry(cfg).alias_version(CHAMPION) is None:
+        raise ServeError("no champion in the registry: run `mlsys train` (or `mlsys pipeline`) first")
+    if detach and local:
+        # The service must outlive this command, so it goes on a cluster of its own processes.
+        if not running_head():
+            start_head(cfg.ray)
+        ray.init(address="auto", logging_level=logging.WARNING)
+    else:
+        connect(cfg.ray)
+    url = graph.start(cfg)
+    out.print(f"serving at {url}  (API docs: {url}/docs)")
+    out.print(
+        f"try: curl -s -X POST {url}/predict -H 'content-type: application/json' -d '{{\"entity_id\": 1}}'"
+    )
+    if not os.environ.get(graph.TOKEN_ENV) and cfg.serve.admin_auth:
+        out.print(f"admin routes are off: set {graph.TOKEN_ENV} before `mlsys serve` to enable them")
+    if detach:
+        return
+    out.print("Ctrl-C stops the service")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        graph.stop()
 
 
 @app.command()

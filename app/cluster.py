@@ -24,6 +24,11 @@ WORKER_ENV = {
     "ARROW_DEFAULT_MEMORY_POOL": "system",
 }
 
+SERVE_PROXY_ENV = {
+    "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+    "default": {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"},
+}
+
 
 def connect(cfg: RayConfig) -> str | None:
     """Join the configured cluster, or start a local one sized by logical CPUs.
@@ -37,13 +42,15 @@ def connect(cfg: RayConfig) -> str | None:
         log.info("connecting to Ray at %s", address)
         ctx = ray.init(address=address, log_to_driver=True)
     else:
+        # Serve reads these when its processes start, so they go in before the cluster does.
+        os.environ.update(SERVE_PROXY_ENV[cfg.serve_proxy])
         ctx = ray.init(
             num_cpus=cfg.num_cpus,
             include_dashboard=cfg.include_dashboard,
             dashboard_host=cfg.dashboard_host,
             dashboard_port=cfg.dashboard_port,
             logging_level=logging.WARNING,
-            runtime_env={"env_vars": WORKER_ENV},
+            runtime_env={"env_vars": {**WORKER_ENV, **SERVE_PROXY_ENV[cfg.serve_proxy]}},
         )
     url = getattr(ctx, "dashboard_url", None)
     return f"http://{url}" if url else None
@@ -83,3 +90,35 @@ def run_tasks(fn: Callable[..., Any], calls: Iterable[tuple], *, limit: int | No
             results[ready[0]] = ray.get(ready[0])
         refs.append(remote.remote(*args))
     return [results[r] if r in results else ray.get(r) for r in refs]
+
+
+def start_head(cfg: RayConfig) -> None:
+    """Start a local Ray head that outlives this process (for `mlsys serve --detach`)."""
+    import subprocess
+
+    env = {**os.environ, **WORKER_ENV, **SERVE_PROXY_ENV[cfg.serve_proxy]}
+    cmd = [
+        "ray",
+        "start",
+        "--head",
+        f"--num-cpus={cfg.num_cpus}",
+        "--disable-usage-stats",
+        f"--include-dashboard={str(cfg.include_dashboard).lower()}",
+        f"--dashboard-host={cfg.dashboard_host}",
+        f"--dashboard-port={cfg.dashboard_port}",
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"`{' '.join(cmd)}` failed:\n{done.stderr[-2000:]}")
+
+
+def running_head() -> bool:
+    """Whether a Ray head started with `ray start` runs on this machine."""
+    import subprocess
+
+    return (
+        subprocess.run(
+            ["ray", "status"], capture_output=True, env={**os.environ, "RAY_AUTH_MODE": "token"}
+        ).returncode
+        == 0
+    )

@@ -189,6 +189,10 @@ class RayConfig(_Section):
     include_dashboard: bool = True
     dashboard_host: str = "127.0.0.1"  # never exposed beyond this machine unless configured
     dashboard_port: int = 8265
+    # Ray Serve's HTTP ingress on a cluster this process starts: "haproxy" (Ray's HAProxy with
+    # the throughput-optimised settings; about 10x the default proxy's req/s here, see README)
+    # or "default" (Ray's Python proxy). A `ray start` cluster takes the env vars it was started with.
+    serve_proxy: Literal["haproxy", "default"] = "haproxy"
 
 
 class TrainConfig(_Section):
@@ -218,18 +222,58 @@ class TuneConfig(_Section):
 
 class ExperimentConfig(_Section):
     name: str = "exp-1"
+    # Variant name -> share of traffic. A variant name is a registry alias (champion, challenger, ...).
     split: dict[str, float] = Field(default_factory=lambda: {"champion": 0.9, "challenger": 0.1})
-    shadow: str | None = None
+    shadow: str | None = None  # an alias scored on a copy of the traffic, never returned
+    shadow_fraction: float = Field(default=1.0, ge=0, le=1)
+    control: str = "champion"  # what the other variants are compared with
+    metric: Literal["accuracy", "conversion"] = "accuracy"
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    mde: float = Field(default=0.05, gt=0)  # smallest relative change worth detecting
+    power: float = Field(default=0.8, gt=0.5, lt=1)
 
     @model_validator(mode="after")
     def _check(self) -> ExperimentConfig:
+        if not self.split:
+            raise ValueError("serve.experiment.split: name at least one variant")
         if any(v < 0 for v in self.split.values()) or abs(sum(self.split.values()) - 1) > 1e-6:
             raise ValueError("serve.experiment.split: shares must be >= 0 and sum to 1")
+        for name in [*self.split, *([self.shadow] if self.shadow else [])]:
+            _check_name("serve.experiment.split", name)
+        if self.shadow in self.split:
+            raise ValueError(f"serve.experiment.shadow: {self.shadow!r} is already in the split")
         return self
+
+
+class AutoscalingConfig(_Section):
+    """Serve autoscaling for a CPU replica: a tabular model scores a batch in ~1 ms, so a
+    replica keeps up with a few dozen requests in flight before another one pays off."""
+
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=2, ge=1)
+    target_ongoing_requests: float = Field(default=16, gt=0)
 
 
 class ServeConfig(_Section):
     experiment: ExperimentConfig = ExperimentConfig()
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=1, le=65535)
+    # "ingress": the variants' models live in the ingress replica (one hop; right for small CPU
+    # models); "deployment": one model deployment per variant (for GPU or large models).
+    placement: Literal["ingress", "deployment"] = "ingress"
+    use_gpu: bool = False  # model deployments ask for a GPU each (placement: deployment)
+    ingress: AutoscalingConfig = AutoscalingConfig()
+    models: AutoscalingConfig = AutoscalingConfig()
+    max_batch_size: int = Field(default=64, ge=1)
+    batch_wait_timeout_s: float = Field(default=0.002, ge=0)
+    max_instances: int = Field(default=10_000, ge=1)  # rows in one batch request
+    max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    threshold: float = Field(default=0.5, gt=0, lt=1)  # score -> label
+    unknown_entity: Literal["error", "impute"] = "error"  # 404, or score with missing features
+    # Admin routes need `Authorization: Bearer $MLSYS_ADMIN_TOKEN`; with no token set they are
+    # refused, unless this is turned off for local use.
+    admin_auth: bool = True
+    poll_interval_s: float = Field(default=1.0, gt=0)  # replicas check for promotions this often
 
 
 class RegistryConfig(_Section):

@@ -248,11 +248,16 @@ class FeatureClient:
             out = out.drop(columns=[ts], errors="ignore").rename(columns={"event_timestamp": ts})
         return out
 
+    @cached_property
+    def _service(self):
+        return self.store.get_feature_service(self.service_name)
+
     def online(self, entity_ids: list) -> list[dict]:
         """Latest feature values per entity from the online store (None where unknown)."""
         ent = self.cfg.dataset.entity
-        service = self.store.get_feature_service(self.service_name)
-        resp = self.store.get_online_features(features=service, entity_rows=[{ent: e} for e in entity_ids])
+        resp = self.store.get_online_features(
+            features=self._service, entity_rows=[{ent: e} for e in entity_ids]
+        )
         cols = resp.to_dict()
         return [{k: cols[k][i] for k in cols} for i in range(len(entity_ids))]
 

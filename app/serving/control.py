@@ -1,0 +1,76 @@
+"""ServeControl: the small detached actor every replica watches for live changes.
+
+It holds the experiment settings and a generation number that moves on every change (a
+new split, a promotion, a rollback). Replicas poll it and reload in the background while the
+old model keeps answering, which is how a change reaches *all* replicas with no failed request
+(a Serve handle call reaches only one). The settings are persisted, so a restarted actor or
+a redeployed app starts from the last change, not from the config file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import ray
+
+from app.config import AppConfig, ExperimentConfig
+from app.monitoring.monitor import NAMESPACE, actor_name
+
+
+class ServeControl:
+    def __init__(self, cfg: AppConfig):
+        self.path = cfg.storage.path("serving", "experiment.json")
+        self.generation = 0
+        self.experiment = cfg.serve.experiment.model_dump()
+        self.declared = None  # the settings last deployed from a serve config
+        if self.path.exists():
+            saved = json.loads(self.path.read_text())
+            self.experiment, self.declared = saved["experiment"], saved.get("declared")
+            self.generation = int(saved["generation"])
+
+    def state(self) -> dict:
+        return {"generation": self.generation, "experiment": self.experiment}
+
+    def declare(self, experiment: dict) -> dict:
+        """Settings from a (re)deployed serve config: applied when they differ from the last
+        deployed ones, so a restarting replica does not undo a live `PUT /experiment`."""
+        experiment = ExperimentConfig.model_validate(experiment).model_dump()
+        if experiment == self.declared:
+            return self.state()
+        self.declared = experiment
+        return self.set_experiment(experiment)
+
+    def set_experiment(self, experiment: dict) -> dict:
+        """Validate and store new experiment settings; every replica picks them up."""
+        self.experiment = ExperimentConfig.model_validate(experiment).model_dump()
+        return self.bump()
+
+    def bump(self) -> dict:
+        """A change of models behind the aliases (promote, rollback): replicas reload."""
+        self.generation += 1
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text(
+            json.dumps(
+                {"generation": self.generation, "experiment": self.experiment, "declared": self.declared}
+            )
+        )
+        os.replace(tmp, self.path)
+        return self.state()
+
+
+def get_control(cfg: AppConfig):
+    return (
+        ray.remote(ServeControl)
+        .options(
+            name=actor_name("serve-control", cfg),
+            namespace=NAMESPACE,
+            lifetime="detached",
+            get_if_exists=True,
+            max_restarts=-1,
+            max_task_retries=-1,  # its calls are idempotent reads or last-writer-wins writes
+            num_cpus=0,
+        )
+        .remote(cfg)
+    )

@@ -1,0 +1,218 @@
+"""The A/B experiment as pure functions: sticky assignment, shadow sampling and the statistics.
+
+Assignment hashes (experiment name, entity id) with xxhash, which, unlike Python's salted
+`hash()`, gives the same answer in every replica and after every restart. Variants are laid
+out on [0, 1) in name order, so growing one variant's share only moves users into it.
+
+The report compares each challenger with the control on a per-request proportion (accuracy
+of the predicted label, or the conversion rate of the outcome) with:
+- the relative improvement and its confidence interval (delta method on the log ratio);
+- a classic two-proportion z-test, trusted only past the minimum sample size of a power analysis;
+- an always-valid p-value from the mixture sequential probability ratio test (mSPRT,
+  Johari et al. 2017), which stays valid however often the report is looked at.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import xxhash
+from scipy import stats
+
+KEEP_RUNNING, PROMOTE, STOP = "keep running", "promote", "stop"
+
+
+def unit_hash(*parts: object) -> float:
+    """A stable, uniform number in [0, 1) for the parts (same in every process)."""
+    digest = xxhash.xxh64_intdigest("\x1f".join(str(p) for p in parts).encode())
+    return digest / 2.0**64
+
+
+def choose_variant(experiment: str, key: object, split: dict[str, float]) -> str:
+    """The variant `key` belongs to under `split` (shares summing to 1); sticky per key."""
+    u = unit_hash(experiment, key)
+    edge = 0.0
+    names = sorted(v for v, share in split.items() if share > 0)
+    for name in names:
+        edge += split[name]
+        if u < edge:
+            return name
+    return names[-1]  # float rounding at the top edge
+
+
+def in_shadow_sample(experiment: str, request_id: str, fraction: float) -> bool:
+    """Whether this request's copy goes to the shadow variant (independent of assignment)."""
+    return fraction > 0 and unit_hash(experiment, "shadow", request_id) < fraction
+
+
+def effective_split(split: dict[str, float], available: set[str]) -> dict[str, float]:
+    """The split over variants that have a model: a missing variant's share goes to the others."""
+    kept = {v: s for v, s in split.items() if v in available and s > 0}
+    total = sum(kept.values())
+    return {v: s / total for v, s in kept.items()} if total > 0 else {}
+
+
+# ------------------------------------------------------------------ statistics
+
+
+@dataclass
+class VariantStats:
+    """What the monitor counted for one variant (the input of the report)."""
+
+    requests: int = 0
+    errors: int = 0
+    outcomes: int = 0  # predictions with feedback
+    positives: int = 0  # outcomes equal to 1 (conversions)
+    correct: int = 0  # predicted label == outcome
+    latency_ms: list[float] = field(default_factory=list)  # a recent sample
+    scores: list[float] = field(default_factory=list)  # of predictions with feedback (recent)
+    labels: list[int] = field(default_factory=list)
+    model_versions: list[int] = field(default_factory=list)
+
+
+def successes(s: VariantStats, metric: str) -> int:
+    return s.correct if metric == "accuracy" else s.positives
+
+
+def relative_lift(x_a: int, n_a: int, x_b: int, n_b: int, *, alpha: float) -> dict:
+    """(p_b / p_a - 1) with a (1 - alpha) interval from the delta method on log(p_b / p_a)."""
+    if min(n_a, n_b) == 0 or x_a == 0 or x_b == 0:
+        return {"lift": None, "ci": [None, None]}
+    p_a, p_b = x_a / n_a, x_b / n_b
+    se = math.sqrt((1 - p_a) / (n_a * p_a) + (1 - p_b) / (n_b * p_b))
+    z = stats.norm.ppf(1 - alpha / 2)
+    log_ratio = math.log(p_b / p_a)
+    return {"lift": p_b / p_a - 1, "ci": [math.exp(log_ratio - z * se) - 1, math.exp(log_ratio + z * se) - 1]}
+
+
+def two_proportion_test(x_a: int, n_a: int, x_b: int, n_b: int) -> float | None:
+    """Two-sided p-value of the pooled two-proportion z-test (None without data or variance)."""
+    if min(n_a, n_b) == 0:
+        return None
+    pooled = (x_a + x_b) / (n_a + n_b)
+    var = pooled * (1 - pooled) * (1 / n_a + 1 / n_b)
+    if var == 0:
+        return None
+    z = (x_b / n_b - x_a / n_a) / math.sqrt(var)
+    return float(2 * stats.norm.sf(abs(z)))
+
+
+def min_sample_size(p_base: float, mde: float, *, alpha: float, power: float) -> int:
+    """Per-variant sample size to detect a relative change `mde` of `p_base` (two-sided)."""
+    p_base = min(max(p_base, 1e-3), 1 - 1e-3)
+    p_alt = min(max(p_base * (1 + mde), 1e-3), 1 - 1e-3)
+    if p_alt == p_base:
+        return 10**9
+    z_a, z_b = stats.norm.ppf(1 - alpha / 2), stats.norm.ppf(power)
+    p_bar = (p_base + p_alt) / 2
+    num = z_a * math.sqrt(2 * p_bar * (1 - p_bar)) + z_b * math.sqrt(
+        p_base * (1 - p_base) + p_alt * (1 - p_alt)
+    )
+    return math.ceil(num**2 / (p_alt - p_base) ** 2)
+
+
+def msprt_p_value(x_a: int, n_a: int, x_b: int, n_b: int, *, tau: float) -> float | None:
+    """Always-valid p-value of H0: p_a == p_b (normal mixture N(0, tau^2) over the difference)."""
+    if min(n_a, n_b) < 2:
+        return None
+    p_a, p_b = x_a / n_a, x_b / n_b
+    var = p_a * (1 - p_a) / n_a + p_b * (1 - p_b) / n_b
+    if var == 0:
+        return None
+    diff, t2 = p_b - p_a, tau**2
+    log_lr = 0.5 * math.log(var / (var + t2)) + diff**2 * t2 / (2 * var * (var + t2))
+    return float(min(1.0, math.exp(-log_lr)))
+
+
+def auc(scores: list[float], labels: list[int]) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    if len(set(labels)) < 2:
+        return None
+    return float(roc_auc_score(labels, scores))
+
+
+def percentiles(values: list[float]) -> dict:
+    if not values:
+        return {"p50": None, "p99": None}
+    p50, p99 = np.percentile(np.asarray(values, dtype=float), [50, 99])
+    return {"p50": float(p50), "p99": float(p99)}
+
+
+def variant_summary(s: VariantStats, metric: str) -> dict:
+    def rate(x: int, n: int) -> float | None:
+        return x / n if n else None
+
+    return {
+        "requests": s.requests,
+        "errors": s.errors,
+        "error_rate": rate(s.errors, s.requests + s.errors),
+        "outcomes": s.outcomes,
+        "conversion": rate(s.positives, s.outcomes),
+        "accuracy": rate(s.correct, s.outcomes),
+        "auc": auc(s.scores, s.labels),
+        "latency_ms": percentiles(s.latency_ms),
+        "model_versions": sorted(set(s.model_versions)),
+        "metric": metric,
+        "rate": rate(successes(s, metric), s.outcomes),
+    }
+
+
+def compare(
+    control: VariantStats, challenger: VariantStats, *, metric: str, alpha: float, mde: float, power: float
+) -> dict:
+    """Challenger vs control: lift with its interval, the tests, and a decision."""
+    x_a, n_a = successes(control, metric), control.outcomes
+    x_b, n_b = successes(challenger, metric), challenger.outcomes
+    lift = relative_lift(x_a, n_a, x_b, n_b, alpha=alpha)
+    base = x_a / n_a if n_a else 0.5
+    needed = min_sample_size(base, mde, alpha=alpha, power=power)
+    p_fixed = two_proportion_test(x_a, n_a, x_b, n_b)
+    # The mixture's scale: the absolute effect we care about detecting.
+    p_seq = msprt_p_value(x_a, n_a, x_b, n_b, tau=max(base * mde, 1e-3))
+    decision, reason = KEEP_RUNNING, f"{min(n_a, n_b)} of {needed} outcomes per variant"
+    if p_seq is not None and p_seq < alpha:
+        better = (x_b / n_b) > (x_a / n_a)
+        decision = PROMOTE if better else STOP
+        reason = f"sequential test p={p_seq:.4f} < {alpha}: challenger is {'better' if better else 'worse'}"
+    elif min(n_a, n_b) >= needed:
+        reason = f"minimum sample reached; no significant difference (sequential p={p_seq})"
+    return {
+        "relative_improvement": lift["lift"],
+        "ci": lift["ci"],
+        "min_sample_size": needed,
+        "two_proportion_p": p_fixed,
+        "two_proportion_valid": min(n_a, n_b) >= needed,
+        "sequential_p": p_seq,
+        "decision": decision,
+        "reason": reason,
+    }
+
+
+def experiment_report(
+    by_variant: dict[str, VariantStats],
+    *,
+    control: str,
+    metric: str,
+    alpha: float,
+    mde: float,
+    power: float,
+) -> dict:
+    """Per-variant summaries and each other variant's comparison with the control."""
+    variants = {name: variant_summary(s, metric) for name, s in sorted(by_variant.items())}
+    comparisons = {}
+    if control in by_variant:
+        for name, s in sorted(by_variant.items()):
+            if name != control:
+                comparisons[name] = compare(
+                    by_variant[control], s, metric=metric, alpha=alpha, mde=mde, power=power
+                )
+    return {
+        "control": control,
+        "metric": metric,
+        "alpha": alpha,
+        "variants": variants,
+        "comparisons": comparisons,
+    }

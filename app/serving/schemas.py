@@ -1,0 +1,102 @@
+"""Request and response models of the HTTP API, built from the dataset section of the config.
+
+Feature fields are typed per column (numbers for numeric features, strings for categorical
+ones), strictly: a string where a number belongs, NaN/Infinity, a missing or an unknown field
+is refused with the field's name, and the OpenAPI spec at /docs lists every field.
+(No postponed annotations: the request models are classes built at run time.)
+"""
+
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, create_model, model_validator
+
+from app.config import AppConfig, ExperimentConfig
+
+Number = (
+    Annotated[float, Field(strict=True, allow_inf_nan=False)]
+    | Annotated[int, Field(strict=True, ge=-(2**53), le=2**53)]
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Prediction(_Strict):
+    request_id: str
+    variant: str
+    model_version: int
+    score: float
+    label: int
+
+
+class PredictionBatch(_Strict):
+    predictions: list[Prediction]
+
+
+class Feedback(_Strict):
+    request_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    label: Literal[0, 1]
+
+
+class FeedbackAck(_Strict):
+    request_id: str
+    status: Literal["joined", "pending", "duplicate"]
+
+
+class Promotion(_Strict):
+    version: StrictInt | None = None  # default: the current challenger
+
+
+def request_models(cfg: AppConfig) -> SimpleNamespace:
+    """The /predict request models for this dataset (field names and types from the config)."""
+    ds = cfg.dataset
+    fields = {c: (Number | None, ...) for c in ds.numeric}
+    fields.update({c: (StrictStr | None, ...) for c in ds.categorical})
+    fields[ds.timestamp] = (datetime | None, None)  # scored as of now when absent
+    FeaturesModel = create_model("Features", __base__=_Strict, **fields)
+    EntityId = StrictInt if ds.entity_type == "int64" else Annotated[str, Field(min_length=1, max_length=256)]
+    Key = StrictInt | Annotated[str, Field(min_length=1, max_length=256)]
+
+    class Instance(_Strict):
+        """One row: by entity id (features from the online store) or with its features."""
+
+        entity_id: EntityId | None = None  # type: ignore[valid-type]
+        features: FeaturesModel | None = None  # type: ignore[valid-type]
+        key: Key | None = Field(None, description="A/B assignment key for a features row")  # type: ignore[valid-type]
+
+        @model_validator(mode="after")
+        def _one_source(self):
+            if (self.entity_id is None) == (self.features is None):
+                raise ValueError("give exactly one of entity_id or features")
+            if self.key is not None and self.entity_id is not None:
+                raise ValueError("key: only for a features row (an entity_id is its own key)")
+            return self
+
+    class PredictRequest(_Strict):
+        entity_id: EntityId | None = None  # type: ignore[valid-type]
+        features: FeaturesModel | None = None  # type: ignore[valid-type]
+        key: Key | None = None  # type: ignore[valid-type]
+        instances: list[Instance] | None = Field(None, min_length=1, max_length=cfg.serve.max_instances)
+
+        @model_validator(mode="after")
+        def _one_source(self):
+            given = [n for n in ("entity_id", "features", "instances") if getattr(self, n) is not None]
+            if len(given) != 1:
+                raise ValueError("give exactly one of entity_id, features or instances")
+            if self.key is not None and self.features is None:
+                raise ValueError("key: only for a features request")
+            return self
+
+        def rows(self) -> list[Instance]:
+            if self.instances is not None:
+                return self.instances
+            return [Instance(entity_id=self.entity_id, features=self.features, key=self.key)]
+
+    return SimpleNamespace(Features=FeaturesModel, Instance=Instance, PredictRequest=PredictRequest)
+
+
+class ExperimentUpdate(ExperimentConfig):
+    """PUT /experiment: the whole experiment settings (same keys as serve.experiment)."""

@@ -1,0 +1,283 @@
+"""The Serve application over real HTTP: A/B routing, feedback, admin, OIP v2, bad input.
+
+One application for the module on a non-default port (8123), over a real Feast online store
+and a real MLflow registry holding two small models (champion and challenger).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import requests
+import torch
+from ray import serve
+
+from app.data.etl import run_etl
+from app.data.synthetic import Defects, generate, write_dataset
+from app.features.store import FeatureClient
+from app.features.transforms import add_features, feature_spec
+from app.registry.bundle import ModelBundle
+from app.registry.registry import CHALLENGER, CHAMPION, Registry
+from app.serving import graph
+from app.training.loop import array_batches, train_epoch
+from app.training.model import ModelSpec, TabularMLP
+from app.training.preprocess import Preprocessor
+from app.training.profile import reference_profile
+from tests.conftest import make_config
+
+pytestmark = pytest.mark.integration
+PORT = 8123
+TOKEN = "test-admin-token"
+FEATURES = {"age": 41, "income": 52000.0, "score": 0.4, "country": "US", "gender": "F"}
+
+
+def quick_bundle(cfg, frame, *, seed: int) -> ModelBundle:
+    """A small model trained for one epoch in-process (the serving tests need two versions fast)."""
+    spec = feature_spec(cfg)
+    frame = add_features(frame, cfg)
+    pre = Preprocessor(list(spec.numeric), [*spec.time, *spec.categorical]).fit(frame)
+    torch.manual_seed(seed)
+    model_spec = ModelSpec(n_numeric=pre.n_numeric, cardinalities=tuple(pre.cardinalities), width=16, depth=1)
+    net = TabularMLP(model_spec)
+    arrays = {**pre.transform_batch(frame), "label": frame[cfg.dataset.label].to_numpy(dtype="float32")}
+    train_epoch(
+        net, array_batches(arrays, 256, rng=np.random.default_rng(seed)), torch.optim.Adam(net.parameters())
+    )
+    return ModelBundle(
+        spec=model_spec,
+        state_dict=net.state_dict(),
+        preprocessor=pre,
+        features=spec.names,
+        feature_service=FeatureClient(cfg).service_name,
+        profile=reference_profile(frame, pre.numeric, pre.categorical),
+        metrics={"holdout": {"auc": 0.5}},
+    )
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("serving")
+    cfg = make_config(
+        tmp,
+        serve={
+            "http_port": PORT,
+            "poll_interval_s": 0.2,
+            "max_body_bytes": 200_000,
+            "experiment": {"name": "exp-test", "split": {"champion": 0.5, "challenger": 0.5}},
+        },
+    )
+    raw = generate(4000, seed=5)
+    write_dataset(iter([raw]), tmp / "raw.parquet")
+    run_etl(cfg, str(tmp / "raw.parquet"))
+    features = FeatureClient(cfg)
+    features.apply()
+    features.materialize()
+    clean = generate(2000, seed=6, defects=Defects(0, 0, 0, 0, 0, 0))
+    registry = Registry(cfg)
+    registry.register(quick_bundle(cfg, clean, seed=1), params={}, alias=CHAMPION)
+    registry.register(quick_bundle(cfg, clean, seed=2), params={}, alias=CHALLENGER)
+    mp = pytest.MonkeyPatch()
+    mp.setenv(graph.TOKEN_ENV, TOKEN)
+    url = graph.start(cfg)
+    entity_ids = [int(e) for e in raw["user_id"].dropna().unique()[:50]]
+    yield {"url": url, "cfg": cfg, "entities": entity_ids, "registry": registry}
+    mp.undo()
+    serve.shutdown()
+
+
+def post(service, path, body=None, headers=None):
+    # json.dumps writes NaN/Infinity literals, as a careless client would.
+    data = None if body is None else json.dumps(body)
+    headers = {"content-type": "application/json", **(headers or {})}
+    return requests.post(service["url"] + path, data=data, headers=headers, timeout=30)
+
+
+def admin(token=TOKEN):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_predict_by_entity_features_and_batch(service):
+    entity = service["entities"][0]
+    one = post(service, "/predict", {"entity_id": entity})
+    assert one.status_code == 200, one.text
+    row = one.json()
+    assert set(row) == {"request_id", "variant", "model_version", "score", "label"}
+    assert 0 <= row["score"] <= 1 and row["label"] in (0, 1) and row["variant"] in ("champion", "challenger")
+
+    raw = post(service, "/predict", {"features": FEATURES, "key": "user-7"}).json()
+    assert raw["model_version"] in (1, 2)
+
+    batch = post(
+        service,
+        "/predict",
+        {"instances": [{"entity_id": e} for e in service["entities"][:20]] + [{"features": FEATURES}]},
+    )
+    assert batch.status_code == 200
+    assert len(batch.json()["predictions"]) == 21
+
+
+def test_assignment_is_sticky_and_matches_the_version(service):
+    seen = {}
+    for entity in service["entities"][:15]:
+        answers = {
+            (r["variant"], r["model_version"])
+            for r in (post(service, "/predict", {"entity_id": entity}).json() for _ in range(3))
+        }
+        assert len(answers) == 1, f"entity {entity} moved between variants: {answers}"
+        seen.update(dict(answers))
+    versions = {
+        CHAMPION: service["registry"].alias_version(CHAMPION),
+        CHALLENGER: service["registry"].alias_version(CHALLENGER),
+    }
+    assert all(versions[v] == ver for v, ver in seen.items())
+    assert set(seen) == {"champion", "challenger"}  # a 50/50 split over 15 users uses both
+
+
+def test_the_same_features_score_the_same_as_the_bundle(service):
+    from app.serving.predictor import Predictor, raw_rows_to_frame
+
+    got = post(service, "/predict", {"features": FEATURES, "key": "k"}).json()
+    bundle = service["registry"].load(got["model_version"])
+    frame = raw_rows_to_frame([FEATURES], service["cfg"])
+    expected = Predictor(bundle, got["model_version"]).score(frame)[0]
+    assert abs(got["score"] - expected) < 1e-6  # time features as of now: same hour either way
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"features": {**FEATURES, "age": "forty"}}, "features.age"),
+        ({"features": {**FEATURES, "age": float("nan")}}, "features.age"),
+        ({"features": {**FEATURES, "income": float("inf")}}, "features.income"),
+        ({"features": {k: v for k, v in FEATURES.items() if k != "gender"}}, "features.gender"),
+        ({"features": {**FEATURES, "shoe_size": 42}}, "features.shoe_size"),
+        ({"entity_id": "abc"}, "entity_id"),
+        ({"entity_id": 1, "features": FEATURES}, "body"),
+        ({"instances": []}, "instances"),
+        ({}, "body"),
+        ({"entity_id": 1, "colour": "red"}, "colour"),
+    ],
+)
+def test_bad_input_is_a_4xx_naming_the_field(service, body, field):
+    resp = post(service, "/predict", body)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["field"] == field
+
+
+def test_malformed_json_unknown_entity_and_oversized_bodies(service):
+    bad = requests.post(
+        service["url"] + "/predict", data="{not json", headers={"content-type": "application/json"}
+    )
+    assert bad.status_code == 422 and "JSON" in bad.json()["error"]
+    missing = post(service, "/predict", {"entity_id": 987654321})
+    assert missing.status_code == 404 and missing.json()["field"] == "entity_id"
+    huge = post(service, "/predict", {"instances": [{"features": FEATURES}] * 3000})
+    assert huge.status_code == 413
+    unknown_category = post(service, "/predict", {"features": {**FEATURES, "country": "Atlantis"}})
+    assert unknown_category.status_code == 200  # served; the model's unknown bucket
+    assert post(service, "/predict", {"entity_id": service["entities"][0]}).status_code == 200
+
+
+def test_open_inference_protocol_v2_round_trip(service):
+    url, name = service["url"], service["cfg"].registry.model_name
+    assert requests.get(f"{url}/v2/health/live").json() == {"live": True}
+    assert requests.get(f"{url}/v2/health/ready").status_code == 200
+    meta = requests.get(f"{url}/v2/models/{name}").json()
+    assert {i["name"] for i in meta["inputs"]} == {"age", "income", "score", "country", "gender"}
+    inputs = [
+        {"name": "age", "shape": [2, 1], "datatype": "INT64", "data": [[30], [61]]},
+        {"name": "income", "shape": [2], "datatype": "FP32", "data": [40000.0, 90000.5]},
+        {"name": "score", "shape": [2], "datatype": "FP64", "data": [0.1, 0.9]},
+        {"name": "country", "shape": [2], "datatype": "BYTES", "data": ["US", "JP"]},
+        {"name": "gender", "shape": [2], "datatype": "BYTES", "data": ["F", "M"]},
+    ]
+    resp = requests.post(f"{url}/v2/models/{name}/infer", json={"id": "abc", "inputs": inputs})
+    assert resp.status_code == 200, resp.text
+    out = resp.json()
+    assert out["id"] == "abc" and out["model_name"] == name
+    score = next(o for o in out["outputs"] if o["name"] == "score")
+    assert score["datatype"] == "FP32" and score["shape"] == [2] and len(score["data"]) == 2
+    label = next(o for o in out["outputs"] if o["name"] == "label")
+    assert label["data"] == [int(s >= 0.5) for s in score["data"]]
+    assert requests.post(f"{url}/v2/models/nope/infer", json={"inputs": inputs}).status_code == 404
+    bad = requests.post(f"{url}/v2/models/{name}/infer", json={"inputs": inputs[:-1]})
+    assert bad.status_code == 400 and "gender" in bad.json()["error"]
+
+
+def test_admin_routes_need_the_token(service):
+    assert post(service, "/admin/rollback").status_code == 401
+    assert post(service, "/admin/rollback", headers=admin("wrong")).status_code == 403
+    resp = requests.put(service["url"] + "/experiment", json={"split": {"champion": 1.0}}, headers=admin("x"))
+    assert resp.status_code == 403
+
+
+def test_feedback_joins_and_the_report_compares_variants(service):
+    labels = {}
+    for entity in service["entities"]:
+        row = post(service, "/predict", {"entity_id": entity}).json()
+        labels[row["request_id"]] = row["label"]
+    for rid, label in labels.items():
+        ack = post(service, "/feedback", {"request_id": rid, "label": label})
+        assert ack.status_code == 200 and ack.json()["status"] in ("joined", "pending")
+    again = post(service, "/feedback", {"request_id": next(iter(labels)), "label": 1})
+    assert again.json()["status"] in ("duplicate", "pending")
+    assert post(service, "/feedback", {"request_id": "x y", "label": 1}).status_code == 422
+    time.sleep(0.5)
+    report = requests.get(service["url"] + "/experiment/report").json()
+    variants = report["variants"]
+    assert variants["champion"]["outcomes"] + variants["challenger"]["outcomes"] >= len(labels) - 1
+    assert variants["champion"]["accuracy"] == 1.0  # feedback equal to the predicted label
+    comparison = report["comparisons"]["challenger"]
+    assert comparison["decision"] in ("keep running", "promote", "stop")
+    assert comparison["min_sample_size"] > 0
+
+
+def test_live_split_change_and_shadow(service):
+    url = service["url"]
+    exp = {"name": "exp-test", "split": {"champion": 1.0}, "shadow": "challenger", "shadow_fraction": 1.0}
+    assert requests.put(url + "/experiment", json=exp, headers=admin()).status_code == 200
+    time.sleep(0.6)  # other replicas follow within poll_interval_s
+    rows = [post(service, "/predict", {"entity_id": e}).json() for e in service["entities"][:10]]
+    assert {r["variant"] for r in rows} == {"champion"}  # the shadow's answer is never returned
+    time.sleep(1.5)
+    report = requests.get(url + "/experiment/report").json()
+    assert report["variants"]["challenger"]["requests"] >= 10  # ... but it scored the copies
+    back = {"name": "exp-test", "split": {"champion": 0.5, "challenger": 0.5}}
+    assert requests.put(url + "/experiment", json=back, headers=admin()).status_code == 200
+    bad = requests.put(url + "/experiment", json={"split": {"champion": 0.7}}, headers=admin())
+    assert bad.status_code == 422 and "split" in bad.json()["error"]
+
+
+def test_promotion_under_load_fails_no_request(service):
+    url, registry = service["url"], service["registry"]
+    challenger = registry.alias_version(CHALLENGER)
+    stop, failures, versions = threading.Event(), [], set()
+
+    def load(entity):
+        while not stop.is_set():
+            r = post(service, "/predict", {"entity_id": entity})
+            if r.status_code != 200:
+                failures.append(r.text)
+            else:
+                versions.add(r.json()["model_version"])
+
+    with ThreadPoolExecutor(4) as pool:
+        for e in service["entities"][:4]:
+            pool.submit(load, e)
+        time.sleep(1.0)
+        resp = post(service, "/admin/promote", {}, headers=admin())
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["models"]["champion"] == challenger
+        time.sleep(1.5)
+        rolled = post(service, "/admin/rollback", headers=admin())
+        assert rolled.status_code == 200, rolled.text
+        time.sleep(1.0)
+        stop.set()
+    assert failures == []
+    assert challenger in versions and len(versions) >= 2  # the swap happened while load ran
+    assert registry.alias_version(CHAMPION) != challenger  # rolled back
