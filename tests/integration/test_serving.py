@@ -254,7 +254,7 @@ def test_live_split_change_and_shadow(service):
 
 
 def test_promotion_under_load_fails_no_request(service):
-    url, registry = service["url"], service["registry"]
+    registry = service["registry"]
     challenger = registry.alias_version(CHALLENGER)
     stop, failures, versions = threading.Event(), [], set()
 
