@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
 import pytest
+import requests
 
 from tests.conftest import LOCAL_CONFIG, ROOT
 
 pytestmark = pytest.mark.e2e
 
 
-def mlsys(tmp_path, *args, check=True):
-    env = {
+def cli_env(tmp_path) -> dict:
+    return {
         **os.environ,
         "MLSYS_STORAGE__ROOT": str(tmp_path / "store"),
         "MLSYS_RAY__NUM_CPUS": "4",
@@ -22,10 +24,13 @@ def mlsys(tmp_path, *args, check=True):
         "MLSYS_TRAIN__EPOCHS": "3",
         "RAY_ADDRESS": "",
     }
+
+
+def mlsys(tmp_path, *args, check=True):
     proc = subprocess.run(
         [sys.executable, "-m", "app", "--config", str(LOCAL_CONFIG), *args],
         cwd=ROOT,
-        env=env,
+        env=cli_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=600,
@@ -86,3 +91,32 @@ def test_pipeline_registers_a_champion_visible_in_models_list(tmp_path):
     assert proc.returncode == 2 and "has no version 7" in proc.stderr
     proc = mlsys(tmp_path, "models", "rollback", check=False)
     assert proc.returncode == 2 and "no earlier champion" in proc.stderr
+    serve_then_curl_then_ctrl_c(tmp_path)
+
+
+def serve_then_curl_then_ctrl_c(tmp_path):
+    """`mlsys serve` in the foreground, a prediction over HTTP, then Ctrl-C stops it cleanly."""
+    env = {**cli_env(tmp_path), "MLSYS_SERVE__HTTP_PORT": "8124"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "--config", str(LOCAL_CONFIG), "serve"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "Ctrl-C stops the service" in line:
+                break
+        assert any("serving at http://127.0.0.1:8124" in x for x in lines), "".join(lines)[-3000:]
+        resp = requests.post("http://127.0.0.1:8124/predict", json={"entity_id": 1}, timeout=30)
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["variant"] == "champion" and resp.json()["model_version"] == 1
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+
+
+def test_serve_without_a_model_is_a_clear_error(tmp_path):
+    proc = mlsys(tmp_path, "serve", check=False)
+    assert proc.returncode == 2 and "no champion" in proc.stderr
