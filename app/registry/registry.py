@@ -11,8 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import shutil
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from app.config import AppConfig
 from app.registry.bundle import ModelBundle
@@ -123,8 +126,18 @@ class Registry:
             raise RegistryError(f"model {self.name!r} has no version or alias {ref!r}") from None
         dest = self.cfg.storage.path("bundles", f"v{mv.version}")
         if not (dest / "bundle" / "bundle.json").exists():
-            dest.mkdir(parents=True, exist_ok=True)
-            self.mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(dest))
+            # Several serving replicas may load at once: each downloads into its own folder,
+            # and the first rename wins, so nobody reads a half-written bundle.
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".v{mv.version}-", dir=dest.parent))
+            self.mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(tmp))
+            try:
+                os.rename(tmp, dest)
+            except OSError:  # another process got there first (or a stale, empty folder)
+                shutil.rmtree(tmp, ignore_errors=True)
+                if not (dest / "bundle" / "bundle.json").exists():
+                    shutil.rmtree(dest, ignore_errors=True)
+                    return self.load(ref)
         return ModelBundle.load(dest / "bundle")
 
     def versions(self) -> list[VersionInfo]:
