@@ -300,6 +300,52 @@ def serve(
         graph.stop()
 
 
+monitor_app = typer.Typer(no_args_is_help=True, help="Drift monitor and retraining.")
+app.add_typer(monitor_app, name="monitor")
+
+
+@monitor_app.command("status")
+def monitor_status(ctx: typer.Context) -> None:
+    """The drift monitor's last windows (PSI / KS / chi-square), alerts and retrain decisions."""
+    import ray
+
+    from app.monitoring.monitor import get_monitor
+
+    cfg = _cfg(ctx)
+    ray.init(
+        address=cfg.ray.address or os.environ.get("RAY_ADDRESS") or "auto", logging_level=logging.WARNING
+    )
+    report = ray.get(get_monitor(cfg).drift.remote())
+    out.print(drift_table(report))
+    for d in report["retrain"]["decisions"]:
+        out.print(f"retrain decision: {d['trigger'] or 'none'} - {d['reason']} (job {d['job_id']})")
+
+
+def drift_table(report: dict) -> Table:
+    alert = "[red]ALERT[/]" if report["alert"] else "ok"
+    table = Table(
+        title=f"drift vs champion v{report['reference_version']} ({alert}, PSI alert > {report['psi_alert']})"
+    )
+    for col in ("variant", "window", "feature", "PSI", "severity", "test", "statistic", "p (BH)", "missing"):
+        table.add_column(col)
+    for variant, r in report["variants"].items():
+        for name, f in r["features"].items():
+            psi = "-" if f["psi"] is None else f"{f['psi']:.4f}"
+            p = f.get("p_adjusted")
+            table.add_row(
+                variant,
+                f"{r['window']} ({r['n']})",
+                name,
+                psi,
+                str(f.get("severity") or f.get("reason")),
+                f.get("test", "-"),
+                f"{f.get('statistic', float('nan')):.4f}",
+                "-" if p is None else f"{p:.2g}",
+                str(f["missing"]),
+            )
+    return table
+
+
 @app.command()
 def demo(ctx: typer.Context, rows: Annotated[int, typer.Option(min=1000)] = 50_000) -> None:
     """The whole loop on the built-in data."""

@@ -292,11 +292,36 @@ class MonitorConfig(_Section):
     qps_drop_alert: float = 0.2
 
 
+_PERIODS = {"hourly": 3600, "daily": 86400, "weekly": 7 * 86400}
+_EVERY = re.compile(r"^every\s+(\d+)\s*([mhd])$")
+
+
 class RetrainConfig(_Section):
-    schedule: str = "daily"
+    schedule: str = "daily"  # hourly | daily | weekly | every N[m|h|d] | none
     on_drift: bool = True
-    cooldown_minutes: float = 60
-    min_samples: int = 1000
+    cooldown_minutes: float = Field(default=60, ge=0)
+    min_samples: int = Field(default=1000, ge=1)  # a drift incident needs a window this large
+    jobs_address: str = "http://127.0.0.1:8265"  # the cluster's Jobs API (its dashboard)
+
+    @model_validator(mode="after")
+    def _check(self) -> RetrainConfig:
+        self.period_seconds  # noqa: B018 - raises on a malformed schedule
+        return self
+
+    @property
+    def period_seconds(self) -> float | None:
+        """Seconds between scheduled retrains; None when there is no schedule."""
+        s = self.schedule.strip().lower()
+        if s in ("none", "off", ""):
+            return None
+        if s in _PERIODS:
+            return _PERIODS[s]
+        m = _EVERY.match(s)
+        if not m or int(m.group(1)) == 0:
+            raise ValueError(
+                f"retrain.schedule: {self.schedule!r} is not hourly|daily|weekly|none|every N[m|h|d]"
+            )
+        return int(m.group(1)) * {"m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
 class AppConfig(_Section):

@@ -49,8 +49,12 @@ def prepare(work: Path, rows: int) -> None:
     if (work / "store" / "mlflow.db").exists():
         return
     run = [sys.executable, "-m", "app"]
-    subprocess.run([*run, "data", "generate", "--rows", str(rows), "--out", str(work / "raw")], env=env(work),
-                   cwd=ROOT, check=True)
+    subprocess.run(
+        [*run, "data", "generate", "--rows", str(rows), "--out", str(work / "raw")],
+        env=env(work),
+        cwd=ROOT,
+        check=True,
+    )
     subprocess.run([*run, "pipeline"], env=env(work), cwd=ROOT, check=True)
 
 
@@ -103,7 +107,7 @@ async def open_loop(url: str, bodies: list[bytes], rate: float, seconds: float) 
     """Requests sent on a fixed schedule (not waiting for answers), as real traffic arrives."""
     import aiohttp
 
-    latencies, errors = [], 0
+    latencies, errors, statuses = [], 0, {}
 
     async def one(session, body):
         nonlocal errors
@@ -111,6 +115,7 @@ async def open_loop(url: str, bodies: list[bytes], rate: float, seconds: float) 
         async with session.post(url, data=body, headers={"content-type": "application/json"}) as r:
             await r.read()
             errors += r.status != 200
+            statuses[r.status] = statuses.get(r.status, 0) + 1
         latencies.append(time.perf_counter() - t0)
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session:
@@ -122,7 +127,7 @@ async def open_loop(url: str, bodies: list[bytes], rate: float, seconds: float) 
             tasks.append(asyncio.create_task(one(session, bodies[i % len(bodies)])))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
-    return summary(latencies, errors, elapsed)
+    return {**summary(latencies, errors, elapsed), "statuses": statuses}
 
 
 def summary(latencies: list[float], errors: int, elapsed: float) -> dict:
@@ -136,15 +141,33 @@ def summary(latencies: list[float], errors: int, elapsed: float) -> dict:
     }
 
 
+async def known_entities(base: str, candidates: list[int]) -> list[int]:
+    """Entity ids the online store has (an unknown id is a correct 404, not load)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        found = []
+        for e in candidates:
+            async with session.post(f"{base}/predict", json={"entity_id": e}) as r:
+                await r.read()
+                if r.status == 200:
+                    found.append(e)
+    return found
+
+
 async def measure(seconds: float, entities: list[int]) -> dict:
     base = f"http://127.0.0.1:{PORT}"
+    entities = await known_entities(base, entities)
     bodies = [json.dumps({"entity_id": e}).encode() for e in entities]
     out = {"predict": {}, "noop": {}}
     for c in CONNECTIONS:
         out["predict"][c] = await closed_loop(f"{base}/predict", random.choice(bodies), c, seconds)
         out["noop"][c] = await closed_loop(f"{base}/noop", b"{}", c, seconds)
     peak = max(r["rps"] for r in out["predict"].values())
-    out["open_loop_80pct"] = {"rate": 0.8 * peak, **await open_loop(f"{base}/predict", bodies, 0.8 * peak, seconds)}
+    out["open_loop_80pct"] = {
+        "rate": 0.8 * peak,
+        **await open_loop(f"{base}/predict", bodies, 0.8 * peak, seconds),
+    }
     instances = json.dumps({"instances": [{"entity_id": entities[i % len(entities)]} for i in range(1000)]})
     batch = await closed_loop(f"{base}/predict", instances.encode(), 1, seconds)
     out["batch_1000"] = {**batch, "rows_per_s": batch["rps"] * 1000}
@@ -153,8 +176,12 @@ async def measure(seconds: float, entities: list[int]) -> dict:
 
 def run_mode(mode: str, work: Path, seconds: float) -> dict:
     server = subprocess.Popen(
-        [sys.executable, __file__, "--serve", mode], env=env(work), cwd=ROOT,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [sys.executable, __file__, "--serve", mode],
+        env=env(work),
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         for line in server.stdout:
@@ -181,19 +208,25 @@ def main() -> None:
         return
     prepare(args.work, args.rows)
     results = {mode: run_mode(mode, args.work, args.seconds) for mode in args.modes.split(",")}
-    print(f"{'proxy':8} {'conns':>5} | {'predict req/s':>13} {'p50 ms':>7} {'p99 ms':>7} | "
-          f"{'noop req/s':>10} {'p50 ms':>7} {'p99 ms':>7} | predict/noop")
+    print(
+        f"{'proxy':8} {'conns':>5} | {'predict req/s':>13} {'p50 ms':>7} {'p99 ms':>7} | "
+        f"{'noop req/s':>10} {'p50 ms':>7} {'p99 ms':>7} | predict/noop"
+    )
     for mode, r in results.items():
         for c in CONNECTIONS:
             p, n = r["predict"][c], r["noop"][c]
-            print(f"{mode:8} {c:5d} | {p['rps']:13.0f} {p['p50_ms']:7.1f} {p['p99_ms']:7.1f} | "
-                  f"{n['rps']:10.0f} {n['p50_ms']:7.1f} {n['p99_ms']:7.1f} | {p['rps'] / n['rps']:.2f}")
+            print(
+                f"{mode:8} {c:5d} | {p['rps']:13.0f} {p['p50_ms']:7.1f} {p['p99_ms']:7.1f} | "
+                f"{n['rps']:10.0f} {n['p50_ms']:7.1f} {n['p99_ms']:7.1f} | {p['rps'] / n['rps']:.2f}"
+            )
         peak_p = max(x["rps"] for x in r["predict"].values())
         peak_n = max(x["rps"] for x in r["noop"].values())
         ol = r["open_loop_80pct"]
-        print(f"{mode:8} peak predict/noop {peak_p / peak_n:.2f}; at 80 % of peak ({ol['rate']:.0f} req/s) "
-              f"p99 {ol['p99_ms']:.1f} ms, errors {ol['errors']}; batch of 1,000: "
-              f"{r['batch_1000']['rows_per_s']:.0f} rows/s")
+        print(
+            f"{mode:8} peak predict/noop {peak_p / peak_n:.2f}; at 80 % of peak ({ol['rate']:.0f} req/s) "
+            f"p99 {ol['p99_ms']:.1f} ms, errors {ol['errors']}; batch of 1,000: "
+            f"{r['batch_1000']['rows_per_s']:.0f} rows/s"
+        )
     out = ROOT / "benchmarks" / "results" / "serving.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))

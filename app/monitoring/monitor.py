@@ -1,9 +1,12 @@
 """DriftMonitor: the detached actor that receives the traffic log and answers for it.
 
 Replicas hand it batches of prediction records fire-and-forget; it persists them as hourly
-parquet (`<storage>/traffic/`), joins feedback to them, and keeps the experiment counts. A
-restarted actor re-runs its constructor, so everything it reports is rebuilt from the
-persisted log there: records that reached a file are never lost or counted twice.
+parquet (`<storage>/traffic/`), joins feedback to them, keeps the experiment counts, and
+summarises each variant's traffic in tumbling windows of `monitor.window` records on the
+champion's reference bins (drift.py). Every `CHECK_EVERY_S` it exports the drift gauges and
+asks the retrain controller whether to submit a pipeline run. A restarted actor re-runs its
+constructor, so everything it reports is rebuilt from the persisted log there: records that
+reached a file are never lost or counted twice.
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ import logging
 import time
 from datetime import datetime, timezone
 
+import pandas as pd
 import ray
 
 from app.config import AppConfig
+from app.monitoring import retrain
+from app.monitoring.drift import DriftWindow
 from app.monitoring.traffic import FEEDBACK, PREDICTIONS, ExperimentCounts, read_records, write_records
 from app.serving.experiment import experiment_report
 
@@ -24,6 +30,7 @@ log = logging.getLogger(__name__)
 NAMESPACE = "mlsys"
 FLUSH_EVERY_S = 1.0
 FLUSH_RECORDS = 5_000
+CHECK_EVERY_S = 10.0
 
 
 def actor_name(kind: str, cfg: AppConfig) -> str:
@@ -32,7 +39,7 @@ def actor_name(kind: str, cfg: AppConfig) -> str:
 
 
 class DriftMonitor:
-    def __init__(self, cfg: AppConfig):
+    def __init__(self, cfg: AppConfig, submit=None):
         self.cfg = cfg
         self.root = cfg.storage.path("traffic")
         self.counts = ExperimentCounts()
@@ -40,7 +47,52 @@ class DriftMonitor:
         self.unsaved_feedback: list[dict] = []
         self.flusher: asyncio.Task | None = None
         self.dropped_upstream = 0
+        self.reference_version: int | None = None
+        self.profile: dict = {}
+        self.current: dict[str, DriftWindow] = {}  # variant -> the window being filled
+        self.complete: dict[str, DriftWindow] = {}  # variant -> the last full window
+        self.last_report: dict[str, dict] = {}
+        self.state_path = cfg.storage.path("monitoring", "retrain.json")
+        self.controller = retrain.load_state(self.state_path)
+        self.submit = submit or retrain.submit_pipeline_job
+        self.metrics = None
+        self._load_reference()
         self._rebuild()
+
+    # ------------------------------------------------------------ reference and windows
+
+    def _load_reference(self) -> bool:
+        """Follow the champion: its bundle's profile is the reference. True if it changed."""
+        from app.registry.registry import CHAMPION, Registry, RegistryError
+
+        try:
+            registry = Registry(self.cfg)
+            version = registry.alias_version(CHAMPION)
+            if version is None or version == self.reference_version:
+                return False
+            self.profile = registry.load(version).profile
+        except (RegistryError, ValueError, OSError) as exc:
+            log.warning("no reference profile yet: %s", exc)
+            return False
+        self.reference_version = version
+        self.current, self.complete = {}, {}  # windows are counted on the reference's bins
+        return True
+
+    def _window_add(self, records: list[dict]) -> None:
+        if not self.profile or not records:
+            return
+        frame = pd.DataFrame.from_records(records)
+        size = self.cfg.monitor.window
+        for variant, part in frame.groupby("variant", sort=False):
+            start = 0
+            while start < len(part):
+                window = self.current.setdefault(variant, DriftWindow(self.profile))
+                take = part.iloc[start : start + size - window.n]
+                window.add(take)
+                start += len(take)
+                if window.n >= size:  # tumbling: a full window is reported, a new one starts
+                    self.complete[variant] = window
+                    self.current[variant] = DriftWindow(self.profile)
 
     def _rebuild(self) -> None:
         preds = read_records(self.root, PREDICTIONS)
@@ -50,6 +102,10 @@ class DriftMonitor:
         for rec in feedback.to_dict("records"):
             self.counts.add_feedback(rec["request_id"], int(rec["label"]))
         if len(preds):
+            # The windows: replay the most recent records (two windows' worth per variant).
+            recent = preds[preds["status"] == "ok"].sort_values("logged_at")
+            recent = recent.groupby("variant", sort=False).tail(2 * self.cfg.monitor.window)
+            self._window_add(recent.to_dict("records"))
             log.info("rebuilt from %d persisted predictions, %d feedbacks", len(preds), len(feedback))
 
     def _start_flusher(self) -> None:
@@ -57,9 +113,16 @@ class DriftMonitor:
             self.flusher = asyncio.get_running_loop().create_task(self._flush_loop())
 
     async def _flush_loop(self) -> None:
+        last_check = time.monotonic()
         while True:
             await asyncio.sleep(FLUSH_EVERY_S)
-            self.flush()
+            try:
+                self.flush()
+                if time.monotonic() - last_check >= CHECK_EVERY_S:
+                    last_check = time.monotonic()
+                    self.check()
+            except Exception:  # a full disk or a bad record must not stop the loop
+                log.exception("monitor housekeeping failed")
 
     def flush(self) -> int:
         """Persist what arrived since the last flush; returns records written."""
@@ -72,11 +135,14 @@ class DriftMonitor:
                 written += len(batch)
         return written
 
+    # ------------------------------------------------------------ calls from replicas
+
     async def ingest(self, records: list[dict], dropped: int = 0) -> int:
-        """Count and queue a batch of prediction records; returns how many were new."""
+        """Count, window and queue a batch of prediction records; returns how many were new."""
         self._start_flusher()
         self.dropped_upstream += dropped
         new = [r for r in records if self.counts.add_prediction(r)]
+        self._window_add([r for r in new if r.get("status") == "ok"])
         self.unsaved.extend(new)
         if len(self.unsaved) >= FLUSH_RECORDS:
             self.flush()
@@ -90,6 +156,68 @@ class DriftMonitor:
                 {"request_id": request_id, "label": int(label), "logged_at": datetime.now(timezone.utc)}
             )
         return status
+
+    # ------------------------------------------------------------ reports and decisions
+
+    def drift(self) -> dict:
+        """Per variant: the last complete window's report (or the partial one before any)."""
+        variants = {}
+        for variant in sorted(set(self.current) | set(self.complete)):
+            window = self.complete.get(variant) or self.current[variant]
+            report = window.report(psi_alert=self.cfg.monitor.psi_alert)
+            report["window"] = "complete" if variant in self.complete else "partial"
+            variants[variant] = report
+        alert = any(r["alert"] and r["window"] == "complete" for r in variants.values())
+        return {
+            "reference_version": self.reference_version,
+            "window_size": self.cfg.monitor.window,
+            "psi_alert": self.cfg.monitor.psi_alert,
+            "alert": alert,
+            "variants": variants,
+            "dropped_records": self.dropped_upstream,
+            "retrain": {
+                "incident_open": self.controller.incident_open,
+                "submitted": self.controller.submitted[-10:],
+                "decisions": self.controller.decisions[-10:],
+            },
+        }
+
+    def check(self, now: float | None = None) -> dict:
+        """Follow the champion, export gauges, and let the controller decide on a retrain."""
+        if self._load_reference():
+            log.info("reference profile: champion version %s", self.reference_version)
+        report = self.drift()
+        self._export(report)
+        complete = [r for r in report["variants"].values() if r["window"] == "complete"]
+        samples = max((r["n"] for r in complete if r["alert"]), default=0)
+        now = time.time() if now is None else now
+        trigger, reason = retrain.decide(
+            self.controller, self.cfg.retrain, now=now, drift_alert=report["alert"], window_samples=samples
+        )
+        job_id = None
+        if trigger:
+            try:
+                job_id = self.submit(self.cfg, reason)
+                log.warning("retrain submitted (%s): job %s", reason, job_id)
+            except Exception as exc:
+                reason = f"{reason}; submission failed: {str(exc).splitlines()[0]}"
+                trigger = None  # not counted as submitted: the next check tries again
+                self.controller.incident_open = False
+        retrain.record(self.controller, now=now, trigger=trigger, reason=reason, job_id=job_id)
+        retrain.save_state(self.state_path, self.controller)
+        return report
+
+    def _export(self, report: dict) -> None:
+        if not ray.is_initialized():  # used as a plain object (tests, scripts): nothing to export
+            return
+        if self.metrics is None:
+            from app.monitoring.metrics import MonitorMetrics
+
+            self.metrics = MonitorMetrics()
+        for variant, r in report["variants"].items():
+            self.metrics.drift(variant, r)
+        self.metrics.dropped.set(report["dropped_records"])
+        self.metrics.retrains.set(len(self.controller.submitted))
 
     async def report(self, experiment: dict) -> dict:
         """The experiment report for the given experiment settings (ExperimentConfig fields)."""

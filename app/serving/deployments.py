@@ -58,14 +58,15 @@ class ModelSet:
         self.versions: dict[str, int] = {}
         self.predictors: dict[str, Predictor] = {}
 
+    def resolve(self, aliases: list[str]) -> dict[str, int]:
+        """The version behind each alias that has one (a registry query; blocking)."""
+        found = {alias: self.registry.alias_version(alias) for alias in aliases}
+        return {alias: v for alias, v in found.items() if v is not None}
+
     def refresh(self, aliases: list[str]) -> dict[str, int]:
         """Resolve each alias in the registry and load models that changed (blocking I/O)."""
-        versions, predictors = {}, {}
-        for alias in aliases:
-            version = self.registry.alias_version(alias)
-            if version is None:
-                continue
-            versions[alias] = version
+        versions, predictors = self.resolve(aliases), {}
+        for alias, version in versions.items():
             if self.load:
                 current = self.predictors.get(alias)
                 predictors[alias] = (
@@ -100,12 +101,16 @@ def ingress_deployment(cfg: AppConfig):
         autoscaling_config=cfg.serve.ingress.model_dump(),
         ray_actor_options={"num_cpus": 1},
         health_check_period_s=5,
+        # One access-log line per request costs more than scoring it; requests are in the
+        # traffic log and the metrics instead.
+        logging_config={"enable_access_log": False},
     )
     @serve.ingress(api)
     class Ingress:
         def __init__(self, cfg_data: dict, model_handles: dict, admin_token_sha256):
             import torch
 
+            from app.monitoring.metrics import ReplicaMetrics
             from app.monitoring.monitor import get_monitor
             from app.monitoring.shipper import TrafficShipper
             from app.serving.control import get_control
@@ -118,6 +123,7 @@ def ingress_deployment(cfg: AppConfig):
             self.control = get_control(self.cfg)
             self.monitor = get_monitor(self.cfg)
             self.shipper = TrafficShipper(lambda batch, dropped: self.monitor.ingest.remote(batch, dropped))
+            self.metrics = ReplicaMetrics()
             self._features = None
             self.generation = -1
             self.experiment = self.cfg.serve.experiment
@@ -144,9 +150,13 @@ def ingress_deployment(cfg: AppConfig):
             self.experiment, self.generation = exp, state["generation"]
             self.split = effective_split(exp.split, set(versions))
 
-        async def _sync(self, force: bool = False) -> None:
+        async def _sync(self) -> None:
+            """Follow the control actor, and the registry: a retrain job that registers a new
+            challenger moves an alias without telling anyone."""
             state = await self.control.state.remote()
-            if force or state["generation"] != self.generation:
+            aliases = [*self.experiment.split, *([self.experiment.shadow] if self.experiment.shadow else [])]
+            versions = await asyncio.to_thread(self.models.resolve, aliases)
+            if state["generation"] != self.generation or versions != self.models.versions:
                 await asyncio.to_thread(self._apply_state, state)
 
         def _ensure_background(self) -> None:
@@ -332,10 +342,12 @@ def ingress_deployment(cfg: AppConfig):
                     field = "entity_id" if r.status == 404 else None
                     raise HTTPException(r.status, {"error": str(r), "field": field})
                 if isinstance(r, Exception):
+                    self.metrics.failed("unknown")
                     raise r
-            latency_ms = (time.perf_counter() - t0) * 1000
+            seconds = time.perf_counter() - t0
             for r in results:
-                self._log(r, latency_ms)
+                self._log(r, seconds * 1000)
+                self.metrics.served(r["variant"], r["model_version"], seconds)
             out = [
                 {k: r[k] for k in ("request_id", "variant", "model_version", "score", "label")}
                 for r in results
@@ -347,6 +359,12 @@ def ingress_deployment(cfg: AppConfig):
             self.shipper.pump()  # this replica's predictions reach the monitor first
             status = await self.monitor.feedback.remote(body.request_id, body.label)
             return {"request_id": body.request_id, "status": status}
+
+        @api.get("/monitor/drift")
+        async def monitor_drift(self) -> dict:
+            """Per-feature PSI / KS / chi-square of the last window, alert state, retrain decisions."""
+            self.shipper.pump()
+            return await self.monitor.drift.remote()
 
         @api.get("/experiment")
         async def get_experiment(self) -> dict:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import subprocess
 
+import pandas as pd
+
 from app.config import AppConfig
 from app.features.store import FeatureClient
 from app.features.transforms import feature_spec
@@ -17,7 +19,7 @@ from app.training.baselines import hgb_baseline
 from app.training.dataset import Splits
 from app.training.evaluate import binary_metrics, calibration_table, sliced_metrics
 from app.training.preprocess import Preprocessor
-from app.training.profile import reference_profile
+from app.training.profile import numeric_profile, reference_profile
 from app.training.train import train
 
 
@@ -65,6 +67,8 @@ def fit_candidate(
         profile=reference_profile(splits.train, pre.numeric, pre.categorical),
     )
     bundle.metrics = evaluate_bundle(bundle, splits, label)
+    # The score distribution on the holdout: the reference for prediction drift.
+    bundle.profile["score"] = numeric_profile(pd.Series(bundle.predict_proba(splits.holdout)))
     y = splits.holdout[label].to_numpy(dtype=int)
     bundle.metrics["baseline_hgb"] = binary_metrics(y, hgb_baseline(splits.train, splits.holdout, pre, label))
     bundle.metrics["training"] = {

@@ -2,7 +2,8 @@
 
 Stored in the model bundle so the drift monitor compares live traffic with exactly the data
 the serving model learned from: deciles of each numeric feature (PSI's bins) with the share
-of rows in each, and the frequency of each category.
+of rows in each, a percentile grid with the CDF at each point (for the KS test on binned
+live data), and the frequency of each category.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 N_BINS = 10
+N_GRID = 100  # percentile grid for KS
 
 
 def numeric_profile(values: pd.Series) -> dict:
@@ -21,7 +23,11 @@ def numeric_profile(values: pd.Series) -> dict:
     # Inner decile edges; duplicates collapse (a constant feature has one bin).
     edges = np.unique(np.quantile(finite, np.linspace(0, 1, N_BINS + 1)[1:-1]))
     counts = np.bincount(np.searchsorted(edges, finite, side="right"), minlength=len(edges) + 1)
+    grid = np.unique(np.quantile(finite, np.linspace(0, 1, N_GRID + 1)[1:-1]))
+    sorted_values = np.sort(finite)
     return {
+        "cdf_edges": grid.tolist(),
+        "cdf": (np.searchsorted(sorted_values, grid, side="right") / finite.size).tolist(),
         "edges": edges.tolist(),
         "proportions": (counts / finite.size).tolist(),
         "missing": float(1 - finite.size / x.size),

@@ -99,7 +99,11 @@ def serve_then_curl_then_ctrl_c(tmp_path):
     env = {**cli_env(tmp_path), "MLSYS_SERVE__HTTP_PORT": "8124"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "app", "--config", str(LOCAL_CONFIG), "serve"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         lines = []

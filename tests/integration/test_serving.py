@@ -11,52 +11,22 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import pytest
 import requests
-import torch
 from ray import serve
 
 from app.data.etl import run_etl
 from app.data.synthetic import Defects, generate, write_dataset
 from app.features.store import FeatureClient
-from app.features.transforms import add_features, feature_spec
-from app.registry.bundle import ModelBundle
 from app.registry.registry import CHALLENGER, CHAMPION, Registry
 from app.serving import graph
-from app.training.loop import array_batches, train_epoch
-from app.training.model import ModelSpec, TabularMLP
-from app.training.preprocess import Preprocessor
-from app.training.profile import reference_profile
 from tests.conftest import make_config
+from tests.integration.conftest import quick_bundle
 
 pytestmark = pytest.mark.integration
 PORT = 8123
 TOKEN = "test-admin-token"
 FEATURES = {"age": 41, "income": 52000.0, "score": 0.4, "country": "US", "gender": "F"}
-
-
-def quick_bundle(cfg, frame, *, seed: int) -> ModelBundle:
-    """A small model trained for one epoch in-process (the serving tests need two versions fast)."""
-    spec = feature_spec(cfg)
-    frame = add_features(frame, cfg)
-    pre = Preprocessor(list(spec.numeric), [*spec.time, *spec.categorical]).fit(frame)
-    torch.manual_seed(seed)
-    model_spec = ModelSpec(n_numeric=pre.n_numeric, cardinalities=tuple(pre.cardinalities), width=16, depth=1)
-    net = TabularMLP(model_spec)
-    arrays = {**pre.transform_batch(frame), "label": frame[cfg.dataset.label].to_numpy(dtype="float32")}
-    train_epoch(
-        net, array_batches(arrays, 256, rng=np.random.default_rng(seed)), torch.optim.Adam(net.parameters())
-    )
-    return ModelBundle(
-        spec=model_spec,
-        state_dict=net.state_dict(),
-        preprocessor=pre,
-        features=spec.names,
-        feature_service=FeatureClient(cfg).service_name,
-        profile=reference_profile(frame, pre.numeric, pre.categorical),
-        metrics={"holdout": {"auc": 0.5}},
-    )
 
 
 @pytest.fixture(scope="module")

@@ -68,7 +68,9 @@ def test_experiments_assign_independently():
 def test_effective_split_gives_a_missing_variants_share_to_the_rest():
     assert effective_split(SPLIT, {"champion"}) == {"champion": 1.0}
     assert effective_split(SPLIT, set()) == {}
-    assert effective_split({"a": 0.5, "b": 0.25, "c": 0.25}, {"a", "b"}) == pytest.approx({"a": 2 / 3, "b": 1 / 3})
+    assert effective_split({"a": 0.5, "b": 0.25, "c": 0.25}, {"a", "b"}) == pytest.approx(
+        {"a": 2 / 3, "b": 1 / 3}
+    )
 
 
 def test_shadow_sample_fraction():
@@ -105,7 +107,9 @@ def test_sequential_p_value_stays_valid_under_repeated_looks():
     for _ in range(200):
         a, b = rng.binomial(1, 0.3, 3000), rng.binomial(1, 0.3, 3000)
         looks = range(100, 3001, 100)
-        seq_rejects += any((msprt_p_value(a[:n].sum(), n, b[:n].sum(), n, tau=0.03) or 1) < 0.05 for n in looks)
+        seq_rejects += any(
+            (msprt_p_value(a[:n].sum(), n, b[:n].sum(), n, tau=0.03) or 1) < 0.05 for n in looks
+        )
         naive_rejects += any((two_proportion_test(a[:n].sum(), n, b[:n].sum(), n) or 1) < 0.05 for n in looks)
     assert seq_rejects / 200 <= 0.05
     assert naive_rejects > seq_rejects  # peeking inflates the fixed-sample test's errors
@@ -116,19 +120,30 @@ def _stats(n, correct):
 
 
 def test_decisions():
-    assert compare(_stats(100, 50), _stats(100, 52), metric="accuracy", alpha=0.05, mde=0.05, power=0.8)[
-        "decision"
-    ] == KEEP_RUNNING
-    better = compare(_stats(5000, 2500), _stats(5000, 2900), metric="accuracy", alpha=0.05, mde=0.05, power=0.8)
+    assert (
+        compare(_stats(100, 50), _stats(100, 52), metric="accuracy", alpha=0.05, mde=0.05, power=0.8)[
+            "decision"
+        ]
+        == KEEP_RUNNING
+    )
+    better = compare(
+        _stats(5000, 2500), _stats(5000, 2900), metric="accuracy", alpha=0.05, mde=0.05, power=0.8
+    )
     assert better["decision"] == PROMOTE and better["relative_improvement"] == pytest.approx(0.16)
-    worse = compare(_stats(5000, 2900), _stats(5000, 2500), metric="accuracy", alpha=0.05, mde=0.05, power=0.8)
+    worse = compare(
+        _stats(5000, 2900), _stats(5000, 2500), metric="accuracy", alpha=0.05, mde=0.05, power=0.8
+    )
     assert worse["decision"] == STOP
 
 
 def test_report_has_every_variant_and_survives_empty_ones():
     report = experiment_report(
         {"champion": _stats(10, 5), "challenger": VariantStats()},
-        control="champion", metric="conversion", alpha=0.05, mde=0.05, power=0.8,
+        control="champion",
+        metric="conversion",
+        alpha=0.05,
+        mde=0.05,
+        power=0.8,
     )
     assert set(report["variants"]) == {"champion", "challenger"}
     assert report["variants"]["challenger"]["conversion"] is None

@@ -68,7 +68,13 @@ def _tensors(n=2):
 
 def test_v2_tensors_become_rows(cfg):
     rows = oip.request_rows(oip.InferRequest.model_validate({"inputs": _tensors(3)}), cfg)
-    assert len(rows) == 3 and rows[0] == {"age": 30, "income": 1.0, "score": 0.5, "country": "US", "gender": "F"}
+    assert len(rows) == 3 and rows[0] == {
+        "age": 30,
+        "income": 1.0,
+        "score": 0.5,
+        "country": "US",
+        "gender": "F",
+    }
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,18 @@ from app.monitoring.traffic import PREDICTIONS, ExperimentCounts, read_records, 
 
 def record(rid, variant="champion", label=1, status="ok", at=None):
     return {
-        "request_id": rid, "logged_at": at or datetime.now(timezone.utc), "experiment": "e",
-        "variant": variant, "model_version": 1, "shadow": False, "pred_score": 0.7, "pred_label": label,
-        "latency_ms": 3.0, "status": status, "key": rid, "age": 30.0,
+        "request_id": rid,
+        "logged_at": at or datetime.now(timezone.utc),
+        "experiment": "e",
+        "variant": variant,
+        "model_version": 1,
+        "shadow": False,
+        "pred_score": 0.7,
+        "pred_label": label,
+        "latency_ms": 3.0,
+        "status": status,
+        "key": rid,
+        "age": 30.0,
     }
 
 

@@ -1,0 +1,171 @@
+"""Drift math, pure: a bounded window of live traffic summarised on the reference's bins, and
+PSI / KS / chi-square per feature against the model's reference profile.
+
+- PSI is the classic recipe: 10 bins at the reference's deciles, empty-bin proportions floored
+  at 0.0001, `sum((cur - ref) * ln(cur / ref))`; severity low < 0.1 <= medium < 0.2 <= high.
+  Categoricals are binned by category, with every unseen category in one bin of its own.
+- KS for numerics is evaluated on the reference's percentile grid (99 points): the window keeps
+  counts, not rows, so the statistic is the largest CDF gap at those points (a lower bound of
+  the exact one; see benchmarks/drift.py), with scipy's asymptotic two-sample p-value.
+- chi-square for categoricals compares the window's category counts with the reference's
+  frequencies (scipy). p-values are corrected for testing many features at once
+  (Benjamini-Hochberg).
+Missing and non-finite values are counted and reported, never binned into the PSI; an empty
+window or a feature with no usable value gives `None` with a reason, never NaN.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+FLOOR = 1e-4
+UNSEEN = "__unseen__"
+MAX_CATEGORIES = 1_000  # distinct live categories tracked per feature; beyond that, "unseen"
+
+
+def severity(psi: float | None) -> str | None:
+    if psi is None:
+        return None
+    return "low" if psi < 0.1 else "medium" if psi < 0.2 else "high"
+
+
+def psi(reference: np.ndarray, current: np.ndarray) -> float:
+    """PSI of two proportion vectors over the same bins (floored, so never infinite)."""
+    ref = np.maximum(np.asarray(reference, dtype=float), FLOOR)
+    cur = np.maximum(np.asarray(current, dtype=float), FLOOR)
+    return float(np.sum((cur - ref) * np.log(cur / ref)))
+
+
+def ks_from_cdf(ref_cdf: np.ndarray, ref_n: int, cur_cdf: np.ndarray, cur_n: int) -> tuple[float, float]:
+    """Two-sample KS statistic (largest CDF gap on the grid) and its asymptotic p-value."""
+    d = float(np.max(np.abs(np.asarray(ref_cdf) - np.asarray(cur_cdf)))) if len(ref_cdf) else 0.0
+    en = round(ref_n * cur_n / (ref_n + cur_n))
+    return d, float(stats.kstwo.sf(d, max(en, 1)))
+
+
+class NumericWindow:
+    """Counts of one numeric feature on the reference's decile bins and percentile grid."""
+
+    def __init__(self, profile: dict):
+        self.profile = profile
+        self.edges = np.asarray(profile.get("edges", []), dtype=float)
+        self.grid = np.asarray(profile.get("cdf_edges", []), dtype=float)
+        self.bins = np.zeros(len(self.edges) + 1, dtype=np.int64)
+        self.grid_bins = np.zeros(len(self.grid) + 1, dtype=np.int64)
+        self.n = self.missing = self.nonfinite = 0
+
+    def add(self, values: pd.Series) -> None:
+        x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        nan = np.isnan(x)
+        finite = np.isfinite(x)
+        self.n += len(x)
+        self.missing += int(nan.sum())
+        self.nonfinite += int((~finite & ~nan).sum())
+        x = x[finite]
+        self.bins += np.bincount(np.searchsorted(self.edges, x, side="right"), minlength=len(self.bins))
+        self.grid_bins += np.bincount(
+            np.searchsorted(self.grid, x, side="right"), minlength=len(self.grid_bins)
+        )
+
+    def report(self) -> dict:
+        used = int(self.bins.sum())
+        out = {"kind": "numeric", "n": self.n, "missing": self.missing, "nonfinite": self.nonfinite}
+        if not self.profile.get("proportions"):
+            return {**out, "psi": None, "reason": "the reference has no finite values"}
+        if used == 0:
+            return {**out, "psi": None, "reason": "no finite values in the window"}
+        value = psi(np.asarray(self.profile["proportions"]), self.bins / used)
+        out.update(psi=value, severity=severity(value), reason=None)
+        if len(self.grid):
+            cur_cdf = np.cumsum(self.grid_bins[:-1]) / used
+            d, p = ks_from_cdf(np.asarray(self.profile["cdf"]), int(self.profile["count"]), cur_cdf, used)
+            out.update(test="ks", statistic=d, p_value=p)
+        return out
+
+
+class CategoricalWindow:
+    """Category counts of one categorical feature (bounded; overflow counts as unseen)."""
+
+    def __init__(self, profile: dict):
+        self.profile = profile
+        self.reference = profile.get("frequencies", {})
+        self.counts: Counter[str] = Counter()
+        self.n = self.missing = 0
+
+    def add(self, values: pd.Series) -> None:
+        self.n += len(values)
+        present = values.dropna()
+        self.missing += len(values) - len(present)
+        for cat, k in present.astype(str).value_counts().items():
+            if cat in self.counts or cat in self.reference or len(self.counts) < MAX_CATEGORIES:
+                self.counts[cat] += int(k)
+            else:
+                self.counts[UNSEEN] += int(k)
+
+    def report(self) -> dict:
+        used = sum(self.counts.values())
+        out = {"kind": "categorical", "n": self.n, "missing": self.missing}
+        if not self.reference:
+            return {**out, "psi": None, "reason": "the reference has no values"}
+        if used == 0:
+            return {**out, "psi": None, "reason": "no values in the window"}
+        cats = sorted(self.reference)
+        unseen = sum(k for c, k in self.counts.items() if c not in self.reference)
+        ref = np.array([self.reference[c] for c in cats] + [0.0])
+        cur = np.array([self.counts.get(c, 0) for c in cats] + [unseen], dtype=float)
+        value = psi(ref, cur / used)
+        expected = np.maximum(ref, FLOOR)
+        expected = expected / expected.sum() * used
+        chi = stats.chisquare(cur, expected)
+        out.update(
+            psi=value,
+            severity=severity(value),
+            reason=None,
+            unseen=int(unseen),
+            test="chi2",
+            statistic=float(chi.statistic),
+            p_value=float(chi.pvalue),
+        )
+        return out
+
+
+class DriftWindow:
+    """One window of traffic for every profiled feature (and the score, when profiled)."""
+
+    def __init__(self, profile: dict):
+        self.features: dict[str, NumericWindow | CategoricalWindow] = {}
+        for name, p in profile.get("numeric", {}).items():
+            self.features[name] = NumericWindow(p)
+        for name, p in profile.get("categorical", {}).items():
+            self.features[name] = CategoricalWindow(p)
+        self.score = NumericWindow(profile["score"]) if profile.get("score") else None
+        self.n = 0
+
+    def add(self, frame: pd.DataFrame, score_column: str = "pred_score") -> None:
+        self.n += len(frame)
+        for name, window in self.features.items():
+            window.add(frame[name] if name in frame else pd.Series([None] * len(frame), dtype=object))
+        if self.score is not None and score_column in frame:
+            self.score.add(frame[score_column])
+
+    def report(self, *, psi_alert: float) -> dict:
+        features = {name: w.report() for name, w in self.features.items()}
+        tested = [(n, r["p_value"]) for n, r in features.items() if r.get("p_value") is not None]
+        if tested:
+            adjusted = stats.false_discovery_control([p for _, p in tested])
+            for (name, _), q in zip(tested, adjusted, strict=True):
+                features[name]["p_adjusted"] = float(q)
+        drifted = sorted(n for n, r in features.items() if r["psi"] is not None and r["psi"] > psi_alert)
+        psis = [r["psi"] for r in features.values() if r["psi"] is not None]
+        return {
+            "n": self.n,
+            "features": features,
+            "score": self.score.report() if self.score is not None else None,
+            "max_psi": max(psis) if psis else None,
+            "drifted": drifted,
+            "alert": bool(drifted),
+        }

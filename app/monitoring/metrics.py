@@ -1,0 +1,67 @@
+"""Every Prometheus metric the system exports, declared once.
+
+Replicas use `ray.serve.metrics` (tagged with deployment and replica by Serve), actors use
+`ray.util.metrics`; both reach Prometheus through Ray's metrics endpoint (each node's
+`metrics_export_port`, listed in the dashboard) with the `ray_` prefix, e.g.
+`ray_mlsys_request_latency_seconds_bucket`. The alert rules in
+deployments/prometheus/alerts.yml use exactly these names.
+"""
+
+from __future__ import annotations
+
+# Seconds; dense below 100 ms, where the P99 alert threshold sits.
+LATENCY_BUCKETS = [0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5]
+
+REQUESTS = "mlsys_requests"  # counter, by variant and model_version
+ERRORS = "mlsys_request_errors"  # counter, by variant and status (4xx are not errors)
+LATENCY = "mlsys_request_latency_seconds"  # histogram, by variant
+DROPPED = "mlsys_traffic_dropped"  # gauge: log records dropped before reaching the monitor
+PSI = "mlsys_feature_psi"  # gauge, by variant and feature
+KS = "mlsys_feature_ks"  # gauge, by variant and feature
+ALERT = "mlsys_drift_alert"  # gauge 0/1, by variant
+RETRAINS = "mlsys_retrain_jobs"  # gauge: retrain jobs submitted by the controller
+
+
+class ReplicaMetrics:
+    """The ingress replica's request metrics."""
+
+    def __init__(self):
+        from ray.serve import metrics
+
+        self.requests = metrics.Counter(REQUESTS, "predictions served", tag_keys=("variant", "model_version"))
+        self.errors = metrics.Counter(ERRORS, "predictions that failed (5xx)", tag_keys=("variant",))
+        self.latency = metrics.Histogram(
+            LATENCY, "prediction latency in the ingress", boundaries=LATENCY_BUCKETS, tag_keys=("variant",)
+        )
+
+    def served(self, variant: str, version: int, seconds: float) -> None:
+        self.requests.inc(tags={"variant": variant, "model_version": str(version)})
+        self.latency.observe(seconds, tags={"variant": variant})
+
+    def failed(self, variant: str) -> None:
+        self.errors.inc(tags={"variant": variant})
+
+
+class MonitorMetrics:
+    """The drift monitor's gauges."""
+
+    def __init__(self):
+        from ray.util import metrics
+
+        self.psi = metrics.Gauge(
+            PSI, "population stability index vs the reference", tag_keys=("variant", "feature")
+        )
+        self.ks = metrics.Gauge(KS, "KS statistic vs the reference", tag_keys=("variant", "feature"))
+        self.alert = metrics.Gauge(
+            ALERT, "1 while a feature's PSI is over the alert level", tag_keys=("variant",)
+        )
+        self.dropped = metrics.Gauge(DROPPED, "traffic records dropped before the monitor")
+        self.retrains = metrics.Gauge(RETRAINS, "retrain jobs submitted by the controller")
+
+    def drift(self, variant: str, report: dict) -> None:
+        for name, r in report["features"].items():
+            if r.get("psi") is not None:
+                self.psi.set(r["psi"], tags={"variant": variant, "feature": name})
+            if r.get("test") == "ks":
+                self.ks.set(r["statistic"], tags={"variant": variant, "feature": name})
+        self.alert.set(float(report["alert"]), tags={"variant": variant})

@@ -1,0 +1,101 @@
+"""The retraining controller: when to retrain (pure), and submitting `mlsys pipeline` as a Ray Job.
+
+A drift incident opens when a complete window of at least `retrain.min_samples` records has a
+feature over the PSI alert level, and closes when a window is clean again: one incident
+triggers one retrain, and never twice within `retrain.cooldown_minutes`. Independently, the
+schedule (`hourly`, `daily`, `weekly`, `every 6h`, `every 30m`, or `none`) triggers a run once
+per period. Every decision is kept with its reason (and persisted, so a restarted monitor
+neither forgets an open incident nor retrains again at start).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from app.config import AppConfig, RetrainConfig
+
+MAX_DECISIONS = 50
+
+
+@dataclass
+class ControllerState:
+    started_at: float
+    last_submit_at: float | None = None
+    last_scheduled_at: float | None = None
+    incident_open: bool = False
+    submitted: list[dict] = field(default_factory=list)
+    decisions: list[dict] = field(default_factory=list)
+
+
+def decide(
+    state: ControllerState, cfg: RetrainConfig, *, now: float, drift_alert: bool, window_samples: int
+) -> tuple[str | None, str]:
+    """("drift" | "schedule" | None, reason). Mutates the incident bookkeeping in `state`."""
+    cooling = state.last_submit_at is not None and now - state.last_submit_at < cfg.cooldown_minutes * 60
+    if cfg.on_drift and drift_alert:
+        if window_samples < cfg.min_samples:
+            return None, f"drift seen on {window_samples} records, fewer than min_samples {cfg.min_samples}"
+        if state.incident_open:
+            return None, "drift incident already handled; waiting for a clean window"
+        if cooling:
+            return None, "drift, but within the cooldown after the last retrain"
+        state.incident_open = True
+        return "drift", f"PSI over the alert level on a complete window of {window_samples} records"
+    if not drift_alert and state.incident_open:
+        state.incident_open = False
+    period = cfg.period_seconds
+    if period is not None:
+        since = state.last_scheduled_at or state.started_at
+        if now - since >= period and not cooling:
+            state.last_scheduled_at = now
+            return "schedule", f"schedule {cfg.schedule!r}: {now - since:.0f} s since the last run"
+    return None, "no trigger"
+
+
+def record(
+    state: ControllerState, *, now: float, trigger: str | None, reason: str, job_id: str | None
+) -> None:
+    entry = {"at": now, "trigger": trigger, "reason": reason, "job_id": job_id}
+    if trigger:
+        state.last_submit_at = now
+        state.submitted.append(entry)
+    # Keep every submission, and the latest of the "nothing to do" decisions.
+    if trigger or not state.decisions or state.decisions[-1]["reason"] != reason:
+        state.decisions = [*state.decisions, entry][-MAX_DECISIONS:]
+
+
+def load_state(path: Path) -> ControllerState:
+    if path.exists():
+        return ControllerState(**json.loads(path.read_text()))
+    return ControllerState(started_at=time.time())
+
+
+def save_state(path: Path, state: ControllerState) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(asdict(state)))
+    os.replace(tmp, path)
+
+
+def submit_pipeline_job(cfg: AppConfig, reason: str) -> str:
+    """Submit `mlsys pipeline` with this config to the cluster's Jobs API; returns the job id."""
+    from ray.job_submission import JobSubmissionClient
+
+    config_file = cfg.storage.path("monitoring", "retrain-config.yaml")
+    config_file.parent.mkdir(parents=True, exist_ok=True)
+    config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    token = Path.home() / ".ray" / "auth_token"
+    if token.exists():
+        os.environ.setdefault("RAY_AUTH_MODE", "token")  # `ray start` clusters require it
+    client = JobSubmissionClient(cfg.retrain.jobs_address)
+    return client.submit_job(
+        entrypoint=f"mlsys --config {config_file} pipeline",
+        metadata={"mlsys.trigger": reason[:200]},
+        runtime_env={"env_vars": {"MLSYS_RETRAIN": "1"}},
+    )
