@@ -141,3 +141,15 @@ class ExperimentCounts:
 
     def for_experiment(self, experiment: str) -> dict[str, VariantStats]:
         return {v: s for (e, v), s in self.stats.items() if e == experiment}
+
+
+def labelled_traffic(root: Path, label: str = "label") -> pd.DataFrame:
+    """Served predictions joined to their feedback: features, score and the observed outcome,
+    one row per request (shadow copies excluded) - training data for the next run."""
+    preds = read_records(root, PREDICTIONS)
+    feedback = read_records(root, FEEDBACK)
+    if preds.empty or feedback.empty:
+        return pd.DataFrame()
+    served = preds[(preds["status"] == "ok") & ~preds["shadow"].astype(bool)]
+    outcomes = feedback[["request_id", "label"]].rename(columns={"label": label})
+    return served.merge(outcomes, on="request_id", how="inner", validate="1:1")

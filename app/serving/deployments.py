@@ -17,6 +17,7 @@ import hmac
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -42,6 +43,16 @@ class RowError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+
+
+@dataclass(frozen=True)
+class Routing:
+    """What one request is routed with: the experiment, its effective split, the models."""
+
+    experiment: ExperimentConfig
+    split: dict
+    versions: dict
+    predictors: dict
 
 
 def token_digest(token: str) -> str:
@@ -146,9 +157,16 @@ def ingress_deployment(cfg: AppConfig):
         def _apply_state(self, state: dict) -> None:
             exp = ExperimentConfig.model_validate(state["experiment"])
             aliases = [*exp.split, *([exp.shadow] if exp.shadow else [])]
-            versions = self.models.refresh(aliases)
-            self.experiment, self.generation = exp, state["generation"]
-            self.split = effective_split(exp.split, set(versions))
+            self.models.refresh(aliases)
+            # One assignment: a batch in flight keeps the routing it started with, so a split
+            # and the models behind it can never disagree mid-request.
+            self.routing = Routing(
+                exp,
+                effective_split(exp.split, set(self.models.versions)),
+                self.models.versions,
+                self.models.predictors,
+            )
+            self.experiment, self.split, self.generation = exp, self.routing.split, state["generation"]
 
         async def _sync(self) -> None:
             """Follow the control actor, and the registry: a retrain job that registers a new
@@ -211,7 +229,8 @@ def ingress_deployment(cfg: AppConfig):
         async def _score_rows(self, rows: list) -> list:
             """Score rows (any mix of entity ids and raw features); per row a result or a RowError."""
             self._ensure_background()
-            split, exp = self.split, self.experiment
+            routing = self.routing
+            split, exp = routing.split, routing.experiment
             if not split:
                 return [RowError(503, "no model is loaded: register a champion (mlsys train)")] * len(rows)
             # Inline, not in a thread: a batch's lookup takes well under a millisecond, and a
@@ -228,7 +247,7 @@ def ingress_deployment(cfg: AppConfig):
             versions = np.zeros(len(rows), dtype=np.int64)
             for variant in set(variants[ok]):
                 idx = np.flatnonzero(ok & (variants == variant))
-                scores[idx], versions[idx] = await self._score_variant(variant, frame.iloc[idx])
+                scores[idx], versions[idx] = await self._score_variant(variant, frame.iloc[idx], routing)
             results = []
             threshold = self.cfg.serve.threshold
             inputs = frame[self.features.spec.names].to_dict("records")
@@ -247,19 +266,20 @@ def ingress_deployment(cfg: AppConfig):
                         "features": inputs[i],
                     }
                 )
-            self._shadow(exp, frame, results)
+            self._shadow(routing, frame, results)
             return results
 
-        async def _score_variant(self, variant: str, frame: pd.DataFrame) -> tuple[np.ndarray, int]:
+        async def _score_variant(self, variant: str, frame: pd.DataFrame, routing) -> tuple[np.ndarray, int]:
             if self.handles:
                 version, scores = await self.handles[variant].score.remote(frame.to_dict("records"))
                 return np.asarray(scores), version
-            predictor = self.models.predictors[variant]
+            predictor = routing.predictors[variant]
             return predictor.score(frame), predictor.version
 
-        def _shadow(self, exp: ExperimentConfig, frame: pd.DataFrame, results: list) -> None:
+        def _shadow(self, routing, frame: pd.DataFrame, results: list) -> None:
             """Score a sampled copy of the rows with the shadow variant; logged, never returned."""
-            if not exp.shadow or exp.shadow not in self.models.versions:
+            exp = routing.experiment
+            if not exp.shadow or (exp.shadow not in routing.predictors and not self.handles):
                 return
             idx = [
                 i
@@ -272,7 +292,7 @@ def ingress_deployment(cfg: AppConfig):
             async def run():
                 t0 = time.perf_counter()
                 try:
-                    scores, version = await self._score_variant(exp.shadow, frame.iloc[idx])
+                    scores, version = await self._score_variant(exp.shadow, frame.iloc[idx], routing)
                     status = "ok"
                 except Exception:
                     log.exception("shadow variant %s failed", exp.shadow)
@@ -477,9 +497,10 @@ def ingress_deployment(cfg: AppConfig):
                 raw = oip.request_rows(body, self.cfg)
             except oip.OipError as exc:
                 raise HTTPException(400, str(exc)) from None
-            control = self.experiment.control
+            routing = self.routing
+            control = routing.experiment.control
             frame = raw_rows_to_frame(raw, self.cfg)
-            scores, version = await self._score_variant(control, frame)
+            scores, version = await self._score_variant(control, frame, routing)
             labels = (scores >= self.cfg.serve.threshold).astype(int).tolist()
             latency_ms = (time.perf_counter() - t0) * 1000
             inputs = frame[self.features.spec.names].to_dict("records")

@@ -59,11 +59,11 @@ def base_url(cfg: AppConfig) -> str:
     return f"http://{host}:{cfg.serve.http_port}"
 
 
-def start(cfg: AppConfig, *, timeout_s: float = 180) -> str:
+def start(cfg: AppConfig, *, name: str = APP_NAME, route_prefix: str = "/", timeout_s: float = 180) -> str:
     """Deploy the app on the connected cluster and wait until /healthz answers; returns its URL."""
     serve.start(http_options={"host": cfg.serve.http_host, "port": cfg.serve.http_port})
-    serve.run(application(cfg), name=APP_NAME, route_prefix="/", blocking=False)
-    url = base_url(cfg)
+    serve.run(application(cfg), name=name, route_prefix=route_prefix, blocking=False)
+    url = base_url(cfg) + route_prefix.rstrip("/")
     wait_healthy(url, timeout_s=timeout_s)
     return url
 
@@ -83,5 +83,5 @@ def wait_healthy(url: str, *, timeout_s: float) -> dict:
     raise TimeoutError(f"{url} not healthy after {timeout_s:.0f} s ({last})")
 
 
-def stop() -> None:
-    serve.delete(APP_NAME)
+def stop(name: str = APP_NAME) -> None:
+    serve.delete(name)

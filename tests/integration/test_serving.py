@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from ray import serve
 
 from app.data.etl import run_etl
@@ -251,3 +253,81 @@ def test_promotion_under_load_fails_no_request(service):
     assert failures == []
     assert challenger in versions and len(versions) >= 2  # the swap happened while load ran
     assert registry.alias_version(CHAMPION) != challenger  # rolled back
+
+
+def test_model_deployments_per_variant_serve_the_same_scores(service):
+    """placement: deployment: each variant in its own `model-<alias>` deployment."""
+    cfg = service["cfg"]
+    cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"placement": "deployment"})})
+    url = graph.start(cfg, name="mlsys-deployments", route_prefix="/dep")
+    try:
+        body = {"features": FEATURES, "key": "same-key"}
+        split_app = post(service, "/dep/predict", body).json()
+        one_hop = post(service, "/predict", body).json()
+        assert url.endswith("/dep") and split_app["variant"] == one_hop["variant"]
+        assert split_app["model_version"] == one_hop["model_version"]
+        assert abs(split_app["score"] - one_hop["score"]) < 1e-6
+    finally:
+        graph.stop("mlsys-deployments")
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def schema_fields(spec: dict) -> list[str]:
+    """Every property name in the OpenAPI spec: fuzzed bodies use real field names."""
+    names = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            names.update(node.get("properties", {}))
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(spec)
+    return sorted(names)
+
+
+def test_fuzzing_every_route_of_the_openapi_spec_gives_no_5xx(service):
+    url = service["url"]
+    spec = requests.get(url + "/openapi.json").json()
+    fields = schema_fields(spec)
+    routes = [
+        (path, method) for path, ops in spec["paths"].items() for method in ops if method in ("post", "put")
+    ]
+    assert {("/predict", "post"), ("/feedback", "post"), ("/v2/models/{name}/infer", "post")} <= set(routes)
+    bodies = st.one_of(
+        JSON,
+        st.dictionaries(st.sampled_from(fields), JSON, max_size=6),
+        st.fixed_dictionaries({"features": st.dictionaries(st.sampled_from(fields), JSON, max_size=7)}),
+        st.fixed_dictionaries(
+            {"instances": st.lists(st.dictionaries(st.sampled_from(fields), JSON), max_size=3)}
+        ),
+    )
+    statuses = []
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(route=st.sampled_from(routes), body=bodies, token=st.sampled_from([None, TOKEN, "bad"]))
+    def fuzz(route, body, token):
+        path, method = route
+        path = path.replace("{name}", service["cfg"].registry.model_name)
+        headers = {"content-type": "application/json", **(admin(token) if token else {})}
+        if path.startswith("/admin") or (path == "/experiment" and method == "put"):
+            headers.pop("Authorization", None)  # the fuzz must not promote or move the split
+        resp = requests.request(method, url + path, data=json.dumps(body), headers=headers, timeout=30)
+        statuses.append(resp.status_code)
+        assert resp.status_code < 500, f"{method} {path} {body!r} -> {resp.status_code} {resp.text}"
+        assert resp.headers["content-type"].startswith("application/json")
+
+    fuzz()
+    assert (
+        any(s >= 400 for s in statuses)
+        and post(service, "/predict", {"features": FEATURES}).status_code == 200
+    )

@@ -83,3 +83,23 @@ def test_shipper_drops_and_counts_when_full_or_the_monitor_is_unreachable():
     assert shipper.dropped_total == 3  # over capacity: counted, not blocking
     shipper.pump()
     assert sent == [(5, 3)] and shipper.dropped_total == 8 and not shipper.buffer
+
+
+def test_feedback_joins_the_log_into_training_rows(tmp_path):
+    from app.monitoring.traffic import FEEDBACK, labelled_traffic
+
+    now = datetime.now(timezone.utc)
+    shadow = {**record("a-shadow", variant="challenger"), "shadow": True}
+    write_records(tmp_path, PREDICTIONS, [record("a"), record("b"), shadow])
+    write_records(
+        tmp_path,
+        FEEDBACK,
+        [
+            {"request_id": "a", "label": 0, "logged_at": now},
+            {"request_id": "zzz", "label": 1, "logged_at": now},
+        ],
+    )
+    rows = labelled_traffic(tmp_path)
+    assert (
+        list(rows["request_id"]) == ["a"] and rows["label"].tolist() == [0] and rows["age"].tolist() == [30.0]
+    )
