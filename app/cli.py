@@ -347,22 +347,94 @@ def drift_table(report: dict) -> Table:
 
 
 @app.command()
-def demo(ctx: typer.Context, rows: Annotated[int, typer.Option(min=1000)] = 50_000) -> None:
-    """The whole loop on the built-in data."""
+def demo(
+    ctx: typer.Context,
+    rows: Annotated[int, typer.Option(min=1000)] = 50_000,
+    traffic: Annotated[int, typer.Option(min=500, help="requests per replay (one monitor window)")] = 2000,
+    keep_serving: Annotated[bool, typer.Option("--keep-serving", help="leave the service up")] = False,
+) -> None:
+    """The whole loop on the built-in data: pipeline, serving, A/B, drift, retrain."""
+    import time
+
     from app.features.store import FeatureClient
     from app.pipeline import run_demo
     from app.registry.registry import tracking_uri
+    from app.serving import graph
 
     cfg = _cfg(ctx)
-    result = run_demo(cfg, rows=rows)
-    out.print(etl_table(result.etl.to_dict()))
-    sample = FeatureClient(cfg).online([1, 2, 3])
-    out.print("online features for users 1-3:", sample)
-    out.print(training_summary(result.training))
-    out.print(f"stages (s): {result.stages}")
-    out.print(f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri(cfg)}")
-    if result.dashboard_url:
-        out.print(f"Ray dashboard (while this process runs): {result.dashboard_url}")
+    try:
+        result = run_demo(cfg, rows=rows, traffic=traffic)
+        out.print(etl_table(result.etl.to_dict()))
+        out.print("online features for users 1-3:", FeatureClient(cfg).online([1, 2, 3]))
+        out.print(training_summary(result.training))
+        out.print(f"served: {dict(result.served)}")
+        if result.drift:
+            out.print(drift_table(result.drift))
+        out.print(f"retrain job {result.retrain_job}: {result.retrain_status}")
+        out.print(experiment_summary(result.report))
+        out.print(f"stages (s): {result.stages}")
+        out.print(f"API docs: {result.url}/docs   experiment report: {result.url}/experiment/report")
+        out.print(f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri(cfg)}")
+        if result.dashboard_url:
+            out.print(f"Ray dashboard (while this process runs): {result.dashboard_url}")
+        if keep_serving:
+            out.print("serving until Ctrl-C")
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        out.print("interrupted: stopping the service and the local cluster")
+    finally:
+        import ray
+
+        if ray.is_initialized():
+            from contextlib import suppress
+
+            with suppress(Exception):
+                graph.stop()
+            ray.shutdown()
+
+
+def experiment_summary(report: dict | None) -> Table:
+    table = Table(
+        title=f"experiment {report.get('experiment') if report else ''}: {report and report['metric']}"
+    )
+    for col in (
+        "variant",
+        "requests",
+        "outcomes",
+        "accuracy",
+        "conversion",
+        "AUC",
+        "p99 ms",
+        "vs control",
+        "decision",
+    ):
+        table.add_column(col)
+    if not report:
+        return table
+    for name, v in report["variants"].items():
+        cmp = report["comparisons"].get(name)
+        lift = (
+            "-"
+            if not cmp or cmp["relative_improvement"] is None
+            else (f"{cmp['relative_improvement']:+.1%} [{cmp['ci'][0]:+.1%}, {cmp['ci'][1]:+.1%}]")
+        )
+
+        def fmt(x):
+            return "-" if x is None else f"{x:.3f}"
+
+        table.add_row(
+            name,
+            str(v["requests"]),
+            str(v["outcomes"]),
+            fmt(v["accuracy"]),
+            fmt(v["conversion"]),
+            fmt(v["auc"]),
+            fmt(v["latency_ms"]["p99"]),
+            lift,
+            cmp["decision"] if cmp else "(control)",
+        )
+    return table
 
 
 def main() -> None:

@@ -405,8 +405,23 @@ def parse_config(data: Any, environ: dict[str, str] | None = None) -> AppConfig:
         raise ConfigError(_format_errors(exc)) from None
 
 
+def with_absolute_paths(cfg: AppConfig) -> AppConfig:
+    """Relative local paths resolved against this process's working directory.
+
+    Done once at the edge: Ray workers, Serve replicas and retrain jobs run in other working
+    directories, and must find the same storage and source."""
+    storage = cfg.storage.model_copy(update={"root": str(cfg.storage.path())})
+    source = cfg.dataset.source
+    if "://" not in source and not Path(source).expanduser().is_absolute():
+        suffix = "/" if source.endswith("/") else ""
+        source = str(Path(source).expanduser().absolute()) + suffix
+    return cfg.model_copy(
+        update={"storage": storage, "dataset": cfg.dataset.model_copy(update={"source": source})}
+    )
+
+
 def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None) -> AppConfig:
-    """Read a YAML config file, apply env overrides and validate it."""
+    """Read a YAML config file, apply env overrides and validate it (paths made absolute)."""
     path = Path(path or os.environ.get("MLSYS_CONFIG") or DEFAULT_CONFIG)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist (pass --config FILE)")
@@ -414,4 +429,4 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    return parse_config(data, environ)
+    return with_absolute_paths(parse_config(data, environ))

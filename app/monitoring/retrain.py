@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -83,19 +85,24 @@ def save_state(path: Path, state: ControllerState) -> None:
     os.replace(tmp, path)
 
 
-def submit_pipeline_job(cfg: AppConfig, reason: str) -> str:
-    """Submit `mlsys pipeline` with this config to the cluster's Jobs API; returns the job id."""
+def jobs_client(cfg: AppConfig):
+    """The Jobs API client; Ray's token authentication is on by default since Ray 2.5x."""
     from ray.job_submission import JobSubmissionClient
 
+    if (Path.home() / ".ray" / "auth_token").exists():
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    return JobSubmissionClient(cfg.retrain.jobs_address)
+
+
+def submit_pipeline_job(cfg: AppConfig, reason: str) -> str:
+    """Submit `mlsys pipeline` with this config to the cluster's Jobs API; returns the job id."""
     config_file = cfg.storage.path("monitoring", "retrain-config.yaml")
     config_file.parent.mkdir(parents=True, exist_ok=True)
     config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    token = Path.home() / ".ray" / "auth_token"
-    if token.exists():
-        os.environ.setdefault("RAY_AUTH_MODE", "token")  # `ray start` clusters require it
-    client = JobSubmissionClient(cfg.retrain.jobs_address)
+    client = jobs_client(cfg)
+    # This interpreter, not a `mlsys` on PATH: the job's shell may not have the venv activated.
     return client.submit_job(
-        entrypoint=f"mlsys --config {config_file} pipeline",
+        entrypoint=f"{shlex.quote(sys.executable)} -m app --config {shlex.quote(str(config_file))} pipeline",
         metadata={"mlsys.trigger": reason[:200]},
         runtime_env={"env_vars": {"MLSYS_RETRAIN": "1"}},
     )

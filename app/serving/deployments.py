@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import ray
 from fastapi import FastAPI, Header, HTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -140,8 +141,6 @@ def ingress_deployment(cfg: AppConfig):
             self.experiment = self.cfg.serve.experiment
             self.split: dict[str, float] = {}
             self._background = None
-            import ray
-
             self._apply_state(ray.get(self.control.state.remote()))
 
         # ------------------------------------------------------------ live changes

@@ -1,0 +1,73 @@
+"""A small HTTP client of the service, for the demo and the notebook: what a caller does.
+
+It replays labelled rows as prediction requests (raw features, the entity as the A/B key)
+and posts each row's true outcome as feedback, over real HTTP.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pandas as pd
+import requests
+
+from app.config import AppConfig
+
+
+class ServiceError(RuntimeError):
+    pass
+
+
+class ServiceClient:
+    def __init__(self, url: str, *, token: str | None = None, timeout: float = 30):
+        self.url = url.rstrip("/")
+        self.session = requests.Session()
+        self.timeout = timeout
+        self.admin_headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def _call(self, method: str, path: str, body=None, headers=None) -> dict:
+        resp = self.session.request(method, self.url + path, json=body, headers=headers, timeout=self.timeout)
+        if resp.status_code >= 400:
+            raise ServiceError(f"{method} {path}: {resp.status_code} {resp.text[:300]}")
+        return resp.json()
+
+    def predict_entity(self, entity_id) -> dict:
+        return self._call("POST", "/predict", {"entity_id": entity_id})
+
+    def replay(self, rows: pd.DataFrame, cfg: AppConfig, *, batch: int = 250) -> dict[str, int]:
+        """Predict every row (by its raw features, keyed by its entity) and send its label back.
+
+        Returns how many predictions each variant served."""
+        ds = cfg.dataset
+        served: Counter = Counter()
+        for start in range(0, len(rows), batch):
+            part = rows.iloc[start : start + batch]
+            # The rows' own event times: their time features are what the model saw in training.
+            instances = [
+                {
+                    "features": {c: _json_value(r[c]) for c in [*ds.features, ds.timestamp]},
+                    "key": str(r[ds.entity]),
+                }
+                for r in part.to_dict("records")
+            ]
+            predictions = self._call("POST", "/predict", {"instances": instances})["predictions"]
+            for p, label in zip(predictions, part[ds.label], strict=True):
+                served[p["variant"]] += 1
+                self._call("POST", "/feedback", {"request_id": p["request_id"], "label": int(label)})
+        return dict(served)
+
+    def drift(self) -> dict:
+        return self._call("GET", "/monitor/drift")
+
+    def report(self) -> dict:
+        return self._call("GET", "/experiment/report")
+
+    def experiment(self) -> dict:
+        return self._call("GET", "/experiment")
+
+
+def _json_value(value):
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return None
+    return value.item() if hasattr(value, "item") else value
