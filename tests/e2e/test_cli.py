@@ -124,3 +124,43 @@ def serve_then_curl_then_ctrl_c(tmp_path):
 def test_serve_without_a_model_is_a_clear_error(tmp_path):
     proc = mlsys(tmp_path, "serve", check=False)
     assert proc.returncode == 2 and "no champion" in proc.stderr
+
+
+def test_demo_runs_the_whole_loop_twice(tmp_path):
+    """generate -> pipeline -> serve -> traffic -> drift alert -> retrain job -> challenger -> report."""
+    env = {
+        **cli_env(tmp_path),
+        "MLSYS_RAY__INCLUDE_DASHBOARD": "true",  # the Jobs API lives in the dashboard
+        "MLSYS_RAY__DASHBOARD_PORT": "8266",
+        "MLSYS_RETRAIN__JOBS_ADDRESS": "http://127.0.0.1:8266",
+        "MLSYS_SERVE__HTTP_PORT": "8125",
+        "MLSYS_TRAIN__EPOCHS": "2",
+    }
+    for run in (1, 2):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "app",
+                "--config",
+                str(LOCAL_CONFIG),
+                "demo",
+                "--rows",
+                "12000",
+                "--traffic",
+                "1000",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        out = proc.stdout
+        assert "drift vs champion" in out and "ALERT" in out, out[-3000:]
+        assert "retrain job raysubmit_" in out and ": SUCCEEDED" in out, out[-3000:]
+        if run == 1:
+            assert "registered version 1 as champion" in out
+            assert "challenger" in out.split("experiment exp-1")[-1]  # the new challenger served traffic
+    assert (tmp_path / "store" / "archive").is_dir()  # the first run's traffic log, kept
