@@ -321,6 +321,28 @@ def monitor_status(ctx: typer.Context) -> None:
         out.print(f"retrain decision: {d['trigger'] or 'none'} - {d['reason']} (job {d['job_id']})")
 
 
+@app.command()
+def report(
+    ctx: typer.Context,
+    out_path: Annotated[Path, typer.Option("--out", help="HTML file to write")] = Path("report.html"),
+) -> None:
+    """Write the drift and A/B experiment report as a self-contained HTML page."""
+    import ray
+
+    from app.monitoring import report as html_report
+    from app.monitoring.monitor import get_monitor
+    from app.serving.control import get_control
+
+    cfg = _cfg(ctx)
+    ray.init(
+        address=cfg.ray.address or os.environ.get("RAY_ADDRESS") or "auto", logging_level=logging.WARNING
+    )
+    monitor = get_monitor(cfg)
+    experiment = ray.get(get_control(cfg).state.remote())["experiment"]
+    page = html_report.render(ray.get(monitor.drift.remote()), ray.get(monitor.report.remote(experiment)))
+    out.print(f"wrote {html_report.write(out_path, page)}")
+
+
 def drift_table(report: dict) -> Table:
     alert = "[red]ALERT[/]" if report["alert"] else "ok"
     table = Table(
@@ -374,6 +396,7 @@ def demo(
         out.print(experiment_summary(result.report))
         out.print(f"stages (s): {result.stages}")
         out.print(f"API docs: {result.url}/docs   experiment report: {result.url}/experiment/report")
+        out.print(f"report (drift + A/B, HTML): {result.report_file}")
         out.print(f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri(cfg)}")
         if result.dashboard_url:
             out.print(f"Ray dashboard (while this process runs): {result.dashboard_url}")

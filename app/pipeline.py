@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -52,6 +53,7 @@ class PipelineResult:
     retrain_job: str | None = None
     retrain_status: str | None = None
     report: dict | None = None
+    report_file: Path | None = None
 
 
 def _stage(result: PipelineResult, name: str, fn: Callable[[], Any]) -> Any:
@@ -212,6 +214,11 @@ def serve_and_replay(cfg: AppConfig, result: PipelineResult, *, seed: int, traff
             result, f"replay {traffic:,} requests to champion + challenger", lambda: client.replay(after, cfg)
         )
     result.report = client.report()
+    from app.monitoring import report
+
+    result.report_file = report.write(
+        cfg.storage.reports / "report.html", report.render(client.drift(), result.report)
+    )
 
 
 def archive_monitoring(cfg: AppConfig) -> None:

@@ -80,6 +80,11 @@ class NumericWindow:
             return {**out, "psi": None, "reason": "no finite values in the window"}
         value = psi(np.asarray(self.profile["proportions"]), self.bins / used)
         out.update(psi=value, severity=severity(value), reason=None)
+        out["bins"] = {
+            "edges": self.edges.tolist(),
+            "reference": list(self.profile["proportions"]),
+            "current": (self.bins / used).tolist(),
+        }
         if len(self.grid):
             cur_cdf = np.cumsum(self.grid_bins[:-1]) / used
             d, p = ks_from_cdf(np.asarray(self.profile["cdf"]), int(self.profile["count"]), cur_cdf, used)
@@ -130,6 +135,11 @@ class CategoricalWindow:
             statistic=float(chi.statistic),
             p_value=float(chi.pvalue),
         )
+        out["bins"] = {
+            "categories": [*cats, UNSEEN],
+            "reference": ref.tolist(),
+            "current": (cur / used).tolist(),
+        }
         return out
 
 

@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections import deque
 from datetime import datetime, timezone
 
 import pandas as pd
@@ -31,6 +32,7 @@ NAMESPACE = "mlsys"
 FLUSH_EVERY_S = 1.0
 FLUSH_RECORDS = 5_000
 CHECK_EVERY_S = 10.0
+HISTORY = 1_000  # completed windows remembered for drift over time
 
 
 def actor_name(kind: str, cfg: AppConfig) -> str:
@@ -51,7 +53,7 @@ class DriftMonitor:
         self.profile: dict = {}
         self.current: dict[str, DriftWindow] = {}  # variant -> the window being filled
         self.complete: dict[str, DriftWindow] = {}  # variant -> the last full window
-        self.last_report: dict[str, dict] = {}
+        self.history: deque[dict] = deque(maxlen=HISTORY)
         self.state_path = cfg.storage.path("monitoring", "retrain.json")
         self.controller = retrain.load_state(self.state_path)
         self.submit = submit or retrain.submit_pipeline_job
@@ -93,6 +95,22 @@ class DriftMonitor:
                 if window.n >= size:  # tumbling: a full window is reported, a new one starts
                     self.complete[variant] = window
                     self.current[variant] = DriftWindow(self.profile)
+                    self._remember(variant, window)
+
+    def _remember(self, variant: str, window: DriftWindow) -> None:
+        """A completed window's headline numbers, for drift over time (bounded)."""
+        r = window.report(psi_alert=self.cfg.monitor.psi_alert)
+        score = r["score"]["psi"] if r["score"] else None
+        self.history.append(
+            {
+                "at": time.time(),
+                "variant": variant,
+                "n": r["n"],
+                "max_psi": r["max_psi"],
+                "score_psi": score,
+                "drifted": r["drifted"],
+            }
+        )
 
     def _rebuild(self) -> None:
         preds = read_records(self.root, PREDICTIONS)
@@ -175,6 +193,7 @@ class DriftMonitor:
             "alert": alert,
             "variants": variants,
             "dropped_records": self.dropped_upstream,
+            "history": list(self.history),
             "retrain": {
                 "incident_open": self.controller.incident_open,
                 "submitted": self.controller.submitted[-10:],

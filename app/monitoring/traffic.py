@@ -80,7 +80,7 @@ class ExperimentCounts:
     find its variant; a feedback that arrives before its prediction waits in `pending`.
     """
 
-    def __init__(self, capacity: int = 1_000_000):
+    def __init__(self, capacity: int = 200_000):  # ~50 MB; feedback older than that is still persisted
         self.capacity = capacity
         self.stats: dict[tuple[str, str], VariantStats] = {}
         self.predictions: OrderedDict[str, tuple[str, str, int, float]] = OrderedDict()

@@ -24,7 +24,7 @@ import pandas as pd
 import ray
 from fastapi import FastAPI, Header, HTTPException
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from ray import serve
 
 from app.config import AppConfig, ExperimentConfig
@@ -384,6 +384,16 @@ def ingress_deployment(cfg: AppConfig):
             """Per-feature PSI / KS / chi-square of the last window, alert state, retrain decisions."""
             self.shipper.pump()
             return await self.monitor.drift.remote()
+
+        @api.get("/report", response_class=HTMLResponse)
+        async def html_report(self):
+            """The drift and experiment report as a self-contained HTML page."""
+            from app.monitoring import report
+
+            self.shipper.pump()
+            drift = await self.monitor.drift.remote()
+            experiment = await self.monitor.report.remote(self.experiment.model_dump())
+            return HTMLResponse(await asyncio.to_thread(report.render, drift, experiment))
 
         @api.get("/experiment")
         async def get_experiment(self) -> dict:

@@ -1,0 +1,93 @@
+"""The HTML report: rendered from the monitor's dicts, and loaded by a real headless browser."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from app.monitoring import report
+from app.monitoring.drift import DriftWindow
+from app.serving.experiment import VariantStats, experiment_report
+from app.training.profile import reference_profile
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture
+def page():
+    rng = np.random.default_rng(0)
+    ref = pd.DataFrame({"income": rng.lognormal(10, 0.5, 5000), "country": rng.choice(["US", "DE"], 5000)})
+    profile = {
+        **reference_profile(ref, ["income"], ["country"]),
+        "score": reference_profile(pd.DataFrame({"s": rng.random(5000)}), ["s"], [])["numeric"]["s"],
+    }
+    window = DriftWindow(profile)
+    window.add(
+        pd.DataFrame(
+            {
+                "income": rng.lognormal(10.6, 0.5, 2000),
+                "country": rng.choice(["US", "MX"], 2000),
+                "pred_score": rng.random(2000),
+            }
+        )
+    )
+    variant = {**window.report(psi_alert=0.2), "window": "complete"}
+    drift = {
+        "reference_version": 3,
+        "window_size": 2000,
+        "psi_alert": 0.2,
+        "alert": True,
+        "variants": {"champion": variant},
+        "history": [
+            {
+                "at": 1.8e9 + i * 60,
+                "variant": "champion",
+                "n": 2000,
+                "max_psi": 0.05 * i,
+                "score_psi": 0.01,
+                "drifted": [],
+            }
+            for i in range(6)
+        ],
+    }
+    stats = {
+        "champion": VariantStats(requests=900, outcomes=800, correct=560, positives=300),
+        "challenger": VariantStats(requests=100, outcomes=90, correct=70, positives=40),
+    }
+    experiment = experiment_report(
+        stats, control="champion", metric="accuracy", alpha=0.05, mde=0.05, power=0.8
+    )
+    return report.render(drift, {**experiment, "experiment": "exp-1"})
+
+
+def test_the_page_is_self_contained_with_every_chart(page):
+    assert page.count("<svg") == 2 + 1 + 1 + 1  # two features, the score, drift over time, the A/B chart
+    assert "DRIFT ALERT" in page and "income" in page and "challenger" in page
+    assert re.search(r"""(src|href)=["']https?://""", page) is None  # nothing loaded from elsewhere
+
+
+def test_wilson_interval():
+    lo, hi = report.wilson(70, 100)
+    assert lo == pytest.approx(0.6041, abs=1e-3) and hi == pytest.approx(0.7810, abs=1e-3)
+
+
+@pytest.mark.skipif(
+    not CHROMIUM and not os.environ.get("CI"), reason="chromium not installed (CI installs it)"
+)
+def test_a_headless_browser_loads_the_page_and_finds_the_charts(page, tmp_path):
+    assert CHROMIUM, "chromium missing: .ci/run installs Debian's chromium package"
+    path = report.write(tmp_path / "report.html", page)
+    dom = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", path.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    assert dom.count("<svg") == 5, dom[:2000]
+    assert dom.count('class="card chart"') == 5
