@@ -343,6 +343,29 @@ def report(
     out.print(f"wrote {html_report.write(out_path, page)}")
 
 
+@app.command()
+def online(
+    ctx: typer.Context,
+    every: Annotated[float | None, typer.Option(help="repeat every N seconds (Ctrl-C stops)")] = None,
+    min_rows: Annotated[int, typer.Option(min=10)] = 200,
+) -> None:
+    """Online learning: fine-tune the champion on new feedback; publish only an improvement."""
+    import time
+
+    from app.monitoring.online import online_step
+
+    cfg = _cfg(ctx)
+    while True:
+        step = online_step(cfg, min_rows=min_rows)
+        published = (
+            f"published version {step.published} as champion" if step.published else "nothing published"
+        )
+        out.print(f"{step.rows} labelled rows: {published} ({step.reason})")
+        if every is None:
+            return
+        time.sleep(every)
+
+
 def drift_table(report: dict) -> Table:
     alert = "[red]ALERT[/]" if report["alert"] else "ok"
     table = Table(
@@ -374,6 +397,7 @@ def demo(
     rows: Annotated[int, typer.Option(min=1000)] = 50_000,
     traffic: Annotated[int, typer.Option(min=500, help="requests per replay (one monitor window)")] = 2000,
     keep_serving: Annotated[bool, typer.Option("--keep-serving", help="leave the service up")] = False,
+    tune_samples: Annotated[int, typer.Option(min=1, help="trials of the search before training")] = 4,
 ) -> None:
     """The whole loop on the built-in data: pipeline, serving, A/B, drift, retrain."""
     import time
@@ -385,7 +409,7 @@ def demo(
 
     cfg = _cfg(ctx)
     try:
-        result = run_demo(cfg, rows=rows, traffic=traffic)
+        result = run_demo(cfg, rows=rows, traffic=traffic, tune_samples=tune_samples)
         out.print(etl_table(result.etl.to_dict()))
         out.print("online features for users 1-3:", FeatureClient(cfg).online([1, 2, 3]))
         out.print(training_summary(result.training))

@@ -22,8 +22,8 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pandas as pd
+import psutil
 from scipy import stats
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,20 +4,10 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-import pandas as pd
 import pytest
 import ray
-import torch
 
 from app.cluster import SERVE_PROXY_ENV
-from app.features.store import FeatureClient
-from app.features.transforms import add_features, feature_spec
-from app.registry.bundle import ModelBundle
-from app.training.loop import array_batches, train_epoch
-from app.training.model import ModelSpec, TabularMLP
-from app.training.preprocess import Preprocessor
-from app.training.profile import numeric_profile, reference_profile
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -28,29 +18,3 @@ def ray_session():
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield
     ray.shutdown()
-
-
-def quick_bundle(cfg, frame, *, seed: int) -> ModelBundle:
-    """A small model trained for one epoch in-process (the serving tests need two versions fast)."""
-    spec = feature_spec(cfg)
-    frame = add_features(frame, cfg)
-    pre = Preprocessor(list(spec.numeric), [*spec.time, *spec.categorical]).fit(frame)
-    torch.manual_seed(seed)
-    model_spec = ModelSpec(n_numeric=pre.n_numeric, cardinalities=tuple(pre.cardinalities), width=16, depth=1)
-    net = TabularMLP(model_spec)
-    arrays = {**pre.transform_batch(frame), "label": frame[cfg.dataset.label].to_numpy(dtype="float32")}
-    train_epoch(
-        net, array_batches(arrays, 256, rng=np.random.default_rng(seed)), torch.optim.Adam(net.parameters())
-    )
-    return ModelBundle(
-        spec=model_spec,
-        state_dict=net.state_dict(),
-        preprocessor=pre,
-        features=spec.names,
-        feature_service=FeatureClient(cfg).service_name,
-        profile={
-            **reference_profile(frame, pre.numeric, pre.categorical),
-            "score": numeric_profile(pd.Series(np.linspace(0.05, 0.95, 200))),
-        },
-        metrics={"holdout": {"auc": 0.5}},
-    )

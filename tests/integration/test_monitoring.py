@@ -15,7 +15,7 @@ from app.monitoring.monitor import NAMESPACE, DriftMonitor, actor_name, get_moni
 from app.monitoring.traffic import PREDICTIONS, read_records
 from app.registry.registry import CHAMPION, Registry
 from tests.conftest import make_config
-from tests.integration.conftest import quick_bundle
+from tests.helpers import quick_bundle
 
 pytestmark = pytest.mark.integration
 CLEAN = Defects(0, 0, 0, 0, 0, 0)

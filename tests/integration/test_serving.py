@@ -23,7 +23,7 @@ from app.features.store import FeatureClient
 from app.registry.registry import CHALLENGER, CHAMPION, Registry
 from app.serving import graph
 from tests.conftest import make_config
-from tests.integration.conftest import quick_bundle
+from tests.helpers import quick_bundle
 
 pytestmark = pytest.mark.integration
 PORT = 8123

@@ -1,0 +1,118 @@
+"""Online learning: incremental updates of the champion from feedback-labelled traffic.
+
+One step (`mlsys online`, or `--every N` seconds): the predictions that received feedback
+since the last step (the traffic log joined to its feedback) fine-tune a copy of the champion
+for a few passes (`partial_fit`-style: same preprocessor and vocabulary, a small learning
+rate). The newest fifth of those rows is held out: the update is published as a new registry
+version and made champion only if it scores better than its parent there (log loss), so a
+bad batch of feedback cannot degrade serving. Replicas follow the alias (hot swap, no restart).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from app.config import AppConfig
+from app.monitoring.traffic import labelled_traffic
+from app.registry.bundle import ModelBundle
+from app.registry.registry import CHAMPION, Registry
+from app.training.evaluate import binary_metrics
+from app.training.loop import array_batches, train_epoch
+
+log = logging.getLogger(__name__)
+HOLDOUT_SHARE = 0.2
+
+
+@dataclass
+class OnlineStep:
+    rows: int
+    published: int | None  # the new version, or None
+    reason: str
+    parent: int | None = None
+    parent_log_loss: float | None = None
+    updated_log_loss: float | None = None
+
+
+def partial_fit(
+    bundle: ModelBundle, frame: pd.DataFrame, labels: np.ndarray, *, lr: float, epochs: int, seed: int = 0
+) -> ModelBundle:
+    """A copy of the bundle with its network trained a few passes more on (frame, labels)."""
+    torch.manual_seed(seed)
+    net = bundle.model().train()
+    arrays = {**bundle.preprocessor.transform_batch(frame), "label": labels.astype("float32")}
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    rng = np.random.default_rng(seed)
+    for _ in range(epochs):
+        train_epoch(net, array_batches(arrays, 256, rng=rng), optimizer)
+    updated = copy.copy(bundle)
+    updated.state_dict = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    return updated
+
+
+def log_loss(bundle: ModelBundle, frame: pd.DataFrame, labels: np.ndarray) -> float:
+    return float(binary_metrics(labels, bundle.predict_proba(frame))["log_loss"])
+
+
+def online_step(cfg: AppConfig, *, min_rows: int = 200, lr: float = 1e-4, epochs: int = 2) -> OnlineStep:
+    """Fine-tune the champion on new labelled traffic; publish only an improvement."""
+    state_path = cfg.storage.path("monitoring", "online.json")
+    since = json.loads(state_path.read_text())["until"] if state_path.exists() else None
+    rows = labelled_traffic(cfg.storage.path("traffic"))
+    if not rows.empty:
+        rows = rows.sort_values("logged_at")
+        if since is not None:
+            rows = rows[rows["logged_at"] > pd.Timestamp(since)]
+    if len(rows) < min_rows:
+        return OnlineStep(
+            rows=len(rows), published=None, reason=f"{len(rows)} new labelled rows, need {min_rows}"
+        )
+    registry = Registry(cfg)
+    parent_version = registry.alias_version(CHAMPION)
+    if parent_version is None:
+        return OnlineStep(rows=len(rows), published=None, reason="no champion to update")
+    parent = registry.load(parent_version)
+    cut = int(len(rows) * (1 - HOLDOUT_SHARE))
+    train, holdout = rows.iloc[:cut], rows.iloc[cut:]
+    y_train, y_hold = train["label"].to_numpy(int), holdout["label"].to_numpy(int)
+    updated = partial_fit(parent, train, y_train, lr=lr, epochs=epochs)
+    before, after = log_loss(parent, holdout, y_hold), log_loss(updated, holdout, y_hold)
+    step = OnlineStep(
+        rows=len(rows),
+        published=None,
+        reason="",
+        parent=parent_version,
+        parent_log_loss=before,
+        updated_log_loss=after,
+    )
+    if after < before:
+        updated.metrics = {
+            **parent.metrics,
+            "online": {"holdout_log_loss": after, "parent_log_loss": before, "rows": len(rows)},
+        }
+        updated.lineage = {
+            **parent.lineage,
+            "parent_version": str(parent_version),
+            "online_rows": str(len(rows)),
+        }
+        step.published = registry.register(
+            updated, params={"online_lr": lr, "online_epochs": epochs}, alias=CHAMPION
+        )
+        step.reason = f"log loss {after:.4f} < parent's {before:.4f} on the newest {len(holdout)} rows"
+    else:
+        step.reason = (
+            f"not published: log loss {after:.4f} >= parent's {before:.4f} on the newest {len(holdout)} rows"
+        )
+    state_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = state_path.with_name(f".{state_path.name}.tmp")
+    tmp.write_text(json.dumps({"until": str(rows["logged_at"].max())}))
+    os.replace(tmp, state_path)
+    log.info("online step: %s", step.reason)
+    return step
