@@ -75,6 +75,10 @@ def fit_candidate(
         "best_val_loss": result.best_val_loss,
         "seconds": result.seconds,
         "epochs": len(result.history),
+        # The learning curve (the MLflow run has the same per-epoch metrics).
+        "history": [
+            {k: float(h[k]) for k in ("epoch", "train_loss", "val_loss") if k in h} for h in result.history
+        ],
     }
     bundle.lineage = {
         "data_fingerprint": splits.fingerprint(),
