@@ -1,0 +1,85 @@
+"""Run by tests/e2e/test_multinode.py in its own process: a 4-node Ray test cluster on one
+machine (ray.cluster_utils.Cluster), the pipeline's stages, a worker node removed mid-training,
+and serving. Prints one JSON line of facts for the test to check."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import ray
+from ray.cluster_utils import Cluster
+from ray.util.state import list_actors
+
+from app.config import parse_config
+from app.data.etl import run_etl
+from app.data.synthetic import generate, write_dataset
+from app.features.store import FeatureClient
+from app.registry.registry import CHAMPION, Registry
+from app.serving import graph
+from app.serving.client import ServiceClient
+from app.training.dataset import build_splits
+from app.training.fit import fit_candidate
+from tests.conftest import config_dict
+
+
+def main(work: Path) -> None:
+    # Head: 1 CPU (drivers, controllers); three 1-CPU workers: two Train workers must span nodes.
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "include_dashboard": True, "dashboard_port": 8268},
+    )
+    workers = [cluster.add_node(num_cpus=1) for _ in range(3)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, logging_level="WARNING")
+    data = config_dict()
+    data.update(
+        storage={"root": str(work / "store")},
+        ray={"address": cluster.address},
+        train={"epochs": 8, "num_workers": 2, "max_failures": 3, "patience": 20},
+        serve={"http_port": 8128},
+    )
+    cfg = parse_config(data, environ={})
+    write_dataset(iter([generate(6000, seed=2)]), work / "raw.parquet")
+    run_etl(cfg, str(work / "raw.parquet"))
+    features = FeatureClient(cfg)
+    features.apply()
+    features.materialize()
+    splits = build_splits(cfg)
+    outcome: dict = {}
+    runner = threading.Thread(target=lambda: outcome.update(bundle=fit_candidate(cfg, splits)))
+    runner.start()
+    # Wait for a first checkpoint, then take away a node that runs a Train worker.
+    deadline = time.time() + 300
+    while not list(cfg.storage.checkpoints.rglob("checkpoint_*")) and time.time() < deadline:
+        time.sleep(0.5)
+    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+    train_nodes = {a.node_id for a in actors if "TrainWorker" in a.class_name}
+    victim = next(w for w in workers if w.node_id in train_nodes)
+    cluster.remove_node(victim)
+    runner.join(timeout=600)
+    bundle = outcome["bundle"]
+    Registry(cfg).register(bundle, params={}, alias=CHAMPION)
+
+    url = graph.start(cfg)
+    prediction = ServiceClient(url).predict_entity(int(splits.train[cfg.dataset.entity].iloc[0]))
+    print(
+        json.dumps(
+            {
+                "nodes": len([n for n in ray.nodes() if n["Alive"]]),
+                "train_worker_nodes": len(train_nodes),
+                "last_epoch": max(h["epoch"] for h in bundle.metrics["training"]["history"]),
+                "epochs": cfg.train.epochs,
+                "prediction_variant": prediction["variant"],
+            }
+        )
+    )
+    ray.shutdown()
+    cluster.shutdown()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
