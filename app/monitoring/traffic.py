@@ -21,26 +21,8 @@ import pyarrow.parquet as pq
 
 from app.serving.experiment import VariantStats
 
-# Fields of a prediction record besides the model's input features.
-RECORD_FIELDS = (
-    "request_id",
-    "logged_at",
-    "experiment",
-    "variant",
-    "model_version",
-    "shadow",
-    "pred_score",
-    "pred_label",
-    "latency_ms",
-    "status",
-    "key",
-)
 PREDICTIONS, FEEDBACK = "predictions", "feedback"
 SAMPLE = 20_000  # recent latencies / scored outcomes kept per variant for percentiles and AUC
-
-
-def hour_partition(ts: datetime) -> str:
-    return f"hour={ts.astimezone(timezone.utc):%Y-%m-%dT%H}"
 
 
 def write_records(root: Path, kind: str, records: list[dict]) -> list[Path]:

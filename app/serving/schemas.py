@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, create_model, model_validator
 
-from app.config import AppConfig, ExperimentConfig
+from app.config import AppConfig
 
 Number = (
     Annotated[float, Field(strict=True, allow_inf_nan=False)]
@@ -96,7 +96,3 @@ def request_models(cfg: AppConfig) -> SimpleNamespace:
             return [Instance(entity_id=self.entity_id, features=self.features, key=self.key)]
 
     return SimpleNamespace(Features=FeaturesModel, Instance=Instance, PredictRequest=PredictRequest)
-
-
-class ExperimentUpdate(ExperimentConfig):
-    """PUT /experiment: the whole experiment settings (same keys as serve.experiment)."""
