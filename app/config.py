@@ -286,6 +286,9 @@ class RegistryConfig(_Section):
 
 class MonitorConfig(_Section):
     window: int = Field(default=5000, ge=1)
+    # Features whose live distribution moves with the calendar by design: the month of live
+    # traffic is always later than the training data's, so it would "drift" every day.
+    ignore_features: list[str] = Field(default_factory=lambda: ["month"])
     psi_alert: float = 0.2
     p99_ms_alert: float = 100
     error_rate_alert: float = 0.01

@@ -72,7 +72,13 @@ class DriftMonitor:
             version = registry.alias_version(CHAMPION)
             if version is None or version == self.reference_version:
                 return False
-            self.profile = registry.load(version).profile
+            profile = registry.load(version).profile
+            ignored = set(self.cfg.monitor.ignore_features)
+            self.profile = {
+                **profile,
+                "numeric": {k: v for k, v in profile.get("numeric", {}).items() if k not in ignored},
+                "categorical": {k: v for k, v in profile.get("categorical", {}).items() if k not in ignored},
+            }
         except (RegistryError, ValueError, OSError) as exc:
             log.warning("no reference profile yet: %s", exc)
             return False

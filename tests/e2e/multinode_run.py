@@ -32,53 +32,60 @@ def main(work: Path) -> None:
         initialize_head=True,
         head_node_args={"num_cpus": 1, "include_dashboard": True, "dashboard_port": 8268},
     )
-    workers = [cluster.add_node(num_cpus=1) for _ in range(3)]
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, logging_level="WARNING")
-    data = config_dict()
-    data.update(
-        storage={"root": str(work / "store")},
-        ray={"address": cluster.address},
-        train={"epochs": 8, "num_workers": 2, "max_failures": 3, "patience": 20},
-        serve={"http_port": 8128},
-    )
-    cfg = parse_config(data, environ={})
-    write_dataset(iter([generate(6000, seed=2)]), work / "raw.parquet")
-    run_etl(cfg, str(work / "raw.parquet"))
-    features = FeatureClient(cfg)
-    features.apply()
-    features.materialize()
-    splits = build_splits(cfg)
-    outcome: dict = {}
-    runner = threading.Thread(target=lambda: outcome.update(bundle=fit_candidate(cfg, splits)))
-    runner.start()
-    # Wait for a first checkpoint, then take away a node that runs a Train worker.
-    deadline = time.time() + 300
-    while not list(cfg.storage.checkpoints.rglob("checkpoint_*")) and time.time() < deadline:
-        time.sleep(0.5)
-    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-    train_nodes = {a.node_id for a in actors if "TrainWorker" in a.class_name}
-    victim = next(w for w in workers if w.node_id in train_nodes)
-    cluster.remove_node(victim)
-    runner.join(timeout=600)
-    bundle = outcome["bundle"]
-    Registry(cfg).register(bundle, params={}, alias=CHAMPION)
-
-    url = graph.start(cfg)
-    prediction = ServiceClient(url).predict_entity(int(splits.train[cfg.dataset.entity].iloc[0]))
-    print(
-        json.dumps(
-            {
-                "nodes": len([n for n in ray.nodes() if n["Alive"]]),
-                "train_worker_nodes": len(train_nodes),
-                "last_epoch": max(h["epoch"] for h in bundle.metrics["training"]["history"]),
-                "epochs": cfg.train.epochs,
-                "prediction_variant": prediction["variant"],
-            }
+    try:
+        workers = [cluster.add_node(num_cpus=1) for _ in range(3)]
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, logging_level="WARNING")
+        data = config_dict()
+        data.update(
+            storage={"root": str(work / "store")},
+            ray={"address": cluster.address},
+            train={"epochs": 12, "num_workers": 2, "max_failures": 3, "patience": 20},
+            serve={"http_port": 8128},
         )
-    )
-    ray.shutdown()
-    cluster.shutdown()
+        cfg = parse_config(data, environ={})
+        write_dataset(iter([generate(6000, seed=2)]), work / "raw.parquet")
+        run_etl(cfg, str(work / "raw.parquet"))
+        features = FeatureClient(cfg)
+        features.apply()
+        features.materialize()
+        splits = build_splits(cfg)
+        outcome: dict = {}
+        runner = threading.Thread(target=lambda: outcome.update(bundle=fit_candidate(cfg, splits)))
+        runner.start()
+        # Wait until the Train workers run and a first epoch is checkpointed, then take away a node
+        # that runs one of them.
+        deadline, train_nodes = time.time() + 300, set()
+        while time.time() < deadline:
+            checkpointed = any(p.is_dir() for p in cfg.storage.checkpoints.glob("*/checkpoint_20*"))
+            actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+            train_nodes = {a.node_id for a in actors if "TrainWorker" in a.class_name}
+            if checkpointed and len(train_nodes) == 2:
+                break
+            time.sleep(0.5)
+        victim = next(w for w in workers if w.node_id in train_nodes)
+        cluster.remove_node(victim)
+        runner.join(timeout=600)
+        bundle = outcome["bundle"]
+        Registry(cfg).register(bundle, params={}, alias=CHAMPION)
+
+        url = graph.start(cfg)
+        prediction = ServiceClient(url).predict_entity(int(splits.train[cfg.dataset.entity].iloc[0]))
+        print(
+            "FACTS",
+            json.dumps(
+                {
+                    "nodes": len([n for n in ray.nodes() if n["Alive"]]),
+                    "train_worker_nodes": len(train_nodes),
+                    "last_epoch": max(h["epoch"] for h in bundle.metrics["training"]["history"]),
+                    "epochs": cfg.train.epochs,
+                    "prediction_variant": prediction["variant"],
+                }
+            ),
+        )
+    finally:  # never leave the test cluster's processes behind, even on failure
+        ray.shutdown()
+        cluster.shutdown()
 
 
 if __name__ == "__main__":

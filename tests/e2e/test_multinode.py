@@ -25,7 +25,9 @@ def test_pipeline_and_serving_on_a_multi_node_cluster_survive_a_lost_node(tmp_pa
         timeout=1200,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    facts = json.loads(proc.stdout.strip().splitlines()[-1])
+    facts = json.loads(
+        next(x for x in proc.stdout.splitlines() if x.startswith("FACTS ")).removeprefix("FACTS ")
+    )
     assert facts["train_worker_nodes"] == 2  # the two DDP workers ran on two different nodes
     assert facts["nodes"] == 3  # a worker node was removed mid-training ...
     assert facts["last_epoch"] == facts["epochs"] - 1  # ... and the run resumed and finished

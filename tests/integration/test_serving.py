@@ -331,3 +331,21 @@ def test_fuzzing_every_route_of_the_openapi_spec_gives_no_5xx(service):
         any(s >= 400 for s in statuses)
         and post(service, "/predict", {"features": FEATURES}).status_code == 200
     )
+
+
+def test_request_metrics_reach_rays_metrics_endpoint(service):
+    """The Prometheus names the alert rules use are exported by Ray (with the ray_ prefix)."""
+    import ray
+
+    for entity in service["entities"][:5]:
+        assert post(service, "/predict", {"entity_id": entity}).status_code == 200
+    node = next(n for n in ray.nodes() if n["Alive"])
+    url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+    deadline, text = time.time() + 60, ""
+    while time.time() < deadline:  # Ray exports metrics every few seconds
+        text = requests.get(url, timeout=10).text
+        if "ray_mlsys_requests_total" in text and "ray_mlsys_request_latency_seconds_bucket" in text:
+            break
+        time.sleep(2)
+    assert "ray_mlsys_requests_total" in text and 'variant="champion"' in text
+    assert "ray_mlsys_request_latency_seconds_bucket" in text
