@@ -63,6 +63,15 @@ def _cfg(ctx: typer.Context) -> AppConfig:
     return load_config(ctx.obj["config_path"])
 
 
+def _join_running_cluster(cfg: AppConfig) -> None:
+    """Join the cluster a service runs on (never start one: there would be nothing to read)."""
+    import ray
+
+    ray.init(
+        address=cfg.ray.address or os.environ.get("RAY_ADDRESS") or "auto", logging_level=logging.WARNING
+    )
+
+
 @data_app.command("generate")
 def data_generate(
     out_path: Annotated[Path, typer.Option("--out", help="folder, or a .parquet/.csv/.jsonl file")],
@@ -270,7 +279,7 @@ def serve(
     if stop:
         if local and not running_head():
             raise ServeError("no running Ray cluster to stop a service on")
-        ray.init(address=cfg.ray.address or "auto", logging_level=logging.WARNING)
+        _join_running_cluster(cfg)
         graph.stop()
         out.print(f"stopped the {graph.APP_NAME} application (the cluster keeps running: `ray stop` ends it)")
         return
@@ -312,9 +321,7 @@ def monitor_status(ctx: typer.Context) -> None:
     from app.monitoring.monitor import get_monitor
 
     cfg = _cfg(ctx)
-    ray.init(
-        address=cfg.ray.address or os.environ.get("RAY_ADDRESS") or "auto", logging_level=logging.WARNING
-    )
+    _join_running_cluster(cfg)
     report = ray.get(get_monitor(cfg).drift.remote())
     out.print(drift_table(report))
     for d in report["retrain"]["decisions"]:
@@ -329,18 +336,17 @@ def report(
     """Write the drift and A/B experiment report as a self-contained HTML page."""
     import ray
 
+    from app.files import atomic_write_text
     from app.monitoring import report as html_report
     from app.monitoring.monitor import get_monitor
     from app.serving.control import get_control
 
     cfg = _cfg(ctx)
-    ray.init(
-        address=cfg.ray.address or os.environ.get("RAY_ADDRESS") or "auto", logging_level=logging.WARNING
-    )
+    _join_running_cluster(cfg)
     monitor = get_monitor(cfg)
     experiment = ray.get(get_control(cfg).state.remote())["experiment"]
     page = html_report.render(ray.get(monitor.drift.remote()), ray.get(monitor.report.remote(experiment)))
-    out.print(f"wrote {html_report.write(out_path, page)}")
+    out.print(f"wrote {atomic_write_text(out_path, page)}")
 
 
 @app.command()
@@ -442,6 +448,8 @@ def demo(
 
 
 def experiment_summary(report: dict | None) -> Table:
+    from app.serving.experiment import format_lift
+
     table = Table(
         title=f"experiment {report.get('experiment') if report else ''}: {report and report['metric']}"
     )
@@ -461,11 +469,7 @@ def experiment_summary(report: dict | None) -> Table:
         return table
     for name, v in report["variants"].items():
         cmp = report["comparisons"].get(name)
-        lift = (
-            "-"
-            if not cmp or cmp["relative_improvement"] is None
-            else (f"{cmp['relative_improvement']:+.1%} [{cmp['ci'][0]:+.1%}, {cmp['ci'][1]:+.1%}]")
-        )
+        lift = format_lift(cmp)
 
         def fmt(x):
             return "-" if x is None else f"{x:.3f}"

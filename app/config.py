@@ -244,6 +244,11 @@ class ExperimentConfig(_Section):
             raise ValueError(f"serve.experiment.shadow: {self.shadow!r} is already in the split")
         return self
 
+    @property
+    def aliases(self) -> list[str]:
+        """Every registry alias the experiment serves: the split's variants and the shadow."""
+        return [*self.split, *([self.shadow] if self.shadow else [])]
+
 
 class AutoscalingConfig(_Section):
     """Serve autoscaling for a CPU replica: a tabular model scores a batch in ~1 ms, so a

@@ -168,6 +168,8 @@ def demo_config(cfg: AppConfig, traffic: int) -> AppConfig:
 
 def serve_and_replay(cfg: AppConfig, result: PipelineResult, *, seed: int, traffic: int) -> None:
     from app.data.synthetic import Defects, generate
+    from app.files import atomic_write_text
+    from app.monitoring import report
     from app.serving import graph
     from app.serving.client import ServiceClient
 
@@ -214,9 +216,7 @@ def serve_and_replay(cfg: AppConfig, result: PipelineResult, *, seed: int, traff
             result, f"replay {traffic:,} requests to champion + challenger", lambda: client.replay(after, cfg)
         )
     result.report = client.report()
-    from app.monitoring import report
-
-    result.report_file = report.write(
+    result.report_file = atomic_write_text(
         cfg.storage.reports / "report.html", report.render(client.drift(), result.report)
     )
 

@@ -39,3 +39,41 @@ def quick_bundle(cfg, frame, *, seed: int) -> ModelBundle:
         },
         metrics={"holdout": {"auc": 0.5}},
     )
+
+
+def prediction_record(
+    request_id: str,
+    *,
+    features: dict | None = None,
+    at=None,
+    experiment: str = "e",
+    variant: str = "champion",
+    pred_score: float = 0.5,
+    pred_label: int = 1,
+    status: str = "ok",
+) -> dict:
+    """A traffic-log record as the ingress ships it (features: the model's inputs)."""
+    from datetime import datetime, timezone
+
+    return {
+        **(features or {}),
+        "request_id": request_id,
+        "logged_at": at or datetime.now(timezone.utc),
+        "experiment": experiment,
+        "variant": variant,
+        "model_version": 1,
+        "shadow": False,
+        "pred_score": pred_score,
+        "pred_label": pred_label,
+        "latency_ms": 1.0,
+        "status": status,
+        "key": request_id,
+    }
+
+
+def model_inputs(cfg, n: int, *, seed: int, drift: float = 0.0) -> pd.DataFrame:
+    """Defect-free built-in rows with every model input derived, plus the label."""
+    from app.data.synthetic import Defects, generate
+
+    raw = generate(n, seed=seed, drift=drift, defects=Defects(0, 0, 0, 0, 0, 0)).head(n)
+    return add_features(raw, cfg)[[*feature_spec(cfg).names, cfg.dataset.label]]

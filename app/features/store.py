@@ -26,6 +26,7 @@ from app.data.etl import WAREHOUSE_FILE, read_warehouse
 from app.data.schema import DataError
 from app.features.pit import apply_ttl, partitioned_asof_join
 from app.features.transforms import FEATURE_TIMESTAMP, feature_spec, feature_table_batch, utc_us
+from app.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 PARTITION_BYTES = 64 << 20  # per join task in the partitioned path
@@ -138,7 +139,7 @@ class FeatureClient:
 
         self.repo.mkdir(parents=True, exist_ok=True)
         config = self.repo_config()
-        _atomic_write(self.repo / "feature_store.yaml", yaml.safe_dump(config, sort_keys=False))
+        atomic_write_text(self.repo / "feature_store.yaml", yaml.safe_dump(config, sort_keys=False))
         return FeatureStore(config=RepoConfig(repo_path=self.repo, **config))
 
     def apply(self) -> int:
@@ -276,9 +277,3 @@ def build_partition(warehouse_file: str, out_file: str, cfg: AppConfig) -> int:
 
 def _stale(feature_file: Path, warehouse_file: Path) -> bool:
     return not feature_file.exists() or feature_file.stat().st_mtime < warehouse_file.stat().st_mtime
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -12,7 +12,6 @@ reached a file are never lost or counted twice.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections import deque
@@ -21,6 +20,7 @@ from datetime import datetime, timezone
 import pandas as pd
 import ray
 
+from app.cluster import detached_actor
 from app.config import AppConfig
 from app.monitoring import retrain
 from app.monitoring.drift import DriftWindow
@@ -28,16 +28,11 @@ from app.monitoring.traffic import FEEDBACK, PREDICTIONS, ExperimentCounts, read
 from app.serving.experiment import experiment_report
 
 log = logging.getLogger(__name__)
-NAMESPACE = "mlsys"
+MONITOR = "monitor"  # the actor's kind, in its name
 FLUSH_EVERY_S = 1.0
 FLUSH_RECORDS = 5_000
 CHECK_EVERY_S = 10.0
 HISTORY = 1_000  # completed windows remembered for drift over time
-
-
-def actor_name(kind: str, cfg: AppConfig) -> str:
-    """One actor per storage root, so two deployments on one cluster never share state."""
-    return f"mlsys-{kind}-{hashlib.sha256(str(cfg.storage.path()).encode()).hexdigest()[:8]}"
 
 
 class DriftMonitor:
@@ -52,7 +47,8 @@ class DriftMonitor:
         self.reference_version: int | None = None
         self.profile: dict = {}
         self.current: dict[str, DriftWindow] = {}  # variant -> the window being filled
-        self.complete: dict[str, DriftWindow] = {}  # variant -> the last full window
+        self.complete: dict[str, dict] = {}  # variant -> the last full window's report (final)
+        self.registry = None
         self.history: deque[dict] = deque(maxlen=HISTORY)
         self.state_path = cfg.storage.path("monitoring", "retrain.json")
         self.controller = retrain.load_state(self.state_path)
@@ -68,11 +64,11 @@ class DriftMonitor:
         from app.registry.registry import CHAMPION, Registry, RegistryError
 
         try:
-            registry = Registry(self.cfg)
-            version = registry.alias_version(CHAMPION)
+            self.registry = self.registry or Registry(self.cfg)
+            version = self.registry.alias_version(CHAMPION)
             if version is None or version == self.reference_version:
                 return False
-            profile = registry.load(version).profile
+            profile = self.registry.load(version).profile
             ignored = set(self.cfg.monitor.ignore_features)
             self.profile = {
                 **profile,
@@ -98,14 +94,14 @@ class DriftMonitor:
                 take = part.iloc[start : start + size - window.n]
                 window.add(take)
                 start += len(take)
-                if window.n >= size:  # tumbling: a full window is reported, a new one starts
-                    self.complete[variant] = window
+                if window.n >= size:  # tumbling: a full window is reported once, a new one starts
+                    report = {**window.report(psi_alert=self.cfg.monitor.psi_alert), "window": "complete"}
+                    self.complete[variant] = report
                     self.current[variant] = DriftWindow(self.profile)
-                    self._remember(variant, window)
+                    self._remember(variant, report)
 
-    def _remember(self, variant: str, window: DriftWindow) -> None:
+    def _remember(self, variant: str, r: dict) -> None:
         """A completed window's headline numbers, for drift over time (bounded)."""
-        r = window.report(psi_alert=self.cfg.monitor.psi_alert)
         score = r["score"]["psi"] if r["score"] else None
         self.history.append(
             {
@@ -187,10 +183,11 @@ class DriftMonitor:
         """Per variant: the last complete window's report (or the partial one before any)."""
         variants = {}
         for variant in sorted(set(self.current) | set(self.complete)):
-            window = self.complete.get(variant) or self.current[variant]
-            report = window.report(psi_alert=self.cfg.monitor.psi_alert)
-            report["window"] = "complete" if variant in self.complete else "partial"
-            variants[variant] = report
+            if variant in self.complete:
+                variants[variant] = self.complete[variant]
+            else:
+                partial = self.current[variant].report(psi_alert=self.cfg.monitor.psi_alert)
+                variants[variant] = {**partial, "window": "partial"}
         alert = any(r["alert"] and r["window"] == "complete" for r in variants.values())
         return {
             "reference_version": self.reference_version,
@@ -266,16 +263,4 @@ class DriftMonitor:
 
 def get_monitor(cfg: AppConfig):
     """The monitor actor for this storage root, created on first use and kept (detached)."""
-    return (
-        ray.remote(DriftMonitor)
-        .options(
-            name=actor_name("monitor", cfg),
-            namespace=NAMESPACE,
-            lifetime="detached",
-            get_if_exists=True,
-            max_restarts=-1,
-            num_cpus=0,  # mostly waiting; it must never block a replica from being placed
-            max_concurrency=64,
-        )
-        .remote(cfg)
-    )
+    return detached_actor(DriftMonitor, MONITOR, str(cfg.storage.path()), cfg, max_concurrency=64)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +20,7 @@ import pandas as pd
 import torch
 
 from app.config import AppConfig
+from app.files import atomic_write_text
 from app.monitoring.traffic import labelled_traffic
 from app.registry.bundle import ModelBundle
 from app.registry.registry import CHAMPION, Registry
@@ -110,9 +110,6 @@ def online_step(cfg: AppConfig, *, min_rows: int = 200, lr: float = 1e-4, epochs
         step.reason = (
             f"not published: log loss {after:.4f} >= parent's {before:.4f} on the newest {len(holdout)} rows"
         )
-    state_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = state_path.with_name(f".{state_path.name}.tmp")
-    tmp.write_text(json.dumps({"until": str(rows["logged_at"].max())}))
-    os.replace(tmp, state_path)
+    atomic_write_text(state_path, json.dumps({"until": str(rows["logged_at"].max())}))
     log.info("online step: %s", step.reason)
     return step

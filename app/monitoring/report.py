@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import html
 import io
-import math
-import os
 from datetime import datetime, timezone
-from pathlib import Path
 
 import matplotlib
+from scipy import stats
 
 matplotlib.use("Agg")  # no display: render to SVG in memory
 import matplotlib.pyplot as plt
 
 from app.features.transforms import bucket_labels
+from app.serving.experiment import format_lift
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}h1,h2{font-weight:600}
 .grid{display:flex;flex-wrap:wrap;gap:1em}.card{border:1px solid #ddd;border-radius:6px;padding:.5em}
@@ -83,13 +82,12 @@ def history_chart(history: list[dict]) -> str:
     return _svg(fig)
 
 
-def wilson(x: int, n: int, z: float = 1.96) -> tuple[float, float]:
+def wilson(x: int, n: int) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion (scipy's)."""
     if n == 0:
         return (0.0, 0.0)
-    p = x / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
+    ci = stats.binomtest(x, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 def experiment_chart(report: dict) -> str:
@@ -157,11 +155,7 @@ def render(drift: dict, experiment: dict) -> str:
         )
         for name, v in experiment["variants"].items():
             c = experiment["comparisons"].get(name)
-            lift = (
-                "-"
-                if not c or c["relative_improvement"] is None
-                else (f"{c['relative_improvement']:+.1%} [{c['ci'][0]:+.1%}, {c['ci'][1]:+.1%}]")
-            )
+            lift = format_lift(c)
             seq = "-" if not c or c["sequential_p"] is None else f"{c['sequential_p']:.3g}"
             rate = "-" if v["rate"] is None else f"{v['rate']:.3f}"
             decision = esc(c["decision"]) if c else "(control)"
@@ -172,13 +166,3 @@ def render(drift: dict, experiment: dict) -> str:
         parts.append("</table>")
     parts.append("</body></html>")
     return "".join(parts)
-
-
-def write(path: str | Path, page: str) -> Path:
-    """Atomically: a reader never sees half a page."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(page)
-    os.replace(tmp, path)
-    return path

@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from app.config import AppConfig, RetrainConfig
+from app.files import atomic_write_text
 
 MAX_DECISIONS = 50
 
@@ -79,10 +80,7 @@ def load_state(path: Path) -> ControllerState:
 
 
 def save_state(path: Path, state: ControllerState) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(asdict(state)))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(asdict(state)))
 
 
 def jobs_client(cfg: AppConfig):
@@ -96,13 +94,13 @@ def jobs_client(cfg: AppConfig):
 
 def submit_pipeline_job(cfg: AppConfig, reason: str) -> str:
     """Submit `mlsys pipeline` with this config to the cluster's Jobs API; returns the job id."""
-    config_file = cfg.storage.path("monitoring", "retrain-config.yaml")
-    config_file.parent.mkdir(parents=True, exist_ok=True)
-    config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    config_file = atomic_write_text(
+        cfg.storage.path("monitoring", "retrain-config.yaml"),
+        yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False),
+    )
     client = jobs_client(cfg)
     # This interpreter, not a `mlsys` on PATH: the job's shell may not have the venv activated.
     return client.submit_job(
         entrypoint=f"{shlex.quote(sys.executable)} -m app --config {shlex.quote(str(config_file))} pipeline",
         metadata={"mlsys.trigger": reason[:200]},
-        runtime_env={"env_vars": {"MLSYS_RETRAIN": "1"}},
     )

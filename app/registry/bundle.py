@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from app.files import atomic_write_text
 from app.training.loop import predict_proba
 from app.training.model import ModelSpec, TabularMLP
 from app.training.preprocess import Preprocessor, PreprocessorError
@@ -68,9 +68,7 @@ class ModelBundle:
             "lineage": self.lineage,
             "sha256": {name: _sha256(folder / name) for name in (WEIGHTS, PREPROCESSOR)},
         }
-        tmp = folder / f".{MANIFEST}.tmp"
-        tmp.write_text(json.dumps(manifest, indent=1, default=_json_default))
-        os.replace(tmp, folder / MANIFEST)
+        atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1, default=_json_default))
         return folder
 
     @classmethod

@@ -10,12 +10,10 @@ a redeployed app starts from the last change, not from the config file.
 from __future__ import annotations
 
 import json
-import os
 
-import ray
-
+from app.cluster import detached_actor
 from app.config import AppConfig, ExperimentConfig
-from app.monitoring.monitor import NAMESPACE, actor_name
+from app.files import atomic_write_text
 
 
 class ServeControl:
@@ -49,28 +47,11 @@ class ServeControl:
     def bump(self) -> dict:
         """A change of models behind the aliases (promote, rollback): replicas reload."""
         self.generation += 1
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(
-            json.dumps(
-                {"generation": self.generation, "experiment": self.experiment, "declared": self.declared}
-            )
-        )
-        os.replace(tmp, self.path)
+        saved = {"generation": self.generation, "experiment": self.experiment, "declared": self.declared}
+        atomic_write_text(self.path, json.dumps(saved))
         return self.state()
 
 
 def get_control(cfg: AppConfig):
-    return (
-        ray.remote(ServeControl)
-        .options(
-            name=actor_name("serve-control", cfg),
-            namespace=NAMESPACE,
-            lifetime="detached",
-            get_if_exists=True,
-            max_restarts=-1,
-            max_task_retries=-1,  # its calls are idempotent reads or last-writer-wins writes
-            num_cpus=0,
-        )
-        .remote(cfg)
-    )
+    # Retried calls are safe: they are reads or last-writer-wins writes.
+    return detached_actor(ServeControl, "serve-control", str(cfg.storage.path()), cfg, max_task_retries=-1)

@@ -69,13 +69,19 @@ class ModelSet:
         self.load = load  # False: only versions (the models live in model deployments)
         self.versions: dict[str, int] = {}
         self.predictors: dict[str, Predictor] = {}
+        self.generation = -1  # of the control actor, when these were loaded
 
     def resolve(self, aliases: list[str]) -> dict[str, int]:
         """The version behind each alias that has one (a registry query; blocking)."""
         found = {alias: self.registry.alias_version(alias) for alias in aliases}
         return {alias: v for alias, v in found.items() if v is not None}
 
-    def refresh(self, aliases: list[str]) -> dict[str, int]:
+    def changed(self, aliases: list[str], generation: int) -> bool:
+        """Whether the control generation moved, or an alias now names another version: a retrain
+        job that registers a challenger moves an alias without telling anyone (blocking)."""
+        return generation != self.generation or self.resolve(aliases) != self.versions
+
+    def refresh(self, aliases: list[str], generation: int = -1) -> dict[str, int]:
         """Resolve each alias in the registry and load models that changed (blocking I/O)."""
         versions, predictors = self.resolve(aliases), {}
         for alias, version in versions.items():
@@ -87,7 +93,7 @@ class ModelSet:
                     else Predictor(self.registry.load(version), version, self.cfg.serve.threshold)
                 )
         # Swap whole dicts: a request in flight keeps the objects it already holds.
-        self.versions, self.predictors = versions, predictors
+        self.versions, self.predictors, self.generation = versions, predictors, generation
         return versions
 
 
@@ -113,8 +119,8 @@ def ingress_deployment(cfg: AppConfig):
         autoscaling_config=cfg.serve.ingress.model_dump(),
         ray_actor_options={"num_cpus": 1},
         health_check_period_s=5,
-        # One access-log line per request costs more than scoring it; requests are in the
-        # traffic log and the metrics instead.
+        # Requests are in the traffic log and the metrics; an access-log line each would only
+        # add log volume (no throughput change measured either way).
         logging_config={"enable_access_log": False},
     )
     @serve.ingress(api)
@@ -137,9 +143,6 @@ def ingress_deployment(cfg: AppConfig):
             self.shipper = TrafficShipper(lambda batch, dropped: self.monitor.ingest.remote(batch, dropped))
             self.metrics = ReplicaMetrics()
             self._features = None
-            self.generation = -1
-            self.experiment = self.cfg.serve.experiment
-            self.split: dict[str, float] = {}
             self._background = None
             self._apply_state(ray.get(self.control.state.remote()))
 
@@ -153,10 +156,13 @@ def ingress_deployment(cfg: AppConfig):
                 self._features = FeatureClient(self.cfg)
             return self._features
 
+        @property
+        def experiment(self) -> ExperimentConfig:
+            return self.routing.experiment
+
         def _apply_state(self, state: dict) -> None:
             exp = ExperimentConfig.model_validate(state["experiment"])
-            aliases = [*exp.split, *([exp.shadow] if exp.shadow else [])]
-            self.models.refresh(aliases)
+            self.models.refresh(exp.aliases, state["generation"])
             # One assignment: a batch in flight keeps the routing it started with, so a split
             # and the models behind it can never disagree mid-request.
             self.routing = Routing(
@@ -165,15 +171,12 @@ def ingress_deployment(cfg: AppConfig):
                 self.models.versions,
                 self.models.predictors,
             )
-            self.experiment, self.split, self.generation = exp, self.routing.split, state["generation"]
 
         async def _sync(self) -> None:
             """Follow the control actor, and the registry: a retrain job that registers a new
             challenger moves an alias without telling anyone."""
             state = await self.control.state.remote()
-            aliases = [*self.experiment.split, *([self.experiment.shadow] if self.experiment.shadow else [])]
-            versions = await asyncio.to_thread(self.models.resolve, aliases)
-            if state["generation"] != self.generation or versions != self.models.versions:
+            if await asyncio.to_thread(self.models.changed, self.experiment.aliases, state["generation"]):
                 await asyncio.to_thread(self._apply_state, state)
 
         def _ensure_background(self) -> None:
@@ -343,9 +346,9 @@ def ingress_deployment(cfg: AppConfig):
         async def healthz(self) -> dict:
             self._ensure_background()
             return {
-                "status": "ok" if self.split else "no model",
-                "models": self.models.versions,
-                "generation": self.generation,
+                "status": "ok" if self.routing.split else "no model",
+                "models": self.routing.versions,
+                "generation": self.models.generation,
             }
 
         @api.post("/predict", response_model=Prediction | PredictionBatch)
@@ -399,9 +402,9 @@ def ingress_deployment(cfg: AppConfig):
         async def get_experiment(self) -> dict:
             return {
                 "experiment": self.experiment.model_dump(),
-                "effective_split": self.split,
-                "models": self.models.versions,
-                "generation": self.generation,
+                "effective_split": self.routing.split,
+                "models": self.routing.versions,
+                "generation": self.models.generation,
             }
 
         @api.get("/experiment/report")
@@ -466,7 +469,7 @@ def ingress_deployment(cfg: AppConfig):
         async def _after_alias_change(self) -> dict:
             state = await self.control.bump.remote()
             await asyncio.to_thread(self._apply_state, state)
-            return {"models": self.models.versions, "generation": self.generation}
+            return {"models": self.routing.versions, "generation": self.models.generation}
 
         # ------------------------------------------------------------ Open Inference Protocol v2
 
@@ -476,7 +479,7 @@ def ingress_deployment(cfg: AppConfig):
 
         @api.get("/v2/health/ready")
         async def v2_ready(self):
-            ready = self.experiment.control in self.models.versions
+            ready = self.experiment.control in self.routing.versions
             return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
         def _v2_model(self, name: str) -> int:
@@ -484,7 +487,7 @@ def ingress_deployment(cfg: AppConfig):
                 raise HTTPException(
                     404, f"model {name!r} not found (this server has {self.cfg.registry.model_name!r})"
                 )
-            version = self.models.versions.get(self.experiment.control)
+            version = self.routing.versions.get(self.experiment.control)
             if version is None:
                 raise HTTPException(503, f"model {name!r} has no {self.experiment.control} version loaded")
             return version
@@ -501,7 +504,7 @@ def ingress_deployment(cfg: AppConfig):
         @api.post("/v2/models/{name}/infer")
         async def v2_infer(self, name: str, body: oip.InferRequest) -> dict:
             t0 = time.perf_counter()
-            version = self._v2_model(name)
+            self._v2_model(name)  # 404 / 503 before any work
             try:
                 raw = oip.request_rows(body, self.cfg)
             except oip.OipError as exc:
@@ -545,17 +548,15 @@ class Model:
         self.models = ModelSet(self.cfg, load=True)
         self.models.refresh([alias])
         self.control = get_control(self.cfg)
-        self.generation = -1
         self._last_sync = 0.0
 
     async def _follow(self) -> None:
         if time.monotonic() - self._last_sync < self.cfg.serve.poll_interval_s:
             return
         self._last_sync = time.monotonic()
-        state = await self.control.state.remote()
-        if state["generation"] != self.generation:
-            await asyncio.to_thread(self.models.refresh, [self.alias])
-            self.generation = state["generation"]
+        generation = (await self.control.state.remote())["generation"]
+        if await asyncio.to_thread(self.models.changed, [self.alias], generation):
+            await asyncio.to_thread(self.models.refresh, [self.alias], generation)
 
     async def score(self, records: list[dict]) -> tuple[int, list[float]]:
         await self._follow()

@@ -38,8 +38,7 @@ def application(cfg: AppConfig):
     exp = cfg.serve.experiment
     handles = {}
     if cfg.serve.placement == "deployment":
-        aliases = [*exp.split, *([exp.shadow] if exp.shadow else [])]
-        for alias in aliases:
+        for alias in exp.aliases:
             handles[alias] = Model.options(
                 name=f"model-{alias}",
                 autoscaling_config=cfg.serve.models.model_dump(),

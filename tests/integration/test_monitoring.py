@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime, timezone
 
 import pytest
 import ray
 
+from app.cluster import ACTOR_NAMESPACE, actor_name
 from app.data.synthetic import Defects, generate
-from app.features.transforms import add_features
-from app.monitoring.monitor import NAMESPACE, DriftMonitor, actor_name, get_monitor
+from app.monitoring.monitor import MONITOR, DriftMonitor, get_monitor
 from app.monitoring.traffic import PREDICTIONS, read_records
 from app.registry.registry import CHAMPION, Registry
 from tests.conftest import make_config
-from tests.helpers import quick_bundle
+from tests.helpers import model_inputs, prediction_record, quick_bundle
 
 pytestmark = pytest.mark.integration
 CLEAN = Defects(0, 0, 0, 0, 0, 0)
@@ -34,42 +33,12 @@ def cfg(tmp_path_factory):
     return cfg
 
 
-def records(cfg, n, *, seed, drift=0.0, ids=None):
-    frame = add_features(generate(n, seed=seed, drift=drift, defects=CLEAN).head(n), cfg)
-    now = datetime.now(timezone.utc)
-    out = []
-    for i, row in enumerate(frame.to_dict("records")):
-        out.append(
-            {
-                **{
-                    k: row[k]
-                    for k in (
-                        "age",
-                        "income",
-                        "score",
-                        "country",
-                        "gender",
-                        "hour",
-                        "day_of_week",
-                        "month",
-                        "age_bucket",
-                        "age_bucket_x_gender",
-                    )
-                },
-                "request_id": ids[i] if ids else uuid.uuid4().hex,
-                "logged_at": now,
-                "experiment": "exp-1",
-                "variant": "champion",
-                "model_version": 1,
-                "shadow": False,
-                "pred_score": 0.5,
-                "pred_label": 1,
-                "latency_ms": 2.0,
-                "status": "ok",
-                "key": str(i),
-            }
-        )
-    return out
+def records(cfg, n, *, seed, drift=0.0):
+    frame = model_inputs(cfg, n, seed=seed, drift=drift).drop(columns=[cfg.dataset.label])
+    return [
+        prediction_record(uuid.uuid4().hex, features=row, experiment="exp-1")
+        for row in frame.to_dict("records")
+    ]
 
 
 def test_kill_and_restart_loses_and_double_counts_no_persisted_record(cfg):
@@ -80,7 +49,7 @@ def test_kill_and_restart_loses_and_double_counts_no_persisted_record(cfg):
     assert ray.get(monitor.flush.remote()) == 900
     ray.kill(monitor, no_restart=False)  # a crash: Ray restarts it, its memory is gone
     time.sleep(1)
-    monitor = ray.get_actor(actor_name("monitor", cfg), namespace=NAMESPACE)
+    monitor = ray.get_actor(actor_name(MONITOR, str(cfg.storage.path())), namespace=ACTOR_NAMESPACE)
     exp = cfg.serve.experiment.model_dump()
     deadline = time.time() + 60
     while True:  # calls fail until the restarted actor is up

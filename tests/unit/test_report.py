@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from app.files import atomic_write_text
 from app.monitoring import report
 from app.monitoring.drift import DriftWindow
 from app.serving.experiment import VariantStats, experiment_report
@@ -82,7 +83,7 @@ def test_wilson_interval():
 )
 def test_a_headless_browser_loads_the_page_and_finds_the_charts(page, tmp_path):
     assert CHROMIUM, "chromium missing: .ci/run installs Debian's chromium package"
-    path = report.write(tmp_path / "report.html", page)
+    path = atomic_write_text(tmp_path / "report.html", page)
     dom = subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", path.as_uri()],
         capture_output=True,

@@ -6,23 +6,13 @@ from datetime import datetime, timedelta, timezone
 
 from app.monitoring.shipper import TrafficShipper
 from app.monitoring.traffic import PREDICTIONS, ExperimentCounts, read_records, write_records
+from tests.helpers import prediction_record
 
 
 def record(rid, variant="champion", label=1, status="ok", at=None):
-    return {
-        "request_id": rid,
-        "logged_at": at or datetime.now(timezone.utc),
-        "experiment": "e",
-        "variant": variant,
-        "model_version": 1,
-        "shadow": False,
-        "pred_score": 0.7,
-        "pred_label": label,
-        "latency_ms": 3.0,
-        "status": status,
-        "key": rid,
-        "age": 30.0,
-    }
+    return prediction_record(
+        rid, features={"age": 30.0}, at=at, variant=variant, pred_score=0.7, pred_label=label, status=status
+    )
 
 
 def test_redelivered_predictions_and_feedback_count_once():
