@@ -10,6 +10,8 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -45,6 +47,26 @@ class ServeError(RuntimeError):
 
 
 USER_ERRORS = (ConfigError, DataError, TrainingDataError, RegistryError, BundleError, ServeError)
+
+
+# Why a Ctrl-C'd pipeline is safe to run again: every write it makes is atomic (warehouse
+# partitions, the registry's aliases), ETL skips rows already in the warehouse and training
+# starts over, so the re-run ends where an uninterrupted run would have.
+INTERRUPTED = (
+    "interrupted: {what} stopped before it finished. Nothing half-written is kept (warehouse "
+    "partitions and registry aliases change atomically); run the same command again: ETL skips "
+    "rows already in the warehouse and training starts over."
+)
+
+
+@contextmanager
+def _rerun_hint_on_ctrl_c(what: str) -> Iterator[None]:
+    """Ctrl-C ends a long command with exit code 130 and what to do next, not click's `Aborted!`."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        Console(stderr=True, soft_wrap=True).print(INTERRUPTED.format(what=what), highlight=False)
+        raise typer.Exit(130) from None
 
 
 @app.callback()
@@ -160,7 +182,9 @@ def train(ctx: typer.Context) -> None:
     """Train on the feature store's point-in-time training set (Ray Train DDP), evaluate, gate, register."""
     from app.pipeline import train_and_register
 
-    out.print(training_summary(train_and_register(_cfg(ctx))))
+    with _rerun_hint_on_ctrl_c("training"):
+        outcome = train_and_register(_cfg(ctx))
+    out.print(training_summary(outcome))
 
 
 @app.command()
@@ -251,7 +275,8 @@ def pipeline(ctx: typer.Context, input_path: Annotated[str | None, typer.Option(
     """Every stage in order (the `ray job submit` entry point)."""
     from app.pipeline import run_pipeline
 
-    result = run_pipeline(_cfg(ctx), source=input_path)
+    with _rerun_hint_on_ctrl_c("the pipeline"):
+        result = run_pipeline(_cfg(ctx), source=input_path)
     out.print(etl_table(result.etl.to_dict()))
     out.print(training_summary(result.training))
     out.print(json.dumps({"stages_s": result.stages}))

@@ -25,7 +25,14 @@ WORKER_ENV = {
 }
 
 SERVE_PROXY_ENV = {
-    "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+    "haproxy": {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        # A request in flight on a replica that dies gets an empty response: HAProxy replays it
+        # on another replica instead of answering 500. Safe here because our routes are
+        # replay-safe (scoring is pure, feedback dedupes by request_id); see README, limits.
+        "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
+    },
     "default": {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"},
 }
 

@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from app.data.etl import run_etl
+from app.data.synthetic import Defects, generate, write_dataset
 from app.features.store import FeatureClient
 from app.features.transforms import add_features, feature_spec
 from app.registry.bundle import ModelBundle
@@ -77,3 +79,17 @@ def model_inputs(cfg, n: int, *, seed: int, drift: float = 0.0) -> pd.DataFrame:
 
     raw = generate(n, seed=seed, drift=drift, defects=Defects(0, 0, 0, 0, 0, 0)).head(n)
     return add_features(raw, cfg)[[*feature_spec(cfg).names, cfg.dataset.label]]
+
+
+def served_entities(cfg, tmp) -> tuple[list[int], pd.DataFrame]:
+    """Raw data through ETL into a materialized online store, for a serving test.
+
+    Returns 50 entity ids the store knows and a clean frame to train the served models on."""
+    raw = generate(4000, seed=5)
+    write_dataset(iter([raw]), tmp / "raw.parquet")
+    run_etl(cfg, str(tmp / "raw.parquet"))
+    features = FeatureClient(cfg)
+    features.apply()
+    features.materialize()
+    clean = generate(2000, seed=6, defects=Defects(0, 0, 0, 0, 0, 0))
+    return [int(e) for e in raw["user_id"].dropna().unique()[:50]], clean

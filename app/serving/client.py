@@ -11,6 +11,8 @@ from collections import Counter
 
 import pandas as pd
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util import Retry
 
 from app.config import AppConfig
 
@@ -20,11 +22,16 @@ class ServiceError(RuntimeError):
 
 
 class ServiceClient:
-    def __init__(self, url: str, *, token: str | None = None, timeout: float = 30):
+    def __init__(self, url: str, *, timeout: float = 30):
         self.url = url.rstrip("/")
         self.session = requests.Session()
+        # A replica that dies mid-request, or a proxy reload that closes an idle keep-alive
+        # connection, costs a retry, not a failed call: every call made here is replay-safe (scoring is
+        # pure, feedback dedupes by request_id). HTTP error statuses are not retried.
+        retry = Retry(total=3, connect=3, read=2, status=0, other=0, allowed_methods=None, backoff_factor=0.1)
+        self.session.mount("http://", HTTPAdapter(max_retries=retry))
+        self.session.mount("https://", HTTPAdapter(max_retries=retry))
         self.timeout = timeout
-        self.admin_headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def _call(self, method: str, path: str, body=None, headers=None) -> dict:
         resp = self.session.request(method, self.url + path, json=body, headers=headers, timeout=self.timeout)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,7 +212,7 @@ def train(
         ),
     )
     started = time.perf_counter()
-    result = trainer.fit()
+    result = fit_with_ctrl_c_left_to_python(trainer)
     with result.checkpoint.as_directory() as d:
         state = torch.load(Path(d) / STATE_FILE, weights_only=True)
     history = [] if result.metrics_dataframe is None else result.metrics_dataframe.to_dict("records")
@@ -225,6 +226,31 @@ def train(
         epoch_seconds=list(state["epoch_seconds"]),
         checkpoint_path=result.checkpoint.path,
     )
+
+
+def fit_with_ctrl_c_left_to_python(trainer: ray.train.torch.TorchTrainer) -> ray.train.Result:
+    """`trainer.fit()`, on a thread of its own so that Ctrl-C stays a KeyboardInterrupt.
+
+    On the main thread Ray Train (2.60) installs its own SIGINT handler, which aborts the run and
+    exits the whole process with status 1 and no message; from another thread it installs none,
+    so the CLI can say what happened and how to go on. The thread is a daemon: an interrupted
+    driver exits without waiting for it, and the run's actors, owned by the driver, end with it.
+    """
+    outcome: dict = {}
+
+    def fit() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as exc:  # handed to the caller's thread, re-raised there
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=fit, name="ray-train-fit", daemon=True)
+    thread.start()
+    while thread.is_alive():  # short waits: a signal caught by another thread still gets seen
+        thread.join(0.5)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def model_dataset(df: pd.DataFrame, pre: Preprocessor, label: str) -> ray.data.Dataset:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import requests
@@ -83,7 +85,13 @@ def test_features_before_etl_is_a_clear_error(tmp_path):
 def test_pipeline_registers_a_champion_visible_in_models_list(tmp_path):
     raw = tmp_path / "raw"
     mlsys(tmp_path, "data", "generate", "--rows", "12000", "--out", str(raw))
+    code, stderr = pipeline_interrupted_while_training(tmp_path, raw)
+    assert code == 130 and "interrupted: the pipeline stopped" in stderr, stderr[-3000:]
+    assert "run the same command again" in stderr and "Traceback" not in stderr
     out = mlsys(tmp_path, "pipeline", "--input", str(raw))
+    # The re-run finishes what the interrupted one began: its ETL had landed, so nothing is
+    # written twice, and the interrupted training registered nothing.
+    assert re.search(r"rows written\W+0\W", out.stdout), out.stdout
     assert "registered version 1 as champion" in out.stdout
     listing = mlsys(tmp_path, "models", "list").stdout
     assert "champion" in listing
@@ -92,6 +100,30 @@ def test_pipeline_registers_a_champion_visible_in_models_list(tmp_path):
     proc = mlsys(tmp_path, "models", "rollback", check=False)
     assert proc.returncode == 2 and "no earlier champion" in proc.stderr
     serve_then_curl_then_ctrl_c(tmp_path)
+
+
+def pipeline_interrupted_while_training(tmp_path, raw) -> tuple[int, str]:
+    """`mlsys pipeline`, Ctrl-C once training has begun; returns its exit code and stderr."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "--config", str(LOCAL_CONFIG), "pipeline", "--input", str(raw)],
+        cwd=ROOT,
+        env=cli_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if "✓ training set" in line:  # the next stage is Ray Train
+                break
+        time.sleep(3)
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=120)[1]
+        return proc.returncode, "".join(lines) + rest
+    finally:
+        proc.kill()
 
 
 def serve_then_curl_then_ctrl_c(tmp_path):

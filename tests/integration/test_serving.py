@@ -17,13 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ray import serve
 
-from app.data.etl import run_etl
-from app.data.synthetic import Defects, generate, write_dataset
-from app.features.store import FeatureClient
 from app.registry.registry import CHALLENGER, CHAMPION, Registry
 from app.serving import graph
 from tests.conftest import make_config
-from tests.helpers import quick_bundle
+from tests.helpers import quick_bundle, served_entities
 
 pytestmark = pytest.mark.integration
 PORT = 8123
@@ -43,20 +40,13 @@ def service(tmp_path_factory):
             "experiment": {"name": "exp-test", "split": {"champion": 0.5, "challenger": 0.5}},
         },
     )
-    raw = generate(4000, seed=5)
-    write_dataset(iter([raw]), tmp / "raw.parquet")
-    run_etl(cfg, str(tmp / "raw.parquet"))
-    features = FeatureClient(cfg)
-    features.apply()
-    features.materialize()
-    clean = generate(2000, seed=6, defects=Defects(0, 0, 0, 0, 0, 0))
+    entity_ids, clean = served_entities(cfg, tmp)
     registry = Registry(cfg)
     registry.register(quick_bundle(cfg, clean, seed=1), params={}, alias=CHAMPION)
     registry.register(quick_bundle(cfg, clean, seed=2), params={}, alias=CHALLENGER)
     mp = pytest.MonkeyPatch()
     mp.setenv(graph.TOKEN_ENV, TOKEN)
     url = graph.start(cfg)
-    entity_ids = [int(e) for e in raw["user_id"].dropna().unique()[:50]]
     yield {"url": url, "cfg": cfg, "entities": entity_ids, "registry": registry}
     mp.undo()
     serve.shutdown()
