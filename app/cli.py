@@ -46,7 +46,11 @@ class ServeError(RuntimeError):
     """A serve command that cannot run in the current state (no model, no cluster)."""
 
 
-USER_ERRORS = (ConfigError, DataError, TrainingDataError, RegistryError, BundleError, ServeError)
+def _user_errors() -> tuple[type[Exception], ...]:
+    from app.serving.graph import ServiceNotReady  # Serve is imported only by commands that serve
+
+    fixable = (ConfigError, DataError, TrainingDataError, RegistryError, BundleError)
+    return (*fixable, ServeError, ServiceNotReady)
 
 
 # Why a Ctrl-C'd pipeline is safe to run again: every write it makes is atomic (warehouse
@@ -516,7 +520,7 @@ def experiment_summary(report: dict | None) -> Table:
 def main() -> None:
     try:
         app()
-    except USER_ERRORS as exc:
+    except _user_errors() as exc:  # evaluated only once something was raised
         Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {exc}", highlight=False)
         sys.exit(2)
 

@@ -58,13 +58,50 @@ def base_url(cfg: AppConfig) -> str:
     return f"http://{host}:{cfg.serve.http_port}"
 
 
+class ServiceNotReady(RuntimeError):
+    """The application did not become healthy in time; says what Serve reports about it."""
+
+
 def start(cfg: AppConfig, *, name: str = APP_NAME, route_prefix: str = "/", timeout_s: float = 180) -> str:
     """Deploy the app on the connected cluster and wait until /healthz answers; returns its URL."""
     serve.start(http_options={"host": cfg.serve.http_host, "port": cfg.serve.http_port})
-    serve.run(application(cfg), name=name, route_prefix=route_prefix, blocking=False)
+    # Not serve.run: it waits for the replicas without a time limit, so a replica that can never
+    # be placed (more replicas than the cluster has CPUs) would hang the command in silence.
+    serve.run_many(
+        [serve.RunTarget(application(cfg), name=name, route_prefix=route_prefix)],
+        wait_for_ingress_deployment_creation=False,
+        wait_for_applications_running=False,
+    )
+    deadline = time.monotonic() + timeout_s
+    wait_running(name, deadline)
     url = base_url(cfg) + route_prefix.rstrip("/")
-    wait_healthy(url, timeout_s=timeout_s)
+    try:
+        wait_healthy(url, timeout_s=max(5.0, deadline - time.monotonic()))
+    except TimeoutError as exc:
+        raise ServiceNotReady(f"{exc}; Serve reports: {deployment_messages(name)}") from None
     return url
+
+
+def wait_running(name: str, deadline: float) -> None:
+    """Until every deployment of the application runs (the ingress alone may answer before)."""
+    while True:
+        app = serve.status().applications.get(name)
+        state = app.status.value if app else "NOT_STARTED"
+        if state == "RUNNING":
+            return
+        if state == "DEPLOY_FAILED" or time.monotonic() > deadline:
+            raise ServiceNotReady(
+                f"application {name!r} is {state}; Serve reports: {deployment_messages(name)}"
+            )
+        time.sleep(0.5)
+
+
+def deployment_messages(name: str) -> str:
+    app = serve.status().applications.get(name)
+    if app is None:
+        return f"no application {name!r}"
+    notes = [f"{d}: {s.status.value} {s.message}".strip() for d, s in app.deployments.items()]
+    return "; ".join(notes) or app.message or app.status.value
 
 
 def wait_healthy(url: str, *, timeout_s: float) -> dict:

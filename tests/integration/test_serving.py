@@ -261,6 +261,23 @@ def test_model_deployments_per_variant_serve_the_same_scores(service):
         graph.stop("mlsys-deployments")
 
 
+def test_replicas_that_can_never_be_placed_are_a_clear_error_not_a_hang(service):
+    """A model deployment asking for a GPU the cluster lacks: start() names it and gives up."""
+    cfg = service["cfg"]
+    serve_cfg = cfg.serve.model_copy(update={"placement": "deployment", "use_gpu": True})
+    try:
+        with pytest.raises(graph.ServiceNotReady, match=r"'mlsys-gpu' is DEPLOYING.*model-champion"):
+            graph.start(
+                cfg.model_copy(update={"serve": serve_cfg}),
+                name="mlsys-gpu",
+                route_prefix="/gpu",
+                timeout_s=15,
+            )
+    finally:
+        graph.stop("mlsys-gpu")
+    assert post(service, "/predict", {"features": FEATURES}).status_code == 200  # the live app is untouched
+
+
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
