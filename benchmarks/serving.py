@@ -66,7 +66,7 @@ def serve_forever(mode: str) -> None:
     from app.cluster import connect
     from app.config import load_config
     from app.serving import graph
-    from app.serving.deployments import Noop
+    from app.serving.models import Noop
 
     cfg = load_config()
     connect(cfg.ray.model_copy(update={"serve_proxy": mode}))

@@ -1,10 +1,10 @@
-"""Serve deployments: the FastAPI ingress (A/B routing, feedback, admin, OIP v2) and the model.
+"""The FastAPI ingress deployment: A/B routing, feedback, admin, OIP v2.
 
 The ingress assigns each request a variant by a stable hash, fetches entity features from
 the online store, and scores rows with `@serve.batch` so concurrent requests share one
 feature lookup and one forward pass. A variant's model lives either in the ingress replica
 (`serve.placement: ingress`, one hop) or in its own `Model` deployment (`deployment`, for GPU
-or large models). Replicas follow the `ServeControl` actor for live changes and reload in the
+or large models; see `models.py`). Replicas follow the `ServeControl` actor for live changes and reload in the
 background, so promotions and split changes never fail a request.
 
 No `from __future__ import annotations` here: FastAPI reads the route annotations, which
@@ -28,11 +28,12 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from ray import serve
 
 from app.config import AppConfig, ExperimentConfig
-from app.registry.registry import CHALLENGER, Registry, RegistryError
+from app.registry.registry import CHALLENGER, RegistryError
 from app.serving import oip
 from app.serving.experiment import choose_variant, effective_split, in_shadow_sample
 from app.serving.http import BodySizeLimit, validation_error_response
-from app.serving.predictor import Predictor, raw_rows_to_frame
+from app.serving.models import ModelSet
+from app.serving.predictor import raw_rows_to_frame
 from app.serving.schemas import Feedback, FeedbackAck, Prediction, PredictionBatch, Promotion, request_models
 
 log = logging.getLogger(__name__)
@@ -58,43 +59,6 @@ class Routing:
 
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-class ModelSet:
-    """The variants' models as seen by one replica: alias -> (version, Predictor | None)."""
-
-    def __init__(self, cfg: AppConfig, *, load: bool):
-        self.cfg = cfg
-        self.registry = Registry(cfg)
-        self.load = load  # False: only versions (the models live in model deployments)
-        self.versions: dict[str, int] = {}
-        self.predictors: dict[str, Predictor] = {}
-        self.generation = -1  # of the control actor, when these were loaded
-
-    def resolve(self, aliases: list[str]) -> dict[str, int]:
-        """The version behind each alias that has one (a registry query; blocking)."""
-        found = {alias: self.registry.alias_version(alias) for alias in aliases}
-        return {alias: v for alias, v in found.items() if v is not None}
-
-    def changed(self, aliases: list[str], generation: int) -> bool:
-        """Whether the control generation moved, or an alias now names another version: a retrain
-        job that registers a challenger moves an alias without telling anyone (blocking)."""
-        return generation != self.generation or self.resolve(aliases) != self.versions
-
-    def refresh(self, aliases: list[str], generation: int = -1) -> dict[str, int]:
-        """Resolve each alias in the registry and load models that changed (blocking I/O)."""
-        versions, predictors = self.resolve(aliases), {}
-        for alias, version in versions.items():
-            if self.load:
-                current = self.predictors.get(alias)
-                predictors[alias] = (
-                    current
-                    if current is not None and current.version == version
-                    else Predictor(self.registry.load(version), version, self.cfg.serve.threshold)
-                )
-        # Swap whole dicts: a request in flight keeps the objects it already holds.
-        self.versions, self.predictors, self.generation = versions, predictors, generation
-        return versions
 
 
 def ingress_deployment(cfg: AppConfig):
@@ -531,45 +495,3 @@ def ingress_deployment(cfg: AppConfig):
             return oip.response(body, name, version, [float(s) for s in scores], labels)
 
     return Ingress
-
-
-@serve.deployment(name="model", max_ongoing_requests=64, health_check_period_s=5)
-class Model:
-    """One variant's model in its own deployment (placement: deployment); follows ServeControl."""
-
-    def __init__(self, cfg_data: dict, alias: str):
-        import torch
-
-        from app.serving.control import get_control
-
-        torch.set_num_threads(1)
-        self.cfg = AppConfig.model_validate(cfg_data)
-        self.alias = alias
-        self.models = ModelSet(self.cfg, load=True)
-        self.models.refresh([alias])
-        self.control = get_control(self.cfg)
-        self._last_sync = 0.0
-
-    async def _follow(self) -> None:
-        if time.monotonic() - self._last_sync < self.cfg.serve.poll_interval_s:
-            return
-        self._last_sync = time.monotonic()
-        generation = (await self.control.state.remote())["generation"]
-        if await asyncio.to_thread(self.models.changed, [self.alias], generation):
-            await asyncio.to_thread(self.models.refresh, [self.alias], generation)
-
-    async def score(self, records: list[dict]) -> tuple[int, list[float]]:
-        await self._follow()
-        predictor = self.models.predictors.get(self.alias)
-        if predictor is None:
-            raise RuntimeError(f"no model behind alias {self.alias!r}")
-        return predictor.version, predictor.score(pd.DataFrame.from_records(records)).tolist()
-
-
-@serve.deployment(name="noop", max_ongoing_requests=256)
-class Noop:
-    """The benchmark's baseline: the same proxy and ingress path, no work."""
-
-    async def __call__(self, request) -> dict:
-        await request.body()
-        return {"ok": True}

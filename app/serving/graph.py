@@ -31,7 +31,8 @@ class ServeArgs(BaseModel):
 
 
 def application(cfg: AppConfig):
-    from app.serving.deployments import Model, ingress_deployment, token_digest
+    from app.serving.deployments import ingress_deployment, token_digest
+    from app.serving.models import Model
 
     token = os.environ.get(TOKEN_ENV)
     data = cfg.model_dump(mode="json")
