@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -44,7 +45,7 @@ def connect(cfg: RayConfig) -> str | None:
     """
     if ray.is_initialized():
         return None
-    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    address = cfg.address or os.environ.get("RAY_ADDRESS") or started_head_address()
     if address:
         log.info("connecting to Ray at %s", address)
         ctx = ray.init(address=address, log_to_driver=True)
@@ -52,6 +53,7 @@ def connect(cfg: RayConfig) -> str | None:
         # Serve reads these when its processes start, so they go in before the cluster does.
         os.environ.update(SERVE_PROXY_ENV[cfg.serve_proxy])
         ctx = ray.init(
+            address="local",  # a new cluster, whatever a stale `ray start` record says
             num_cpus=cfg.num_cpus,
             include_dashboard=cfg.include_dashboard,
             dashboard_host=cfg.dashboard_host,
@@ -61,6 +63,28 @@ def connect(cfg: RayConfig) -> str | None:
         )
     url = getattr(ctx, "dashboard_url", None)
     return f"http://{url}" if url else None
+
+
+def started_head_address() -> str | None:
+    """The cluster a `ray start` on this machine left running, if it still answers.
+
+    `ray.init()` without an address joins it, as every Ray script does; we decide first because
+    joining rejects our `num_cpus`, and a record left by a killed head must not fail a command.
+    """
+    from ray._private.utils import read_ray_address  # where `ray start` records its address
+
+    address = read_ray_address()
+    return address if address and answers(address) else None
+
+
+def answers(address: str, timeout_s: float = 1.0) -> bool:
+    """Whether something accepts TCP connections at host:port."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def cpu_parallelism() -> int:

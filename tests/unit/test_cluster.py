@@ -1,0 +1,26 @@
+"""Which cluster a command joins: a live `ray start` head, never a stale record of a dead one."""
+
+from __future__ import annotations
+
+import socket
+
+from app.cluster import answers, started_head_address
+
+
+def test_a_live_ray_start_record_is_joined_and_a_stale_one_ignored(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # where Ray looks for `ray start`'s record
+    assert started_head_address() is None  # no record: the command starts its own cluster
+    record = tmp_path / "ray" / "ray_current_cluster"
+    record.parent.mkdir()
+    with socket.socket() as head:
+        head.bind(("127.0.0.1", 0))
+        head.listen()
+        live = f"127.0.0.1:{head.getsockname()[1]}"
+        record.write_text(live + "\n")
+        assert started_head_address() == live
+    assert started_head_address() is None  # the head is gone, its record stays: ignored
+
+
+def test_answers_rejects_what_is_not_host_and_port():
+    assert not answers("no-port-here")
+    assert not answers("127.0.0.1:notaport")
