@@ -270,14 +270,14 @@ def serve(
 
     import ray
 
-    from app.cluster import connect, running_head, start_head
+    from app.cluster import connect, start_head, started_head_address
     from app.registry.registry import CHAMPION, Registry
     from app.serving import graph
 
     cfg = _cfg(ctx)
     local = not (cfg.ray.address or os.environ.get("RAY_ADDRESS"))
     if stop:
-        if local and not running_head():
+        if local and not started_head_address():
             raise ServeError("no running Ray cluster to stop a service on")
         _join_running_cluster(cfg)
         graph.stop()
@@ -287,7 +287,7 @@ def serve(
         raise ServeError("no champion in the registry: run `mlsys train` (or `mlsys pipeline`) first")
     if detach and local:
         # The service must outlive this command, so it goes on a cluster of its own processes.
-        if not running_head():
+        if not started_head_address():
             start_head(cfg.ray)
         ray.init(address="auto", logging_level=logging.WARNING)
     else:

@@ -143,18 +143,6 @@ def start_head(cfg: RayConfig) -> None:
         raise RuntimeError(f"`{' '.join(cmd)}` failed:\n{done.stderr[-2000:]}")
 
 
-def running_head() -> bool:
-    """Whether a Ray head started with `ray start` runs on this machine."""
-    import subprocess
-
-    return (
-        subprocess.run(
-            ["ray", "status"], capture_output=True, env={**os.environ, "RAY_AUTH_MODE": "token"}
-        ).returncode
-        == 0
-    )
-
-
 ACTOR_NAMESPACE = "mlsys"
 
 

@@ -6,8 +6,6 @@ Each stage is a library call; this module sequences them and reports progress.
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -149,13 +147,8 @@ def run_demo(
     cfg = demo_config(cfg, traffic)
     raw = cfg.storage.path("raw")
     dashboard = connect(cfg.ray)
-    if not any(raw.glob("*.parquet")):
-        # Generated aside and renamed into place: an interrupted demo leaves no partial data set
-        # that the next run would take for the whole one.
-        partial = raw.with_name(raw.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        write_dataset(generate_chunks(rows, seed=seed), partial)
-        os.replace(partial, raw)
+    if not any(raw.glob("*.parquet")):  # written whole or not at all (see write_dataset)
+        write_dataset(generate_chunks(rows, seed=seed), raw)
     result = run_pipeline(cfg, source=str(raw), tune_samples=tune_samples)
     result.dashboard_url = dashboard
     serve_and_replay(cfg, result, seed=seed, traffic=traffic)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from app.data.etl import run_etl
@@ -79,6 +84,38 @@ def model_inputs(cfg, n: int, *, seed: int, drift: float = 0.0) -> pd.DataFrame:
 
     raw = generate(n, seed=seed, drift=drift, defects=Defects(0, 0, 0, 0, 0, 0)).head(n)
     return add_features(raw, cfg)[[*feature_spec(cfg).names, cfg.dataset.label]]
+
+
+def small_cli_env() -> dict:
+    """Environment for an `mlsys` subprocess in a test: its own small local cluster, short training."""
+    return {
+        **os.environ,
+        "MLSYS_RAY__NUM_CPUS": "4",
+        "MLSYS_RAY__INCLUDE_DASHBOARD": "false",
+        "MLSYS_TRAIN__EPOCHS": "3",
+        "RAY_ADDRESS": "",
+    }
+
+
+@contextmanager
+def ab_service(cfg, tmp, *, token: str) -> Iterator[dict]:
+    """Champion and challenger registered and served over real HTTP (admin token set), then torn down."""
+    from ray import serve
+
+    from app.registry.registry import CHALLENGER, CHAMPION, Registry
+    from app.serving import graph
+
+    entities, clean = served_entities(cfg, tmp)
+    registry = Registry(cfg)
+    registry.register(quick_bundle(cfg, clean, seed=1), params={}, alias=CHAMPION)
+    registry.register(quick_bundle(cfg, clean, seed=2), params={}, alias=CHALLENGER)
+    env = pytest.MonkeyPatch()
+    env.setenv(graph.TOKEN_ENV, token)
+    try:
+        yield {"url": graph.start(cfg), "cfg": cfg, "entities": entities, "registry": registry}
+    finally:
+        env.undo()
+        serve.shutdown()
 
 
 def served_entities(cfg, tmp) -> tuple[list[int], pd.DataFrame]:

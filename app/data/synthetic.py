@@ -11,6 +11,7 @@ generated in chunks so 10M rows never sit in memory at once.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,8 +200,22 @@ def write_dataset(chunks: Iterator[pd.DataFrame], out: str | Path, fmt: str = "p
         return [out]
     if fmt not in ("parquet", "csv", "jsonl"):
         raise ValueError(f"format {fmt!r} is not one of parquet, csv, jsonl")
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, df in enumerate(chunks):
-        paths += write_dataset(iter([df]), out / f"part-{i:05d}.{fmt}")
-    return paths
+    # The parts are written into a sibling folder moved into place at the end: an interrupted
+    # run leaves no partial data set that a later run would take for the whole one.
+    staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        names = [
+            write_dataset(iter([df]), staging / f"part-{i:05d}.{fmt}")[0].name for i, df in enumerate(chunks)
+        ]
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        if out.exists():  # adding to a folder that has files: each part lands whole
+            for name in names:
+                os.replace(staging / name, out / name)
+        else:
+            os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [out / name for name in names]

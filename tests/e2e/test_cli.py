@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -13,19 +12,24 @@ import pytest
 import requests
 
 from tests.conftest import LOCAL_CONFIG, ROOT
+from tests.helpers import small_cli_env
 
 pytestmark = pytest.mark.e2e
 
 
 def cli_env(tmp_path) -> dict:
-    return {
-        **os.environ,
-        "MLSYS_STORAGE__ROOT": str(tmp_path / "store"),
-        "MLSYS_RAY__NUM_CPUS": "4",
-        "MLSYS_RAY__INCLUDE_DASHBOARD": "false",
-        "MLSYS_TRAIN__EPOCHS": "3",
-        "RAY_ADDRESS": "",
-    }
+    return {**small_cli_env(), "MLSYS_STORAGE__ROOT": str(tmp_path / "store")}
+
+
+def mlsys_process(tmp_path, *args, env=None, **popen) -> subprocess.Popen:
+    """The CLI as a running process (to read its output as it goes, or to Ctrl-C it)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "app", "--config", str(LOCAL_CONFIG), *args],
+        cwd=ROOT,
+        env={**cli_env(tmp_path), **(env or {})},
+        text=True,
+        **popen,
+    )
 
 
 def mlsys(tmp_path, *args, check=True):
@@ -104,13 +108,8 @@ def test_pipeline_registers_a_champion_visible_in_models_list(tmp_path):
 
 def pipeline_interrupted_while_training(tmp_path, raw) -> tuple[int, str]:
     """`mlsys pipeline`, Ctrl-C once training has begun; returns its exit code and stderr."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "--config", str(LOCAL_CONFIG), "pipeline", "--input", str(raw)],
-        cwd=ROOT,
-        env=cli_env(tmp_path),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = mlsys_process(
+        tmp_path, "pipeline", "--input", str(raw), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     try:
         lines = []
@@ -128,14 +127,12 @@ def pipeline_interrupted_while_training(tmp_path, raw) -> tuple[int, str]:
 
 def serve_then_curl_then_ctrl_c(tmp_path):
     """`mlsys serve` in the foreground, a prediction over HTTP, then Ctrl-C stops it cleanly."""
-    env = {**cli_env(tmp_path), "MLSYS_SERVE__HTTP_PORT": "8124"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "--config", str(LOCAL_CONFIG), "serve"],
-        cwd=ROOT,
-        env=env,
+    proc = mlsys_process(
+        tmp_path,
+        "serve",
+        env={"MLSYS_SERVE__HTTP_PORT": "8124"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        text=True,
     )
     try:
         lines = []

@@ -7,7 +7,6 @@ text label, a column name with a hyphen, and a few rows that break the config's 
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import ROOT
+from tests.helpers import small_cli_env
 
 pytestmark = pytest.mark.e2e
 BROKEN_ROWS = 30
@@ -65,17 +65,10 @@ def test_the_readmes_own_data_example_runs_the_pipeline_with_only_its_config(tmp
     people.loc[BROKEN_ROWS // 2 : BROKEN_ROWS - 1, "sex"] = "unknown"  # not an allowed value
     people.iloc[:3000].to_csv(folder / "part-1.csv", index=False)
     people.iloc[3000:].to_csv(folder / "part-2.csv", index=False)
-    env = {
-        **os.environ,
-        "MLSYS_RAY__NUM_CPUS": "4",
-        "MLSYS_RAY__INCLUDE_DASHBOARD": "false",
-        "MLSYS_TRAIN__EPOCHS": "3",
-        "RAY_ADDRESS": "",
-    }
     proc = subprocess.run(
         [sys.executable, "-m", "app", "--config", "mlsys.yaml", "pipeline"],
         cwd=tmp_path,  # the config's relative paths resolve here, as for a user in their project
-        env=env,
+        env=small_cli_env(),  # storage stays the config's default, .mlsys under the project
         capture_output=True,
         text=True,
         timeout=900,

@@ -13,13 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import ray
-from ray import serve
 
-from app.registry.registry import CHALLENGER, CHAMPION, Registry
+from app.registry.registry import CHALLENGER, CHAMPION
 from app.serving import graph
 from app.serving.client import ServiceClient, ServiceError
 from tests.conftest import make_config
-from tests.helpers import quick_bundle, served_entities
+from tests.helpers import ab_service
 
 pytestmark = pytest.mark.integration
 PORT = 8129
@@ -39,16 +38,8 @@ def service(tmp_path_factory):
             "experiment": {"name": "exp-resilience", "split": {"champion": 0.5, "challenger": 0.5}},
         },
     )
-    entities, clean = served_entities(cfg, tmp)
-    registry = Registry(cfg)
-    registry.register(quick_bundle(cfg, clean, seed=1), params={}, alias=CHAMPION)
-    registry.register(quick_bundle(cfg, clean, seed=2), params={}, alias=CHALLENGER)
-    mp = pytest.MonkeyPatch()
-    mp.setenv(graph.TOKEN_ENV, TOKEN)
-    url = graph.start(cfg)
-    yield {"url": url, "entities": entities, "registry": registry}
-    mp.undo()
-    serve.shutdown()
+    with ab_service(cfg, tmp, token=TOKEN) as service:
+        yield service
 
 
 def replicas(deployment: str) -> set[str]:

@@ -15,12 +15,11 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ray import serve
 
-from app.registry.registry import CHALLENGER, CHAMPION, Registry
+from app.registry.registry import CHALLENGER, CHAMPION
 from app.serving import graph
 from tests.conftest import make_config
-from tests.helpers import quick_bundle, served_entities
+from tests.helpers import ab_service
 
 pytestmark = pytest.mark.integration
 PORT = 8123
@@ -40,16 +39,8 @@ def service(tmp_path_factory):
             "experiment": {"name": "exp-test", "split": {"champion": 0.5, "challenger": 0.5}},
         },
     )
-    entity_ids, clean = served_entities(cfg, tmp)
-    registry = Registry(cfg)
-    registry.register(quick_bundle(cfg, clean, seed=1), params={}, alias=CHAMPION)
-    registry.register(quick_bundle(cfg, clean, seed=2), params={}, alias=CHALLENGER)
-    mp = pytest.MonkeyPatch()
-    mp.setenv(graph.TOKEN_ENV, TOKEN)
-    url = graph.start(cfg)
-    yield {"url": url, "cfg": cfg, "entities": entity_ids, "registry": registry}
-    mp.undo()
-    serve.shutdown()
+    with ab_service(cfg, tmp, token=TOKEN) as service:
+        yield service
 
 
 def post(service, path, body=None, headers=None):

@@ -81,3 +81,17 @@ def test_write_folder(tmp_path):
     assert len(paths) == 3
     assert sum(pq.read_metadata(p).num_rows for p in paths) == 1500
     assert np.all([p.parent == tmp_path / "raw" for p in paths])
+    more = write_dataset(
+        generate_chunks(500, seed=2, start=START, chunk_rows=500), tmp_path / "raw", fmt="csv"
+    )
+    assert more == [tmp_path / "raw" / "part-00000.csv"] and len(list((tmp_path / "raw").iterdir())) == 4
+
+
+def test_an_interrupted_folder_write_leaves_no_partial_data_set(tmp_path):
+    def two_chunks_then_ctrl_c():
+        yield from generate_chunks(1000, seed=1, start=START, chunk_rows=500)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(two_chunks_then_ctrl_c(), tmp_path / "raw")
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its staging copy
