@@ -17,14 +17,17 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from app.config import AppConfig, ConfigError, load_config
-from app.data.schema import DataError
-from app.registry.bundle import BundleError
-from app.registry.registry import RegistryError
-from app.training.dataset import TrainingDataError
-from app.views import drift_table, etl_table, experiment_summary, training_summary
+from app.views import (
+    demo_report,
+    drift_table,
+    etl_table,
+    evaluation_table,
+    models_table,
+    search_tables,
+    training_summary,
+)
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -43,15 +46,17 @@ models_app = typer.Typer(no_args_is_help=True, help="MLflow model registry.")
 app.add_typer(models_app, name="models")
 
 
-class ServeError(RuntimeError):
-    """A serve command that cannot run in the current state (no model, no cluster)."""
-
-
 def _user_errors() -> tuple[type[Exception], ...]:
-    from app.serving.graph import ServiceNotReady  # Serve is imported only by commands that serve
+    """Errors a user can fix, imported only once something was raised: the command line
+    itself must not pull in torch, Ray or Feast before it parses its arguments."""
+    from app.data.schema import DataError
+    from app.model.bundle import BundleError
+    from app.registry.registry import RegistryError
+    from app.serving.app import NothingToServe, ServiceNotReady
+    from app.training.dataset import TrainingDataError
 
     fixable = (ConfigError, DataError, TrainingDataError, RegistryError, BundleError)
-    return (*fixable, ServeError, ServiceNotReady)
+    return (*fixable, NothingToServe, ServiceNotReady)
 
 
 # Why a Ctrl-C'd pipeline is safe to run again: every write it makes is atomic (warehouse
@@ -88,15 +93,6 @@ def _root(
 
 def _cfg(ctx: typer.Context) -> AppConfig:
     return load_config(ctx.obj["config_path"])
-
-
-def _join_running_cluster(cfg: AppConfig) -> None:
-    """Join the cluster a service runs on (never start one: there would be nothing to read)."""
-    import ray
-
-    ray.init(
-        address=cfg.ray.address or os.environ.get("RAY_ADDRESS") or "auto", logging_level=logging.WARNING
-    )
 
 
 @data_app.command("generate")
@@ -169,18 +165,8 @@ def tune(
     """Ray Tune: the torch model (ASHA, tracked in MLflow) and the random-forest baseline."""
     from app.pipeline import search
 
-    result = search(_cfg(ctx), num_samples=samples)
-    for title, found, metric in (
-        ("torch MLP (validation log loss)", result.torch, "val_loss"),
-        ("random forest (3-fold CV AUC)", result.forest, "cv_auc"),
-    ):
-        table = Table(title=title)
-        for col in found.trials.columns:
-            table.add_column(col.removeprefix("config/"))
-        for row in found.trials.itertuples(index=False):
-            table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
-        out.print(table)
-        out.print(f"best {metric}: {found.best_metric:.4f} with {found.best_config}")
+    for renderable in search_tables(search(_cfg(ctx), num_samples=samples)):
+        out.print(renderable)
 
 
 @app.command()
@@ -188,23 +174,9 @@ def evaluate(
     ctx: typer.Context, ref: Annotated[str, typer.Option("--model", help="alias or version")] = "champion"
 ) -> None:
     """Score a registered model on the current holdout: overall, per slice, calibration."""
-    from app.registry.registry import Registry
-    from app.training.dataset import build_splits
-    from app.training.fit import evaluate_bundle
+    from app.pipeline import evaluate_registered
 
-    cfg = _cfg(ctx)
-    metrics = evaluate_bundle(Registry(cfg).load(ref), build_splits(cfg), cfg.dataset.label)
-    table = Table(title=f"{ref} on the holdout")
-    for col in ("slice", "n", "auc", "log_loss", "accuracy", "brier", "ece"):
-        table.add_column(col)
-    rows = [("overall", metrics["holdout"])] + [
-        (f"{col}={value}", m) for col, slices in metrics["slices"].items() for value, m in slices.items()
-    ]
-    for name, m in rows:
-        table.add_row(
-            name, str(m["n"]), *(f"{m[k]:.4f}" for k in ("auc", "log_loss", "accuracy", "brier", "ece"))
-        )
-    out.print(table)
+    out.print(evaluation_table(ref, evaluate_registered(_cfg(ctx), ref)))
 
 
 @models_app.command("list")
@@ -212,20 +184,7 @@ def models_list(ctx: typer.Context) -> None:
     """Registered versions with aliases, holdout metrics and lineage."""
     from app.registry.registry import Registry
 
-    table = Table(title="registered models")
-    for col in ("version", "aliases", "holdout AUC", "HGB AUC", "data", "config", "git"):
-        table.add_column(col)
-    for v in Registry(_cfg(ctx)).versions():
-        table.add_row(
-            str(v.version),
-            ",".join(v.aliases),
-            f"{v.metrics.get('holdout.auc', float('nan')):.4f}",
-            f"{v.metrics.get('baseline_hgb.auc', float('nan')):.4f}",
-            v.tags.get("lineage.data_fingerprint", ""),
-            v.tags.get("lineage.config_hash", ""),
-            v.tags.get("lineage.git_sha", ""),
-        )
-    out.print(table)
+    out.print(models_table(Registry(_cfg(ctx)).versions()))
 
 
 @models_app.command("promote")
@@ -268,37 +227,22 @@ def serve(
     """Serve the champion (and challenger) behind the A/B router on Ray Serve."""
     import time
 
-    import ray
-
-    from app.cluster import connect, start_head, started_head_address
-    from app.registry.registry import CHAMPION, Registry
-    from app.serving import graph
+    from app.serving import app as serving_app
 
     cfg = _cfg(ctx)
-    local = not (cfg.ray.address or os.environ.get("RAY_ADDRESS"))
     if stop:
-        if local and not started_head_address():
-            raise ServeError("no running Ray cluster to stop a service on")
-        _join_running_cluster(cfg)
-        graph.stop()
-        out.print(f"stopped the {graph.APP_NAME} application (the cluster keeps running: `ray stop` ends it)")
+        serving_app.shutdown(cfg)
+        out.print(
+            f"stopped the {serving_app.APP_NAME} application (the cluster keeps running: `ray stop` ends it)"
+        )
         return
-    if Registry(cfg).alias_version(CHAMPION) is None:
-        raise ServeError("no champion in the registry: run `mlsys train` (or `mlsys pipeline`) first")
-    if detach and local:
-        # The service must outlive this command, so it goes on a cluster of its own processes.
-        if not started_head_address():
-            start_head(cfg.ray)
-        ray.init(address="auto", logging_level=logging.WARNING)
-    else:
-        connect(cfg.ray)
-    url = graph.start(cfg)
+    url = serving_app.launch(cfg, detach=detach)
     out.print(f"serving at {url}  (API docs: {url}/docs)")
     out.print(
         f"try: curl -s -X POST {url}/predict -H 'content-type: application/json' -d '{{\"entity_id\": 1}}'"
     )
-    if not os.environ.get(graph.TOKEN_ENV) and cfg.serve.admin_auth:
-        out.print(f"admin routes are off: set {graph.TOKEN_ENV} before `mlsys serve` to enable them")
+    if not os.environ.get(serving_app.TOKEN_ENV) and cfg.serve.admin_auth:
+        out.print(f"admin routes are off: set {serving_app.TOKEN_ENV} before `mlsys serve` to enable them")
     if detach:
         return
     out.print("Ctrl-C stops the service")
@@ -306,7 +250,7 @@ def serve(
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        graph.stop()
+        serving_app.stop()
 
 
 monitor_app = typer.Typer(no_args_is_help=True, help="Drift monitor and retraining.")
@@ -316,13 +260,9 @@ app.add_typer(monitor_app, name="monitor")
 @monitor_app.command("status")
 def monitor_status(ctx: typer.Context) -> None:
     """The drift monitor's last windows (PSI / KS / chi-square), alerts and retrain decisions."""
-    import ray
+    from app.monitoring.monitor import drift_report
 
-    from app.monitoring.monitor import get_monitor
-
-    cfg = _cfg(ctx)
-    _join_running_cluster(cfg)
-    report = ray.get(get_monitor(cfg).drift.remote())
+    report = drift_report(_cfg(ctx))
     out.print(drift_table(report))
     for d in report["retrain"]["decisions"]:
         out.print(f"retrain decision: {d['trigger'] or 'none'} - {d['reason']} (job {d['job_id']})")
@@ -334,19 +274,10 @@ def report(
     out_path: Annotated[Path, typer.Option("--out", help="HTML file to write")] = Path("report.html"),
 ) -> None:
     """Write the drift and A/B experiment report as a self-contained HTML page."""
-    import ray
-
     from app.files import atomic_write_text
-    from app.monitoring import report as html_report
-    from app.monitoring.monitor import get_monitor
-    from app.serving.control import get_control
+    from app.serving.app import live_report_html
 
-    cfg = _cfg(ctx)
-    _join_running_cluster(cfg)
-    monitor = get_monitor(cfg)
-    experiment = ray.get(get_control(cfg).state.remote())["experiment"]
-    page = html_report.render(ray.get(monitor.drift.remote()), ray.get(monitor.report.remote(experiment)))
-    out.print(f"wrote {atomic_write_text(out_path, page)}")
+    out.print(f"wrote {atomic_write_text(out_path, live_report_html(_cfg(ctx)))}")
 
 
 @app.command()
@@ -383,28 +314,15 @@ def demo(
     """The whole loop on the built-in data: pipeline, serving, A/B, drift, retrain."""
     import time
 
+    from app.demo import run_demo, stop_demo
     from app.features.store import FeatureClient
-    from app.pipeline import run_demo
-    from app.registry.registry import tracking_uri
-    from app.serving import graph
 
     cfg = _cfg(ctx)
     try:
         result = run_demo(cfg, rows=rows, traffic=traffic, tune_samples=tune_samples)
-        out.print(etl_table(result.etl.to_dict()))
-        out.print("online features for users 1-3:", FeatureClient(cfg).online([1, 2, 3]))
-        out.print(training_summary(result.training))
-        out.print(f"served: {dict(result.served)}")
-        if result.drift:
-            out.print(drift_table(result.drift))
-        out.print(f"retrain job {result.retrain_job}: {result.retrain_status}")
-        out.print(experiment_summary(result.report))
-        out.print(f"stages (s): {result.stages}")
-        out.print(f"API docs: {result.url}/docs   experiment report: {result.url}/experiment/report")
-        out.print(f"report (drift + A/B, HTML): {result.report_file}")
-        out.print(f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri(cfg)}")
-        if result.dashboard_url:
-            out.print(f"Ray dashboard (while this process runs): {result.dashboard_url}")
+        sample = FeatureClient(cfg).online([1, 2, 3])
+        for renderable in demo_report(result, online_sample=sample, mlflow_uri=cfg.mlflow_uri):
+            out.print(renderable)
         if keep_serving:
             out.print("serving until Ctrl-C")
             while True:
@@ -412,14 +330,7 @@ def demo(
     except KeyboardInterrupt:
         out.print("interrupted: stopping the service and the local cluster")
     finally:
-        import ray
-
-        if ray.is_initialized():
-            from contextlib import suppress
-
-            with suppress(Exception):
-                graph.stop()
-            ray.shutdown()
+        stop_demo()
 
 
 def main() -> None:

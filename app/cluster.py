@@ -65,6 +65,11 @@ def connect(cfg: RayConfig) -> str | None:
     return f"http://{url}" if url else None
 
 
+def join_running(cfg: RayConfig) -> None:
+    """Join the cluster a service runs on (never start one: there would be nothing to read)."""
+    ray.init(address=cfg.address or os.environ.get("RAY_ADDRESS") or "auto", logging_level=logging.WARNING)
+
+
 def started_head_address() -> str | None:
     """The cluster a `ray start` on this machine left running, if it still answers.
 

@@ -146,11 +146,17 @@ class FeaturesConfig(_Section):
 
 
 class StorageConfig(_Section):
-    root: str = ".mlsys"  # warehouse/, quarantine/, feast/, mlflow.db, ... live under it
+    """Where everything lives under `root`: the one place the layout is spelled."""
+
+    root: str = ".mlsys"
 
     def path(self, *parts: str) -> Path:
-        """A location under the storage root (the one place the layout is spelled)."""
         return Path(self.root).expanduser().absolute().joinpath(*parts)
+
+    # Data
+    @property
+    def raw(self) -> Path:  # the demo's generated data set
+        return self.path("raw")
 
     @property
     def warehouse(self) -> Path:
@@ -176,9 +182,51 @@ class StorageConfig(_Section):
     def reports(self) -> Path:
         return self.path("reports")
 
+    # Models
     @property
     def checkpoints(self) -> Path:
         return self.path("checkpoints")
+
+    @property
+    def mlflow_db(self) -> Path:  # the registry's sqlite store, unless registry.tracking_uri is set
+        return self.path("mlflow.db")
+
+    @property
+    def mlartifacts(self) -> Path:
+        return self.path("mlartifacts")
+
+    @property
+    def bundles(self) -> Path:  # registry bundles downloaded for loading, one folder per version
+        return self.path("bundles")
+
+    # Serving and monitoring state
+    @property
+    def traffic(self) -> Path:
+        return self.path("traffic")
+
+    @property
+    def monitoring(self) -> Path:
+        return self.path("monitoring")
+
+    @property
+    def retrain_state(self) -> Path:
+        return self.monitoring / "retrain.json"
+
+    @property
+    def retrain_config(self) -> Path:
+        return self.monitoring / "retrain-config.yaml"
+
+    @property
+    def online_state(self) -> Path:
+        return self.monitoring / "online.json"
+
+    @property
+    def experiment_state(self) -> Path:
+        return self.path("serving", "experiment.json")
+
+    @property
+    def archive(self) -> Path:  # earlier demo runs' traffic and monitoring state
+        return self.path("archive")
 
 
 class RayConfig(_Section):
@@ -359,6 +407,11 @@ class AppConfig(_Section):
                         f"bucketed numeric (<col>_bucket with features.buckets.<col>)"
                     )
         return self
+
+    @property
+    def mlflow_uri(self) -> str:
+        """The MLflow tracking and registry URI: the configured server, else sqlite under storage."""
+        return self.registry.tracking_uri or f"sqlite:///{self.storage.mlflow_db}"
 
     def fingerprint(self) -> str:
         """A short hash of the whole config, recorded as lineage with every artifact."""

@@ -61,7 +61,7 @@ def drift_table(report: dict) -> Table:
 
 
 def experiment_summary(report: dict | None) -> Table:
-    from app.serving.experiment import format_lift  # scipy: imported only when a report is shown
+    from app.monitoring.abtest import format_lift  # scipy: imported only when a report is shown
 
     table = Table(
         title=f"experiment {report.get('experiment') if report else ''}: {report and report['metric']}"
@@ -99,3 +99,73 @@ def experiment_summary(report: dict | None) -> Table:
             cmp["decision"] if cmp else "(control)",
         )
     return table
+
+
+def search_tables(result) -> list:
+    """Each search's trials as a table, then its best configuration."""
+    out: list = []
+    for title, found, metric in (
+        ("torch MLP (validation log loss)", result.torch, "val_loss"),
+        ("random forest (3-fold CV AUC)", result.forest, "cv_auc"),
+    ):
+        table = Table(title=title)
+        for col in found.trials.columns:
+            table.add_column(col.removeprefix("config/"))
+        for row in found.trials.itertuples(index=False):
+            table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+        out += [table, f"best {metric}: {found.best_metric:.4f} with {found.best_config}"]
+    return out
+
+
+def evaluation_table(ref: str, metrics: dict) -> Table:
+    table = Table(title=f"{ref} on the holdout")
+    for col in ("slice", "n", "auc", "log_loss", "accuracy", "brier", "ece"):
+        table.add_column(col)
+    rows = [("overall", metrics["holdout"])] + [
+        (f"{col}={value}", m) for col, slices in metrics["slices"].items() for value, m in slices.items()
+    ]
+    for name, m in rows:
+        table.add_row(
+            name, str(m["n"]), *(f"{m[k]:.4f}" for k in ("auc", "log_loss", "accuracy", "brier", "ece"))
+        )
+    return table
+
+
+def models_table(versions: list) -> Table:
+    table = Table(title="registered models")
+    for col in ("version", "aliases", "holdout AUC", "HGB AUC", "data", "config", "git"):
+        table.add_column(col)
+    for v in versions:
+        table.add_row(
+            str(v.version),
+            ",".join(v.aliases),
+            f"{v.metrics.get('holdout.auc', float('nan')):.4f}",
+            f"{v.metrics.get('baseline_hgb.auc', float('nan')):.4f}",
+            v.tags.get("lineage.data_fingerprint", ""),
+            v.tags.get("lineage.config_hash", ""),
+            v.tags.get("lineage.git_sha", ""),
+        )
+    return table
+
+
+def demo_report(result, *, online_sample: list, mlflow_uri: str) -> list:
+    """What the demo prints at its end, in order."""
+    out: list = [
+        etl_table(result.pipeline.etl.to_dict()),
+        f"online features for users 1-3: {online_sample}",
+        training_summary(result.pipeline.training),
+        f"served: {dict(result.served)}",
+    ]
+    if result.drift:
+        out.append(drift_table(result.drift))
+    out += [
+        f"retrain job {result.retrain_job}: {result.retrain_status}",
+        experiment_summary(result.report),
+        f"stages (s): {result.stages}",
+        f"API docs: {result.url}/docs   experiment report: {result.url}/experiment/report",
+        f"report (drift + A/B, HTML): {result.report_file}",
+        f"MLflow UI: mlflow ui --backend-store-uri {mlflow_uri}",
+    ]
+    if result.dashboard_url:
+        out.append(f"Ray dashboard (while this process runs): {result.dashboard_url}")
+    return out

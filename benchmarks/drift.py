@@ -29,9 +29,9 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from app.model.profile import reference_profile  # noqa: E402
 from app.monitoring.drift import FLOOR, DriftWindow  # noqa: E402
 from app.monitoring.traffic import ExperimentCounts  # noqa: E402
-from app.training.profile import reference_profile  # noqa: E402
 
 
 def raw_psi(ref: np.ndarray, cur: np.ndarray) -> float:

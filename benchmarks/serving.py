@@ -65,12 +65,12 @@ def serve_forever(mode: str) -> None:
 
     from app.cluster import connect
     from app.config import load_config
-    from app.serving import graph
+    from app.serving import app as serving_app
     from app.serving.models import Noop
 
     cfg = load_config()
     connect(cfg.ray.model_copy(update={"serve_proxy": mode}))
-    graph.start(cfg)
+    serving_app.start(cfg)
     serve.run(Noop.bind(), name="noop", route_prefix="/noop")
     print("READY", flush=True)
     sys.stdin.read()  # until the parent closes our stdin

@@ -46,8 +46,8 @@ def prepare(rows: int, work: Path):
 
 def plain_torch(arrays, spec, *, epochs: int, batch_size: int, lr: float) -> list[float]:
     """Epoch seconds of the single-process baseline."""
+    from app.model.net import TabularMLP
     from app.training.loop import array_batches, train_epoch
-    from app.training.model import TabularMLP
 
     torch.manual_seed(0)
     model = TabularMLP(spec)

@@ -15,11 +15,11 @@ from app.data.etl import run_etl
 from app.data.synthetic import Defects, generate, write_dataset
 from app.features.store import FeatureClient
 from app.features.transforms import add_features, feature_spec
-from app.registry.bundle import ModelBundle
+from app.model.bundle import ModelBundle
+from app.model.net import ModelSpec, TabularMLP
+from app.model.preprocess import Preprocessor
+from app.model.profile import numeric_profile, reference_profile
 from app.training.loop import array_batches, train_epoch
-from app.training.model import ModelSpec, TabularMLP
-from app.training.preprocess import Preprocessor
-from app.training.profile import numeric_profile, reference_profile
 
 
 def quick_bundle(cfg, frame, *, seed: int) -> ModelBundle:
@@ -103,16 +103,16 @@ def ab_service(cfg, tmp, *, token: str) -> Iterator[dict]:
     from ray import serve
 
     from app.registry.registry import CHALLENGER, CHAMPION, Registry
-    from app.serving import graph
+    from app.serving import app as serving_app
 
     entities, clean = served_entities(cfg, tmp)
     registry = Registry(cfg)
     registry.register(quick_bundle(cfg, clean, seed=1), params={}, alias=CHAMPION)
     registry.register(quick_bundle(cfg, clean, seed=2), params={}, alias=CHALLENGER)
     env = pytest.MonkeyPatch()
-    env.setenv(graph.TOKEN_ENV, token)
+    env.setenv(serving_app.TOKEN_ENV, token)
     try:
-        yield {"url": graph.start(cfg), "cfg": cfg, "entities": entities, "registry": registry}
+        yield {"url": serving_app.start(cfg), "cfg": cfg, "entities": entities, "registry": registry}
     finally:
         env.undo()
         serve.shutdown()

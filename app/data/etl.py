@@ -43,6 +43,7 @@ from app.data.schema import (
     missing_columns,
     to_arrow,
 )
+from app.files import atomic_write_parquet, atomic_write_text
 
 log = logging.getLogger(__name__)
 FORMATS = {
@@ -195,10 +196,8 @@ def merge_partition(
     duplicates = len(combined) - len(merged)
     added = len(merged) - len(old_df)
     if added:
-        target.mkdir(parents=True, exist_ok=True)
-        tmp = target / f".{WAREHOUSE_FILE}.tmp-{uuid.uuid4().hex}"
-        pq.write_table(pa.Table.from_pandas(merged, schema=schema, preserve_index=False), tmp)
-        os.replace(tmp, existing)  # readers see the old partition or the new one, never half
+        # Readers see the old partition or the new one, never half.
+        atomic_write_parquet(existing, pa.Table.from_pandas(merged, schema=schema, preserve_index=False))
     return added, duplicates
 
 
@@ -270,12 +269,7 @@ def run_etl(cfg: AppConfig, source: str | None = None) -> EtlReport:
 
 
 def _write_report(report: EtlReport, folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"etl-{report.run_id}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report.to_dict(), indent=2))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(folder / f"etl-{report.run_id}.json", json.dumps(report.to_dict(), indent=2))
 
 
 def _first_line(exc: BaseException) -> str:

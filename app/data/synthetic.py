@@ -21,6 +21,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from app.files import atomic_path
+
 COUNTRIES = ["US", "GB", "DE", "FR", "IN", "BR", "JP", "CN"]
 COUNTRY_P = np.array([0.30, 0.12, 0.12, 0.10, 0.14, 0.10, 0.07, 0.05])
 DRIFT_COUNTRY_P = np.array([0.10, 0.05, 0.05, 0.05, 0.35, 0.30, 0.05, 0.05])
@@ -178,10 +180,8 @@ def write_dataset(chunks: Iterator[pd.DataFrame], out: str | Path, fmt: str = "p
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix in (".parquet", ".csv", ".jsonl"):
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-        writer = None
-        try:
+        with atomic_path(out) as tmp:
+            writer = None
             for i, df in enumerate(chunks):
                 if suffix == ".parquet":
                     table = _table(df)
@@ -194,9 +194,6 @@ def write_dataset(chunks: Iterator[pd.DataFrame], out: str | Path, fmt: str = "p
                         df.to_json(fh, orient="records", lines=True)
             if writer:
                 writer.close()
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
         return [out]
     if fmt not in ("parquet", "csv", "jsonl"):
         raise ValueError(f"format {fmt!r} is not one of parquet, csv, jsonl")

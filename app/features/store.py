@@ -8,8 +8,6 @@ plus an entity, one FeatureView with the configured TTL and a versioned FeatureS
 from __future__ import annotations
 
 import logging
-import os
-import uuid
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from pathlib import Path
@@ -26,7 +24,7 @@ from app.data.etl import WAREHOUSE_FILE, read_warehouse
 from app.data.schema import DataError
 from app.features.pit import apply_ttl, partitioned_asof_join
 from app.features.transforms import FEATURE_TIMESTAMP, feature_spec, feature_table_batch, utc_us
-from app.files import atomic_write_text
+from app.files import atomic_write_parquet, atomic_write_text
 
 log = logging.getLogger(__name__)
 PARTITION_BYTES = 64 << 20  # per join task in the partitioned path
@@ -267,11 +265,7 @@ def build_partition(warehouse_file: str, out_file: str, cfg: AppConfig) -> int:
     """Features of one warehouse date partition, swapped in with an atomic rename."""
     batch = pq.read_table(warehouse_file).to_pandas(ignore_metadata=True)
     table = pa.Table.from_pandas(feature_table_batch(batch, cfg), preserve_index=False)
-    out = Path(out_file)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, out)
+    atomic_write_parquet(out_file, table)
     return table.num_rows
 
 

@@ -23,9 +23,9 @@ import ray
 from app.cluster import detached_actor
 from app.config import AppConfig
 from app.monitoring import retrain
+from app.monitoring.abtest import experiment_report
 from app.monitoring.drift import DriftWindow
 from app.monitoring.traffic import FEEDBACK, PREDICTIONS, ExperimentCounts, read_records, write_records
-from app.serving.experiment import experiment_report
 
 log = logging.getLogger(__name__)
 MONITOR = "monitor"  # the actor's kind, in its name
@@ -38,7 +38,7 @@ HISTORY = 1_000  # completed windows remembered for drift over time
 class DriftMonitor:
     def __init__(self, cfg: AppConfig, submit=None):
         self.cfg = cfg
-        self.root = cfg.storage.path("traffic")
+        self.root = cfg.storage.traffic
         self.counts = ExperimentCounts()
         self.unsaved: list[dict] = []
         self.unsaved_feedback: list[dict] = []
@@ -50,7 +50,7 @@ class DriftMonitor:
         self.complete: dict[str, dict] = {}  # variant -> the last full window's report (final)
         self.registry = None
         self.history: deque[dict] = deque(maxlen=HISTORY)
-        self.state_path = cfg.storage.path("monitoring", "retrain.json")
+        self.state_path = cfg.storage.retrain_state
         self.controller = retrain.load_state(self.state_path)
         self.submit = submit or retrain.submit_pipeline_job
         self.metrics = None
@@ -264,3 +264,13 @@ class DriftMonitor:
 def get_monitor(cfg: AppConfig):
     """The monitor actor for this storage root, created on first use and kept (detached)."""
     return detached_actor(DriftMonitor, MONITOR, str(cfg.storage.path()), cfg, max_concurrency=64)
+
+
+def drift_report(cfg: AppConfig) -> dict:
+    """The running monitor's drift report (joins the cluster the service runs on)."""
+    import ray
+
+    from app.cluster import join_running
+
+    join_running(cfg.ray)
+    return ray.get(get_monitor(cfg).drift.remote())

@@ -21,8 +21,9 @@ import torch
 
 from app.config import AppConfig
 from app.files import atomic_write_text
+from app.model.bundle import ModelBundle
+from app.model.predictor import Predictor
 from app.monitoring.traffic import labelled_traffic
-from app.registry.bundle import ModelBundle
 from app.registry.registry import CHAMPION, Registry
 from app.training.evaluate import binary_metrics
 from app.training.loop import array_batches, train_epoch
@@ -58,14 +59,14 @@ def partial_fit(
 
 
 def log_loss(bundle: ModelBundle, frame: pd.DataFrame, labels: np.ndarray) -> float:
-    return float(binary_metrics(labels, bundle.predict_proba(frame))["log_loss"])
+    return float(binary_metrics(labels, Predictor.from_bundle(bundle).score(frame))["log_loss"])
 
 
 def online_step(cfg: AppConfig, *, min_rows: int = 200, lr: float = 1e-4, epochs: int = 2) -> OnlineStep:
     """Fine-tune the champion on new labelled traffic; publish only an improvement."""
-    state_path = cfg.storage.path("monitoring", "online.json")
+    state_path = cfg.storage.online_state
     since = json.loads(state_path.read_text())["until"] if state_path.exists() else None
-    rows = labelled_traffic(cfg.storage.path("traffic"))
+    rows = labelled_traffic(cfg.storage.traffic)
     if not rows.empty:
         rows = rows.sort_values("logged_at")
         if since is not None:

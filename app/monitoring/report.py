@@ -20,7 +20,7 @@ matplotlib.use("Agg")  # no display: render to SVG in memory
 import matplotlib.pyplot as plt
 
 from app.features.transforms import bucket_labels
-from app.serving.experiment import format_lift
+from app.monitoring.abtest import format_lift
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}h1,h2{font-weight:600}
 .grid{display:flex;flex-wrap:wrap;gap:1em}.card{border:1px solid #ddd;border-radius:6px;padding:.5em}

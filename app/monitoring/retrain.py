@@ -95,7 +95,7 @@ def jobs_client(cfg: AppConfig):
 def submit_pipeline_job(cfg: AppConfig, reason: str) -> str:
     """Submit `mlsys pipeline` with this config to the cluster's Jobs API; returns the job id."""
     config_file = atomic_write_text(
-        cfg.storage.path("monitoring", "retrain-config.yaml"),
+        cfg.storage.retrain_config,
         yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False),
     )
     client = jobs_client(cfg)

@@ -9,7 +9,6 @@ turns the log into training data.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections import OrderedDict, deque
 from datetime import datetime, timezone
@@ -19,7 +18,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from app.serving.experiment import VariantStats
+from app.files import atomic_write_parquet
+from app.monitoring.abtest import VariantStats
 
 PREDICTIONS, FEEDBACK = "predictions", "feedback"
 SAMPLE = 20_000  # recent latencies / scored outcomes kept per variant for percentiles and AUC
@@ -31,13 +31,9 @@ def write_records(root: Path, kind: str, records: list[dict]) -> list[Path]:
     frame["logged_at"] = pd.to_datetime(frame["logged_at"], utc=True)
     written = []
     for hour, part in frame.groupby(frame["logged_at"].dt.strftime("hour=%Y-%m-%dT%H")):
-        folder = root / kind / str(hour)
-        folder.mkdir(parents=True, exist_ok=True)
         name = f"part-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = folder / f".{name}.tmp"
-        pq.write_table(pa.Table.from_pandas(part.reset_index(drop=True), preserve_index=False), tmp)
-        os.replace(tmp, folder / name)
-        written.append(folder / name)
+        table = pa.Table.from_pandas(part.reset_index(drop=True), preserve_index=False)
+        written.append(atomic_write_parquet(root / kind / str(hour) / name, table))
     return written
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.config import AppConfig
-from app.registry.bundle import ModelBundle
+from app.model.bundle import ModelBundle
 
 log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -37,10 +37,6 @@ class VersionInfo:
     run_id: str
     metrics: dict
     tags: dict
-
-
-def tracking_uri(cfg: AppConfig) -> str:
-    return cfg.registry.tracking_uri or f"sqlite:///{cfg.storage.path('mlflow.db')}"
 
 
 SUMMARY_METRICS = ("holdout", "baseline_hgb", "training")  # slices/calibration live in bundle.json
@@ -65,7 +61,7 @@ class Registry:
 
         self.cfg = cfg
         self.name = cfg.registry.model_name
-        self.uri = tracking_uri(cfg)
+        self.uri = cfg.mlflow_uri
         cfg.storage.path().mkdir(parents=True, exist_ok=True)
         mlflow.set_tracking_uri(self.uri)
         self.mlflow = mlflow
@@ -75,7 +71,7 @@ class Registry:
         exp = self.client.get_experiment_by_name(EXPERIMENT)
         if exp is not None:
             return exp.experiment_id
-        artifacts = self.cfg.storage.path("mlartifacts").as_uri()
+        artifacts = self.cfg.storage.mlartifacts.as_uri()
         return self.client.create_experiment(EXPERIMENT, artifact_location=artifacts)
 
     def register(self, bundle: ModelBundle, *, params: dict, alias: str | None) -> int:
@@ -124,7 +120,7 @@ class Registry:
             )
         except MlflowException:
             raise RegistryError(f"model {self.name!r} has no version or alias {ref!r}") from None
-        dest = self.cfg.storage.path("bundles", f"v{mv.version}")
+        dest = self.cfg.storage.bundles / f"v{mv.version}"
         if not (dest / "bundle" / "bundle.json").exists():
             # Several serving replicas may load at once: each downloads into its own folder,
             # and the first rename wins, so nobody reads a half-written bundle.

@@ -18,7 +18,7 @@ from app.files import atomic_write_text
 
 class ServeControl:
     def __init__(self, cfg: AppConfig):
-        self.path = cfg.storage.path("serving", "experiment.json")
+        self.path = cfg.storage.experiment_state
         self.generation = 0
         self.experiment = cfg.serve.experiment.model_dump()
         self.declared = None  # the settings last deployed from a serve config

@@ -12,8 +12,8 @@ import pandas as pd
 from ray import serve
 
 from app.config import AppConfig
+from app.model.predictor import Predictor
 from app.registry.registry import Registry
-from app.serving.predictor import Predictor
 
 
 class ModelSet:
@@ -46,7 +46,9 @@ class ModelSet:
                 predictors[alias] = (
                     current
                     if current is not None and current.version == version
-                    else Predictor(self.registry.load(version), version, self.cfg.serve.threshold)
+                    else Predictor.from_bundle(
+                        self.registry.load(version), version=version, threshold=self.cfg.serve.threshold
+                    )
                 )
         # Swap whole dicts: a request in flight keeps the objects it already holds.
         self.versions, self.predictors, self.generation = versions, predictors, generation

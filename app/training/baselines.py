@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from app.training.preprocess import Preprocessor
+from app.model.preprocess import Preprocessor
 
 
 def tree_matrix(df: pd.DataFrame, pre: Preprocessor) -> np.ndarray:

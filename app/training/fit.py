@@ -14,12 +14,13 @@ import pandas as pd
 from app.config import AppConfig
 from app.features.store import FeatureClient
 from app.features.transforms import feature_spec
-from app.registry.bundle import ModelBundle
+from app.model.bundle import ModelBundle
+from app.model.predictor import Predictor
+from app.model.preprocess import Preprocessor
+from app.model.profile import numeric_profile, reference_profile
 from app.training.baselines import hgb_baseline
 from app.training.dataset import Splits
 from app.training.evaluate import binary_metrics, calibration_table, sliced_metrics
-from app.training.preprocess import Preprocessor
-from app.training.profile import numeric_profile, reference_profile
 from app.training.train import train
 
 
@@ -35,7 +36,7 @@ def git_sha() -> str:
 
 def evaluate_bundle(bundle: ModelBundle, splits: Splits, label: str) -> dict:
     y = splits.holdout[label].to_numpy(dtype=int)
-    p = bundle.predict_proba(splits.holdout)
+    p = Predictor.from_bundle(bundle).score(splits.holdout)
     return {
         "holdout": binary_metrics(y, p),
         "calibration": calibration_table(y, p),
@@ -68,7 +69,7 @@ def fit_candidate(
     )
     bundle.metrics = evaluate_bundle(bundle, splits, label)
     # The score distribution on the holdout: the reference for prediction drift.
-    bundle.profile["score"] = numeric_profile(pd.Series(bundle.predict_proba(splits.holdout)))
+    bundle.profile["score"] = numeric_profile(pd.Series(Predictor.from_bundle(bundle).score(splits.holdout)))
     y = splits.holdout[label].to_numpy(dtype=int)
     bundle.metrics["baseline_hgb"] = binary_metrics(y, hgb_baseline(splits.train, splits.holdout, pre, label))
     bundle.metrics["training"] = {

@@ -1,4 +1,4 @@
-"""Ray-free training steps: one epoch of training, one pass of evaluation, prediction.
+"""Ray-free training steps: one epoch of training, one pass of evaluation.
 
 Batches are dicts with "numeric", "categorical" and (for training) "label" tensors, as the
 preprocessor produces them; Ray Train feeds these from dataset shards, tests from lists.
@@ -79,18 +79,3 @@ def eval_epoch(
         total += float(_LOSS(logits.float(), batch["label"].float()))
         rows += len(logits)
     return total, rows
-
-
-@torch.no_grad()
-def predict_proba(
-    model: nn.Module, numeric: np.ndarray, categorical: np.ndarray, *, batch_size: int = 65_536
-) -> np.ndarray:
-    """Probabilities of the positive class, in float64."""
-    model.eval()
-    out = []
-    for i in range(0, len(numeric), batch_size):
-        logits = model(
-            torch.from_numpy(numeric[i : i + batch_size]), torch.from_numpy(categorical[i : i + batch_size])
-        )
-        out.append(torch.sigmoid(logits.float()).numpy())
-    return np.concatenate(out).astype(np.float64) if out else np.zeros(0)

@@ -26,9 +26,9 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
 from app.cluster import connect
 from app.config import AppConfig
+from app.model.net import ModelSpec, TabularMLP
+from app.model.preprocess import Preprocessor
 from app.training.loop import array_batches, eval_epoch, train_epoch
-from app.training.model import ModelSpec, TabularMLP
-from app.training.preprocess import Preprocessor
 
 STATE_FILE = "state.pt"
 TENSOR_DTYPES = {"numeric": torch.float32, "categorical": torch.int64, "label": torch.float32}

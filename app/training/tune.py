@@ -20,11 +20,10 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from app.cluster import connect
 from app.config import AppConfig
-from app.registry.registry import tracking_uri
+from app.model.net import ModelSpec, TabularMLP
+from app.model.preprocess import Preprocessor
 from app.training.baselines import tree_matrix
 from app.training.loop import array_batches, eval_epoch, train_epoch
-from app.training.model import ModelSpec, TabularMLP
-from app.training.preprocess import Preprocessor
 
 TORCH_SPACE = {
     "lr": tune.loguniform(1e-4, 1e-2),
@@ -165,7 +164,7 @@ def tune_random_forest(
         run_config=tune.RunConfig(
             name=f"tune-rf-{time.strftime('%Y%m%dT%H%M%S')}",
             storage_path=str(cfg.storage.checkpoints),
-            callbacks=[MLflowLoggerCallback(tracking_uri=tracking_uri(cfg), experiment_name="mlsys-tune-rf")],
+            callbacks=[MLflowLoggerCallback(tracking_uri=cfg.mlflow_uri, experiment_name="mlsys-tune-rf")],
         ),
     )
     return _summarise(tuner.fit(), "cv_auc", mode="max")
@@ -176,7 +175,7 @@ def _run_config(cfg: AppConfig, name: str) -> tune.RunConfig:
     return tune.RunConfig(
         name=f"{name}-{time.strftime('%Y%m%dT%H%M%S')}",
         storage_path=str(cfg.storage.checkpoints),
-        callbacks=[MLflowLoggerCallback(tracking_uri=tracking_uri(cfg), experiment_name=f"mlsys-{name}")],
+        callbacks=[MLflowLoggerCallback(tracking_uri=cfg.mlflow_uri, experiment_name=f"mlsys-{name}")],
     )
 
 

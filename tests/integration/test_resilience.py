@@ -15,7 +15,7 @@ import pytest
 import ray
 
 from app.registry.registry import CHALLENGER, CHAMPION
-from app.serving import graph
+from app.serving import app as serving_app
 from app.serving.client import ServiceClient, ServiceError
 from tests.conftest import make_config
 from tests.helpers import ab_service
@@ -45,7 +45,9 @@ def service(tmp_path_factory):
 def replicas(deployment: str) -> set[str]:
     names = ray.util.list_named_actors(all_namespaces=True)
     return {
-        a["name"] for a in names if a["name"].startswith(f"SERVE_REPLICA::{graph.APP_NAME}#{deployment}#")
+        a["name"]
+        for a in names
+        if a["name"].startswith(f"SERVE_REPLICA::{serving_app.APP_NAME}#{deployment}#")
     }
 
 

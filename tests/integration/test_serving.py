@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.registry.registry import CHALLENGER, CHAMPION
-from app.serving import graph
+from app.serving import app as serving_app
 from tests.conftest import make_config
 from tests.helpers import ab_service
 
@@ -92,12 +92,13 @@ def test_assignment_is_sticky_and_matches_the_version(service):
 
 
 def test_the_same_features_score_the_same_as_the_bundle(service):
-    from app.serving.predictor import Predictor, raw_rows_to_frame
+    from app.model.predictor import Predictor
+    from app.serving.scoring import raw_rows_to_frame
 
     got = post(service, "/predict", {"features": FEATURES, "key": "k"}).json()
     bundle = service["registry"].load(got["model_version"])
     frame = raw_rows_to_frame([FEATURES], service["cfg"])
-    expected = Predictor(bundle, got["model_version"]).score(frame)[0]
+    expected = Predictor.from_bundle(bundle).score(frame)[0]
     assert abs(got["score"] - expected) < 1e-6  # time features as of now: same hour either way
 
 
@@ -240,7 +241,7 @@ def test_model_deployments_per_variant_serve_the_same_scores(service):
     """placement: deployment: each variant in its own `model-<alias>` deployment."""
     cfg = service["cfg"]
     cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"placement": "deployment"})})
-    url = graph.start(cfg, name="mlsys-deployments", route_prefix="/dep")
+    url = serving_app.start(cfg, name="mlsys-deployments", route_prefix="/dep")
     try:
         body = {"features": FEATURES, "key": "same-key"}
         split_app = post(service, "/dep/predict", body).json()
@@ -249,7 +250,7 @@ def test_model_deployments_per_variant_serve_the_same_scores(service):
         assert split_app["model_version"] == one_hop["model_version"]
         assert abs(split_app["score"] - one_hop["score"]) < 1e-6
     finally:
-        graph.stop("mlsys-deployments")
+        serving_app.stop("mlsys-deployments")
 
 
 def test_replicas_that_can_never_be_placed_are_a_clear_error_not_a_hang(service):
@@ -257,15 +258,15 @@ def test_replicas_that_can_never_be_placed_are_a_clear_error_not_a_hang(service)
     cfg = service["cfg"]
     serve_cfg = cfg.serve.model_copy(update={"placement": "deployment", "use_gpu": True})
     try:
-        with pytest.raises(graph.ServiceNotReady, match=r"'mlsys-gpu' is DEPLOYING.*model-champion"):
-            graph.start(
+        with pytest.raises(serving_app.ServiceNotReady, match=r"'mlsys-gpu' is DEPLOYING.*model-champion"):
+            serving_app.start(
                 cfg.model_copy(update={"serve": serve_cfg}),
                 name="mlsys-gpu",
                 route_prefix="/gpu",
                 timeout_s=15,
             )
     finally:
-        graph.stop("mlsys-gpu")
+        serving_app.stop("mlsys-gpu")
     assert post(service, "/predict", {"features": FEATURES}).status_code == 200  # the live app is untouched
 
 

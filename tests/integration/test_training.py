@@ -8,11 +8,11 @@ import pytest
 from app.data.etl import run_etl
 from app.data.synthetic import generate, write_dataset
 from app.features.store import FeatureClient
+from app.model.preprocess import Preprocessor
 from app.pipeline import train_and_register
 from app.registry.registry import CHALLENGER, CHAMPION, Registry, RegistryError
 from app.training.dataset import build_splits
 from app.training.fit import evaluate_bundle
-from app.training.preprocess import Preprocessor
 from app.training.train import train
 from tests.conftest import make_config
 
@@ -94,7 +94,6 @@ def test_search_runs_tracked_trials_for_torch_and_forest(prepared):
     import mlflow
 
     from app.pipeline import search
-    from app.registry.registry import tracking_uri
 
     cfg, splits = prepared
     fast = make_config(
@@ -106,6 +105,6 @@ def test_search_runs_tracked_trials_for_torch_and_forest(prepared):
     assert len(result.torch.trials) == 2 and len(result.forest.trials) == 2
     assert set(result.overrides) == {"lr", "width", "depth", "dropout", "batch_size"}
     assert 0.5 < result.forest.best_metric <= 1.0
-    client = mlflow.MlflowClient(tracking_uri(fast))
+    client = mlflow.MlflowClient(fast.mlflow_uri)
     runs = client.search_runs([client.get_experiment_by_name("mlsys-tune-torch").experiment_id])
     assert len(runs) >= 2 and all("val_loss" in r.data.metrics for r in runs)

@@ -5,10 +5,11 @@ import pandas as pd
 import pytest
 import torch
 
-from app.registry.bundle import MANIFEST, PREPROCESSOR, WEIGHTS, BundleError, ModelBundle
-from app.training.model import ModelSpec, TabularMLP
-from app.training.preprocess import Preprocessor
-from app.training.profile import reference_profile
+from app.model.bundle import MANIFEST, PREPROCESSOR, WEIGHTS, BundleError, ModelBundle
+from app.model.net import ModelSpec, TabularMLP
+from app.model.predictor import Predictor
+from app.model.preprocess import Preprocessor
+from app.model.profile import reference_profile
 
 
 def _bundle():
@@ -32,7 +33,9 @@ def test_round_trip_gives_identical_predictions(tmp_path):
     bundle, frame = _bundle()
     bundle.save(tmp_path / "b")
     loaded = ModelBundle.load(tmp_path / "b")
-    np.testing.assert_array_equal(bundle.predict_proba(frame), loaded.predict_proba(frame))
+    np.testing.assert_array_equal(
+        Predictor.from_bundle(bundle).score(frame), Predictor.from_bundle(loaded).score(frame)
+    )
     assert loaded.metrics["holdout"]["auc"] == 0.7 and loaded.profile["numeric"]["x"]["edges"]
 
 
@@ -54,7 +57,7 @@ def test_a_pickle_payload_never_runs(tmp_path):
             return (exec, ("open('" + str(tmp_path / "pwned") + "', 'w').write('x')",))
 
     torch.save({"w": Boom()}, folder / WEIGHTS)
-    from app.registry.bundle import _sha256
+    from app.model.bundle import _sha256
 
     manifest = json.loads((folder / MANIFEST).read_text())
     manifest["sha256"][WEIGHTS] = _sha256(folder / WEIGHTS)

@@ -44,5 +44,5 @@ def test_serve_configs_pass_serves_schema(path):
     serve_config = yaml.safe_load(doc["spec"]["serveConfigV2"]) if doc.get("kind") == "RayService" else doc
     schema = ServeDeploySchema.model_validate(serve_config)
     (application,) = schema.applications
-    assert application.import_path == "app.serving.graph:build_app"
+    assert application.import_path == "app.serving.app:build_app"
     assert (ROOT / application.args["config"]).is_file()

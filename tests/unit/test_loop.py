@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from app.training.loop import eval_epoch, predict_proba, train_epoch
-from app.training.model import ModelSpec, TabularMLP
+from app.model.net import ModelSpec, TabularMLP, predict_proba
+from app.training.loop import eval_epoch, train_epoch
 
 
 def _batches(rng, n=2048, size=256):

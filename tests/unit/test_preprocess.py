@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.training.preprocess import UNKNOWN, Preprocessor, PreprocessorError
+from app.model.preprocess import UNKNOWN, Preprocessor, PreprocessorError
 
 
 def _frame():

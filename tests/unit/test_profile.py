@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.training.profile import categorical_profile, numeric_profile
+from app.model.profile import categorical_profile, numeric_profile
 
 
 def test_deciles_split_data_into_tenths():

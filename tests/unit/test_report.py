@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 
 from app.files import atomic_write_text
+from app.model.profile import reference_profile
 from app.monitoring import report
+from app.monitoring.abtest import VariantStats, experiment_report
 from app.monitoring.drift import DriftWindow
-from app.serving.experiment import VariantStats, experiment_report
-from app.training.profile import reference_profile
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

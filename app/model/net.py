@@ -1,9 +1,11 @@
-"""TabularMLP: an MLP over scaled numerics and categorical embeddings, one logit out."""
+"""TabularMLP: an MLP over scaled numerics and categorical embeddings, one logit out, and its
+batched positive-class probabilities."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -53,3 +55,18 @@ class TabularMLP(nn.Module):
     def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
         parts = [numeric, *(emb(categorical[:, i]) for i, emb in enumerate(self.embeddings))]
         return self.mlp(torch.cat(parts, dim=1)).squeeze(1)
+
+
+@torch.no_grad()
+def predict_proba(
+    model: nn.Module, numeric: np.ndarray, categorical: np.ndarray, *, batch_size: int = 65_536
+) -> np.ndarray:
+    """Probabilities of the positive class, in float64."""
+    model.eval()
+    out = []
+    for i in range(0, len(numeric), batch_size):
+        logits = model(
+            torch.from_numpy(numeric[i : i + batch_size]), torch.from_numpy(categorical[i : i + batch_size])
+        )
+        out.append(torch.sigmoid(logits.float()).numpy())
+    return np.concatenate(out).astype(np.float64) if out else np.zeros(0)

@@ -1,8 +1,4 @@
-"""The A/B experiment as pure functions: sticky assignment, shadow sampling and the statistics.
-
-Assignment hashes (experiment name, entity id) with xxhash, which, unlike Python's salted
-`hash()`, gives the same answer in every replica and after every restart. Variants are laid
-out on [0, 1) in name order, so growing one variant's share only moves users into it.
+"""A/B statistics as pure functions: what the monitor computes from the variants' outcomes.
 
 The report compares each challenger with the control on a per-request proportion (accuracy
 of the predicted label, or the conversion rate of the outcome) with:
@@ -18,43 +14,9 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import xxhash
 from scipy import stats
 
 KEEP_RUNNING, PROMOTE, STOP = "keep running", "promote", "stop"
-
-
-def unit_hash(*parts: object) -> float:
-    """A stable, uniform number in [0, 1) for the parts (same in every process)."""
-    digest = xxhash.xxh64_intdigest("\x1f".join(str(p) for p in parts).encode())
-    return digest / 2.0**64
-
-
-def choose_variant(experiment: str, key: object, split: dict[str, float]) -> str:
-    """The variant `key` belongs to under `split` (shares summing to 1); sticky per key."""
-    u = unit_hash(experiment, key)
-    edge = 0.0
-    names = sorted(v for v, share in split.items() if share > 0)
-    for name in names:
-        edge += split[name]
-        if u < edge:
-            return name
-    return names[-1]  # float rounding at the top edge
-
-
-def in_shadow_sample(experiment: str, request_id: str, fraction: float) -> bool:
-    """Whether this request's copy goes to the shadow variant (independent of assignment)."""
-    return fraction > 0 and unit_hash(experiment, "shadow", request_id) < fraction
-
-
-def effective_split(split: dict[str, float], available: set[str]) -> dict[str, float]:
-    """The split over variants that have a model: a missing variant's share goes to the others."""
-    kept = {v: s for v, s in split.items() if v in available and s > 0}
-    total = sum(kept.values())
-    return {v: s / total for v, s in kept.items()} if total > 0 else {}
-
-
-# ------------------------------------------------------------------ statistics
 
 
 @dataclass

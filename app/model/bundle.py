@@ -16,13 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
-from app.files import atomic_write_text
-from app.training.loop import predict_proba
-from app.training.model import ModelSpec, TabularMLP
-from app.training.preprocess import Preprocessor, PreprocessorError
+from app.files import atomic_path, atomic_write_text
+from app.model.net import ModelSpec, TabularMLP
+from app.model.preprocess import Preprocessor, PreprocessorError
 
 FORMAT = "mlsys.bundle/1"
 WEIGHTS, PREPROCESSOR, MANIFEST = "weights.pt", "preprocessor.json", "bundle.json"
@@ -48,16 +46,12 @@ class ModelBundle:
         net.load_state_dict(self.state_dict)
         return net.eval()
 
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        """Positive-class probability for rows holding the bundle's features."""
-        arrays = self.preprocessor.transform_batch(frame)
-        return predict_proba(self.model(), arrays["numeric"], arrays["categorical"])
-
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        torch.save(self.state_dict, folder / WEIGHTS)
-        (folder / PREPROCESSOR).write_text(self.preprocessor.to_json())
+        with atomic_path(folder / WEIGHTS) as tmp:
+            torch.save(self.state_dict, tmp)
+        atomic_write_text(folder / PREPROCESSOR, self.preprocessor.to_json())
         manifest = {
             "format": FORMAT,
             "spec": self.spec.to_dict(),

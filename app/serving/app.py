@@ -1,6 +1,6 @@
 """The Serve application: `build_app(args)` is the import path of `serve deploy` and `mlsys serve`.
 
-    serve deploy deployments/serve_config.yaml      # import_path: app.serving.graph:build_app
+    serve deploy deployments/serve_config.yaml      # import_path: app.serving.app:build_app
 
 The admin token is read from MLSYS_ADMIN_TOKEN where the app is built and handed to the
 ingress only as a SHA-256 digest, so it never appears in the dashboard or the Serve config.
@@ -9,6 +9,7 @@ ingress only as a SHA-256 digest, so it never appears in the dashboard or the Se
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import urllib.error
@@ -30,8 +31,25 @@ class ServeArgs(BaseModel):
     config: str | None = None  # the mlsys config file; default MLSYS_CONFIG or the local config
 
 
+def ingress_deployment(cfg: AppConfig):
+    """The `Ingress` class as this config's Serve deployment, with the HTTP API in front."""
+    from app.serving.ingress import Ingress
+    from app.serving.routes import build_api
+
+    return serve.deployment(
+        name="ingress",
+        max_ongoing_requests=256,
+        autoscaling_config=cfg.serve.ingress.model_dump(),
+        ray_actor_options={"num_cpus": 1},
+        health_check_period_s=5,
+        # Requests are in the traffic log and the metrics; an access-log line each would only
+        # add log volume (no throughput change measured either way).
+        logging_config={"enable_access_log": False},
+    )(serve.ingress(build_api(cfg))(Ingress))
+
+
 def application(cfg: AppConfig):
-    from app.serving.deployments import ingress_deployment, token_digest
+    from app.serving.ingress import token_digest
     from app.serving.models import Model
 
     token = os.environ.get(TOKEN_ENV)
@@ -122,3 +140,56 @@ def wait_healthy(url: str, *, timeout_s: float) -> dict:
 
 def stop(name: str = APP_NAME) -> None:
     serve.delete(name)
+
+
+class NothingToServe(RuntimeError):
+    """A serve command that cannot run in the current state (no model, no cluster)."""
+
+
+def launch(cfg: AppConfig, *, detach: bool) -> str:
+    """Serve the registry's champion (and challenger): on the configured cluster, or, when
+    `detach` asks the service to outlive this process, on a local `ray start` head (started
+    if none runs). Returns the service URL."""
+    import ray
+
+    from app.cluster import connect, start_head, started_head_address
+    from app.registry.registry import CHAMPION, Registry
+
+    if Registry(cfg).alias_version(CHAMPION) is None:
+        raise NothingToServe("no champion in the registry: run `mlsys train` (or `mlsys pipeline`) first")
+    if detach and not _remote(cfg):
+        if not started_head_address():
+            start_head(cfg.ray)
+        ray.init(address="auto", logging_level=logging.WARNING)
+    else:
+        connect(cfg.ray)
+    return start(cfg)
+
+
+def shutdown(cfg: AppConfig) -> None:
+    """Tear the application down on the cluster it runs on (the cluster keeps running)."""
+    from app.cluster import join_running, started_head_address
+
+    if not _remote(cfg) and not started_head_address():
+        raise NothingToServe("no running Ray cluster to stop a service on")
+    join_running(cfg.ray)
+    stop()
+
+
+def _remote(cfg: AppConfig) -> bool:
+    return bool(cfg.ray.address or os.environ.get("RAY_ADDRESS"))
+
+
+def live_report_html(cfg: AppConfig) -> str:
+    """The running service's drift and experiment report as one HTML page."""
+    import ray
+
+    from app.cluster import join_running
+    from app.monitoring import report
+    from app.monitoring.monitor import get_monitor
+    from app.serving.control import get_control
+
+    join_running(cfg.ray)
+    monitor = get_monitor(cfg)
+    experiment = ray.get(get_control(cfg).state.remote())["experiment"]
+    return report.render(ray.get(monitor.drift.remote()), ray.get(monitor.report.remote(experiment)))

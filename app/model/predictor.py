@@ -1,0 +1,41 @@
+"""Predictor: a model bundle ready to score feature rows — the one inference path.
+
+Evaluation, the registry gate, online learning, batch scoring and serving all score through
+`Predictor.from_bundle(...)`, so a model is never scored two different ways. The network is
+built once, at construction, not per call (no Ray, no HTTP here).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from app.model.bundle import ModelBundle
+from app.model.net import TabularMLP, predict_proba
+
+
+@dataclass
+class Predictor:
+    bundle: ModelBundle
+    version: int = 0  # the registry version, 0 for a bundle not (yet) registered
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        self.net: TabularMLP = self.bundle.model()  # built once, not per request
+
+    @classmethod
+    def from_bundle(cls, bundle: ModelBundle, *, version: int = 0, threshold: float = 0.5) -> Predictor:
+        return cls(bundle, version, threshold)
+
+    @property
+    def features(self) -> list[str]:
+        return self.bundle.features
+
+    def score(self, frame: pd.DataFrame) -> np.ndarray:
+        """Positive-class probability per row of a frame holding the model's features."""
+        arrays = self.bundle.preprocessor.transform_batch(frame)
+        with torch.inference_mode():
+            return predict_proba(self.net, arrays["numeric"], arrays["categorical"])

@@ -1,0 +1,360 @@
+"""The ingress replica: A/B routing, batched scoring, shadow, the traffic log, live changes.
+
+A plain class with its collaborators passed in (the control and monitor actors, the feature
+client, model deployment handles), so it is unit-tested without HTTP and without Ray; the
+routers in `routes/` are its HTTP face and `app.py` makes it a Serve deployment. A variant's
+model lives either in this replica (`serve.placement: ingress`, one hop) or in its own
+`Model` deployment (`deployment`, for GPU or large models; see `models.py`). The replica
+follows the `ServeControl` actor and the registry, and reloads in the background, so
+promotions and split changes never fail a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+from ray import serve
+
+from app.config import AppConfig, ExperimentConfig
+from app.registry.registry import CHALLENGER, RegistryError
+from app.serving import oip, scoring
+from app.serving.assignment import effective_split
+from app.serving.models import ModelSet
+from app.serving.scoring import Routing, RowError
+
+log = logging.getLogger(__name__)
+
+
+class AdminError(Exception):
+    """An admin call refused: HTTP status, message and headers for the client."""
+
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.headers = status, headers
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Ingress:
+    def __init__(
+        self,
+        cfg_data: dict,
+        model_handles: dict | None = None,
+        admin_token_sha256: str | None = None,
+        *,
+        control=None,
+        monitor=None,
+        features=None,
+        models: ModelSet | None = None,
+    ):
+        import torch
+
+        from app.monitoring.metrics import ReplicaMetrics
+        from app.monitoring.shipper import TrafficShipper
+
+        torch.set_num_threads(1)  # many replicas share few cores; one thread each is fastest
+        self.cfg = AppConfig.model_validate(cfg_data)
+        self.handles = model_handles or {}
+        self.admin_sha = admin_token_sha256
+        self.models = models or ModelSet(self.cfg, load=not self.handles)
+        self.control = control or _control(self.cfg)
+        self.monitor = monitor or _monitor(self.cfg)
+        self._features = features
+        self.shipper = TrafficShipper(lambda batch, dropped: self.monitor.ingest.remote(batch, dropped))
+        self.metrics = ReplicaMetrics()
+        self._background = None
+        # The batch size and wait are the config's, set per replica (the decorator's are defaults).
+        self._score_batched.set_max_batch_size(self.cfg.serve.max_batch_size)
+        self._score_batched.set_batch_wait_timeout_s(self.cfg.serve.batch_wait_timeout_s)
+        self._apply_state(_get(self.control.state.remote()))
+
+    # ---------------------------------------------------------------- live changes
+
+    @property
+    def features(self):
+        if self._features is None:
+            from app.features.store import FeatureClient
+
+            self._features = FeatureClient(self.cfg)
+        return self._features
+
+    @property
+    def experiment(self) -> ExperimentConfig:
+        return self.routing.experiment
+
+    def _apply_state(self, state: dict) -> None:
+        exp = ExperimentConfig.model_validate(state["experiment"])
+        self.models.refresh(exp.aliases, state["generation"])
+        # One assignment: a batch in flight keeps the routing it started with, so a split
+        # and the models behind it can never disagree mid-request.
+        self.routing = Routing(
+            exp,
+            effective_split(exp.split, set(self.models.versions)),
+            self.models.versions,
+            self.models.predictors,
+        )
+
+    async def _sync(self) -> None:
+        """Follow the control actor, and the registry: a retrain job that registers a new
+        challenger moves an alias without telling anyone."""
+        state = await self.control.state.remote()
+        if await asyncio.to_thread(self.models.changed, self.experiment.aliases, state["generation"]):
+            await asyncio.to_thread(self._apply_state, state)
+
+    def ensure_background(self) -> None:
+        if self._background is None:
+            self._background = asyncio.get_running_loop().create_task(self._background_loop())
+
+    async def _background_loop(self) -> None:
+        last_sync = 0.0
+        while True:
+            await asyncio.sleep(0.05)
+            self.shipper.pump()
+            if time.monotonic() - last_sync >= self.cfg.serve.poll_interval_s:
+                last_sync = time.monotonic()
+                try:
+                    await self._sync()
+                except Exception:  # keep serving the models we have; retry next tick
+                    log.exception("could not follow the serve control actor")
+
+    async def reconfigure(self, user_config: dict) -> None:
+        """`user_config.experiment` from the serve config: declared settings win on deploy."""
+        if "experiment" in user_config:
+            state = await self.control.declare.remote(user_config["experiment"])
+            await asyncio.to_thread(self._apply_state, state)
+
+    # ---------------------------------------------------------------- scoring
+
+    async def predict(self, rows: list, *, batch: bool) -> list:
+        """Answers for request rows, or the first row's RowError / exception raised.
+
+        A single row joins the replica's `@serve.batch` queue; a client's own batch
+        (`instances`) is already a batch and is scored at once.
+        """
+        t0 = time.perf_counter()
+        results = await self._score_rows(rows) if batch else [await self._score_batched(rows[0])]
+        for r in results:
+            if isinstance(r, Exception):
+                if not isinstance(r, RowError):
+                    self.metrics.failed("unknown")
+                raise r
+        seconds = time.perf_counter() - t0
+        for r in results:
+            self._log(r, seconds * 1000)
+            self.metrics.served(r["variant"], r["model_version"], seconds)
+        return [scoring.public(r) for r in results]
+
+    async def _score_rows(self, rows: list) -> list:
+        """Score rows (any mix of entity ids and raw features); per row a result or a RowError."""
+        self.ensure_background()
+        routing = self.routing
+        if not routing.split:
+            return [RowError(503, "no model is loaded: register a champion (mlsys train)")] * len(rows)
+        names = self.features.spec.names
+        # Inline, not in a thread: a batch's lookup takes well under a millisecond, and a
+        # thread hop per batch costs more than that in GIL hand-offs (measured).
+        frame, errors = scoring.feature_frame(rows, self.cfg, names, self.features.online)
+        rids, keys, variants = scoring.assign(rows, routing.experiment.name, routing.split)
+        ok = np.array([e is None for e in errors])
+        scores = np.full(len(rows), np.nan)
+        versions = np.zeros(len(rows), dtype=np.int64)
+        for variant in set(variants[ok]):
+            idx = np.flatnonzero(ok & (variants == variant))
+            scores[idx], versions[idx] = await self._score_variant(variant, frame.iloc[idx], routing)
+        results = scoring.results(
+            rids=rids,
+            keys=keys,
+            variants=variants,
+            scores=scores,
+            versions=versions,
+            errors=errors,
+            inputs=frame[names].to_dict("records"),
+            threshold=self.cfg.serve.threshold,
+        )
+        self._shadow(routing, frame, results)
+        return results
+
+    async def _score_variant(
+        self, variant: str, frame: pd.DataFrame, routing: Routing
+    ) -> tuple[np.ndarray, int]:
+        if self.handles:
+            version, scores = await self.handles[variant].score.remote(frame.to_dict("records"))
+            return np.asarray(scores), version
+        predictor = routing.predictors[variant]
+        return predictor.score(frame), predictor.version
+
+    def _shadow(self, routing: Routing, frame: pd.DataFrame, results: list) -> None:
+        """Score a sampled copy of the rows with the shadow variant; logged, never returned."""
+        exp = routing.experiment
+        if not exp.shadow or (exp.shadow not in routing.predictors and not self.handles):
+            return
+        idx = scoring.shadow_indices(exp, results)
+        if not idx:
+            return
+
+        async def run():
+            t0 = time.perf_counter()
+            try:
+                scores, version = await self._score_variant(exp.shadow, frame.iloc[idx], routing)
+                status = "ok"
+            except Exception:
+                log.exception("shadow variant %s failed", exp.shadow)
+                scores, version, status = np.full(len(idx), np.nan), 0, "error"
+            ms = (time.perf_counter() - t0) * 1000
+            shadowed = scoring.shadow_results(
+                [results[i] for i in idx],
+                variant=exp.shadow,
+                version=version,
+                scores=scores,
+                threshold=self.cfg.serve.threshold,
+            )
+            for rec in shadowed:
+                self._log(rec, ms, shadow=True, status=status)
+
+        asyncio.get_running_loop().create_task(run())
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _score_batched(self, rows: list) -> list:
+        try:
+            return await self._score_rows(rows)
+        except Exception as exc:  # one bad batch must not take the others' answers with it
+            log.exception("scoring failed")
+            return [exc] * len(rows)
+
+    def _log(self, result: dict, latency_ms: float, *, shadow: bool = False, status: str = "ok") -> None:
+        self.shipper.add(
+            scoring.traffic_record(
+                result, experiment=self.experiment.name, latency_ms=latency_ms, shadow=shadow, status=status
+            )
+        )
+
+    # ---------------------------------------------------------------- reads
+
+    def health(self) -> dict:
+        self.ensure_background()
+        return {
+            "status": "ok" if self.routing.split else "no model",
+            "models": self.routing.versions,
+            "generation": self.models.generation,
+        }
+
+    def experiment_view(self) -> dict:
+        return {
+            "experiment": self.experiment.model_dump(),
+            "effective_split": self.routing.split,
+            "models": self.routing.versions,
+            "generation": self.models.generation,
+        }
+
+    async def feedback(self, request_id: str, label: int) -> str:
+        self.shipper.pump()  # this replica's predictions reach the monitor first
+        return await self.monitor.feedback.remote(request_id, label)
+
+    async def drift(self) -> dict:
+        self.shipper.pump()
+        return await self.monitor.drift.remote()
+
+    async def experiment_report(self) -> dict:
+        self.shipper.pump()
+        return await self.monitor.report.remote(self.experiment.model_dump())
+
+    # ---------------------------------------------------------------- admin
+
+    def check_admin(self, authorization: str | None) -> None:
+        if not self.cfg.serve.admin_auth:
+            return
+        if not self.admin_sha:
+            raise AdminError(
+                403, "admin routes are disabled: set MLSYS_ADMIN_TOKEN before starting the service"
+            )
+        if not authorization or not authorization.startswith("Bearer "):
+            raise AdminError(
+                401,
+                "admin route: send Authorization: Bearer <MLSYS_ADMIN_TOKEN>",
+                {"WWW-Authenticate": "Bearer"},
+            )
+        if not hmac.compare_digest(token_digest(authorization.removeprefix("Bearer ")), self.admin_sha):
+            raise AdminError(403, "admin route: wrong token")
+
+    async def set_experiment(self, experiment: ExperimentConfig) -> dict:
+        state = await self.control.set_experiment.remote(experiment.model_dump())
+        await asyncio.to_thread(self._apply_state, state)
+        return self.experiment_view()
+
+    async def promote(self, version: int | None) -> dict:
+        """Make `version` (default: the challenger) the champion; RegistryError names what is missing."""
+        if version is None:
+            version = await asyncio.to_thread(self.models.registry.alias_version, CHALLENGER)
+        if version is None:
+            raise RegistryError('no challenger to promote; pass {"version": N}')
+        await asyncio.to_thread(self.models.registry.promote, version)
+        return await self._after_alias_change()
+
+    async def rollback(self) -> dict:
+        await asyncio.to_thread(self.models.registry.rollback)
+        return await self._after_alias_change()
+
+    async def _after_alias_change(self) -> dict:
+        state = await self.control.bump.remote()
+        await asyncio.to_thread(self._apply_state, state)
+        return {"models": self.routing.versions, "generation": self.models.generation}
+
+    # ---------------------------------------------------------------- Open Inference Protocol v2
+
+    def v2_version(self, name: str) -> int:
+        """The control variant's version behind the v2 model `name` (LookupError: 404, None: 503)."""
+        if name != self.cfg.registry.model_name:
+            raise LookupError(f"model {name!r} not found (this server has {self.cfg.registry.model_name!r})")
+        return self.routing.versions.get(self.experiment.control)
+
+    async def v2_infer(self, name: str, body: oip.InferRequest) -> dict:
+        """Score v2 tensors with the control variant (oip.OipError for tensors that do not fit)."""
+        t0 = time.perf_counter()
+        raw = oip.request_rows(body, self.cfg)
+        routing = self.routing
+        control = routing.experiment.control
+        frame = scoring.raw_rows_to_frame(raw, self.cfg)
+        scores, version = await self._score_variant(control, frame, routing)
+        n = len(raw)
+        rids = [scoring.new_request_id() for _ in range(n)]
+        results = scoring.results(
+            rids=rids,
+            keys=rids,
+            variants=np.full(n, control, dtype=object),
+            scores=scores,
+            versions=np.full(n, version),
+            errors=[None] * n,
+            inputs=frame[self.features.spec.names].to_dict("records"),
+            threshold=self.cfg.serve.threshold,
+        )
+        latency_ms = (time.perf_counter() - t0) * 1000
+        for r in results:
+            self._log(r, latency_ms)
+        return oip.response(body, name, version, [r["score"] for r in results], [r["label"] for r in results])
+
+
+def _control(cfg: AppConfig):
+    from app.serving.control import get_control
+
+    return get_control(cfg)
+
+
+def _monitor(cfg: AppConfig):
+    from app.monitoring.monitor import get_monitor
+
+    return get_monitor(cfg)
+
+
+def _get(ref):
+    """The value of an actor call made in the constructor (a plain value from a test double)."""
+    import ray
+
+    return ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref

@@ -1,0 +1,22 @@
+"""The dependency every route uses to reach its replica's `Ingress`."""
+
+from fastapi import Header, HTTPException
+
+from app.serving.ingress import AdminError, Ingress
+
+
+def current_ingress() -> Ingress:
+    """The replica's `Ingress` (Serve's servable object; tests override this dependency)."""
+    from ray import serve
+
+    return serve.get_replica_context().servable_object
+
+
+def require_admin(ingress: Ingress, authorization: str | None) -> None:
+    try:
+        ingress.check_admin(authorization)
+    except AdminError as exc:
+        raise HTTPException(exc.status, str(exc), headers=exc.headers) from None
+
+
+AuthHeader = Header(None)

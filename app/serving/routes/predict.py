@@ -1,0 +1,30 @@
+"""POST /predict and POST /feedback."""
+
+from fastapi import APIRouter, Depends, HTTPException
+
+from app.serving.ingress import Ingress
+from app.serving.routes.deps import current_ingress
+from app.serving.schemas import Feedback, FeedbackAck, Prediction, PredictionBatch
+from app.serving.scoring import RowError
+
+
+def router(PredictRequest: type) -> APIRouter:
+    """The predict router for this dataset's request model (its features are typed per column)."""
+    api = APIRouter()
+
+    @api.post("/predict", response_model=Prediction | PredictionBatch)
+    async def predict(body: PredictRequest, ingress: Ingress = Depends(current_ingress)):  # type: ignore[valid-type]
+        batch = body.instances is not None
+        try:
+            out = await ingress.predict(body.rows(), batch=batch)
+        except RowError as exc:
+            field = "entity_id" if exc.status == 404 else None
+            raise HTTPException(exc.status, {"error": str(exc), "field": field}) from None
+        return {"predictions": out} if batch else out[0]
+
+    @api.post("/feedback", response_model=FeedbackAck)
+    async def feedback(body: Feedback, ingress: Ingress = Depends(current_ingress)):
+        status = await ingress.feedback(body.request_id, body.label)
+        return {"request_id": body.request_id, "status": status}
+
+    return api

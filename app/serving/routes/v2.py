@@ -1,0 +1,51 @@
+"""Open Inference Protocol v2 (KServe v2 / Triton HTTP) over the experiment's control variant."""
+
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.responses import JSONResponse
+
+from app.serving import oip
+from app.serving.ingress import Ingress
+from app.serving.routes.deps import current_ingress
+
+router = APIRouter(prefix="/v2")
+
+
+def _version(ingress: Ingress, name: str) -> int:
+    try:
+        version = ingress.v2_version(name)
+    except LookupError as exc:
+        raise HTTPException(404, str(exc)) from None
+    if version is None:
+        raise HTTPException(503, f"model {name!r} has no {ingress.experiment.control} version loaded")
+    return version
+
+
+@router.get("/health/live")
+async def live() -> dict:
+    return {"live": True}
+
+
+@router.get("/health/ready")
+async def ready(ingress: Ingress = Depends(current_ingress)):
+    is_ready = ingress.experiment.control in ingress.routing.versions
+    return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+
+@router.get("/models/{name}")
+async def metadata(name: str, ingress: Ingress = Depends(current_ingress)) -> dict:
+    return oip.model_metadata(ingress.cfg, name, [_version(ingress, name)])
+
+
+@router.get("/models/{name}/ready")
+async def model_ready(name: str, ingress: Ingress = Depends(current_ingress)) -> dict:
+    _version(ingress, name)
+    return {"name": name, "ready": True}
+
+
+@router.post("/models/{name}/infer")
+async def infer(name: str, body: oip.InferRequest, ingress: Ingress = Depends(current_ingress)) -> dict:
+    _version(ingress, name)  # 404 / 503 before any work
+    try:
+        return await ingress.v2_infer(name, body)
+    except oip.OipError as exc:
+        raise HTTPException(400, str(exc)) from None

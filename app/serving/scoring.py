@@ -1,0 +1,183 @@
+"""Pure batch scoring for the ingress: feature frames, variant routing, results, traffic records.
+
+No Ray, no HTTP: the ingress (`ingress.py`) gathers a batch of requests and calls these, so
+each step is tested on plain lists and frames. Raw rows go through `add_features`, the
+function training used, so time, bucket and cross features cannot be derived differently
+when serving.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+
+from app.config import AppConfig, ExperimentConfig
+from app.features.transforms import add_features
+from app.serving.assignment import choose_variant, in_shadow_sample
+
+PUBLIC_FIELDS = ("request_id", "variant", "model_version", "score", "label")
+
+
+class RowError(Exception):
+    """A row that cannot be scored for a reason the client can fix (HTTP status + message)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Routing:
+    """What one request is routed with: the experiment, its effective split, the models."""
+
+    experiment: ExperimentConfig
+    split: dict
+    versions: dict
+    predictors: dict
+
+
+def raw_rows_to_frame(rows: list[dict], cfg: AppConfig, *, now: datetime | None = None) -> pd.DataFrame:
+    """Client-supplied dataset features -> a frame with every model feature derived.
+
+    A row without the dataset's timestamp is scored as of now (its time features).
+    """
+    ds = cfg.dataset
+    frame = pd.DataFrame.from_records(rows, columns=[*ds.features, ds.timestamp])
+    now = now or datetime.now(timezone.utc)
+    frame[ds.timestamp] = pd.to_datetime(frame[ds.timestamp], utc=True, errors="coerce").fillna(
+        pd.Timestamp(now)
+    )
+    for col in ds.numeric:
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
+    for col in ds.categorical:
+        frame[col] = frame[col].astype(object).where(frame[col].notna(), None)
+    return add_features(frame, cfg)
+
+
+def feature_frame(
+    rows: list, cfg: AppConfig, names: list[str], online: Callable[[list], list[dict]]
+) -> tuple[pd.DataFrame, list[RowError | None]]:
+    """Model-feature frame for request rows (entity ids read with one `online` call, raw
+    features derived); per row None or the RowError that stops it."""
+    errors: list[RowError | None] = [None] * len(rows)
+    entity_idx = [i for i, r in enumerate(rows) if r.entity_id is not None]
+    raw_idx = [i for i, r in enumerate(rows) if r.features is not None]
+    parts = []
+    if entity_idx:
+        found = pd.DataFrame.from_records(online([rows[i].entity_id for i in entity_idx]), columns=names)
+        found.index = entity_idx
+        if cfg.serve.unknown_entity == "error":
+            for i in found.index[found[names].isna().all(axis=1)]:
+                errors[i] = RowError(404, f"entity_id {rows[i].entity_id!r}: no features in the online store")
+        parts.append(found)
+    if raw_idx:
+        raw = raw_rows_to_frame([rows[i].features.model_dump() for i in raw_idx], cfg)
+        raw.index = raw_idx
+        parts.append(raw)
+    frame = pd.concat(parts).sort_index() if len(parts) > 1 else parts[0]
+    return frame, errors
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def assign(rows: list, experiment: str, split: dict[str, float]) -> tuple[list[str], list, np.ndarray]:
+    """Request ids, assignment keys and variants: an entity is its own key, then the client's
+    `key`, else the request id (a one-off assignment)."""
+    rids = [new_request_id() for _ in rows]
+    keys = [
+        r.entity_id if r.entity_id is not None else (r.key if r.key is not None else rid)
+        for r, rid in zip(rows, rids, strict=True)
+    ]
+    variants = np.array([choose_variant(experiment, k, split) for k in keys], dtype=object)
+    return rids, keys, variants
+
+
+def results(
+    *,
+    rids: list[str],
+    keys: list,
+    variants: np.ndarray,
+    scores: np.ndarray,
+    versions: np.ndarray,
+    errors: list,
+    inputs: list[dict],
+    threshold: float,
+) -> list:
+    """Per row its result (what is answered, plus what the traffic log needs) or its error."""
+    out: list = []
+    for i, error in enumerate(errors):
+        if error is not None:
+            out.append(error)
+            continue
+        out.append(
+            {
+                "request_id": rids[i],
+                "variant": variants[i],
+                "model_version": int(versions[i]),
+                "score": float(scores[i]),
+                "label": int(scores[i] >= threshold),
+                "key": str(keys[i]),
+                "features": inputs[i],
+            }
+        )
+    return out
+
+
+def shadow_indices(experiment: ExperimentConfig, rows: list) -> list[int]:
+    """The answered rows whose copy the shadow variant scores (a sample independent of assignment)."""
+    return [
+        i
+        for i, r in enumerate(rows)
+        if isinstance(r, dict)
+        and in_shadow_sample(experiment.name, r["request_id"], experiment.shadow_fraction)
+    ]
+
+
+def shadow_results(
+    answered: list[dict], *, variant: str, version: int, scores: np.ndarray, threshold: float
+) -> list[dict]:
+    """The shadow variant's results for copies of `answered` rows (logged, never returned)."""
+    return [
+        {
+            **r,
+            "variant": variant,
+            "model_version": int(version),
+            "score": float(s),
+            "label": int(s >= threshold),
+        }
+        for r, s in zip(answered, scores, strict=True)
+    ]
+
+
+def public(result: dict) -> dict:
+    """What the client sees of a result."""
+    return {k: result[k] for k in PUBLIC_FIELDS}
+
+
+def traffic_record(
+    result: dict, *, experiment: str, latency_ms: float, shadow: bool = False, status: str = "ok"
+) -> dict:
+    """A result as the traffic log keeps it (NaN features as nulls)."""
+    rec = {
+        "request_id": result["request_id"] + ("-shadow" if shadow else ""),
+        "logged_at": pd.Timestamp.now(tz="UTC"),
+        "experiment": experiment,
+        "variant": result["variant"],
+        "model_version": result["model_version"],
+        "shadow": shadow,
+        "pred_score": result["score"],
+        "pred_label": result["label"],
+        "latency_ms": latency_ms,
+        "status": status,
+        "key": result["key"],
+    }
+    for name, value in result["features"].items():
+        rec[name] = None if value is None or (isinstance(value, float) and np.isnan(value)) else value
+    return rec
