@@ -12,6 +12,7 @@ promotions and split changes never fail a request.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import hmac
 import logging
@@ -354,7 +355,10 @@ def _monitor(cfg: AppConfig):
 
 
 def _get(ref):
-    """The value of an actor call made in the constructor (a plain value from a test double)."""
+    """The value of an actor call made in the constructor: a Ray ObjectRef, or a resolved
+    `concurrent.futures.Future` from an in-process double of the actor."""
+    if isinstance(ref, concurrent.futures.Future):
+        return ref.result()
     import ray
 
-    return ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref
+    return ray.get(ref)

@@ -1,0 +1,243 @@
+"""The ingress replica without HTTP and without Ray: its class, called directly.
+
+The control and monitor actors are in-process doubles answering like Ray actor handles
+(`.method.remote(...)` returns an awaitable); the registry is a real MLflow store holding
+two small models, so routing, scoring, shadow and promotion run the real code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.data.synthetic import Defects, generate
+from app.features.transforms import feature_spec
+from app.model.predictor import Predictor
+from app.registry.registry import CHALLENGER, CHAMPION, Registry
+from app.serving.app import ingress_deployment
+from app.serving.ingress import AdminError, Ingress, token_digest
+from app.serving.routes import build_api
+from app.serving.routes.deps import current_ingress
+from app.serving.schemas import request_models
+from app.serving.scoring import RowError, raw_rows_to_frame
+from tests.conftest import make_config
+from tests.helpers import quick_bundle
+
+CLEAN = Defects(0, 0, 0, 0, 0, 0)
+TOKEN = "unit-admin-token"
+ROW = {"age": 41, "income": 52000.0, "score": 0.4, "country": "US", "gender": "F"}
+
+
+class Reply(concurrent.futures.Future):
+    """A finished actor call: awaitable in the event loop, `.result()` in a constructor."""
+
+    def __init__(self, value):
+        super().__init__()
+        self.set_result(value)
+
+    def __await__(self):
+        return asyncio.wrap_future(self).__await__()
+
+
+class ActorDouble:
+    """`double.method.remote(*args)` calls `obj.method(*args)` and returns a Reply."""
+
+    def __init__(self, obj):
+        self._obj = obj
+
+    def __getattr__(self, name):
+        method = getattr(self._obj, name)
+        return type("Method", (), {"remote": staticmethod(lambda *a: Reply(method(*a)))})()
+
+
+class Control:
+    def __init__(self, experiment: dict):
+        self.value = {"experiment": experiment, "generation": 0}
+
+    def state(self):
+        return self.value
+
+    def set_experiment(self, experiment):
+        self.value = {"experiment": experiment, "generation": self.value["generation"] + 1}
+        return self.value
+
+    def bump(self):
+        self.value = {**self.value, "generation": self.value["generation"] + 1}
+        return self.value
+
+
+class Monitor:
+    def __init__(self):
+        self.records, self.feedback_seen = [], []
+
+    def ingest(self, batch, dropped):
+        self.records += batch
+        return len(batch)
+
+    def feedback(self, request_id, label):
+        self.feedback_seen.append((request_id, label))
+        return "joined"
+
+
+class Features:
+    """The online store for two known entities (an unknown one has every feature missing)."""
+
+    def __init__(self, cfg):
+        self.spec = feature_spec(cfg)
+        frame = raw_rows_to_frame([ROW, {**ROW, "age": 70, "country": "DE"}], cfg)
+        self.rows = dict(zip([1, 2], frame[self.spec.names].to_dict("records"), strict=True))
+
+    def online(self, ids):
+        return [self.rows.get(i, dict.fromkeys(self.spec.names)) for i in ids]
+
+
+@pytest.fixture
+def setup(tmp_path):
+    cfg = make_config(
+        tmp_path,
+        serve={"experiment": {"name": "exp-unit", "split": {"champion": 0.5, "challenger": 0.5}}},
+    )
+    registry = Registry(cfg)
+    bundles = {
+        alias: quick_bundle(cfg, generate(1500, seed=seed, defects=CLEAN), seed=seed)
+        for alias, seed in ((CHAMPION, 1), (CHALLENGER, 2))
+    }
+    for alias, bundle in bundles.items():
+        registry.register(bundle, params={}, alias=alias)
+    control, monitor = Control(cfg.serve.experiment.model_dump()), Monitor()
+    ingress = Ingress(
+        cfg.model_dump(mode="json"),
+        {},
+        token_digest(TOKEN),
+        control=ActorDouble(control),
+        monitor=ActorDouble(monitor),
+        features=Features(cfg),
+    )
+    return {"cfg": cfg, "ingress": ingress, "bundles": bundles, "monitor": monitor, "registry": registry}
+
+
+def rows(cfg, items: list[dict]) -> list:
+    Instance = request_models(cfg).Instance
+    return [Instance.model_validate(item) for item in items]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_the_serve_deployment_wraps_this_class(setup):
+    assert issubclass(ingress_deployment(setup["cfg"]).func_or_class, Ingress)
+
+
+def test_a_batch_scores_each_row_with_its_variants_model_and_logs_every_answer(setup):
+    cfg, ingress = setup["cfg"], setup["ingress"]
+    items = [{"features": {**ROW, "age": 20 + i}, "key": f"user-{i}"} for i in range(40)]
+    answers = run(ingress.predict(rows(cfg, items), batch=True))
+    assert {a["variant"] for a in answers} == {CHAMPION, CHALLENGER}
+    frame = raw_rows_to_frame([it["features"] for it in items], cfg)
+    for variant, version in ((CHAMPION, 1), (CHALLENGER, 2)):
+        idx = [i for i, a in enumerate(answers) if a["variant"] == variant]
+        expected = Predictor.from_bundle(setup["bundles"][variant]).score(frame.iloc[idx])
+        np.testing.assert_allclose([answers[i]["score"] for i in idx], expected, rtol=1e-6)
+        assert {answers[i]["model_version"] for i in idx} == {version}
+    assert all(a["label"] == int(a["score"] >= cfg.serve.threshold) for a in answers)
+    ingress.shipper.pump()
+    logged = setup["monitor"].records
+    assert sorted(r["request_id"] for r in logged) == sorted(a["request_id"] for a in answers)
+    assert {r["experiment"] for r in logged} == {"exp-unit"}
+
+
+def test_assignment_is_sticky_per_key(setup):
+    # (A single request joins Serve's batch queue, which exists only inside a replica: the
+    # integration tests cover that path.)
+    cfg, ingress = setup["cfg"], setup["ingress"]
+
+    async def twice():
+        one = await ingress.predict(rows(cfg, [{"features": ROW, "key": "alice"}]), batch=True)
+        two = await ingress.predict(rows(cfg, [{"features": ROW, "key": "alice"}]), batch=True)
+        return one[0], two[0]
+
+    first, second = run(twice())
+    assert first["variant"] == second["variant"] and first["score"] == second["score"]
+    assert first["request_id"] != second["request_id"]
+
+
+def test_an_unknown_entity_is_a_404_row_error_and_known_ones_score(setup):
+    cfg, ingress = setup["cfg"], setup["ingress"]
+    answers = run(ingress.predict(rows(cfg, [{"entity_id": 1}, {"entity_id": 2}]), batch=True))
+    assert [a["model_version"] in (1, 2) for a in answers] == [True, True]
+    with pytest.raises(RowError) as err:
+        run(ingress.predict(rows(cfg, [{"entity_id": 1}, {"entity_id": 999}]), batch=True))
+    assert err.value.status == 404 and "999" in str(err.value)
+
+
+def test_a_new_split_and_a_promotion_change_routing_at_once(setup):
+    cfg, ingress = setup["cfg"], setup["ingress"]
+    exp = cfg.serve.experiment.model_copy(update={"split": {"champion": 0.0, "challenger": 1.0}})
+    view = run(ingress.set_experiment(exp))
+    assert view["effective_split"] == {CHALLENGER: 1.0}
+    items = [{"features": ROW, "key": f"k{i}"} for i in range(10)]
+    assert {a["variant"] for a in run(ingress.predict(rows(cfg, items), batch=True))} == {CHALLENGER}
+    after = run(ingress.promote(None))
+    assert after["models"] == {CHAMPION: 2}
+    assert setup["registry"].alias_version(CHAMPION) == 2
+    # Every share is on the challenger alias, which now names no model: nothing can answer.
+    with pytest.raises(RowError) as err:
+        run(ingress.predict(rows(cfg, items), batch=True))
+    assert err.value.status == 503
+    run(ingress.set_experiment(cfg.serve.experiment))
+    answers = run(ingress.predict(rows(cfg, items), batch=True))
+    assert {(a["variant"], a["model_version"]) for a in answers} == {(CHAMPION, 2)}
+
+
+def test_admin_calls_need_the_token(setup):
+    ingress = setup["ingress"]
+    for header, status in ((None, 401), ("Basic x", 401), ("Bearer wrong", 403)):
+        with pytest.raises(AdminError) as err:
+            ingress.check_admin(header)
+        assert err.value.status == status
+    ingress.check_admin(f"Bearer {TOKEN}")
+
+
+def test_v2_infer_scores_with_the_control_variant(setup):
+    from app.serving.oip import InferRequest
+
+    cfg, ingress = setup["cfg"], setup["ingress"]
+    inputs = [
+        {
+            "name": c,
+            "shape": [2],
+            "datatype": "FP64" if c in cfg.dataset.numeric else "BYTES",
+            "data": [ROW[c]] * 2,
+        }
+        for c in cfg.dataset.features
+    ]
+    out = run(ingress.v2_infer(cfg.registry.model_name, InferRequest.model_validate({"inputs": inputs})))
+    scores = next(o for o in out["outputs"] if o["name"] == "score")["data"]
+    expected = Predictor.from_bundle(setup["bundles"][CHAMPION]).score(raw_rows_to_frame([ROW, ROW], cfg))
+    np.testing.assert_allclose(scores, expected, rtol=1e-5)
+    with pytest.raises(LookupError):
+        ingress.v2_version("another-model")
+
+
+def test_the_routers_map_errors_to_4xx_bodies(setup):
+    """The HTTP face over the same object, in-process (FastAPI's test client, no Serve)."""
+    api = build_api(setup["cfg"])
+    api.dependency_overrides[current_ingress] = lambda: setup["ingress"]
+    client = TestClient(api)
+    unknown = client.post("/predict", json={"instances": [{"entity_id": 999}]})
+    assert unknown.status_code == 404 and unknown.json()["field"] == "entity_id"
+    known = client.post("/predict", json={"instances": [{"entity_id": 1}]})
+    assert known.status_code == 200 and len(known.json()["predictions"]) == 1
+    assert client.post("/predict", json={"entity_id": "one"}).status_code == 422
+    assert client.post("/admin/promote").status_code == 401
+    assert client.post("/admin/rollback", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 409
+    one = {"inputs": [{"name": "age", "shape": [1], "datatype": "FP64", "data": [41]}]}
+    assert client.post("/v2/models/nope/infer", json=one).status_code == 404
+    ok = client.post("/feedback", json={"request_id": "abc", "label": 1})
+    assert ok.json() == {"request_id": "abc", "status": "joined"}
+    assert setup["monitor"].feedback_seen == [("abc", 1)]
