@@ -49,7 +49,7 @@ def ingress_deployment(cfg: AppConfig):
 
 
 def application(cfg: AppConfig):
-    from app.serving.ingress import token_digest
+    from app.serving.auth import token_digest
     from app.serving.models import Model
 
     token = os.environ.get(TOKEN_ENV)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import hashlib
-import hmac
 import logging
 import time
 
@@ -25,23 +23,11 @@ from ray import serve
 from app.config import AppConfig, ExperimentConfig
 from app.registry.registry import CHALLENGER, RegistryError
 from app.serving import oip, scoring
-from app.serving.assignment import effective_split
+from app.serving.auth import check_admin
 from app.serving.models import ModelSet
-from app.serving.scoring import Routing, RowError
+from app.serving.scoring import RowError
 
 log = logging.getLogger(__name__)
-
-
-class AdminError(Exception):
-    """An admin call refused: HTTP status, message and headers for the client."""
-
-    def __init__(self, status: int, message: str, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.headers = status, headers
-
-
-def token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class Ingress:
@@ -92,16 +78,9 @@ class Ingress:
         return self.routing.experiment
 
     def _apply_state(self, state: dict) -> None:
-        exp = ExperimentConfig.model_validate(state["experiment"])
-        self.models.refresh(exp.aliases, state["generation"])
         # One assignment: a batch in flight keeps the routing it started with, so a split
         # and the models behind it can never disagree mid-request.
-        self.routing = Routing(
-            exp,
-            effective_split(exp.split, set(self.models.versions)),
-            self.models.versions,
-            self.models.predictors,
-        )
+        self.routing = self.models.apply(state)
 
     async def _sync(self) -> None:
         """Follow the control actor, and the registry: a retrain job that registers a new
@@ -183,16 +162,14 @@ class Ingress:
         self._shadow(routing, frame, results)
         return results
 
-    async def _score_variant(
-        self, variant: str, frame: pd.DataFrame, routing: Routing
-    ) -> tuple[np.ndarray, int]:
+    async def _score_variant(self, variant: str, frame: pd.DataFrame, routing) -> tuple[np.ndarray, int]:
         if self.handles:
             version, scores = await self.handles[variant].score.remote(frame.to_dict("records"))
             return np.asarray(scores), version
         predictor = routing.predictors[variant]
         return predictor.score(frame), predictor.version
 
-    def _shadow(self, routing: Routing, frame: pd.DataFrame, results: list) -> None:
+    def _shadow(self, routing, frame: pd.DataFrame, results: list) -> None:
         """Score a sampled copy of the rows with the shadow variant; logged, never returned."""
         exp = routing.experiment
         if not exp.shadow or (exp.shadow not in routing.predictors and not self.handles):
@@ -270,20 +247,8 @@ class Ingress:
     # ---------------------------------------------------------------- admin
 
     def check_admin(self, authorization: str | None) -> None:
-        if not self.cfg.serve.admin_auth:
-            return
-        if not self.admin_sha:
-            raise AdminError(
-                403, "admin routes are disabled: set MLSYS_ADMIN_TOKEN before starting the service"
-            )
-        if not authorization or not authorization.startswith("Bearer "):
-            raise AdminError(
-                401,
-                "admin route: send Authorization: Bearer <MLSYS_ADMIN_TOKEN>",
-                {"WWW-Authenticate": "Bearer"},
-            )
-        if not hmac.compare_digest(token_digest(authorization.removeprefix("Bearer ")), self.admin_sha):
-            raise AdminError(403, "admin route: wrong token")
+        """AdminError unless the call may change the experiment or the models."""
+        check_admin(authorization, required=self.cfg.serve.admin_auth, token_sha256=self.admin_sha)
 
     async def set_experiment(self, experiment: ExperimentConfig) -> dict:
         state = await self.control.set_experiment.remote(experiment.model_dump())
@@ -309,12 +274,6 @@ class Ingress:
         return {"models": self.routing.versions, "generation": self.models.generation}
 
     # ---------------------------------------------------------------- Open Inference Protocol v2
-
-    def v2_version(self, name: str) -> int:
-        """The control variant's version behind the v2 model `name` (LookupError: 404, None: 503)."""
-        if name != self.cfg.registry.model_name:
-            raise LookupError(f"model {name!r} not found (this server has {self.cfg.registry.model_name!r})")
-        return self.routing.versions.get(self.experiment.control)
 
     async def v2_infer(self, name: str, body: oip.InferRequest) -> dict:
         """Score v2 tensors with the control variant (oip.OipError for tensors that do not fit)."""

@@ -11,9 +11,11 @@ import time
 import pandas as pd
 from ray import serve
 
-from app.config import AppConfig
+from app.config import AppConfig, ExperimentConfig
 from app.model.predictor import Predictor
 from app.registry.registry import Registry
+from app.serving.assignment import effective_split
+from app.serving.scoring import Routing
 
 
 class ModelSet:
@@ -53,6 +55,13 @@ class ModelSet:
         # Swap whole dicts: a request in flight keeps the objects it already holds.
         self.versions, self.predictors, self.generation = versions, predictors, generation
         return versions
+
+    def apply(self, state: dict) -> Routing:
+        """Load what the control actor's state names; the routing requests then follow."""
+        exp = ExperimentConfig.model_validate(state["experiment"])
+        self.refresh(exp.aliases, state["generation"])
+        split = effective_split(exp.split, set(self.versions))
+        return Routing(exp, split, self.versions, self.predictors)
 
 
 @serve.deployment(name="model", max_ongoing_requests=64, health_check_period_s=5)

@@ -19,7 +19,7 @@ from app.data.etl import run_etl
 from app.data.synthetic import generate, write_dataset
 from app.features.store import FeatureClient
 from app.registry.registry import CHAMPION, Registry
-from app.serving import graph
+from app.serving import app as serving_app
 from app.serving.client import ServiceClient
 from app.training.dataset import build_splits
 from app.training.fit import fit_candidate
@@ -69,7 +69,7 @@ def main(work: Path) -> None:
         bundle = outcome["bundle"]
         Registry(cfg).register(bundle, params={}, alias=CHAMPION)
 
-        url = graph.start(cfg)
+        url = serving_app.start(cfg)
         prediction = ServiceClient(url).predict_entity(int(splits.train[cfg.dataset.entity].iloc[0]))
         print(
             "FACTS",

@@ -155,6 +155,7 @@ def test_serve_without_a_model_is_a_clear_error(tmp_path):
     assert proc.returncode == 2 and "no champion" in proc.stderr
 
 
+@pytest.mark.slow
 def test_demo_runs_the_whole_loop_twice(tmp_path):
     """generate -> pipeline -> serve -> traffic -> drift alert -> retrain job -> challenger -> report."""
     env = {

@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.helpers import small_cli_env
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 BROKEN_ROWS = 30
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import LOCAL_CONFIG, ROOT
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 BIN = Path(sys.executable).parent
 DASHBOARD = "http://127.0.0.1:8267"
 

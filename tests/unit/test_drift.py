@@ -11,9 +11,9 @@ from scipy import stats
 
 from app.config import RetrainConfig
 from app.data.synthetic import Defects, generate
+from app.model.profile import categorical_profile, numeric_profile, reference_profile
 from app.monitoring import retrain
 from app.monitoring.drift import FLOOR, UNSEEN, DriftWindow, psi, severity
-from app.training.profile import categorical_profile, numeric_profile, reference_profile
 
 CLEAN = Defects(0, 0, 0, 0, 0, 0)
 
@@ -142,9 +142,33 @@ def test_small_windows_do_not_trigger_and_schedules_do():
     assert retrain.decide(state, cfg, now=6 * 3600 + 60, drift_alert=False, window_samples=0)[0] is None
 
 
-@pytest.mark.parametrize("schedule", ["daily", "weekly", "hourly", "every 30m", "every 2d", "none"])
-def test_schedules_parse(schedule):
-    RetrainConfig(schedule=schedule)
+@pytest.mark.parametrize(
+    ("schedule", "period"),
+    [
+        ("daily", 86400),
+        ("weekly", 7 * 86400),
+        ("hourly", 3600),
+        ("every 30m", 30 * 60),
+        ("every 6h", 6 * 3600),
+        ("every 2d", 2 * 86400),
+        ("Every 45M", 45 * 60),
+        ("none", None),
+        ("off", None),
+    ],
+)
+def test_schedules_parse_to_their_period(schedule, period):
+    cfg = RetrainConfig(schedule=schedule, cooldown_minutes=0)
+    assert cfg.period_seconds == period
+    # The controller runs on that period: nothing just before it, a scheduled run at it, and
+    # never a scheduled run without a schedule.
+    state = retrain.ControllerState(started_at=0)
+    if period is None:
+        assert retrain.decide(state, cfg, now=365 * 86400, drift_alert=False, window_samples=0)[0] is None
+        return
+    assert retrain.decide(state, cfg, now=period - 1, drift_alert=False, window_samples=0)[0] is None
+    trigger, reason = retrain.decide(state, cfg, now=period, drift_alert=False, window_samples=0)
+    assert trigger == "schedule" and repr(schedule) in reason
+    assert state.last_scheduled_at == period  # the next period counts from this run
 
 
 @pytest.mark.parametrize("schedule", ["sometimes", "every 0h", "every h", "0 3 * * *"])

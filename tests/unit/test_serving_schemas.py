@@ -7,9 +7,9 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from app.serving.scoring import raw_rows_to_frame
 from app.serving import oip
 from app.serving.schemas import request_models
+from app.serving.scoring import raw_rows_to_frame
 
 ROW = {"age": 30, "income": 1000.5, "score": 0.2, "country": "US", "gender": "M"}
 

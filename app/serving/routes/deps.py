@@ -2,7 +2,8 @@
 
 from fastapi import Header, HTTPException
 
-from app.serving.ingress import AdminError, Ingress
+from app.serving.auth import AdminError
+from app.serving.ingress import Ingress
 
 
 def current_ingress() -> Ingress:

@@ -11,10 +11,11 @@ router = APIRouter(prefix="/v2")
 
 
 def _version(ingress: Ingress, name: str) -> int:
-    try:
-        version = ingress.v2_version(name)
-    except LookupError as exc:
-        raise HTTPException(404, str(exc)) from None
+    """The control variant's version behind the v2 model `name` (404 unknown, 503 none loaded)."""
+    served = ingress.cfg.registry.model_name
+    if name != served:
+        raise HTTPException(404, f"model {name!r} not found (this server has {served!r})")
+    version = ingress.routing.versions.get(ingress.experiment.control)
     if version is None:
         raise HTTPException(503, f"model {name!r} has no {ingress.experiment.control} version loaded")
     return version

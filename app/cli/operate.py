@@ -1,0 +1,129 @@
+"""Commands over registered models and the running service: models, serve, monitor, report, online."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.cli.base import app, cfg_of, models_app, out
+from app.views import drift_table, models_table
+
+
+@models_app.command("list")
+def models_list(ctx: typer.Context) -> None:
+    """Registered versions with aliases, holdout metrics and lineage."""
+    cfg = cfg_of(ctx)  # first: a config error answers before any import
+    from app.registry.registry import Registry
+
+    out.print(models_table(Registry(cfg).versions()))
+
+
+@models_app.command("promote")
+def models_promote(ctx: typer.Context, version: int) -> None:
+    """Make VERSION the champion."""
+    cfg = cfg_of(ctx)  # first: a config error answers before any import
+    from app.registry.registry import Registry
+
+    Registry(cfg).promote(version)
+    out.print(f"version {version} is now the champion")
+
+
+@models_app.command("rollback")
+def models_rollback(ctx: typer.Context) -> None:
+    """Point the champion back at the previous champion."""
+    cfg = cfg_of(ctx)  # first: a config error answers before any import
+    from app.registry.registry import Registry
+
+    out.print(f"champion rolled back to version {Registry(cfg).rollback()}")
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="return once healthy; the service keeps running")
+    ] = False,
+    stop: Annotated[bool, typer.Option("--stop", help="tear the service down")] = False,
+) -> None:
+    """Serve the champion (and challenger) behind the A/B router on Ray Serve."""
+    cfg = cfg_of(ctx)  # first: a config error answers before any import
+    import time
+
+    from app.serving import app as serving_app
+
+    if stop:
+        serving_app.shutdown(cfg)
+        out.print(
+            f"stopped the {serving_app.APP_NAME} application (the cluster keeps running: `ray stop` ends it)"
+        )
+        return
+    url = serving_app.launch(cfg, detach=detach)
+    out.print(f"serving at {url}  (API docs: {url}/docs)")
+    out.print(
+        f"try: curl -s -X POST {url}/predict -H 'content-type: application/json' -d '{{\"entity_id\": 1}}'"
+    )
+    if not os.environ.get(serving_app.TOKEN_ENV) and cfg.serve.admin_auth:
+        out.print(f"admin routes are off: set {serving_app.TOKEN_ENV} before `mlsys serve` to enable them")
+    if detach:
+        return
+    out.print("Ctrl-C stops the service")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        serving_app.stop()
+
+
+monitor_app = typer.Typer(no_args_is_help=True, help="Drift monitor and retraining.")
+app.add_typer(monitor_app, name="monitor")
+
+
+@monitor_app.command("status")
+def monitor_status(ctx: typer.Context) -> None:
+    """The drift monitor's last windows (PSI / KS / chi-square), alerts and retrain decisions."""
+    cfg = cfg_of(ctx)  # first: a config error answers before any import
+    from app.monitoring.monitor import drift_report
+
+    report = drift_report(cfg)
+    out.print(drift_table(report))
+    for d in report["retrain"]["decisions"]:
+        out.print(f"retrain decision: {d['trigger'] or 'none'} - {d['reason']} (job {d['job_id']})")
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    out_path: Annotated[Path, typer.Option("--out", help="HTML file to write")] = Path("report.html"),
+) -> None:
+    """Write the drift and A/B experiment report as a self-contained HTML page."""
+    cfg = cfg_of(ctx)  # first: a config error answers before any import
+    from app.files import atomic_write_text
+    from app.serving.app import live_report_html
+
+    out.print(f"wrote {atomic_write_text(out_path, live_report_html(cfg))}")
+
+
+@app.command()
+def online(
+    ctx: typer.Context,
+    every: Annotated[float | None, typer.Option(help="repeat every N seconds (Ctrl-C stops)")] = None,
+    min_rows: Annotated[int, typer.Option(min=10)] = 200,
+) -> None:
+    """Online learning: fine-tune the champion on new feedback; publish only an improvement."""
+    cfg = cfg_of(ctx)  # first: a config error answers before any import
+    import time
+
+    from app.monitoring.online import online_step
+
+    while True:
+        step = online_step(cfg, min_rows=min_rows)
+        published = (
+            f"published version {step.published} as champion" if step.published else "nothing published"
+        )
+        out.print(f"{step.rows} labelled rows: {published} ({step.reason})")
+        if every is None:
+            return
+        time.sleep(every)

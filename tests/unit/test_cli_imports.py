@@ -1,0 +1,26 @@
+"""The command line answers at once: parsing, `--help` and a config error import no heavy library."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HEAVY = ("torch", "ray", "feast", "mlflow", "pandas")
+
+
+def _loaded_after(code: str) -> set[str]:
+    probe = f"import sys\n{code}\nprint('loaded:', *(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return set(out.stdout.strip().splitlines()[-1].split()[1:])
+
+
+def test_importing_the_cli_pulls_in_no_heavy_library():
+    assert _loaded_after("import app.cli") == set()
+
+
+def test_help_and_a_config_error_pull_in_no_heavy_library():
+    help_run = "import sys\nfrom app.cli import main\nsys.argv = ['mlsys', '--help']\ntry:\n    main()\nexcept SystemExit:\n    pass"
+    assert _loaded_after(help_run) == set()
+    bad_config = help_run.replace("'--help'", "'--config', '/no/such.yaml', 'models', 'list'")
+    assert _loaded_after(bad_config) == set()
