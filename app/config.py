@@ -13,7 +13,7 @@ import keyword
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -271,7 +271,9 @@ class TuneConfig(_Section):
 class ExperimentConfig(_Section):
     name: str = "exp-1"
     # Variant name -> share of traffic. A variant name is a registry alias (champion, challenger, ...).
-    split: dict[str, float] = Field(default_factory=lambda: {"champion": 0.9, "challenger": 0.1})
+    split: dict[str, Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]] = Field(
+        default_factory=lambda: {"champion": 0.9, "challenger": 0.1}
+    )
     shadow: str | None = None  # an alias scored on a copy of the traffic, never returned
     shadow_fraction: float = Field(default=1.0, ge=0, le=1)
     control: str = "champion"  # what the other variants are compared with
@@ -321,6 +323,9 @@ class ServeConfig(_Section):
     batch_wait_timeout_s: float = Field(default=0.002, ge=0)
     max_instances: int = Field(default=10_000, ge=1)  # rows in one batch request
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    # Longest categorical string (and v2 BYTES element) accepted: traffic records and drift
+    # windows keep these values, so an unbounded one is unbounded memory.
+    max_string_length: int = Field(default=256, ge=1)
     threshold: float = Field(default=0.5, gt=0, lt=1)  # score -> label
     unknown_entity: Literal["error", "impute"] = "error"  # 404, or score with missing features
     # Admin routes need `Authorization: Bearer $MLSYS_ADMIN_TOKEN`; with no token set they are
