@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import io
+import threading
 from datetime import datetime, timezone
 
 import matplotlib
@@ -108,8 +109,18 @@ def experiment_chart(report: dict) -> str:
     return _svg(fig)
 
 
+# pyplot keeps global state: two pages rendered at once (the service renders off its event
+# loop, in threads) would draw into each other's figures.
+_PLOT_LOCK = threading.Lock()
+
+
 def render(drift: dict, experiment: dict) -> str:
     """The page, from `DriftMonitor.drift()` and `DriftMonitor.report()` output."""
+    with _PLOT_LOCK:
+        return _render(drift, experiment)
+
+
+def _render(drift: dict, experiment: dict) -> str:
     esc = html.escape
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>mlsys report</title><style>{STYLE}</style>"

@@ -123,8 +123,8 @@ class Ingress:
         results = await self._score_rows(rows) if batch else [await self._score_batched(rows[0])]
         for r in results:
             if isinstance(r, Exception):
-                if not isinstance(r, RowError):
-                    self.metrics.failed("unknown")
+                if not isinstance(r, RowError) or r.status >= 500:  # the service's failure
+                    self.metrics.failed(getattr(r, "variant", None) or "unknown")
                 raise r
         seconds = time.perf_counter() - t0
         for r in results:
@@ -203,9 +203,20 @@ class Ingress:
     async def _score_batched(self, rows: list) -> list:
         try:
             return await self._score_rows(rows)
-        except Exception as exc:  # one bad batch must not take the others' answers with it
+        except Exception as exc:
+            if len(rows) == 1:
+                log.exception("scoring failed")
+                return [exc]
+        # One caller's row must not fail the others batched with it: each row on its own.
+        log.warning("a batch of %d rows failed; scoring them one by one", len(rows))
+        return [await self._score_alone(row) for row in rows]
+
+    async def _score_alone(self, row) -> object:
+        try:
+            return (await self._score_rows([row]))[0]
+        except Exception as exc:
             log.exception("scoring failed")
-            return [exc] * len(rows)
+            return exc
 
     def _log(self, result: dict, latency_ms: float, *, shadow: bool = False, status: str = "ok") -> None:
         self.shipper.add(
@@ -221,6 +232,7 @@ class Ingress:
         return {
             "status": "ok" if self.routing.split else "no model",
             "models": self.routing.versions,
+            "unloadable": self.models.unloadable,
             "generation": self.models.generation,
         }
 
@@ -234,15 +246,15 @@ class Ingress:
 
     async def feedback(self, request_id: str, label: int) -> str:
         self.shipper.pump()  # this replica's predictions reach the monitor first
-        return await self.monitor.feedback.remote(request_id, label)
+        return await _within(self.monitor.feedback.remote(request_id, label))
 
     async def drift(self) -> dict:
         self.shipper.pump()
-        return await self.monitor.drift.remote()
+        return await _within(self.monitor.drift.remote())
 
     async def experiment_report(self) -> dict:
         self.shipper.pump()
-        return await self.monitor.report.remote(self.experiment.model_dump())
+        return await _within(self.monitor.report.remote(self.experiment.model_dump()))
 
     # ---------------------------------------------------------------- admin
 
@@ -282,7 +294,11 @@ class Ingress:
         routing = self.routing
         control = routing.experiment.control
         frame = scoring.raw_rows_to_frame(raw, self.cfg)
-        scores, version = await self._score_variant(control, frame, routing)
+        try:
+            scores, version = await self._score_variant(control, frame, routing)
+        except Exception:
+            self.metrics.failed(control)
+            raise
         n = len(raw)
         rids = [scoring.new_request_id() for _ in range(n)]
         results = scoring.results(
@@ -295,10 +311,30 @@ class Ingress:
             inputs=frame[self.features.spec.names].to_dict("records"),
             threshold=self.cfg.serve.threshold,
         )
+        unscored = next((r for r in results if isinstance(r, RowError)), None)
+        if unscored is not None:
+            raise oip.OipError(str(unscored))
         latency_ms = (time.perf_counter() - t0) * 1000
         for r in results:
             self._log(r, latency_ms)
         return oip.response(body, name, version, [r["score"] for r in results], [r["label"] for r in results])
+
+
+class MonitorUnavailable(RuntimeError):
+    """The monitor did not answer in time (it may be restarting); the client may retry."""
+
+
+# A monitor call answers in milliseconds; one that takes this long is restarting or
+# overloaded, and a client waits no longer than this for feedback or a report.
+MONITOR_TIMEOUT_S = 5.0
+
+
+async def _within(ref):
+    timeout_s = MONITOR_TIMEOUT_S
+    try:
+        return await asyncio.wait_for(ref, timeout_s)
+    except asyncio.TimeoutError:
+        raise MonitorUnavailable(f"the drift monitor did not answer within {timeout_s:g} s; retry") from None
 
 
 def _control(cfg: AppConfig):

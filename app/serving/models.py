@@ -6,16 +6,20 @@ deployment (`deployment`), and `Noop` is the serving benchmark's baseline.
 """
 
 import asyncio
+import logging
 import time
 
 import pandas as pd
 from ray import serve
 
 from app.config import AppConfig, ExperimentConfig
+from app.model.bundle import BundleError
 from app.model.predictor import Predictor
-from app.registry.registry import Registry
+from app.registry.registry import Registry, RegistryError
 from app.serving.assignment import effective_split
 from app.serving.scoring import Routing
+
+log = logging.getLogger(__name__)
 
 
 class ModelSet:
@@ -28,6 +32,8 @@ class ModelSet:
         self.versions: dict[str, int] = {}
         self.predictors: dict[str, Predictor] = {}
         self.generation = -1  # of the control actor, when these were loaded
+        self.unloadable: dict[str, int] = {}  # alias -> version that failed to load
+        self.load_failures = 0
 
     def resolve(self, aliases: list[str]) -> dict[str, int]:
         """The version behind each alias that has one (a registry query; blocking)."""
@@ -37,23 +43,42 @@ class ModelSet:
     def changed(self, aliases: list[str], generation: int) -> bool:
         """Whether the control generation moved, or an alias now names another version: a retrain
         job that registers a challenger moves an alias without telling anyone (blocking)."""
-        return generation != self.generation or self.resolve(aliases) != self.versions
+        return generation != self.generation or self.resolve(aliases) != {**self.versions, **self.unloadable}
 
     def refresh(self, aliases: list[str], generation: int = -1) -> dict[str, int]:
-        """Resolve each alias in the registry and load models that changed (blocking I/O)."""
-        versions, predictors = self.resolve(aliases), {}
-        for alias, version in versions.items():
-            if self.load:
-                current = self.predictors.get(alias)
-                predictors[alias] = (
-                    current
-                    if current is not None and current.version == version
-                    else Predictor.from_bundle(
-                        self.registry.load(version), version=version, threshold=self.cfg.serve.threshold
-                    )
+        """Resolve each alias in the registry and load models that changed (blocking I/O).
+
+        A version that cannot be loaded (a tampered or missing bundle) is logged, counted and
+        skipped: its share goes to the variants that loaded, and it is not retried until its
+        alias moves, so the others keep serving and following promotions."""
+        resolved, versions, predictors, unloadable = self.resolve(aliases), {}, {}, {}
+        for alias, version in resolved.items():
+            if not self.load:
+                versions[alias] = version
+                continue
+            current = self.predictors.get(alias)
+            if current is not None and current.version == version:
+                versions[alias], predictors[alias] = version, current
+                continue
+            if self.unloadable.get(alias) == version:
+                unloadable[alias] = version
+                continue
+            try:
+                bundle = self.registry.load(version)
+            except (BundleError, RegistryError, OSError) as exc:
+                log.error(
+                    "alias %s: version %s cannot be loaded, serving without it: %s", alias, version, exc
                 )
+                self.load_failures += 1
+                unloadable[alias] = version
+                continue
+            predictors[alias] = Predictor.from_bundle(
+                bundle, version=version, threshold=self.cfg.serve.threshold
+            )
+            versions[alias] = version
         # Swap whole dicts: a request in flight keeps the objects it already holds.
         self.versions, self.predictors, self.generation = versions, predictors, generation
+        self.unloadable = unloadable
         return versions
 
     def apply(self, state: dict) -> Routing:

@@ -3,15 +3,25 @@
 Inputs are one tensor per dataset feature, shape [n] or [n, 1]: FP32/FP64/INT* for numeric
 features, BYTES (strings) for categorical ones, and optionally the dataset's timestamp as
 BYTES (ISO 8601). Outputs are `score` (FP32) and `label` (INT64), shape [n].
+
+Tensor data comes as JSON or with Triton's binary tensor extension: the body is a JSON header
+of `Inference-Header-Content-Length` bytes followed by each binary input's raw bytes (numbers
+little-endian; BYTES elements each prefixed by a 4-byte length), as the Triton client sends
+by default. The body is parsed whatever its content type, as Triton does (that client sends
+JSON with none). Outputs are returned in binary when the request asks for it.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import struct
 
-from pydantic import BaseModel, ConfigDict, Field
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.config import AppConfig
+from app.serving.schemas import MAX_ABS_NUMBER
 
 NUMERIC_TYPES = {
     "FP16",
@@ -26,7 +36,20 @@ NUMERIC_TYPES = {
     "UINT32",
     "UINT64",
 }
-MAX_ROWS = 100_000
+LITTLE_ENDIAN = {
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+    "INT8": "<i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "UINT8": "<u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+}
+HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
 class OipError(ValueError):
@@ -39,7 +62,8 @@ class InferInput(BaseModel):
     name: str
     shape: list[int] = Field(min_length=1, max_length=2)
     datatype: str
-    data: list
+    data: list | None = None  # None: the tensor's bytes follow the JSON header
+    parameters: dict | None = None
 
 
 class InferRequest(BaseModel):
@@ -48,6 +72,70 @@ class InferRequest(BaseModel):
     id: str | None = None
     inputs: list[InferInput] = Field(min_length=1)
     outputs: list[dict] | None = None
+    parameters: dict | None = None
+
+
+def server_metadata(version: str) -> dict:
+    return {"name": "mlsys", "version": version, "extensions": ["binary_tensor_data"]}
+
+
+def parse_request(body: bytes, header_length: str | None) -> InferRequest:
+    """The request in `body`: all JSON, or a JSON header of `header_length` bytes followed by
+    the binary inputs' data, which is decoded into each such input's `data`."""
+    if header_length is None:
+        header, rest = body, b""
+    else:
+        if not header_length.isdigit() or not 0 < int(header_length) <= len(body):
+            raise OipError(f"{HEADER_LENGTH}: {header_length!r} is not a length within the body")
+        header, rest = body[: int(header_length)], body[int(header_length) :]
+    try:
+        req = InferRequest.model_validate(json.loads(header))
+    except (ValueError, UnicodeDecodeError) as exc:  # ValidationError is a ValueError
+        raise OipError(f"request: {_first_error(exc)}") from None
+    offset = 0
+    for t in req.inputs:
+        size = (t.parameters or {}).get("binary_data_size")
+        if size is None:
+            if t.data is None:
+                raise OipError(f"input {t.name!r}: no data and no binary_data_size")
+            continue
+        if not isinstance(size, int) or size < 0 or offset + size > len(rest):
+            raise OipError(f"input {t.name!r}: binary_data_size {size!r} exceeds the binary data sent")
+        t.data = _decode(t, rest[offset : offset + size])
+        offset += size
+    if offset != len(rest):
+        raise OipError(f"request: {len(rest) - offset} bytes of binary data belong to no input")
+    return req
+
+
+def _first_error(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+    return f"not JSON ({exc})"
+
+
+def _decode(t: InferInput, raw: bytes) -> list:
+    if t.datatype == "BYTES":
+        values, i = [], 0
+        while i < len(raw):
+            if i + 4 > len(raw):
+                raise OipError(f"input {t.name!r}: truncated BYTES element")
+            (n,) = struct.unpack_from("<I", raw, i)
+            if i + 4 + n > len(raw):
+                raise OipError(f"input {t.name!r}: truncated BYTES element")
+            try:
+                values.append(raw[i + 4 : i + 4 + n].decode())
+            except UnicodeDecodeError:
+                raise OipError(f"input {t.name!r}: BYTES element is not UTF-8") from None
+            i += 4 + n
+        return values
+    dtype = LITTLE_ENDIAN.get(t.datatype)
+    if dtype is None:
+        raise OipError(f"input {t.name!r}: datatype {t.datatype} has no binary form here")
+    if len(raw) % np.dtype(dtype).itemsize:
+        raise OipError(f"input {t.name!r}: {len(raw)} bytes is not a whole number of {t.datatype}")
+    return np.frombuffer(raw, dtype=dtype).tolist()
 
 
 def model_metadata(cfg: AppConfig, name: str, versions: list[int]) -> dict:
@@ -71,8 +159,10 @@ def _flat(data: list) -> list:
 
 
 def request_rows(req: InferRequest, cfg: AppConfig) -> list[dict]:
-    """v2 input tensors -> one dict of raw dataset features per row."""
+    """v2 input tensors -> one dict of raw dataset features per row (the same row, number and
+    string limits as /predict)."""
     ds = cfg.dataset
+    max_rows, max_chars = cfg.serve.max_instances, cfg.serve.max_string_length
     allowed = {*ds.features, ds.timestamp}
     columns: dict[str, list] = {}
     for t in req.inputs:
@@ -81,9 +171,9 @@ def request_rows(req: InferRequest, cfg: AppConfig) -> list[dict]:
         if t.name in columns:
             raise OipError(f"input {t.name!r}: given twice")
         n = t.shape[0]
-        if n < 1 or n > MAX_ROWS or any(d < 1 for d in t.shape) or math.prod(t.shape) != n:
+        if n < 1 or n > max_rows or any(d < 1 for d in t.shape) or math.prod(t.shape) != n:
             raise OipError(
-                f"input {t.name!r}: shape {t.shape} must be [n] or [n, 1] with 1 <= n <= {MAX_ROWS}"
+                f"input {t.name!r}: shape {t.shape} must be [n] or [n, 1] with 1 <= n <= {max_rows}"
             )
         values = _flat(t.data)
         if len(values) != n:
@@ -92,13 +182,16 @@ def request_rows(req: InferRequest, cfg: AppConfig) -> list[dict]:
             if t.datatype not in NUMERIC_TYPES:
                 raise OipError(f"input {t.name!r}: datatype {t.datatype} must be numeric (e.g. FP32)")
             for v in values:
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                    raise OipError(f"input {t.name!r}: {v!r} is not a finite number")
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not _bounded(v):
+                    shown = repr(v) if len(repr(v)) < 40 else repr(v)[:37] + "..."
+                    raise OipError(f"input {t.name!r}: {shown} is not a number within ±{MAX_ABS_NUMBER:g}")
         else:
             if t.datatype != "BYTES":
                 raise OipError(f"input {t.name!r}: datatype {t.datatype} must be BYTES")
             if not all(isinstance(v, str) for v in values):
                 raise OipError(f"input {t.name!r}: BYTES data must be strings")
+            if any(len(v) > max_chars for v in values):
+                raise OipError(f"input {t.name!r}: a string is longer than {max_chars} characters")
         columns[t.name] = values
     missing = [c for c in ds.features if c not in columns]
     if missing:
@@ -114,6 +207,11 @@ def request_rows(req: InferRequest, cfg: AppConfig) -> list[dict]:
     return [{c: columns[c][i] for c in columns} for i in range(n)]
 
 
+def _bounded(v: int | float) -> bool:
+    # Compared as given: a 400-digit int must not be converted to float (OverflowError).
+    return (isinstance(v, int) or math.isfinite(v)) and -MAX_ABS_NUMBER <= v <= MAX_ABS_NUMBER
+
+
 def response(req: InferRequest, name: str, version: int, scores: list[float], labels: list[int]) -> dict:
     wanted = {o.get("name") for o in req.outputs} if req.outputs else {"score", "label"}
     outputs = []
@@ -125,3 +223,23 @@ def response(req: InferRequest, name: str, version: int, scores: list[float], la
     if req.id is not None:
         out["id"] = req.id
     return out
+
+
+def wants_binary(req: InferRequest) -> bool:
+    """Whether the client asked for binary outputs (Triton's client does by default)."""
+    if (req.parameters or {}).get("binary_data_output"):
+        return True
+    return any((o.get("parameters") or {}).get("binary_data") for o in req.outputs or [])
+
+
+def binary_response(resp: dict) -> tuple[bytes, int]:
+    """`resp` with its output data moved behind the JSON header: (body, header length)."""
+    dtypes = {"FP32": "<f4", "INT64": "<i8"}
+    header, chunks = {**resp, "outputs": []}, []
+    for out in resp["outputs"]:
+        raw = np.asarray(out["data"], dtype=dtypes[out["datatype"]]).tobytes()
+        chunks.append(raw)
+        meta = {k: v for k, v in out.items() if k != "data"}
+        header["outputs"].append({**meta, "parameters": {"binary_data_size": len(raw)}})
+    head = json.dumps(header).encode()
+    return head + b"".join(chunks), len(head)

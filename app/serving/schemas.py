@@ -14,10 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, create_
 
 from app.config import AppConfig
 
+# Magnitude limit of a numeric feature: anything larger overflows float32 once scaled and would
+# score NaN; it is refused with the field's name instead.
+MAX_ABS_NUMBER = 1e15
 Number = (
-    Annotated[float, Field(strict=True, allow_inf_nan=False)]
-    | Annotated[int, Field(strict=True, ge=-(2**53), le=2**53)]
+    Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-MAX_ABS_NUMBER, le=MAX_ABS_NUMBER)]
+    | Annotated[int, Field(strict=True, ge=-MAX_ABS_NUMBER, le=MAX_ABS_NUMBER)]
 )
+Int64 = Annotated[int, Field(strict=True, ge=-(2**63), le=2**63 - 1)]  # what the online store keys
 
 
 class _Strict(BaseModel):
@@ -54,11 +58,12 @@ def request_models(cfg: AppConfig) -> SimpleNamespace:
     """The /predict request models for this dataset (field names and types from the config)."""
     ds = cfg.dataset
     fields = {c: (Number | None, ...) for c in ds.numeric}
-    fields.update({c: (StrictStr | None, ...) for c in ds.categorical})
+    Category = Annotated[StrictStr, Field(max_length=cfg.serve.max_string_length)]
+    fields.update({c: (Category | None, ...) for c in ds.categorical})
     fields[ds.timestamp] = (datetime | None, None)  # scored as of now when absent
     FeaturesModel = create_model("Features", __base__=_Strict, **fields)
-    EntityId = StrictInt if ds.entity_type == "int64" else Annotated[str, Field(min_length=1, max_length=256)]
-    Key = StrictInt | Annotated[str, Field(min_length=1, max_length=256)]
+    EntityId = Int64 if ds.entity_type == "int64" else Annotated[str, Field(min_length=1, max_length=256)]
+    Key = Int64 | Annotated[str, Field(min_length=1, max_length=256)]
 
     class Instance(_Strict):
         """One row: by entity id (features from the online store) or with its features."""

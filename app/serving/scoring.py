@@ -116,6 +116,9 @@ def results(
         if error is not None:
             out.append(error)
             continue
+        if not np.isfinite(scores[i]):  # never answer NaN as a prediction
+            out.append(RowError(422, "these features give no finite score; check their magnitudes"))
+            continue
         out.append(
             {
                 "request_id": rids[i],

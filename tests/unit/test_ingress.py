@@ -240,3 +240,134 @@ def test_the_routers_map_errors_to_4xx_bodies(setup):
     ok = client.post("/feedback", json={"request_id": "abc", "label": 1})
     assert ok.json() == {"request_id": "abc", "status": "joined"}
     assert setup["monitor"].feedback_seen == [("abc", 1)]
+
+
+class FailingFeatures(Features):
+    """An online store whose read fails whenever entity 13 is in it."""
+
+    def online(self, ids):
+        if 13 in ids:
+            raise RuntimeError("the online store cannot read entity 13")
+        return super().online(ids)
+
+
+def test_one_failing_row_fails_alone_and_the_rest_of_its_batch_is_answered(setup):
+    cfg, ingress = setup["cfg"], setup["ingress"]
+    ingress._features = FailingFeatures(cfg)
+    batched = Ingress._score_batched.__wrapped__  # the method under Serve's batch queue
+    got = run(batched(ingress, rows(cfg, [{"entity_id": 1}, {"entity_id": 13}, {"features": ROW}])))
+    assert isinstance(got[1], RuntimeError)
+    assert isinstance(got[0], dict) and isinstance(got[2], dict)
+    assert np.isfinite([got[0]["score"], got[2]["score"]]).all()
+
+
+def test_a_model_that_cannot_load_is_skipped_and_its_share_served_by_the_others(setup):
+    cfg = setup["cfg"]
+    # The replica loads from its downloaded copy of the registry's bundle.
+    (cfg.storage.bundles / "v2" / "bundle" / "weights.pt").write_bytes(b"tampered")
+    fresh = Ingress(
+        cfg.model_dump(mode="json"),
+        {},
+        None,
+        control=ActorDouble(Control(cfg.serve.experiment.model_dump())),
+        monitor=ActorDouble(Monitor()),
+        features=Features(cfg),
+    )
+    assert fresh.routing.split == {CHAMPION: 1.0} and fresh.models.unloadable == {CHALLENGER: 2}
+    items = [{"features": ROW, "key": f"k{i}"} for i in range(20)]
+    assert {a["variant"] for a in run(fresh.predict(rows(cfg, items), batch=True))} == {CHAMPION}
+    # Not retried while the alias still names the broken version.
+    assert not fresh.models.changed([CHAMPION, CHALLENGER], fresh.models.generation)
+
+
+def test_a_silent_monitor_is_a_503_not_a_hang(setup, monkeypatch):
+    import app.serving.ingress as ingress_module
+
+    class Silent:
+        def feedback(self, request_id, label):
+            return asyncio.sleep(3600)
+
+    monkeypatch.setattr(ingress_module, "MONITOR_TIMEOUT_S", 0.2)
+    ingress = setup["ingress"]
+    silent = Silent()
+    ingress.monitor = type(
+        "M", (), {"feedback": type("F", (), {"remote": staticmethod(silent.feedback)})()}
+    )()
+    api = build_api(setup["cfg"])
+    api.dependency_overrides[current_ingress] = lambda: ingress
+    answer = TestClient(api).post("/feedback", json={"request_id": "abc", "label": 1})
+    assert answer.status_code == 503 and "did not answer" in answer.json()["error"]
+
+
+def test_v2_takes_json_without_a_content_type_and_binary_tensors(setup):
+    cfg, ingress = setup["cfg"], setup["ingress"]
+    api = build_api(cfg)
+    api.dependency_overrides[current_ingress] = lambda: ingress
+    client = TestClient(api)
+    assert client.get("/v2").json()["extensions"] == ["binary_tensor_data"]
+    inputs = [
+        {
+            "name": c,
+            "shape": [1],
+            "datatype": "FP64" if c in cfg.dataset.numeric else "BYTES",
+            "data": [ROW[c]],
+        }
+        for c in cfg.dataset.features
+    ]
+    url = f"/v2/models/{cfg.registry.model_name}/infer"
+    import json
+
+    plain = client.post(url, content=json.dumps({"inputs": inputs}).encode(), headers={"content-type": ""})
+    assert plain.status_code == 200, plain.text
+    score = next(o for o in plain.json()["outputs"] if o["name"] == "score")["data"][0]
+    expected = Predictor.from_bundle(setup["bundles"][CHAMPION]).score(raw_rows_to_frame([ROW], cfg))[0]
+    assert score == pytest.approx(expected, rel=1e-5)
+    huge = [{**t, "data": [10**400]} if t["name"] == "age" else t for t in inputs]
+    bad = client.post(url, json={"inputs": huge})
+    assert bad.status_code == 400 and "age" in bad.json()["error"]
+
+
+def test_the_triton_http_client_works_unchanged_binary_and_json(setup):
+    """Triton's own client, built only from the model metadata, against the routers on a real
+    HTTP server (uvicorn; Serve adds nothing to the protocol): its default binary tensors and
+    JSON tensors, a string feature among them."""
+    import socket
+    import threading
+    import time
+
+    import tritonclient.http as triton
+    import uvicorn
+
+    cfg, ingress = setup["cfg"], setup["ingress"]
+    api = build_api(cfg)
+    api.dependency_overrides[current_ingress] = lambda: ingress
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        client = triton.InferenceServerClient(f"127.0.0.1:{port}")
+        name = cfg.registry.model_name
+        assert client.is_server_live() and client.is_model_ready(name)
+        meta = client.get_model_metadata(name)
+        rows_ = [ROW, {**ROW, "age": 70, "country": "DE"}]
+        expected = Predictor.from_bundle(setup["bundles"][CHAMPION]).score(raw_rows_to_frame(rows_, cfg))
+        for binary in (True, False):
+            inputs = []
+            for spec in meta["inputs"]:
+                values = [r[spec["name"]] for r in rows_]
+                dtype = np.float32 if spec["datatype"] == "FP32" else np.object_
+                tensor = triton.InferInput(spec["name"], [len(rows_)], spec["datatype"])
+                tensor.set_data_from_numpy(np.array(values, dtype=dtype), binary_data=binary)
+                inputs.append(tensor)
+            result = client.infer(name, inputs)
+            np.testing.assert_allclose(result.as_numpy("score"), expected, rtol=1e-4)
+            assert result.as_numpy("label").tolist() == [int(s >= cfg.serve.threshold) for s in expected]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from app.config import AppConfig
 from app.serving.http import BodySizeLimit, validation_error_response
+from app.serving.ingress import MonitorUnavailable
 from app.serving.routes import experiment, monitor, predict, v2
 from app.serving.schemas import request_models
 
@@ -25,10 +26,15 @@ def build_api(cfg: AppConfig) -> FastAPI:
     api.add_middleware(BodySizeLimit, max_bytes=cfg.serve.max_body_bytes)
     api.add_exception_handler(RequestValidationError, validation_error_response)
     api.add_exception_handler(HTTPException, _http_error)
+    api.add_exception_handler(MonitorUnavailable, _monitor_unavailable)
     api.include_router(predict.router(request_models(cfg).PredictRequest))
     for module in (experiment, monitor, v2):
         api.include_router(module.router)
     return api
+
+
+async def _monitor_unavailable(request, exc: MonitorUnavailable):
+    return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "5"})
 
 
 async def _http_error(request, exc: HTTPException):

@@ -1,7 +1,9 @@
 """Open Inference Protocol v2 (KServe v2 / Triton HTTP) over the experiment's control variant."""
 
-from fastapi import APIRouter, Depends, HTTPException
-from fastapi.responses import JSONResponse
+from importlib.metadata import version
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
 
 from app.serving import oip
 from app.serving.ingress import Ingress
@@ -19,6 +21,11 @@ def _version(ingress: Ingress, name: str) -> int:
     if version is None:
         raise HTTPException(503, f"model {name!r} has no {ingress.experiment.control} version loaded")
     return version
+
+
+@router.get("")
+async def server_metadata() -> dict:
+    return oip.server_metadata(version("mlsys"))
 
 
 @router.get("/health/live")
@@ -44,9 +51,19 @@ async def model_ready(name: str, ingress: Ingress = Depends(current_ingress)) ->
 
 
 @router.post("/models/{name}/infer")
-async def infer(name: str, body: oip.InferRequest, ingress: Ingress = Depends(current_ingress)) -> dict:
+async def infer(name: str, request: Request, ingress: Ingress = Depends(current_ingress)):
+    """Tensors in the body as JSON (any content type) or with the binary tensor extension."""
     _version(ingress, name)  # 404 / 503 before any work
     try:
-        return await ingress.v2_infer(name, body)
+        body = oip.parse_request(await request.body(), request.headers.get(oip.HEADER_LENGTH))
+        resp = await ingress.v2_infer(name, body)
     except oip.OipError as exc:
         raise HTTPException(400, str(exc)) from None
+    if not oip.wants_binary(body):
+        return resp
+    content, header_length = oip.binary_response(resp)
+    return Response(
+        content,
+        media_type="application/octet-stream",
+        headers={oip.HEADER_LENGTH: str(header_length)},
+    )
