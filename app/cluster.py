@@ -38,6 +38,26 @@ SERVE_PROXY_ENV = {
 }
 
 
+# Secrets this process may hold that no Ray process or job should inherit: Ray's processes
+# (and so every Ray Job) get the environment of the process that starts them, and the
+# dashboard shows job environments.
+ADMIN_TOKEN_ENV = "MLSYS_ADMIN_TOKEN"
+SECRET_ENV = (ADMIN_TOKEN_ENV,)
+_withheld: dict[str, str] = {}
+
+
+def withhold_secrets() -> None:
+    """Move secrets out of this process's environment (kept in memory) before Ray starts."""
+    for name in SECRET_ENV:
+        if name in os.environ:
+            _withheld[name] = os.environ.pop(name)
+
+
+def secret(name: str) -> str | None:
+    """A secret from this process's environment, also after `withhold_secrets`."""
+    return os.environ.get(name) or _withheld.get(name)
+
+
 def connect(cfg: RayConfig) -> str | None:
     """Join the configured cluster, or start a local one sized by logical CPUs.
 
@@ -45,6 +65,7 @@ def connect(cfg: RayConfig) -> str | None:
     """
     if ray.is_initialized():
         return None
+    withhold_secrets()
     address = cfg.address or os.environ.get("RAY_ADDRESS") or started_head_address()
     if address:
         log.info("connecting to Ray at %s", address)
@@ -67,6 +88,7 @@ def connect(cfg: RayConfig) -> str | None:
 
 def join_running(cfg: RayConfig) -> None:
     """Join the cluster a service runs on (never start one: there would be nothing to read)."""
+    withhold_secrets()
     ray.init(address=cfg.address or os.environ.get("RAY_ADDRESS") or "auto", logging_level=logging.WARNING)
 
 
@@ -132,6 +154,7 @@ def start_head(cfg: RayConfig) -> None:
     """Start a local Ray head that outlives this process (for `mlsys serve --detach`)."""
     import subprocess
 
+    withhold_secrets()
     env = {**os.environ, **WORKER_ENV, **SERVE_PROXY_ENV[cfg.serve_proxy]}
     cmd = [
         "ray",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -65,7 +64,7 @@ def serve(
     out.print(
         f"try: curl -s -X POST {url}/predict -H 'content-type: application/json' -d '{{\"entity_id\": 1}}'"
     )
-    if not os.environ.get(serving_app.TOKEN_ENV) and cfg.serve.admin_auth:
+    if not serving_app.admin_token_set() and cfg.serve.admin_auth:
         out.print(f"admin routes are off: set {serving_app.TOKEN_ENV} before `mlsys serve` to enable them")
     if detach:
         return

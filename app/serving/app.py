@@ -2,8 +2,9 @@
 
     serve deploy deployments/serve_config.yaml      # import_path: app.serving.app:build_app
 
-The admin token is read from MLSYS_ADMIN_TOKEN where the app is built and handed to the
-ingress only as a SHA-256 digest, so it never appears in the dashboard or the Serve config.
+The admin token is read from MLSYS_ADMIN_TOKEN where the app is built (or given as its digest
+in the Serve config's `args`) and handed to the ingress only as a SHA-256 digest; the token is
+taken out of the environment before Ray starts, so no Ray process, job or dashboard sees it.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import time
 import urllib.error
 import urllib.request
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
+from app.cluster import ADMIN_TOKEN_ENV, secret
 from app.config import AppConfig, load_config
 
 APP_NAME = "mlsys"
-TOKEN_ENV = "MLSYS_ADMIN_TOKEN"
+TOKEN_ENV = ADMIN_TOKEN_ENV
 
 
 class ServeArgs(BaseModel):
@@ -29,6 +31,9 @@ class ServeArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     config: str | None = None  # the mlsys config file; default MLSYS_CONFIG or the local config
+    # The admin token's SHA-256 (`printf %s "$MLSYS_ADMIN_TOKEN" | sha256sum`): how `serve deploy`
+    # turns admin routes on without the token entering the cluster.
+    admin_token_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
 
 
 def ingress_deployment(cfg: AppConfig):
@@ -48,11 +53,14 @@ def ingress_deployment(cfg: AppConfig):
     )(serve.ingress(build_api(cfg))(Ingress))
 
 
-def application(cfg: AppConfig):
+def application(cfg: AppConfig, *, admin_token_sha256: str | None = None):
+    """The app for this config; admin routes take the token whose digest is given, else the
+    token in this process's environment (only its digest reaches the replicas)."""
     from app.serving.auth import token_digest
     from app.serving.models import Model
 
-    token = os.environ.get(TOKEN_ENV)
+    token = secret(TOKEN_ENV)
+    digest = admin_token_sha256 or (token_digest(token) if token else None)
     data = cfg.model_dump(mode="json")
     exp = cfg.serve.experiment
     handles = {}
@@ -64,12 +72,16 @@ def application(cfg: AppConfig):
                 ray_actor_options={"num_cpus": 1, "num_gpus": 1 if cfg.serve.use_gpu else 0},
             ).bind(data, alias)
     ingress = ingress_deployment(cfg).options(user_config={"experiment": exp.model_dump()})
-    return ingress.bind(data, handles, token_digest(token) if token else None)
+    return ingress.bind(data, handles, digest)
+
+
+def admin_token_set() -> bool:
+    return secret(TOKEN_ENV) is not None
 
 
 def build_app(args: dict | ServeArgs | None = None):
     args = ServeArgs.model_validate(args or {})
-    return application(load_config(args.config))
+    return application(load_config(args.config), admin_token_sha256=args.admin_token_sha256)
 
 
 def base_url(cfg: AppConfig) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 
+import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
@@ -75,3 +76,16 @@ def test_deployment_placement_adds_one_model_deployment_per_variant(tmp_path, mo
         assert model.name == f"model-{alias}"
         assert model.init_args == (cfg.model_dump(mode="json"), alias)
         assert model.ray_actor_options["num_gpus"] == 0  # serve.use_gpu is off in the local config
+
+
+def test_serve_deploy_args_carry_the_admin_digest_and_refuse_anything_else(monkeypatch):
+    import pydantic
+
+    from app.serving.app import build_app
+
+    monkeypatch.delenv("MLSYS_ADMIN_TOKEN", raising=False)
+    digest = hashlib.sha256(b"deploy-token").hexdigest()
+    ingress = build_app({"config": str(LOCAL_CONFIG), "admin_token_sha256": digest})._bound_deployment
+    assert ingress.init_args[2] == digest
+    with pytest.raises(pydantic.ValidationError, match="admin_token_sha256"):
+        build_app({"config": str(LOCAL_CONFIG), "admin_token_sha256": "deploy-token"})
