@@ -1,4 +1,5 @@
-"""Commands over registered models and the running service: models, serve, monitor, report, online."""
+"""Commands over registered models and the running service: models, serve, monitor, report, alerts,
+online."""
 
 from __future__ import annotations
 
@@ -103,6 +104,20 @@ def report(
     from app.serving.app import live_report_html
 
     out.print(f"wrote {atomic_write_text(out_path, live_report_html(cfg))}")
+
+
+@app.command()
+def alerts(
+    ctx: typer.Context,
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for alerts.yml + alerts_test.yml (created)")],
+) -> None:
+    """Write the Prometheus alert rules and their promtool test from the config's thresholds."""
+    cfg = cfg_of(ctx)  # first: a config error answers before any import
+    from app.files import atomic_write_text
+    from app.monitoring.alerts import render
+
+    for name, text in render(cfg.monitor).items():
+        out.print(f"wrote {atomic_write_text(out_dir / name, text)}")
 
 
 @app.command()

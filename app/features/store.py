@@ -75,7 +75,7 @@ class FeatureClient:
         online_store = (
             {"type": "sqlite", "path": str(self.repo / "online.db")}
             if online.type == "sqlite"
-            else {"type": "redis", "connection_string": online.connection_string}
+            else {"type": "redis", "connection_string": _bounded_redis(online.connection_string)}
         )
         return {
             "project": self.cfg.features.project,
@@ -138,7 +138,10 @@ class FeatureClient:
         self.repo.mkdir(parents=True, exist_ok=True)
         config = self.repo_config()
         atomic_write_text(self.repo / "feature_store.yaml", yaml.safe_dump(config, sort_keys=False))
-        return FeatureStore(config=RepoConfig(repo_path=self.repo, **config))
+        store = FeatureStore(config=RepoConfig(repo_path=self.repo, **config))
+        if self.cfg.features.online.type == "redis":
+            _fail_fast(store)
+        return store
 
     def apply(self) -> int:
         """Build the feature table and register the definitions; returns partitions rebuilt."""
@@ -259,6 +262,29 @@ class FeatureClient:
         )
         cols = resp.to_dict()
         return [{k: cols[k][i] for k in cols} for i in range(len(entity_ids))]
+
+
+# A serving replica reads the online store inline: a Redis that is down or unreachable must
+# fail a read within a second (the request gets a 503 and the next one tries again), not block
+# the replica for the OS's connect timeout. Explicit settings in the connection string win.
+REDIS_TIMEOUTS = {"socket_connect_timeout": 1, "socket_timeout": 2}
+
+
+def _bounded_redis(connection_string: str) -> str:
+    given = {part.split("=", 1)[0] for part in connection_string.split(",") if "=" in part}
+    extra = [f"{k}={v}" for k, v in REDIS_TIMEOUTS.items() if k not in given]
+    return ",".join([connection_string, *extra])
+
+
+def _fail_fast(store) -> None:
+    """No retries on a refused connection: redis-py's default retries ten times with
+    exponential backoff, seconds during which every request to the replica waits."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    provider = store._get_provider()  # Feast exposes no public handle on its Redis client
+    client = provider.online_store._get_client(store.config.online_store)
+    client.set_retry(Retry(NoBackoff(), 0))
 
 
 def build_partition(warehouse_file: str, out_file: str, cfg: AppConfig) -> int:

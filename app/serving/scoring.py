@@ -8,6 +8,7 @@ when serving.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from app.config import AppConfig, ExperimentConfig
 from app.features.transforms import add_features
 from app.serving.assignment import choose_variant, in_shadow_sample
 
+log = logging.getLogger(__name__)
 PUBLIC_FIELDS = ("request_id", "variant", "model_version", "score", "label")
 
 
@@ -69,11 +71,23 @@ def feature_frame(
     raw_idx = [i for i, r in enumerate(rows) if r.features is not None]
     parts = []
     if entity_idx:
-        found = pd.DataFrame.from_records(online([rows[i].entity_id for i in entity_idx]), columns=names)
+        try:
+            records = online([rows[i].entity_id for i in entity_idx])
+        except Exception as exc:  # the store is down or unreachable: a 503 to retry, not a 500
+            log.warning("online store read failed: %s", exc)
+            records = [dict.fromkeys(names)] * len(entity_idx)
+            for i in entity_idx:
+                errors[i] = RowError(
+                    503, f"the online feature store is unavailable ({type(exc).__name__}); retry"
+                )
+        found = pd.DataFrame.from_records(records, columns=names)
         found.index = entity_idx
         if cfg.serve.unknown_entity == "error":
             for i in found.index[found[names].isna().all(axis=1)]:
-                errors[i] = RowError(404, f"entity_id {rows[i].entity_id!r}: no features in the online store")
+                if errors[i] is None:
+                    errors[i] = RowError(
+                        404, f"entity_id {rows[i].entity_id!r}: no features in the online store"
+                    )
         parts.append(found)
     if raw_idx:
         raw = raw_rows_to_frame([rows[i].features.model_dump() for i in raw_idx], cfg)

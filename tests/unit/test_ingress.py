@@ -243,19 +243,35 @@ def test_the_routers_map_errors_to_4xx_bodies(setup):
 
 
 class FailingFeatures(Features):
-    """An online store whose read fails whenever entity 13 is in it."""
+    """An online store that is down."""
 
     def online(self, ids):
-        if 13 in ids:
-            raise RuntimeError("the online store cannot read entity 13")
-        return super().online(ids)
+        raise ConnectionError("online store down")
 
 
-def test_one_failing_row_fails_alone_and_the_rest_of_its_batch_is_answered(setup):
+def test_an_unavailable_online_store_is_a_503_for_entity_rows_only(setup):
     cfg, ingress = setup["cfg"], setup["ingress"]
     ingress._features = FailingFeatures(cfg)
+    got = run(ingress._score_rows(rows(cfg, [{"entity_id": 1}, {"features": ROW}])))
+    assert isinstance(got[0], RowError) and got[0].status == 503
+    assert isinstance(got[1], dict) and np.isfinite(got[1]["score"])
+
+
+def test_one_failing_row_fails_alone_and_the_rest_of_its_batch_is_answered(setup, monkeypatch):
+    cfg, ingress = setup["cfg"], setup["ingress"]
+    run(ingress.set_experiment(cfg.serve.experiment.model_copy(update={"split": {"champion": 1.0}})))
+    predictor = ingress.routing.predictors[CHAMPION]
+    score = predictor.score
+
+    def fails_on_age_13(frame):
+        if (frame["age"] == 13).any():
+            raise RuntimeError("the model cannot score age 13")
+        return score(frame)
+
+    monkeypatch.setattr(predictor, "score", fails_on_age_13)
     batched = Ingress._score_batched.__wrapped__  # the method under Serve's batch queue
-    got = run(batched(ingress, rows(cfg, [{"entity_id": 1}, {"entity_id": 13}, {"features": ROW}])))
+    items = [{"features": ROW}, {"features": {**ROW, "age": 13}}, {"entity_id": 1}]
+    got = run(batched(ingress, rows(cfg, items)))
     assert isinstance(got[1], RuntimeError)
     assert isinstance(got[0], dict) and isinstance(got[2], dict)
     assert np.isfinite([got[0]["score"], got[2]["score"]]).all()
