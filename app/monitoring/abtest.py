@@ -88,6 +88,23 @@ def msprt_p_value(x_a: int, n_a: int, x_b: int, n_b: int, *, tau: float) -> floa
     return float(min(1.0, math.exp(-log_lr)))
 
 
+def always_valid_interval(
+    x_a: int, n_a: int, x_b: int, n_b: int, *, tau: float, alpha: float
+) -> tuple[float | None, float | None]:
+    """(1 - alpha) confidence sequence for p_b - p_a from the same normal mixture as
+    `msprt_p_value`: the differences its test does not reject, so it covers the truth at every
+    look at once (Johari et al. 2017)."""
+    if min(n_a, n_b) < 2:
+        return None, None
+    p_a, p_b = x_a / n_a, x_b / n_b
+    var = p_a * (1 - p_a) / n_a + p_b * (1 - p_b) / n_b
+    if var == 0:
+        return None, None
+    t2 = tau**2
+    half = math.sqrt(var * (var + t2) / t2 * (-2 * math.log(alpha) - math.log(var / (var + t2))))
+    return p_b - p_a - half, p_b - p_a + half
+
+
 def auc(scores: list[float], labels: list[int]) -> float | None:
     from sklearn.metrics import roc_auc_score
 

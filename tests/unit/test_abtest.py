@@ -88,3 +88,20 @@ def test_report_has_every_variant_and_survives_empty_ones():
     assert set(report["variants"]) == {"champion", "challenger"}
     assert report["variants"]["challenger"]["conversion"] is None
     assert report["comparisons"]["challenger"]["decision"] == KEEP_RUNNING
+
+
+def test_always_valid_interval_covers_the_truth_at_every_look():
+    from app.monitoring.abtest import always_valid_interval
+
+    rng = np.random.default_rng(3)
+    runs, misses = 300, 0
+    for _ in range(runs):
+        a = rng.random(4000) < 0.60
+        b = rng.random(4000) < 0.63  # true difference 0.03
+        for n in range(200, 4001, 200):  # 20 looks at the same data as it grows
+            low, high = always_valid_interval(a[:n].sum(), n, b[:n].sum(), n, tau=0.03, alpha=0.05)
+            if not low <= 0.03 <= high:
+                misses += 1
+                break
+    assert misses / runs <= 0.05
+    assert always_valid_interval(0, 1, 1, 1, tau=0.03, alpha=0.05) == (None, None)

@@ -1,0 +1,191 @@
+"""Automatic canary rollout as a pure decision core: hold, step up, promote or roll back.
+
+A challenger enters at the first step's share of the traffic and moves up one step at a time,
+each step after `min_outcomes` labelled outcomes and `min_minutes` at that share, and only
+while every guardrail holds: its p99 latency within `latency_slack` of the control's (and
+under the SLO), its error rate within `error_slack` of the control's, and no significant harm
+on the experiment's metric by the always-valid test. At the last step it is promoted when the
+sequential test shows it better, or (with a `margin`) when the always-valid interval shows it
+no worse than `margin`. A guardrail breach or significant harm rolls it back at once.
+
+The sequential test and interval (mSPRT, Johari et al. 2017) stay valid however often the
+controller reads them, which is what lets it act after every batch of outcomes without
+inflating its error rate. `decide` reads; `advance` applies; the Ray shell persists the state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+
+from app.monitoring.abtest import always_valid_interval, msprt_p_value
+
+HOLD, STEP_UP, PROMOTE, ROLL_BACK, PAUSED = "hold", "step up", "promote", "roll back", "paused"
+RUNNING, PROMOTED, ROLLED_BACK = "running", "promoted", "rolled back"
+
+
+@dataclass(frozen=True)
+class Policy:
+    steps: tuple[float, ...] = (0.05, 0.25, 0.5, 1.0)  # the challenger's share at each step
+    min_outcomes: int = 200  # per variant, at the current step, before it may move
+    min_minutes: float = 5.0
+    latency_slack: float = 0.2  # challenger p99 <= control p99 * (1 + slack) ...
+    slo_p99_ms: float = 100.0  # ... and <= the SLO
+    error_slack: float = 0.01  # challenger error rate <= control's + slack
+    alpha: float = 0.05
+    mde: float = 0.05  # relative effect the test is tuned to (the mixture's scale)
+    margin: float | None = None  # promote when no worse than this (absolute), if set
+    mode: str = "auto"  # "manual" pauses the controller
+
+
+@dataclass(frozen=True)
+class Arm:
+    """What the monitor counted for one variant since the challenger entered."""
+
+    outcomes: int = 0
+    successes: int = 0  # outcomes counted as success by the experiment's metric
+    requests: int = 0
+    errors: int = 0
+    p99_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class State:
+    challenger: int | None = None  # registry version under rollout
+    step: int = 0
+    step_started_s: float = 0.0
+    outcomes_at_step: int = 0  # challenger outcomes counted when this step began
+    status: str = RUNNING
+    history: tuple = field(default_factory=tuple)  # (time, action, share, reason)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "history": [list(h) for h in self.history]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> State:
+        """The state a restarted controller reads back (see `to_dict`)."""
+        return cls(**{**d, "history": tuple(tuple(h) for h in d.get("history", []))})
+
+    def share(self, policy: Policy) -> float:
+        if self.status == PROMOTED:
+            return 1.0
+        if self.status == ROLLED_BACK or self.challenger is None:
+            return 0.0
+        return policy.steps[self.step]
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str
+    share: float  # the challenger's share after the decision
+    reason: str
+    evidence: dict
+
+
+def start(version: int, now: float) -> State:
+    return State(challenger=version, step=0, step_started_s=now)
+
+
+def decide(policy: Policy, state: State, control: Arm, challenger: Arm, now: float) -> Decision:
+    """What the controller does now, and why (pure: the same inputs give the same decision)."""
+    evidence = _evidence(policy, control, challenger)
+    share = state.share(policy)
+    if state.challenger is None or state.status != RUNNING:
+        return Decision(HOLD, share, f"no rollout running ({state.status})", evidence)
+    if policy.mode == "manual":
+        return Decision(PAUSED, share, "rollout.mode is manual: an operator moves the split", evidence)
+    breach = _guardrail_breach(policy, control, challenger, evidence)
+    if breach:
+        return Decision(ROLL_BACK, 0.0, breach, evidence)
+    at_step = challenger.outcomes - state.outcomes_at_step
+    minutes = (now - state.step_started_s) / 60
+    if at_step < policy.min_outcomes or minutes < policy.min_minutes:
+        return Decision(
+            HOLD,
+            share,
+            f"step {state.step + 1}/{len(policy.steps)} at {share:.0%}: {at_step}/{policy.min_outcomes} "
+            f"outcomes, {minutes:.1f}/{policy.min_minutes:g} min",
+            evidence,
+        )
+    if state.step + 1 < len(policy.steps):
+        nxt = policy.steps[state.step + 1]
+        return Decision(
+            STEP_UP, nxt, f"guardrails hold after {at_step} outcomes: {share:.0%} -> {nxt:.0%}", evidence
+        )
+    if evidence["p_value"] is not None and evidence["p_value"] < policy.alpha and evidence["diff"] > 0:
+        return Decision(
+            PROMOTE, 1.0, f"better: sequential p={evidence['p_value']:.4f} < {policy.alpha}", evidence
+        )
+    low = evidence["interval"][0]
+    if policy.margin is not None and low is not None and low > -policy.margin:
+        return Decision(
+            PROMOTE, 1.0, f"non-inferior: always-valid lower bound {low:+.4f} > -{policy.margin}", evidence
+        )
+    return Decision(
+        HOLD, share, f"at the last step; no decision yet (sequential p={evidence['p_value']})", evidence
+    )
+
+
+def advance(state: State, decision: Decision, challenger_outcomes: int, now: float) -> State:
+    """The state after acting on `decision`."""
+    entry = (now, decision.action, decision.share, decision.reason)
+    if decision.action == STEP_UP:
+        return replace(
+            state,
+            step=state.step + 1,
+            step_started_s=now,
+            outcomes_at_step=challenger_outcomes,
+            history=(*state.history, entry),
+        )
+    if decision.action == PROMOTE:
+        return replace(state, status=PROMOTED, history=(*state.history, entry))
+    if decision.action == ROLL_BACK:
+        return replace(state, status=ROLLED_BACK, history=(*state.history, entry))
+    return state  # hold and pause change nothing (the last decision is reported, not stored)
+
+
+def _evidence(policy: Policy, control: Arm, challenger: Arm) -> dict:
+    rate_a = control.successes / control.outcomes if control.outcomes else None
+    rate_b = challenger.successes / challenger.outcomes if challenger.outcomes else None
+    tau = max((rate_a or 0.5) * policy.mde, 1e-3)
+    args = (control.successes, control.outcomes, challenger.successes, challenger.outcomes)
+    return {
+        "n": {"control": control.outcomes, "challenger": challenger.outcomes},
+        "rate": {"control": rate_a, "challenger": rate_b},
+        "diff": (rate_b - rate_a) if rate_a is not None and rate_b is not None else None,
+        "p_value": msprt_p_value(*args, tau=tau),
+        "interval": list(always_valid_interval(*args, tau=tau, alpha=policy.alpha)),
+        "p99_ms": {"control": control.p99_ms, "challenger": challenger.p99_ms},
+        "error_rate": {"control": _error_rate(control), "challenger": _error_rate(challenger)},
+    }
+
+
+def _error_rate(arm: Arm) -> float | None:
+    total = arm.requests + arm.errors
+    return arm.errors / total if total else None
+
+
+def _guardrail_breach(policy: Policy, control: Arm, challenger: Arm, evidence: dict) -> str | None:
+    p99_b, p99_a = challenger.p99_ms, control.p99_ms
+    if p99_b is not None and p99_b > policy.slo_p99_ms:
+        return f"latency: challenger p99 {p99_b:.1f} ms over the SLO {policy.slo_p99_ms:g} ms"
+    if p99_b is not None and p99_a is not None and p99_b > p99_a * (1 + policy.latency_slack):
+        return (
+            f"latency: challenger p99 {p99_b:.1f} ms > control {p99_a:.1f} ms x {1 + policy.latency_slack:g}"
+        )
+    err_b, err_a = evidence["error_rate"]["challenger"], evidence["error_rate"]["control"]
+    if err_b is not None and err_b > (err_a or 0.0) + policy.error_slack:
+        return f"errors: challenger {err_b:.2%} > control {err_a or 0:.2%} + {policy.error_slack:.2%}"
+    p = evidence["p_value"]
+    if p is not None and p < policy.alpha and evidence["diff"] is not None and evidence["diff"] < 0:
+        return f"harm: challenger worse, sequential p={p:.4f} < {policy.alpha}"
+    return None
+
+
+def fixed_horizon_n(p: float, effect: float, *, alpha: float, power: float) -> int:
+    """Per-variant outcomes a fixed-horizon two-proportion test needs to see `effect` (absolute)."""
+    from scipy import stats
+
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    var = p * (1 - p) + (p + effect) * (1 - p - effect)
+    return math.ceil(z**2 * var / effect**2)

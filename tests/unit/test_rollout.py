@@ -1,0 +1,145 @@
+"""The rollout controller's decisions, one table row per transition (no Ray)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.monitoring import rollout
+from app.monitoring.rollout import (
+    HOLD,
+    PAUSED,
+    PROMOTE,
+    PROMOTED,
+    ROLL_BACK,
+    ROLLED_BACK,
+    STEP_UP,
+    Arm,
+    Policy,
+    State,
+)
+
+POLICY = Policy(min_outcomes=100, min_minutes=5)
+T0 = 1_000_000.0
+LATER = T0 + 600  # ten minutes on
+
+
+def arm(outcomes=1000, rate=0.7, requests=1000, errors=0, p99=20.0) -> Arm:
+    return Arm(
+        outcomes=outcomes, successes=round(outcomes * rate), requests=requests, errors=errors, p99_ms=p99
+    )
+
+
+def at_step(step: int) -> State:
+    return State(challenger=2, step=step, step_started_s=T0, outcomes_at_step=0)
+
+
+@pytest.mark.parametrize(
+    ("name", "policy", "state", "control", "challenger", "now", "action", "share", "reason"),
+    [
+        (
+            "too few outcomes",
+            POLICY,
+            at_step(0),
+            arm(),
+            arm(outcomes=50),
+            LATER,
+            HOLD,
+            0.05,
+            "50/100 outcomes",
+        ),
+        ("too soon", POLICY, at_step(0), arm(), arm(), T0 + 60, HOLD, 0.05, "1.0/5 min"),
+        ("step up", POLICY, at_step(0), arm(), arm(), LATER, STEP_UP, 0.25, "5% -> 25%"),
+        ("step up again", POLICY, at_step(2), arm(), arm(), LATER, STEP_UP, 1.0, "50% -> 100%"),
+        (
+            "promote when better",
+            POLICY,
+            at_step(3),
+            arm(5000, 0.70),
+            arm(5000, 0.76),
+            LATER,
+            PROMOTE,
+            1.0,
+            "better",
+        ),
+        (
+            "promote when non-inferior",
+            Policy(min_outcomes=100, min_minutes=5, margin=0.03),
+            at_step(3),
+            arm(5000, 0.70),
+            arm(5000, 0.70),
+            LATER,
+            PROMOTE,
+            1.0,
+            "non-inferior",
+        ),
+        (
+            "hold at the last step",
+            POLICY,
+            at_step(3),
+            arm(5000, 0.70),
+            arm(5000, 0.70),
+            LATER,
+            HOLD,
+            1.0,
+            "no decision",
+        ),
+        ("roll back: slower", POLICY, at_step(1), arm(p99=20), arm(p99=30), T0, ROLL_BACK, 0.0, "latency"),
+        (
+            "roll back: over the SLO",
+            POLICY,
+            at_step(1),
+            arm(p99=150),
+            arm(p99=160),
+            T0,
+            ROLL_BACK,
+            0.0,
+            "SLO",
+        ),
+        ("roll back: errors", POLICY, at_step(1), arm(), arm(errors=50), T0, ROLL_BACK, 0.0, "errors"),
+        ("roll back: harm", POLICY, at_step(1), arm(5000, 0.75), arm(2000, 0.68), T0, ROLL_BACK, 0.0, "harm"),
+        ("paused", Policy(mode="manual"), at_step(1), arm(), arm(errors=50), LATER, PAUSED, 0.25, "manual"),
+        ("nothing to roll out", POLICY, State(), arm(), arm(), LATER, HOLD, 0.0, "no rollout"),
+        (
+            "already promoted",
+            POLICY,
+            State(challenger=2, status=PROMOTED),
+            arm(),
+            arm(),
+            LATER,
+            HOLD,
+            1.0,
+            "promoted",
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_transitions(name, policy, state, control, challenger, now, action, share, reason):
+    decision = rollout.decide(policy, state, control, challenger, now)
+    assert (decision.action, decision.share) == (action, share), decision.reason
+    assert reason in decision.reason
+
+
+def test_advancing_moves_the_step_and_restarts_its_clock_and_count():
+    state = rollout.start(2, T0)
+    decision = rollout.decide(POLICY, state, arm(), arm(outcomes=300), LATER)
+    moved = rollout.advance(state, decision, challenger_outcomes=300, now=LATER)
+    assert (moved.step, moved.step_started_s, moved.outcomes_at_step) == (1, LATER, 300)
+    # The next step needs its own outcomes and minutes.
+    assert rollout.decide(POLICY, moved, arm(), arm(outcomes=350), LATER + 600).action == HOLD
+    back = rollout.advance(moved, rollout.decide(POLICY, moved, arm(), arm(errors=90), LATER), 300, LATER)
+    assert back.status == ROLLED_BACK and back.share(POLICY) == 0.0
+    assert [h[1] for h in back.history] == [STEP_UP, ROLL_BACK]
+
+
+def test_a_restarted_controller_reads_its_state_back_and_decides_the_same():
+    state = rollout.advance(
+        rollout.start(7, T0), rollout.decide(POLICY, rollout.start(7, T0), arm(), arm(), LATER), 1000, LATER
+    )
+    restored = State.from_dict(json.loads(json.dumps(state.to_dict())))
+    assert restored == state
+    later = LATER + 900
+    assert rollout.decide(POLICY, restored, arm(), arm(2000), later) == rollout.decide(
+        POLICY, state, arm(), arm(2000), later
+    )
