@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -28,6 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
+import pyarrow.json as pajson
 import pyarrow.parquet as pq
 import ray
 
@@ -56,6 +58,7 @@ FORMATS = {
 }
 WAREHOUSE_FILE = "part-0.parquet"
 BATCH_ROWS = 100_000  # large enough for vectorised pandas, small enough to stream
+_ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Invalid): (.+)$")  # "pkg.SomeError: msg"
 
 
 @dataclass
@@ -147,29 +150,64 @@ def check_inputs(paths: list[str], ds: DatasetConfig) -> None:
 # ---------------------------------------------------------------- the Ray Data pass
 
 
-def _read(paths: list[str], ds: DatasetConfig) -> ray.data.Dataset:
+def _cleaned(paths: list[str], ds: DatasetConfig) -> ray.data.Dataset:
+    """Every input row read and cleaned to the contract's Arrow schema (one stream per format)."""
     by_format: dict[str, list[str]] = {}
     for p in paths:
         by_format.setdefault(FORMATS[Path(p.split("://")[-1]).suffix.lower()], []).append(p)
     inverse = {clean: raw for raw, clean in ds.rename.items()}
     # The same CPU request as the cleaning step, so read -> clean -> write fuse into one task.
     task_args = {"num_cpus": cpus_per_task()}
+    clean_args = {"batch_size": BATCH_ROWS, "num_cpus": cpus_per_task(), "fn_kwargs": {"ds": ds}}
     datasets = []
     for fmt, files in by_format.items():
         if fmt == "csv":
             # Read every contract column as text: a stray "abc" in a numeric column must be
-            # quarantined, not abort pyarrow's type inference.
+            # quarantined, not abort pyarrow's type inference; ids stay exact digits.
             types = {inverse.get(c, c): pa.string() for c in ds.columns}
-            datasets.append(
-                ray.data.read_csv(
-                    files, convert_options=pacsv.ConvertOptions(column_types=types), ray_remote_args=task_args
-                )
+            read_ds = ray.data.read_csv(
+                files, convert_options=pacsv.ConvertOptions(column_types=types), ray_remote_args=task_args
             )
         elif fmt == "parquet":
-            datasets.append(ray.data.read_parquet(files, ray_remote_args=task_args))
-        else:
-            datasets.append(ray.data.read_json(files, lines=True, ray_remote_args=task_args))
+            read_ds = ray.data.read_parquet(files, ray_remote_args=task_args)
+        else:  # lines of text, parsed by _clean_json_lines so that no id goes through float64
+            read_ds = ray.data.read_text(files, ray_remote_args=task_args)
+            datasets.append(read_ds.map_batches(_clean_json_lines, batch_format="pyarrow", **clean_args))
+            continue
+        datasets.append(read_ds.map_batches(_clean_to_arrow, batch_format="pandas", **clean_args))
     return datasets[0] if len(datasets) == 1 else datasets[0].union(*datasets[1:])
+
+
+def json_lines_frame(lines: list[str], entity: str) -> pd.DataFrame:
+    """JSON lines -> a raw frame whose integer ids are exact.
+
+    Arrow's JSON reader is fast, but it makes an id column holding one fraction float64 (ids
+    above 2**53 then collide) and refuses a column that mixes numbers and text ("inf").
+    Such a batch is parsed by Python's json into object columns instead: exact, slower.
+    """
+    try:
+        table = pajson.read_json(io.BytesIO("\n".join(lines).encode()))
+        if entity not in table.column_names or not pa.types.is_floating(table.schema.field(entity).type):
+            return table.to_pandas()
+    except pa.ArrowInvalid:
+        pass
+    rows = []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise ValueError(f"a line is not valid JSON ({exc}): {line[:80]!r}") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"a line is not a JSON object: {line[:80]!r}")
+        rows.append(row)
+    return pd.DataFrame(rows, dtype=object)
+
+
+def _clean_json_lines(batch: pa.Table, ds: DatasetConfig) -> pa.Table:
+    entity = {clean: raw for raw, clean in ds.rename.items()}.get(ds.entity, ds.entity)
+    return _clean_to_arrow(json_lines_frame(batch.column("text").to_pylist(), entity), ds)
 
 
 def _clean_to_arrow(batch: pd.DataFrame, ds: DatasetConfig) -> pa.Table:
@@ -231,14 +269,7 @@ def run_etl(cfg: AppConfig, source: str | None = None) -> EtlReport:
     report = EtlReport(run_id=run_id, source=source, files=len(paths))
     staging = storage.staging / run_id
     try:
-        cleaned = _read(paths, ds_cfg).map_batches(
-            _clean_to_arrow,
-            fn_kwargs={"ds": ds_cfg},
-            batch_format="pandas",
-            batch_size=BATCH_ROWS,
-            num_cpus=cpus_per_task(),
-        )
-        cleaned.write_parquet(str(staging), partition_cols=[PART])
+        _cleaned(paths, ds_cfg).write_parquet(str(staging), partition_cols=[PART])
     except Exception as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise DataError(f"reading {source} failed: {_first_line(exc)}") from None
@@ -273,7 +304,12 @@ def _write_report(report: EtlReport, folder: Path) -> Path:
 
 
 def _first_line(exc: BaseException) -> str:
-    """The useful line of an exception that may come wrapped in Ray's task traceback."""
+    """The useful line of an exception that may come wrapped in Ray's task traceback: the
+    user code's own `SomeError: message` (Ray's wrapper ends with a retry hint instead)."""
+    for line in str(exc).splitlines():
+        m = _ERROR_LINE.match(line)
+        if m and not line.startswith("ray."):
+            return m.group(1)
     cause = exc
     while getattr(cause, "cause", None) is not None and cause is not cause.cause:
         cause = cause.cause

@@ -8,9 +8,12 @@ quarantine never loses data.
 
 from __future__ import annotations
 
+from decimal import Decimal, InvalidOperation
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from app.config import DatasetConfig
 
@@ -18,6 +21,15 @@ REASON, RAW, PART = "_reason", "_raw", "_part"
 QUARANTINE = "quarantine"
 # Spellings of "no value" found in csv/json exports; they mean null, not a bad value.
 NULL_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "<na>"})
+# Why an integer id is refused (the column name is prefixed): few distinct texts, so the run
+# report can count rows per reason.
+ID_MISSING = "missing id"
+ID_NOT_INTEGER = "not an integer id"
+ID_OUT_OF_RANGE = "id outside the int64 range"
+ID_INFINITE = "infinite id"
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# Up to 18 digits always fits in int64: converted exactly by Arrow, without a Python parse.
+_SHORT_INT = r"-?[0-9]{1,18}"
 
 
 class DataError(ValueError):
@@ -54,6 +66,93 @@ def _to_number(col: pd.Series) -> pd.Series:
     if pd.api.types.is_bool_dtype(col):
         return col.astype("float64")
     return pd.to_numeric(col, errors="coerce").astype("float64")
+
+
+def _parse_id(text: str) -> int | str:
+    """One id's text -> the integer, or why it is not one. Decimal, never float: exact."""
+    if "_" in text:  # Decimal reads "1_000" as 1000; an id with "_" is not a number
+        return ID_NOT_INTEGER
+    try:
+        num = Decimal(text)
+    except InvalidOperation:
+        return ID_NOT_INTEGER
+    if num.is_infinite():
+        return ID_INFINITE
+    if num.is_nan():
+        return ID_NOT_INTEGER
+    if num.is_zero():
+        return 0
+    if num.adjusted() > 18:  # >= 1e19 > 2**63; also keeps int() off "1e999999999"
+        return ID_OUT_OF_RANGE
+    if num != num.to_integral_value():
+        return ID_NOT_INTEGER
+    value = int(num)
+    return value if INT64_MIN <= value <= INT64_MAX else ID_OUT_OF_RANGE
+
+
+def _plain_int_text(col: pd.Series) -> pa.Array | None:
+    """The ids when every value is null or plain integer text within int64, else None.
+
+    Arrow's string -> int64 cast is exact and strict (digits and a '-' only, overflow is an
+    error), so one cast settles a clean batch; anything else takes the careful path."""
+    try:
+        arr = pa.array(col.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+        return pc.cast(arr, pa.int64())
+    except pa.ArrowException:  # a value that is not text, or text that is not a plain int64
+        return None
+
+
+def coerce_int_ids(col: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Integer ids as exact int64, with the reason each bad one is refused.
+
+    Nothing goes through float64, where ids above 2**53 collide (and then vanish as
+    duplicates). Text ("123", " 9007199254740993 ", "1.0"), integer and float columns are
+    accepted; booleans, fractions, inf and values outside int64 are refused. Returns the ids
+    (0 where refused) and the reasons (None where the id is good), both on `col`'s index.
+    """
+    n = len(col)
+    ids = np.zeros(n, dtype=np.int64)
+    why = np.full(n, None, dtype=object)
+    missing = col.isna().to_numpy(dtype=bool)
+    if pd.api.types.is_bool_dtype(col):
+        why[~missing] = ID_NOT_INTEGER
+    elif pd.api.types.is_unsigned_integer_dtype(col):
+        big = np.zeros(n, dtype=bool)
+        values = col[~missing].to_numpy(dtype=np.uint64)
+        big[~missing] = values > np.uint64(INT64_MAX)
+        why[big] = ID_OUT_OF_RANGE
+        ok = ~missing & ~big
+        ids[ok] = col[ok].to_numpy(dtype=np.uint64).astype(np.int64)
+    elif pd.api.types.is_integer_dtype(col):
+        ids[~missing] = col[~missing].to_numpy(dtype=np.int64)
+    elif pd.api.types.is_float_dtype(col):
+        x = col.to_numpy(dtype=np.float64, na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            inf = np.isinf(x)
+            frac = np.isfinite(x) & (x != np.floor(x))
+            # 2.0**63 is exact in float64 and is the first value past INT64_MAX.
+            big = np.isfinite(x) & ~frac & ((x < -(2.0**63)) | (x >= 2.0**63))
+        why[inf], why[frac], why[big] = ID_INFINITE, ID_NOT_INTEGER, ID_OUT_OF_RANGE
+        ok = ~missing & ~inf & ~frac & ~big
+        ids[ok] = x[ok].astype(np.int64)
+    elif (clean := _plain_int_text(col)) is not None:  # the common case, fast and exact
+        ids = clean.fill_null(0).to_numpy()
+        missing = clean.is_null().to_numpy(zero_copy_only=False)
+    else:  # text (csv) or mixed Python values (json): parse the text of each value exactly
+        text = col.astype("string").str.strip()
+        missing = (text.isna() | text.str.lower().isin(NULL_TOKENS)).to_numpy(dtype=bool)
+        arr = pa.array(text.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+        short = pc.match_substring_regex(arr, f"^{_SHORT_INT}$").to_numpy(zero_copy_only=False)
+        short = np.asarray(short, dtype=bool) & ~missing  # a null's match is None
+        ids[short] = pc.cast(arr.filter(pa.array(short)), pa.int64()).to_numpy()
+        for i in np.flatnonzero(~missing & ~short):
+            parsed = _parse_id(text.iat[i])
+            if isinstance(parsed, int):
+                ids[i] = parsed
+            else:
+                why[i] = parsed
+    why[missing] = ID_MISSING
+    return pd.Series(ids, index=col.index), pd.Series(why, index=col.index, dtype=object)
 
 
 def _to_timestamp(col: pd.Series) -> pd.Series:
@@ -100,11 +199,10 @@ def clean_batch(raw: pd.DataFrame, ds: DatasetConfig) -> pd.DataFrame:
     out = pd.DataFrame(index=raw.index)
 
     if ds.entity_type == "int64":
-        ent = _to_number(raw[ds.entity])
-        _add_reason(
-            reasons, ent.isna() | (ent != np.floor(ent)), f"{ds.entity}: missing or not an integer id"
-        )
-        out[ds.entity] = ent.fillna(0).astype("int64")
+        ids, why = coerce_int_ids(raw[ds.entity])
+        bad_id = why.notna()
+        reasons[bad_id] = f"{ds.entity}: " + why[bad_id]  # the first check: no reason yet
+        out[ds.entity] = ids
     else:
         ent = raw[ds.entity].astype("string")
         _add_reason(reasons, ent.isna() | (ent.str.len() == 0), f"{ds.entity}: missing id")

@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from app.data.etl import WAREHOUSE_FILE, run_etl
+from app.data.etl import WAREHOUSE_FILE, json_lines_frame, run_etl
 from app.data.schema import RAW, REASON, DataError
 from app.data.synthetic import generate, generate_chunks, write_dataset
 from tests.conftest import make_config
@@ -122,3 +122,65 @@ def test_corrupt_csv_body_fails_cleanly(tmp_path):
         run_etl(cfg, str(tmp_path / "ragged.csv"))
     assert not list(cfg.storage.warehouse.glob("date=*")), "no partition is half-written"
     assert not any(cfg.storage.staging.iterdir())
+
+
+BIG = 2**53  # float64 rounds BIG + 1 to BIG (a "duplicate"): ETL must never go through it
+# id as written -> the reason it is quarantined (None: it lands in the warehouse)
+IDS = {
+    BIG: None,
+    BIG + 1: None,
+    BIG + 2: None,
+    "inf": "user_id: infinite id",
+    2**63: "user_id: id outside the int64 range",
+    1.5: "user_id: not an integer id",
+}
+
+
+def _write_ids(path, fmt):
+    rows = [
+        {
+            "user_id": i,
+            "event_timestamp": "2026-01-05T10:00:00",
+            "label": 1,
+            "age": 30,
+            "income": 100.0,
+            "score": 0.5,
+            "country": "US",
+            "gender": "F",
+        }
+        for i in IDS
+    ]
+    if fmt == "jsonl":  # ids as JSON numbers (and one string), as an export writes them
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return
+    df = pd.DataFrame(rows).astype({"user_id": str})  # csv text; parquet: a string column
+    if fmt == "csv":
+        df.to_csv(path, index=False)
+    else:
+        df.to_parquet(path, index=False)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_big_ids_stay_exact_and_bad_ids_are_quarantined(tmp_path, fmt):
+    cfg = make_config(tmp_path)
+    _write_ids(tmp_path / f"ids.{fmt}", fmt)
+    report = run_etl(cfg, str(tmp_path / f"ids.{fmt}"))
+
+    # One timestamp: had two big ids collided, one would be dropped as a duplicate.
+    assert sorted(_warehouse(cfg)["user_id"].tolist()) == [BIG, BIG + 1, BIG + 2]
+    assert report.duplicates == 0
+    assert report.rows_read == len(IDS) == report.rows_written + report.rows_quarantined
+    q = _quarantine(cfg)
+    got = {json.loads(raw)["user_id"]: reason for raw, reason in zip(q[RAW], q[REASON], strict=True)}
+    assert got == {str(i): reason for i, reason in IDS.items() if reason}
+
+
+def test_json_batches_that_arrow_would_make_float_are_parsed_exactly():
+    exact = json_lines_frame([json.dumps({"id": BIG + 1}), json.dumps({"id": BIG + 2})], "id")
+    assert exact["id"].tolist() == [BIG + 1, BIG + 2]  # Arrow's fast path: int64
+    mixed = json_lines_frame(
+        [json.dumps({"id": BIG + 1}), json.dumps({"id": 1.5}), "", '{"id": Infinity}'], "id"
+    )
+    assert mixed["id"].tolist()[:2] == [BIG + 1, 1.5] and mixed["id"].iloc[2] == float("inf")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        json_lines_frame(['{"id": 1}', '{"id": '], "id")

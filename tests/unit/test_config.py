@@ -104,3 +104,123 @@ def test_fingerprint_changes_with_config():
     b = parse_config(config_dict(), environ={"MLSYS_TRAIN__EPOCHS": "2"})
     assert a.fingerprint() == parse_config(config_dict(), environ={}).fingerprint()
     assert a.fingerprint() != b.fingerprint()
+
+
+# ---------------------------------------------------------------- derived feature names
+
+
+def _with_columns(d, *, numeric=(), categorical=(), **keys):
+    d["dataset"]["numeric"] += list(numeric)
+    d["dataset"]["categorical"] += list(categorical)
+    d["dataset"].update(keys)
+
+
+def test_a_time_feature_clashing_with_a_data_column_is_one_line_naming_both():
+    # A public data set with its own `hour` (a departure hour), once a crash deep in Ray.
+    msg = _error(lambda d: _with_columns(d, numeric=["hour"]))
+    assert msg == (
+        "features.time: derived feature 'hour' clashes with dataset column 'hour' "
+        "(dataset.numeric); rename the column with dataset.rename or drop 'hour' from features.time"
+    )
+
+
+@pytest.mark.parametrize(
+    ("mutate", "start", "column"),
+    [
+        (lambda d: _with_columns(d, categorical=["month"]), "features.time:", "(dataset.categorical)"),
+        (lambda d: _with_columns(d, entity="day_of_week"), "features.time:", "(dataset.entity)"),
+        (lambda d: _with_columns(d, label="hour"), "features.time:", "(dataset.label)"),
+        (
+            lambda d: (_with_columns(d, numeric=["is_weekend"]), d["features"].update(time=["is_weekend"])),
+            "features.time:",
+            "(dataset.numeric)",
+        ),
+        (lambda d: _with_columns(d, numeric=["age_bucket"]), "features.buckets.age:", "(dataset.numeric)"),
+        (
+            lambda d: _with_columns(d, categorical=["age_bucket_x_gender"]),
+            "features.crosses.0:",
+            "(dataset.categorical)",
+        ),
+        (
+            lambda d: _with_columns(d, timestamp="feature_timestamp"),
+            "dataset.timestamp:",
+            "'feature_timestamp'",
+        ),
+        (lambda d: _with_columns(d, entity="feature_timestamp"), "dataset.entity:", "'feature_timestamp'"),
+    ],
+    ids=[
+        "time-categorical",
+        "time-entity",
+        "time-label",
+        "is_weekend-numeric",
+        "bucket",
+        "cross",
+        "feature_timestamp-timestamp",
+        "feature_timestamp-entity",
+    ],
+)
+def test_every_kind_of_derived_name_is_checked_against_every_dataset_column(mutate, start, column):
+    msg = _error(mutate)
+    assert len(msg.splitlines()) == 1
+    assert msg.startswith(start)
+    assert column in msg and "dataset.rename" in msg
+
+
+def test_a_renamed_column_is_checked_under_its_new_name():
+    msg = _error(lambda d: _with_columns(d, numeric=["hour"], rename={"DepHour": "hour"}))
+    assert msg.startswith("features.time: derived feature 'hour' clashes with dataset column 'hour'")
+
+
+def test_every_clash_is_reported_one_line_each():
+    lines = _error(lambda d: _with_columns(d, numeric=["hour", "month", "age_bucket"])).splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "features.time",
+        "features.time",
+        "features.buckets.age",
+    ]
+    assert "'month'" in lines[0] and "'hour'" in lines[1]
+
+
+def test_derived_names_must_not_clash_with_each_other():
+    assert _error(lambda d: d["features"].update(time=["hour", "hour"])) == (
+        "features.time.1: 'hour' is listed more than once"
+    )
+    twice = [["age_bucket", "gender"], ["age_bucket", "gender"]]
+    assert _error(lambda d: d["features"].update(crosses=twice)) == (
+        "features.crosses.1: derived feature 'age_bucket_x_gender' is already made by features.crosses.0"
+    )
+    assert _error(lambda d: d["features"].update(crosses=[["gender", "gender"]])).startswith(
+        "features.crosses.0: a column appears more than once"
+    )
+
+
+def test_a_config_whose_data_has_its_own_time_columns_under_other_names_loads():
+    data = copy.deepcopy(config_dict())
+    _with_columns(data, numeric=["dep_hour"], categorical=["day"], rename={"hour": "dep_hour"})
+    cfg = parse_config(data, environ={})
+    assert "dep_hour" in cfg.dataset.numeric and "hour" in cfg.features.time
+
+
+def test_config_derives_the_names_feature_building_makes():
+    # The clash check is only as good as its copy of the naming rules in app.features.transforms.
+    import pandas as pd
+
+    from app.config import FEATURE_TIMESTAMP, TIME_FEATURES
+    from app.features import transforms
+
+    data = copy.deepcopy(config_dict())
+    data["features"].update(
+        time=list(TIME_FEATURES),
+        buckets={"age": [30], "income": [10.0]},
+        crosses=[["age_bucket", "gender"], ["country", "gender", "income_bucket"]],
+    )
+    cfg = parse_config(data, environ={})
+    spec = transforms.feature_spec(cfg)
+    derived = [name for name, _, _ in cfg.features.derived()]
+    assert set(spec.names) - set(cfg.dataset.features) == set(derived)
+    assert transforms.FEATURE_TIMESTAMP == FEATURE_TIMESTAMP
+    row = {c: ["1"] for c in cfg.dataset.columns}
+    row[cfg.dataset.timestamp] = [pd.Timestamp("2026-01-05T10:00", tz="UTC")]
+    table = transforms.feature_table_batch(pd.DataFrame(row), cfg)
+    assert table.columns.is_unique
+    assert set(table.columns) == {*spec.names, cfg.dataset.entity, cfg.dataset.timestamp, FEATURE_TIMESTAMP}
