@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_CONFIG = Path("deployments/config/local.yaml")
 ENV_PREFIX = "MLSYS_"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TIME_FEATURES = ("hour", "day_of_week", "day_of_month", "month", "is_weekend")
+# The feature table's own time column; app.features.transforms.FEATURE_TIMESTAMP (a test pins them equal).
+FEATURE_TIMESTAMP = "feature_timestamp"
 # Columns the feature table adds itself; a dataset column with one of these names would clash.
-RESERVED_NAMES = frozenset({"event_timestamp", "feature_timestamp", "created", "date"})
+RESERVED_NAMES = frozenset({"event_timestamp", FEATURE_TIMESTAMP, "created", "date"})
 
 
 class ConfigError(ValueError):
@@ -135,14 +137,43 @@ class FeaturesConfig(_Section):
         for i, name in enumerate(self.time):
             if name not in TIME_FEATURES:
                 raise ValueError(f"features.time.{i}: {name!r} is not one of {list(TIME_FEATURES)}")
+            if name in self.time[:i]:
+                raise ValueError(f"features.time.{i}: {name!r} is listed more than once")
         for col, edges in self.buckets.items():
             if len(edges) < 1 or sorted(edges) != list(edges):
                 raise ValueError(f"features.buckets.{col}: edges must be a sorted, non-empty list")
         for i, cross in enumerate(self.crosses):
             if len(cross) < 2:
                 raise ValueError(f"features.crosses.{i}: a cross needs at least two columns")
+            if len(set(cross)) < len(cross):
+                raise ValueError(f"features.crosses.{i}: a column appears more than once in {cross}")
+        # Two derived features with one name would be two columns with one name in a batch.
+        made_by: dict[str, str] = {}
+        for name, key, _ in self.derived():
+            if name in made_by:
+                raise ValueError(f"{key}: derived feature {name!r} is already made by {made_by[name]}")
+            made_by[name] = key
         _check_name("features.project", self.project)
         return self
+
+    def derived(self) -> list[tuple[str, str, str]]:
+        """(column name, config key, how to drop it) of every derived feature, named exactly as
+        app.features.transforms names them: time parts, `<col>_bucket`, crosses `a_x_b`."""
+        return [
+            *((name, "features.time", f"drop {name!r} from features.time") for name in self.time),
+            *(
+                (f"{col}_bucket", f"features.buckets.{col}", f"drop {col!r} from features.buckets")
+                for col in self.buckets
+            ),
+            *(
+                ("_x_".join(cross), f"features.crosses.{i}", f"drop features.crosses.{i}")
+                for i, cross in enumerate(self.crosses)
+            ),
+        ]
+
+
+# Set by Ray in the environment of a Ray Job's entrypoint.
+RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
 
 class StorageConfig(_Section):
@@ -150,8 +181,19 @@ class StorageConfig(_Section):
 
     root: str = ".mlsys"
 
+    @field_validator("root")
+    @classmethod
+    def _absolute(cls, root: str) -> str:
+        """Resolved once, where the config loads, so every Ray worker uses the same folder. A
+        relative root in a Ray Job goes under the home folder: the job's working directory is
+        Ray's temporary copy of `--working-dir`, gone with the job."""
+        path = Path(root).expanduser()
+        if not path.is_absolute() and RAY_JOB_ENV in os.environ:
+            path = Path.home() / path
+        return str(path.absolute())
+
     def path(self, *parts: str) -> Path:
-        return Path(self.root).expanduser().absolute().joinpath(*parts)
+        return Path(self.root).joinpath(*parts)
 
     # Data
     @property
@@ -268,6 +310,25 @@ class TuneConfig(_Section):
     in_pipeline: bool = False  # search before the final training run in `mlsys pipeline`
 
 
+class ModelConfig(_Section):
+    """Which model family `mlsys train` fits, and the gradient-boosted trees' settings.
+
+    `mlp`: the torch MLP (its settings are in `train`); `gbdt`: XGBoost trees, trained
+    data-parallel on Ray Train; `auto`: the family whose best search trial has the lower
+    validation log loss (`mlsys tune`, or a search run first when there is none)."""
+
+    family: Literal["mlp", "gbdt", "auto"] = "mlp"
+    num_workers: int = Field(default=2, ge=1)  # Ray Train workers of a gbdt run
+    cpus_per_worker: int = Field(default=1, ge=1)  # xgboost threads per worker
+    use_gpu: bool = False  # refused before any worker starts when the cluster has no GPU
+    learning_rate: float = Field(default=0.1, gt=0, le=1)
+    max_depth: int = Field(default=6, ge=1, le=16)
+    rounds: int = Field(default=1000, ge=1)  # the most boosting rounds; early stopping ends sooner
+    early_stopping_rounds: int = Field(default=20, ge=1)  # rounds without a better validation loss
+    reg_lambda: float = Field(default=1.0, ge=0)  # L2 penalty on leaf weights
+    min_child_weight: float = Field(default=1.0, ge=0)
+
+
 class ExperimentConfig(_Section):
     name: str = "exp-1"
     # Variant name -> share of traffic. A variant name is a registry alias (champion, challenger, ...).
@@ -351,6 +412,16 @@ class MonitorConfig(_Section):
     p99_ms_alert: float = 100
     error_rate_alert: float = 0.01
     qps_drop_alert: float = 0.2
+    # The traffic log is kept this long (hourly partitions past it are deleted); the counts
+    # live on in the monitor's snapshot. 30 days covers a monthly review of an experiment.
+    retention_days: float = Field(default=30, gt=0)
+    # How often the monitor snapshots its counts and compacts closed hours: a restart reads
+    # the snapshot plus at most this much newer traffic.
+    snapshot_minutes: float = Field(default=5, gt=0)
+    # Predictions remembered by request id to join late feedback (~250 bytes each).
+    remembered_predictions: int = Field(default=200_000, ge=1)
+    # Feedback waiting for a prediction not seen yet; beyond this the oldest is dropped and counted.
+    pending_feedback: int = Field(default=100_000, ge=0)
 
 
 _PERIODS = {"hourly": 3600, "daily": 86400, "weekly": 7 * 86400}
@@ -385,6 +456,29 @@ class RetrainConfig(_Section):
         return int(m.group(1)) * {"m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
+def _name_clashes(ds: DatasetConfig, ft: FeaturesConfig) -> list[str]:
+    """Derived columns that would share a name with a dataset column.
+
+    Feature building appends derived columns to batches holding the dataset's columns; a
+    shared name (a data set with its own `hour`) would otherwise crash deep in Ray with
+    "Duplicate column names", or silently overwrite the data."""
+    owner = {ds.entity: "dataset.entity", ds.timestamp: "dataset.timestamp", ds.label: "dataset.label"}
+    owner |= {c: "dataset.numeric" for c in ds.numeric} | {c: "dataset.categorical" for c in ds.categorical}
+    lines = [
+        f"{key}: derived feature {name!r} clashes with dataset column {name!r} ({owner[name]}); "
+        f"rename the column with dataset.rename or {drop}"
+        for name, key, drop in ft.derived()
+        if name in owner
+    ]
+    if FEATURE_TIMESTAMP in owner:
+        lines.append(
+            f"{owner[FEATURE_TIMESTAMP]}: dataset column {FEATURE_TIMESTAMP!r} clashes with the "
+            f"derived column {FEATURE_TIMESTAMP!r} (each feature row's own time); rename the "
+            "column with dataset.rename"
+        )
+    return lines
+
+
 class AppConfig(_Section):
     dataset: DatasetConfig
     features: FeaturesConfig = FeaturesConfig()
@@ -392,6 +486,7 @@ class AppConfig(_Section):
     ray: RayConfig = RayConfig()
     train: TrainConfig = TrainConfig()
     tune: TuneConfig = TuneConfig()
+    model: ModelConfig = ModelConfig()
     serve: ServeConfig = ServeConfig()
     registry: RegistryConfig = RegistryConfig()
     monitor: MonitorConfig = MonitorConfig()
@@ -400,17 +495,22 @@ class AppConfig(_Section):
     @model_validator(mode="after")
     def _check_features(self) -> AppConfig:
         ds, ft = self.dataset, self.features
-        for col in ft.buckets:
-            if col not in ds.numeric:
-                raise ValueError(f"features.buckets.{col}: not a numeric column of the dataset")
+        problems = [
+            f"features.buckets.{col}: not a numeric column of the dataset"
+            for col in ft.buckets
+            if col not in ds.numeric
+        ]
         crossable = set(ds.categorical) | {f"{c}_bucket" for c in ft.buckets}
-        for i, cross in enumerate(ft.crosses):
-            for name in cross:
-                if name not in crossable:
-                    raise ValueError(
-                        f"features.crosses.{i}: {name!r} is neither a categorical column nor a "
-                        f"bucketed numeric (<col>_bucket with features.buckets.<col>)"
-                    )
+        problems += [
+            f"features.crosses.{i}: {name!r} is neither a categorical column nor a "
+            f"bucketed numeric (<col>_bucket with features.buckets.<col>)"
+            for i, cross in enumerate(ft.crosses)
+            for name in cross
+            if name not in crossable
+        ]
+        problems += _name_clashes(ds, ft)
+        if problems:  # one line per problem; _format_errors keeps the lines
+            raise ValueError("\n".join(problems))
         return self
 
     @property

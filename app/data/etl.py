@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 import ray
 
 from app.cluster import connect, cpus_per_task, run_tasks
-from app.config import AppConfig, DatasetConfig
+from app.config import RAY_JOB_ENV, AppConfig, DatasetConfig
 from app.data.schema import (
     PART,
     QUARANTINE,
@@ -100,7 +100,18 @@ def resolve_inputs(source: str) -> list[str]:
     fs, base_path = _filesystem(base)
     info = fs.get_file_info(base_path)
     if info.type == pafs.FileType.NotFound:
-        raise DataError(f"input {source} does not exist")
+        hint = ""
+        if (
+            RAY_JOB_ENV in os.environ
+            and "://" not in source
+            and not os.path.isabs(os.path.expanduser(source))
+        ):
+            # A job runs in Ray's temporary copy of --working-dir, without the git-ignored data.
+            hint = (
+                " (in this Ray Job's temporary working directory, which holds no data/: point the job"
+                ' at its data with --runtime-env-json \'{"env_vars": {"MLSYS_DATASET__SOURCE": "/path"}}\')'
+            )
+        raise DataError(f"input {source} does not exist{hint}")
     if info.type == pafs.FileType.File:
         paths = [base_path]
     else:
