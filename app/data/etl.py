@@ -11,12 +11,8 @@ Invariant, checked on every run: rows read = rows written + quarantined + duplic
 
 from __future__ import annotations
 
-import csv
-import fnmatch
-import io
 import json
 import logging
-import os
 import re
 import shutil
 import time
@@ -28,13 +24,12 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
-import pyarrow.fs as pafs
-import pyarrow.json as pajson
 import pyarrow.parquet as pq
 import ray
 
 from app.cluster import connect, cpus_per_task, run_tasks
-from app.config import RAY_JOB_ENV, AppConfig, DatasetConfig
+from app.config import AppConfig, DatasetConfig
+from app.data.inputs import FORMATS, check_inputs, json_lines_frame, resolve_inputs
 from app.data.schema import (
     PART,
     QUARANTINE,
@@ -42,20 +37,11 @@ from app.data.schema import (
     DataError,
     arrow_schema,
     clean_batch,
-    missing_columns,
     to_arrow,
 )
 from app.files import atomic_write_parquet, atomic_write_text
 
 log = logging.getLogger(__name__)
-FORMATS = {
-    ".csv": "csv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".jsonl": "json",
-    ".json": "json",
-    ".ndjson": "json",
-}
 WAREHOUSE_FILE = "part-0.parquet"
 BATCH_ROWS = 100_000  # large enough for vectorised pandas, small enough to stream
 _ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Invalid): (.+)$")  # "pkg.SomeError: msg"
@@ -82,80 +68,6 @@ class EtlReport:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "rows_quarantined": self.rows_quarantined}
-
-
-# ---------------------------------------------------------------- input discovery (pure-ish)
-
-
-def _filesystem(source: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in source:
-        return pafs.FileSystem.from_uri(source)
-    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(source))
-
-
-def resolve_inputs(source: str) -> list[str]:
-    """Files behind a path, folder, glob or URI, in a stable order; hidden files skipped."""
-    glob_at = min((i for i, ch in enumerate(source) if ch in "*?["), default=-1)
-    base = source if glob_at < 0 else source[: source.rfind("/", 0, glob_at) + 1] or "."
-    fs, base_path = _filesystem(base)
-    info = fs.get_file_info(base_path)
-    if info.type == pafs.FileType.NotFound:
-        hint = ""
-        if (
-            RAY_JOB_ENV in os.environ
-            and "://" not in source
-            and not os.path.isabs(os.path.expanduser(source))
-        ):
-            # A job runs in Ray's temporary copy of --working-dir, without the git-ignored data.
-            hint = (
-                " (in this Ray Job's temporary working directory, which holds no data/: point the job"
-                ' at its data with --runtime-env-json \'{"env_vars": {"MLSYS_DATASET__SOURCE": "/path"}}\')'
-            )
-        raise DataError(f"input {source} does not exist{hint}")
-    if info.type == pafs.FileType.File:
-        paths = [base_path]
-    else:
-        selector = pafs.FileSelector(base_path, recursive=True)
-        paths = sorted(i.path for i in fs.get_file_info(selector) if i.type == pafs.FileType.File)
-    if glob_at >= 0:
-        pattern = _filesystem(source)[1]
-        paths = [p for p in paths if fnmatch.fnmatch(p, pattern)]
-    paths = [
-        p for p in paths if not Path(p).name.startswith((".", "_")) and Path(p).suffix.lower() in FORMATS
-    ]
-    if not paths:
-        raise DataError(f"input {source} holds no csv, parquet or jsonl files")
-    prefix = source.split("://", 1)[0] + "://" if "://" in source else ""
-    return [prefix + p if prefix and not p.startswith(prefix) else p for p in paths]
-
-
-def _header(path: str) -> list[str]:
-    """Column names of one file, read cheaply; a corrupt or empty file is a DataError."""
-    fs, p = _filesystem(path)
-    fmt = FORMATS[Path(p).suffix.lower()]
-    try:
-        if fmt == "parquet":
-            with fs.open_input_file(p) as fh:
-                return pq.read_schema(fh).names
-        with fs.open_input_stream(p) as fh:
-            head = fh.read(1 << 16).decode("utf-8", errors="replace")
-        first = next((ln for ln in head.splitlines() if ln.strip()), None)
-        if first is None:
-            raise DataError(f"{path}: the file is empty")
-        if fmt == "csv":
-            return next(csv.reader(io.StringIO(first)))
-        return list(json.loads(first))
-    except DataError:
-        raise
-    except Exception as exc:  # pyarrow / json raise many types for a corrupt file
-        raise DataError(f"{path}: not a readable {fmt} file ({str(exc).splitlines()[0]})") from None
-
-
-def check_inputs(paths: list[str], ds: DatasetConfig) -> None:
-    for path in paths:
-        missing = missing_columns(ds, _header(path))
-        if missing:
-            raise DataError(f"{path}: missing required column(s) {missing}")
 
 
 # ---------------------------------------------------------------- the Ray Data pass
@@ -187,33 +99,6 @@ def _cleaned(paths: list[str], ds: DatasetConfig) -> ray.data.Dataset:
             continue
         datasets.append(read_ds.map_batches(_clean_to_arrow, batch_format="pandas", **clean_args))
     return datasets[0] if len(datasets) == 1 else datasets[0].union(*datasets[1:])
-
-
-def json_lines_frame(lines: list[str], entity: str) -> pd.DataFrame:
-    """JSON lines -> a raw frame whose integer ids are exact.
-
-    Arrow's JSON reader is fast, but it makes an id column holding one fraction float64 (ids
-    above 2**53 then collide) and refuses a column that mixes numbers and text ("inf").
-    Such a batch is parsed by Python's json into object columns instead: exact, slower.
-    """
-    try:
-        table = pajson.read_json(io.BytesIO("\n".join(lines).encode()))
-        if entity not in table.column_names or not pa.types.is_floating(table.schema.field(entity).type):
-            return table.to_pandas()
-    except pa.ArrowInvalid:
-        pass
-    rows = []
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as exc:
-            raise ValueError(f"a line is not valid JSON ({exc}): {line[:80]!r}") from None
-        if not isinstance(row, dict):
-            raise ValueError(f"a line is not a JSON object: {line[:80]!r}")
-        rows.append(row)
-    return pd.DataFrame(rows, dtype=object)
 
 
 def _clean_json_lines(batch: pa.Table, ds: DatasetConfig) -> pa.Table:

@@ -12,7 +12,6 @@ promotions and split changes never fail a request.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import time
 
@@ -22,7 +21,7 @@ from ray import serve
 
 from app.config import AppConfig, ExperimentConfig
 from app.registry.registry import CHALLENGER, RegistryError
-from app.serving import oip, scoring
+from app.serving import actors, oip, scoring
 from app.serving.auth import check_admin
 from app.serving.models import ModelSet
 from app.serving.scoring import RowError
@@ -52,8 +51,8 @@ class Ingress:
         self.handles = model_handles or {}
         self.admin_sha = admin_token_sha256
         self.models = models or ModelSet(self.cfg, load=not self.handles)
-        self.control = control or _control(self.cfg)
-        self.monitor = monitor or _monitor(self.cfg)
+        self.control = control or actors.control_actor(self.cfg)
+        self.monitor = monitor or actors.monitor_actor(self.cfg)
         self._features = features
         self.shipper = TrafficShipper(lambda batch, dropped: self.monitor.ingest.remote(batch, dropped))
         self.metrics = ReplicaMetrics()
@@ -61,7 +60,7 @@ class Ingress:
         # The batch size and wait are the config's, set per replica (the decorator's are defaults).
         self._score_batched.set_max_batch_size(self.cfg.serve.max_batch_size)
         self._score_batched.set_batch_wait_timeout_s(self.cfg.serve.batch_wait_timeout_s)
-        self._apply_state(_get(self.control.state.remote()))
+        self._apply_state(actors.resolve(self.control.state.remote()))
 
     # ---------------------------------------------------------------- live changes
 
@@ -246,15 +245,15 @@ class Ingress:
 
     async def feedback(self, request_id: str, label: int) -> str:
         self.shipper.pump()  # this replica's predictions reach the monitor first
-        return await _within(self.monitor.feedback.remote(request_id, label))
+        return await actors.within(self.monitor.feedback.remote(request_id, label))
 
     async def drift(self) -> dict:
         self.shipper.pump()
-        return await _within(self.monitor.drift.remote())
+        return await actors.within(self.monitor.drift.remote())
 
     async def experiment_report(self) -> dict:
         self.shipper.pump()
-        return await _within(self.monitor.report.remote(self.experiment.model_dump()))
+        return await actors.within(self.monitor.report.remote(self.experiment.model_dump()))
 
     # ---------------------------------------------------------------- admin
 
@@ -318,42 +317,3 @@ class Ingress:
         for r in results:
             self._log(r, latency_ms)
         return oip.response(body, name, version, [r["score"] for r in results], [r["label"] for r in results])
-
-
-class MonitorUnavailable(RuntimeError):
-    """The monitor did not answer in time (it may be restarting); the client may retry."""
-
-
-# A monitor call answers in milliseconds; one that takes this long is restarting or
-# overloaded, and a client waits no longer than this for feedback or a report.
-MONITOR_TIMEOUT_S = 5.0
-
-
-async def _within(ref):
-    timeout_s = MONITOR_TIMEOUT_S
-    try:
-        return await asyncio.wait_for(ref, timeout_s)
-    except asyncio.TimeoutError:
-        raise MonitorUnavailable(f"the drift monitor did not answer within {timeout_s:g} s; retry") from None
-
-
-def _control(cfg: AppConfig):
-    from app.serving.control import get_control
-
-    return get_control(cfg)
-
-
-def _monitor(cfg: AppConfig):
-    from app.monitoring.monitor import get_monitor
-
-    return get_monitor(cfg)
-
-
-def _get(ref):
-    """The value of an actor call made in the constructor: a Ray ObjectRef, or a resolved
-    `concurrent.futures.Future` from an in-process double of the actor."""
-    if isinstance(ref, concurrent.futures.Future):
-        return ref.result()
-    import ray
-
-    return ray.get(ref)

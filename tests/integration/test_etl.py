@@ -8,7 +8,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from app.data.etl import WAREHOUSE_FILE, json_lines_frame, run_etl
+from app.data.etl import WAREHOUSE_FILE, run_etl
+from app.data.inputs import json_lines_frame
 from app.data.schema import RAW, REASON, DataError
 from app.data.synthetic import generate, generate_chunks, write_dataset
 from tests.conftest import make_config

@@ -297,13 +297,13 @@ def test_a_model_that_cannot_load_is_skipped_and_its_share_served_by_the_others(
 
 
 def test_a_silent_monitor_is_a_503_not_a_hang(setup, monkeypatch):
-    import app.serving.ingress as ingress_module
+    from app.serving import actors
 
     class Silent:
         def feedback(self, request_id, label):
             return asyncio.sleep(3600)
 
-    monkeypatch.setattr(ingress_module, "MONITOR_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(actors, "MONITOR_TIMEOUT_S", 0.2)
     ingress = setup["ingress"]
     silent = Silent()
     ingress.monitor = type(

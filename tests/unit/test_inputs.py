@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.config import RAY_JOB_ENV
-from app.data.etl import resolve_inputs
+from app.data.inputs import resolve_inputs
 from app.data.schema import DataError
 
 

@@ -11,8 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from app.config import AppConfig
+from app.serving.actors import MonitorUnavailable
 from app.serving.http import BodySizeLimit, validation_error_response
-from app.serving.ingress import MonitorUnavailable
 from app.serving.routes import experiment, monitor, predict, v2
 from app.serving.schemas import request_models
 
