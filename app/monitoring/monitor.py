@@ -4,9 +4,11 @@ Replicas hand it batches of prediction records fire-and-forget; it persists them
 parquet (`<storage>/traffic/`), joins feedback to them, keeps the experiment counts, and
 summarises each variant's traffic in tumbling windows of `monitor.window` records on the
 champion's reference bins (drift.py). Every `CHECK_EVERY_S` it exports the drift gauges and
-asks the retrain controller whether to submit a pipeline run. A restarted actor re-runs its
-constructor, so everything it reports is rebuilt from the persisted log there: records that
-reached a file are never lost or counted twice.
+asks the retrain controller whether to submit a pipeline run; every `monitor.snapshot_minutes`
+it snapshots its counts, deletes hours past `monitor.retention_days` and compacts closed hours.
+A restarted actor re-runs its constructor, which reads the snapshot plus the log files it does
+not cover (snapshot.py): records that reached a file are never lost or counted twice, and a
+restart's memory and time do not grow with the log's age.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ import ray
 
 from app.cluster import detached_actor
 from app.config import AppConfig
-from app.monitoring import retrain
+from app.monitoring import retrain, snapshot
 from app.monitoring.abtest import experiment_report
 from app.monitoring.drift import DriftWindow
-from app.monitoring.traffic import FEEDBACK, PREDICTIONS, ExperimentCounts, read_records, write_records
+from app.monitoring.store import TrafficStore
+from app.monitoring.traffic import FEEDBACK, PREDICTIONS
 
 log = logging.getLogger(__name__)
 MONITOR = "monitor"  # the actor's kind, in its name
@@ -39,9 +42,8 @@ class DriftMonitor:
     def __init__(self, cfg: AppConfig, submit=None):
         self.cfg = cfg
         self.root = cfg.storage.traffic
-        self.counts = ExperimentCounts()
-        self.unsaved: list[dict] = []
-        self.unsaved_feedback: list[dict] = []
+        self.store = TrafficStore(self.root, cfg.monitor)
+        self.keep = self.store.keep
         self.flusher: asyncio.Task | None = None
         self.dropped_upstream = 0
         self.reference_version: int | None = None
@@ -82,7 +84,7 @@ class DriftMonitor:
         self.current, self.complete = {}, {}  # windows are counted on the reference's bins
         return True
 
-    def _window_add(self, records: list[dict]) -> None:
+    def _window_add(self, records: list[dict], *, remember: bool = True) -> None:
         if not self.profile or not records:
             return
         frame = pd.DataFrame.from_records(records)
@@ -98,7 +100,8 @@ class DriftMonitor:
                     report = {**window.report(psi_alert=self.cfg.monitor.psi_alert), "window": "complete"}
                     self.complete[variant] = report
                     self.current[variant] = DriftWindow(self.profile)
-                    self._remember(variant, report)
+                    if remember:
+                        self._remember(variant, report)
 
     def _remember(self, variant: str, r: dict) -> None:
         """A completed window's headline numbers, for drift over time (bounded)."""
@@ -114,26 +117,29 @@ class DriftMonitor:
             }
         )
 
+    # ------------------------------------------------------------ persistence
+
     def _rebuild(self) -> None:
-        preds = read_records(self.root, PREDICTIONS)
-        for rec in preds.to_dict("records"):
-            self.counts.add_prediction(rec)
-        feedback = read_records(self.root, FEEDBACK)
-        for rec in feedback.to_dict("records"):
-            self.counts.add_feedback(rec["request_id"], int(rec["label"]))
-        if len(preds):
-            # The windows: replay the most recent records (two windows' worth per variant).
-            recent = preds[preds["status"] == "ok"].sort_values("logged_at")
-            recent = recent.groupby("variant", sort=False).tail(2 * self.cfg.monitor.window)
-            self._window_add(recent.to_dict("records"))
-            log.info("rebuilt from %d persisted predictions, %d feedbacks", len(preds), len(feedback))
+        state = self.store.rebuild()
+        self.counts, self.recent = state.counts, state.recent
+        records = [rec for recs in self.recent.values() for rec in recs]
+        if records:  # the windows: the most recent records (two windows' worth per variant)
+            frame = pd.DataFrame.from_records(records)
+            frame["logged_at"] = pd.to_datetime(frame["logged_at"], utc=True)
+            self._window_add(frame.sort_values("logged_at", kind="stable").to_dict("records"), remember=False)
+        self.history.extend(state.history)
+
+    def maintain(self, now: datetime | None = None) -> dict:
+        """Snapshot the counts, delete expired hours, compact closed ones (store.py)."""
+        state = snapshot.MonitorState(self.counts, self.recent, list(self.history))
+        return self.store.maintain(state, now=now)
 
     def _start_flusher(self) -> None:
         if self.flusher is None:
             self.flusher = asyncio.get_running_loop().create_task(self._flush_loop())
 
     async def _flush_loop(self) -> None:
-        last_check = time.monotonic()
+        last_check = last_maintain = time.monotonic()
         while True:
             await asyncio.sleep(FLUSH_EVERY_S)
             try:
@@ -141,19 +147,15 @@ class DriftMonitor:
                 if time.monotonic() - last_check >= CHECK_EVERY_S:
                     last_check = time.monotonic()
                     self.check()
+                if time.monotonic() - last_maintain >= self.cfg.monitor.snapshot_minutes * 60:
+                    last_maintain = time.monotonic()
+                    self.maintain()
             except Exception:  # a full disk or a bad record must not stop the loop
                 log.exception("monitor housekeeping failed")
 
     def flush(self) -> int:
         """Persist what arrived since the last flush; returns records written."""
-        written = 0
-        for kind, buf in ((PREDICTIONS, self.unsaved), (FEEDBACK, self.unsaved_feedback)):
-            if buf:
-                batch = list(buf)
-                write_records(self.root, kind, batch)
-                del buf[: len(batch)]
-                written += len(batch)
-        return written
+        return self.store.flush()
 
     # ------------------------------------------------------------ calls from replicas
 
@@ -162,9 +164,12 @@ class DriftMonitor:
         self._start_flusher()
         self.dropped_upstream += dropped
         new = [r for r in records if self.counts.add_prediction(r)]
-        self._window_add([r for r in new if r.get("status") == "ok"])
-        self.unsaved.extend(new)
-        if len(self.unsaved) >= FLUSH_RECORDS:
+        ok = [r for r in new if r.get("status") == "ok"]
+        self._window_add(ok)
+        for r in ok:
+            self.recent.setdefault(r["variant"], deque(maxlen=self.keep)).append(r)
+        self.store.unsaved[PREDICTIONS].extend(new)
+        if len(self.store.unsaved[PREDICTIONS]) >= FLUSH_RECORDS:
             self.flush()
         return len(new)
 
@@ -172,7 +177,7 @@ class DriftMonitor:
         self._start_flusher()
         status = self.counts.add_feedback(request_id, label)
         if status != "duplicate":
-            self.unsaved_feedback.append(
+            self.store.unsaved[FEEDBACK].append(
                 {"request_id": request_id, "label": int(label), "logged_at": datetime.now(timezone.utc)}
             )
         return status
@@ -196,6 +201,7 @@ class DriftMonitor:
             "alert": alert,
             "variants": variants,
             "dropped_records": self.dropped_upstream,
+            "traffic_log": self._log_state(),
             "history": list(self.history),
             "retrain": {
                 "incident_open": self.controller.incident_open,
@@ -256,9 +262,19 @@ class DriftMonitor:
             experiment=experiment["name"],
             dropped_records=self.dropped_upstream,
             pending_feedback=len(self.counts.pending),
+            pending_dropped=self.counts.pending_dropped,
             generated_at=time.time(),
         )
         return out
+
+    def _log_state(self) -> dict:
+        """The traffic log's housekeeping, for `mlsys monitor status` and the report."""
+        return {
+            **self.store.counters,
+            "pending_feedback": len(self.counts.pending),
+            "pending_dropped": self.counts.pending_dropped,
+            "rebuilt": self.store.rebuilt,
+        }
 
 
 def get_monitor(cfg: AppConfig):

@@ -6,6 +6,8 @@ for a few passes (`partial_fit`-style: same preprocessor and vocabulary, a small
 rate). The newest fifth of those rows is held out: the update is published as a new registry
 version and made champion only if it scores better than its parent there (log loss), so a
 bad batch of feedback cannot degrade serving. Replicas follow the alias (hot swap, no restart).
+Only the log's hours since the last step are read; an unreadable state file (the last step's
+time) is treated as absent, with one warning.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import copy
 import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -62,15 +65,27 @@ def log_loss(bundle: ModelBundle, frame: pd.DataFrame, labels: np.ndarray) -> fl
     return float(binary_metrics(labels, Predictor.from_bundle(bundle).score(frame))["log_loss"])
 
 
+def last_step(path: Path) -> str | None:
+    """The newest prediction time the last step used, or None (no step yet, or unreadable)."""
+    if not path.exists():
+        return None
+    try:
+        until = json.loads(path.read_text())["until"]
+        if not isinstance(until, str) or pd.isna(pd.Timestamp(until)):
+            raise ValueError(f"'until' is not a time: {until!r}")
+        return until
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("online state %s is unreadable (%s): reading all labelled traffic", path, exc)
+        return None
+
+
 def online_step(cfg: AppConfig, *, min_rows: int = 200, lr: float = 1e-4, epochs: int = 2) -> OnlineStep:
     """Fine-tune the champion on new labelled traffic; publish only an improvement."""
     state_path = cfg.storage.online_state
-    since = json.loads(state_path.read_text())["until"] if state_path.exists() else None
-    rows = labelled_traffic(cfg.storage.traffic)
+    since = last_step(state_path)
+    rows = labelled_traffic(cfg.storage.traffic, since=since)
     if not rows.empty:
         rows = rows.sort_values("logged_at")
-        if since is not None:
-            rows = rows[rows["logged_at"] > pd.Timestamp(since)]
     if len(rows) < min_rows:
         return OnlineStep(
             rows=len(rows), published=None, reason=f"{len(rows)} new labelled rows, need {min_rows}"

@@ -5,12 +5,14 @@ feature over the PSI alert level, and closes when a window is clean again: one i
 triggers one retrain, and never twice within `retrain.cooldown_minutes`. Independently, the
 schedule (`hourly`, `daily`, `weekly`, `every 6h`, `every 30m`, or `none`) triggers a run once
 per period. Every decision is kept with its reason (and persisted, so a restarted monitor
-neither forgets an open incident nor retrains again at start).
+neither forgets an open incident nor retrains again at start; an unreadable state file is
+treated as absent, with one warning).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import sys
@@ -23,6 +25,7 @@ import yaml
 from app.config import AppConfig, RetrainConfig
 from app.files import atomic_write_text
 
+log = logging.getLogger(__name__)
 MAX_DECISIONS = 50
 
 
@@ -74,8 +77,16 @@ def record(
 
 
 def load_state(path: Path) -> ControllerState:
+    """The persisted controller state; a fresh one if it is absent or cannot be read."""
     if path.exists():
-        return ControllerState(**json.loads(path.read_text()))
+        try:
+            state = ControllerState(**json.loads(path.read_text()))
+            float(state.started_at)  # a garbled file can parse and still not be a state
+            if not (isinstance(state.submitted, list) and isinstance(state.decisions, list)):
+                raise TypeError("submitted and decisions must be lists")
+            return state
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("retrain state %s is unreadable (%s): starting afresh", path, exc)
     return ControllerState(started_at=time.time())
 
 

@@ -4,16 +4,39 @@ It holds the experiment settings and a generation number that moves on every cha
 new split, a promotion, a rollback). Replicas poll it and reload in the background while the
 old model keeps answering, which is how a change reaches *all* replicas with no failed request
 (a Serve handle call reaches only one). The settings are persisted, so a restarted actor or
-a redeployed app starts from the last change, not from the config file.
+a redeployed app starts from the last change, not from the config file; an unreadable state
+file is treated as absent (one warning).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import time
+from pathlib import Path
 
 from app.cluster import detached_actor
 from app.config import AppConfig, ExperimentConfig
 from app.files import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+def load_saved(path: Path) -> dict | None:
+    """The persisted settings (validated), or None if there are none or they cannot be read."""
+    if not path.exists():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+        declared = saved.get("declared")
+        return {
+            "experiment": ExperimentConfig.model_validate(saved["experiment"]).model_dump(),
+            "declared": None if declared is None else ExperimentConfig.model_validate(declared).model_dump(),
+            "generation": int(saved["generation"]),
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # truncated, garbled
+        log.warning("serve control state %s is unreadable (%s): starting from the config", path, exc)
+        return None
 
 
 class ServeControl:
@@ -22,10 +45,14 @@ class ServeControl:
         self.generation = 0
         self.experiment = cfg.serve.experiment.model_dump()
         self.declared = None  # the settings last deployed from a serve config
-        if self.path.exists():
-            saved = json.loads(self.path.read_text())
-            self.experiment, self.declared = saved["experiment"], saved.get("declared")
-            self.generation = int(saved["generation"])
+        saved = load_saved(self.path)
+        if saved is not None:
+            self.experiment, self.declared = saved["experiment"], saved["declared"]
+            self.generation = saved["generation"]
+        elif self.path.exists():
+            # Replicas reload when the generation differs from theirs: a fresh, large one makes
+            # every replica pick up these settings, whatever generation it last saw.
+            self.generation = int(time.time())
 
     def state(self) -> dict:
         return {"generation": self.generation, "experiment": self.experiment}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
 
 from app.data.synthetic import Defects, generate
-from app.monitoring.online import online_step
+from app.monitoring.online import last_step, online_step
 from app.monitoring.traffic import FEEDBACK, PREDICTIONS, write_records
 from app.registry.registry import CHAMPION, Registry
 from tests.helpers import model_inputs, prediction_record, quick_bundle
@@ -63,3 +64,21 @@ def test_feedback_that_harms_is_not_published(registry_with_champion):
     step = online_step(cfg, min_rows=200, lr=5e-2, epochs=5)  # a large step on noise degrades it
     assert step.published is None and "not published" in step.reason
     assert Registry(cfg).alias_version(CHAMPION) == 1
+
+
+@pytest.mark.parametrize("text", ['{"until": "2026-01-0', '{"until": null}', '{"until": "yesterday"}', "[]"])
+def test_an_unreadable_online_state_is_treated_as_absent(cfg, caplog, text):
+    path = cfg.storage.online_state
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    assert last_step(path) is None
+    assert any(str(path) in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    step = online_step(cfg, min_rows=200)  # no crash: every labelled row counts as new (none here)
+    assert step.published is None and step.rows == 0
+
+
+def test_the_last_step_is_read_back(cfg):
+    path = cfg.storage.online_state
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"until": "2026-01-01 10:00:00+00:00"}))
+    assert last_step(path) == "2026-01-01 10:00:00+00:00"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pyarrow.parquet as pq
+
 from app.monitoring.shipper import TrafficShipper
-from app.monitoring.traffic import PREDICTIONS, ExperimentCounts, read_records, write_records
+from app.monitoring.traffic import FEEDBACK, PREDICTIONS, ExperimentCounts, read_records, write_records
 from tests.helpers import prediction_record
 
 
@@ -41,12 +43,29 @@ def test_errors_are_counted_apart_from_requests():
     assert (s.requests, s.errors) == (0, 1)
 
 
-def test_memory_stays_bounded():
-    counts = ExperimentCounts(capacity=100)
+def test_memory_stays_bounded_and_dropped_pending_feedback_is_counted():
+    counts = ExperimentCounts(capacity=100, pending_capacity=50)
     for i in range(1000):
         counts.add_prediction(record(f"r{i}"))
         counts.add_feedback(f"x{i}", 1)
-    assert len(counts.predictions) == 100 and len(counts.pending) == 100
+    assert len(counts.predictions) == 100 and len(counts.pending) == 50
+    assert counts.pending_dropped == 950 and next(iter(counts.pending)) == "x950"  # the oldest went first
+
+
+def test_counts_survive_their_state_round_trip():
+    counts = ExperimentCounts(capacity=3)
+    for i in range(5):
+        counts.add_prediction(record(f"r{i}", variant="challenger" if i % 2 else "champion"))
+    counts.add_feedback("r4", 1)
+    counts.add_feedback("later", 0)
+    back = ExperimentCounts.from_state(counts.state(), capacity=3, pending_capacity=10)
+    assert back.for_experiment("e") == counts.for_experiment("e")
+    assert (
+        back.predictions == counts.predictions
+        and back.labelled == {"r4"}
+        and dict(back.pending) == {"later": 0}
+    )
+    assert back.add_feedback("r4", 1) == "duplicate" and back.add_feedback("r3", 0) == "joined"
 
 
 def test_records_land_in_hour_partitions_and_read_back_deduplicated(tmp_path):
@@ -76,7 +95,7 @@ def test_shipper_drops_and_counts_when_full_or_the_monitor_is_unreachable():
 
 
 def test_feedback_joins_the_log_into_training_rows(tmp_path):
-    from app.monitoring.traffic import FEEDBACK, labelled_traffic
+    from app.monitoring.traffic import labelled_traffic
 
     now = datetime.now(timezone.utc)
     shadow = {**record("a-shadow", variant="challenger"), "shadow": True}
@@ -93,3 +112,55 @@ def test_feedback_joins_the_log_into_training_rows(tmp_path):
     assert (
         list(rows["request_id"]) == ["a"] and rows["label"].tolist() == [0] and rows["age"].tolist() == [30.0]
     )
+
+
+def test_a_truncated_part_is_skipped_with_a_warning_naming_it(tmp_path, caplog):
+    now = datetime(2026, 1, 1, 10, 30, tzinfo=timezone.utc)
+    write_records(tmp_path, PREDICTIONS, [record("a", at=now)])
+    (bad,) = write_records(tmp_path, PREDICTIONS, [record("b", at=now)])
+    bad.write_bytes(bad.read_bytes()[:50])
+    back = read_records(tmp_path, PREDICTIONS)
+    assert list(back["request_id"]) == ["a"]
+    assert [r for r in caplog.records if r.levelname == "WARNING" and str(bad) in r.getMessage()]
+
+
+def test_labelled_traffic_since_reads_only_the_newer_hours(tmp_path, monkeypatch):
+    from app.monitoring import traffic
+
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    for h in range(48):  # two days of one prediction + its feedback an hour
+        at = start + timedelta(hours=h, minutes=10)
+        write_records(tmp_path, PREDICTIONS, [record(f"r{h}", at=at)])
+        write_records(
+            tmp_path, FEEDBACK, [{"request_id": f"r{h}", "label": 1, "logged_at": at + timedelta(minutes=55)}]
+        )
+    read = []
+    monkeypatch.setattr(
+        traffic, "read_part", lambda path, columns=None: read.append(path) or pq.read_table(path)
+    )
+    since = str(start + timedelta(hours=45, minutes=10))  # the last step used up to r45
+    rows = traffic.labelled_traffic(tmp_path, since=since)
+    assert list(rows["request_id"]) == ["r46", "r47"]
+    # predictions from hour 45 on (3 files); feedback from hour 44 on (hours 44-48: 5 files)
+    assert len(read) == 3 + 5
+
+
+def test_a_reader_racing_a_compaction_reads_the_hour_again(tmp_path, monkeypatch):
+    from app.monitoring import compaction, traffic
+
+    at = datetime(2026, 1, 1, 10, 30, tzinfo=timezone.utc)
+    for rid in "abc":
+        write_records(tmp_path, PREDICTIONS, [record(rid, at=at)])
+    real, compacted = traffic.read_part, []
+
+    def read_part(path, columns=None):  # the monitor compacts the hour after the reader listed it
+        if not compacted:
+            compacted.append(
+                compaction.compact_hour(
+                    path.parent, sorted(p.name for p in path.parent.iterdir()), "c.parquet"
+                )
+            )
+        return real(path, columns)
+
+    monkeypatch.setattr(traffic, "read_part", read_part)
+    assert sorted(read_records(tmp_path, PREDICTIONS)["request_id"]) == ["a", "b", "c"]

@@ -1,0 +1,42 @@
+"""ServeControl's persisted settings: a truncated or garbled state file starts from the config."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.serving.control import ServeControl, load_saved
+
+
+def test_settings_survive_a_restart(cfg):
+    control = ServeControl(cfg)
+    control.set_experiment(
+        {**cfg.serve.experiment.model_dump(), "split": {"champion": 0.5, "challenger": 0.5}}
+    )
+    again = ServeControl(cfg)
+    assert again.generation == 1 and again.experiment["split"] == {"champion": 0.5, "challenger": 0.5}
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        lambda good: good[: len(good) // 2],  # truncated
+        lambda good: "[1, 2]",  # JSON, not a state
+        lambda good: json.dumps({**json.loads(good), "experiment": {"split": "half"}}),  # invalid settings
+    ],
+)
+def test_an_unreadable_state_file_is_treated_as_absent(cfg, caplog, content):
+    control = ServeControl(cfg)
+    control.set_experiment(
+        {**cfg.serve.experiment.model_dump(), "split": {"champion": 0.5, "challenger": 0.5}}
+    )
+    path = cfg.storage.experiment_state
+    path.write_text(content(path.read_text()))
+    assert load_saved(path) is None
+    restarted = ServeControl(cfg)  # no crash: the config's settings
+    assert restarted.experiment == cfg.serve.experiment.model_dump()
+    assert restarted.generation > control.generation  # every replica reloads
+    assert any(str(path) in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    restarted.bump()
+    assert ServeControl(cfg).generation == restarted.generation  # and it is written whole again
