@@ -408,17 +408,18 @@ class MonitorConfig(_Section):
     # Features whose live distribution moves with the calendar by design: the month of live
     # traffic is always later than the training data's, so it would "drift" every day.
     ignore_features: list[str] = Field(default_factory=lambda: ["month"])
-    psi_alert: float = 0.2
-    p99_ms_alert: float = 100
-    error_rate_alert: float = 0.01
-    qps_drop_alert: float = 0.2
+    # The alert thresholds (deployments/prometheus/alerts.yml is generated from them).
+    psi_alert: float = Field(default=0.2, gt=0)
+    p99_ms_alert: float = Field(default=100, gt=0)
+    error_rate_alert: float = Field(default=0.01, gt=0, lt=1)
+    qps_drop_alert: float = Field(default=0.2, gt=0, lt=1)
     # The traffic log is kept this long (hourly partitions past it are deleted); the counts
     # live on in the monitor's snapshot. 30 days covers a monthly review of an experiment.
     retention_days: float = Field(default=30, gt=0)
     # How often the monitor snapshots its counts and compacts closed hours: a restart reads
     # the snapshot plus at most this much newer traffic.
     snapshot_minutes: float = Field(default=5, gt=0)
-    # Predictions remembered by request id to join late feedback (~250 bytes each).
+    # Predictions remembered by request id to join late feedback (~300 bytes each, measured).
     remembered_predictions: int = Field(default=200_000, ge=1)
     # Feedback waiting for a prediction not seen yet; beyond this the oldest is dropped and counted.
     pending_feedback: int = Field(default=100_000, ge=0)
