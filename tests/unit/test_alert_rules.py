@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.config import ConfigError, MonitorConfig, load_config
+from app.config import ConfigError, MonitorConfig, load_config, parse_config
 from app.monitoring import alerts, metrics
 from tests.conftest import LOCAL_CONFIG, ROOT
 
@@ -85,9 +85,9 @@ def test_promtool_fires_and_clears_every_alert_for_other_thresholds(tmp_path):
     "key, value",
     [("p99_ms_alert", 0), ("error_rate_alert", 1.0), ("qps_drop_alert", 1.5), ("psi_alert", -0.1)],
 )
-def test_thresholds_no_alert_can_be_written_for_are_refused(key, value):
+def test_thresholds_no_alert_can_be_written_for_are_refused_at_config_load(key, value):
     with pytest.raises(ConfigError, match=f"monitor.{key}"):
-        alerts.render(MonitorConfig(**{key: value}))
+        parse_config({"monitor": {key: value}}, environ={})
 
 
 def test_the_alerts_command_writes_both_files(tmp_path):
