@@ -408,6 +408,10 @@ class MonitorConfig(_Section):
     # Features whose live distribution moves with the calendar by design: the month of live
     # traffic is always later than the training data's, so it would "drift" every day.
     ignore_features: list[str] = Field(default_factory=lambda: ["month"])
+    # Calendar features (features.time) describe when traffic arrives, not what it is: a
+    # window of minutes holds one hour of the day, so stationary traffic would "drift" on
+    # `hour`. They are shown in every report but raise no alert unless this is on.
+    alert_on_calendar: bool = False
     # The alert thresholds (deployments/prometheus/alerts.yml is generated from them).
     psi_alert: float = Field(default=0.2, gt=0)
     p99_ms_alert: float = Field(default=100, gt=0)

@@ -162,14 +162,21 @@ class DriftWindow:
         if self.score is not None and score_column in frame:
             self.score.add(frame[score_column])
 
-    def report(self, *, psi_alert: float) -> dict:
+    def report(self, *, psi_alert: float, watch_only: frozenset[str] = frozenset()) -> dict:
+        """Per-feature statistics; features in `watch_only` are reported but raise no alert."""
         features = {name: w.report() for name, w in self.features.items()}
+        for name in watch_only & features.keys():
+            features[name]["alerting"] = False
         tested = [(n, r["p_value"]) for n, r in features.items() if r.get("p_value") is not None]
         if tested:
             adjusted = stats.false_discovery_control([p for _, p in tested])
             for (name, _), q in zip(tested, adjusted, strict=True):
                 features[name]["p_adjusted"] = float(q)
-        drifted = sorted(n for n, r in features.items() if r["psi"] is not None and r["psi"] > psi_alert)
+        drifted = sorted(
+            n
+            for n, r in features.items()
+            if r["psi"] is not None and r["psi"] > psi_alert and n not in watch_only
+        )
         psis = [r["psi"] for r in features.values() if r["psi"] is not None]
         return {
             "n": self.n,

@@ -42,6 +42,7 @@ class DriftMonitor:
     def __init__(self, cfg: AppConfig, submit=None):
         self.cfg = cfg
         self.root = cfg.storage.traffic
+        self.watch_only = frozenset() if cfg.monitor.alert_on_calendar else frozenset(cfg.features.time)
         self.store = TrafficStore(self.root, cfg.monitor)
         self.keep = self.store.keep
         self.flusher: asyncio.Task | None = None
@@ -97,7 +98,10 @@ class DriftMonitor:
                 window.add(take)
                 start += len(take)
                 if window.n >= size:  # tumbling: a full window is reported once, a new one starts
-                    report = {**window.report(psi_alert=self.cfg.monitor.psi_alert), "window": "complete"}
+                    report = {
+                        **window.report(psi_alert=self.cfg.monitor.psi_alert, watch_only=self.watch_only),
+                        "window": "complete",
+                    }
                     self.complete[variant] = report
                     self.current[variant] = DriftWindow(self.profile)
                     if remember:
@@ -191,7 +195,9 @@ class DriftMonitor:
             if variant in self.complete:
                 variants[variant] = self.complete[variant]
             else:
-                partial = self.current[variant].report(psi_alert=self.cfg.monitor.psi_alert)
+                partial = self.current[variant].report(
+                    psi_alert=self.cfg.monitor.psi_alert, watch_only=self.watch_only
+                )
                 variants[variant] = {**partial, "window": "partial"}
         alert = any(r["alert"] and r["window"] == "complete" for r in variants.values())
         return {

@@ -175,3 +175,35 @@ def test_schedules_parse_to_their_period(schedule, period):
 def test_bad_schedules_are_refused_at_load(schedule):
     with pytest.raises(ValueError, match="retrain.schedule"):
         RetrainConfig(schedule=schedule)
+
+
+def test_stationary_traffic_in_one_hour_raises_no_alert_and_a_shift_does(cfg):
+    """Calendar features are watched, not alerting: a window of minutes holds one hour of one
+    day, which is when the traffic came, not a change in what it is."""
+    from datetime import datetime, timezone
+
+    from app.data.synthetic import Defects, generate
+    from app.features.transforms import add_features, feature_spec
+    from app.model.profile import reference_profile
+    from app.serving.scoring import raw_rows_to_frame
+
+    clean = Defects(0, 0, 0, 0, 0, 0)
+    spec = feature_spec(cfg)
+    train = add_features(generate(20_000, seed=1, defects=clean), cfg)
+    profile = reference_profile(train, list(spec.numeric), [*spec.time, *spec.categorical])
+    calendar = frozenset(cfg.features.time)
+    now = datetime(2026, 11, 2, 9, 30, tzinfo=timezone.utc)
+
+    def window(drift: float) -> DriftWindow:
+        raw = generate(5000, seed=7, defects=clean, drift=drift)
+        w = DriftWindow(profile)
+        w.add(raw_rows_to_frame(raw[cfg.dataset.features].to_dict("records"), cfg, now=now))
+        return w
+
+    stationary = window(0.0)
+    assert not stationary.report(psi_alert=0.2, watch_only=calendar)["alert"]
+    assert stationary.report(psi_alert=0.2)["alert"]  # what alerting on calendar features did
+    reported = stationary.report(psi_alert=0.2, watch_only=calendar)["features"]
+    assert reported["hour"]["alerting"] is False and reported["hour"]["psi"] > 0.2  # still shown
+    drifted = window(1.0).report(psi_alert=0.2, watch_only=calendar)
+    assert drifted["alert"] and "income" in drifted["drifted"]
