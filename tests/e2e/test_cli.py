@@ -86,6 +86,7 @@ def test_features_before_etl_is_a_clear_error(tmp_path):
     assert "run `mlsys etl` first" in proc.stderr
 
 
+@pytest.mark.slow  # two whole pipelines and a service: minutes
 def test_pipeline_registers_a_champion_visible_in_models_list(tmp_path):
     raw = tmp_path / "raw"
     mlsys(tmp_path, "data", "generate", "--rows", "12000", "--out", str(raw))
