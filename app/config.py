@@ -179,7 +179,7 @@ RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 class StorageConfig(_Section):
     """Where everything lives under `root`: the one place the layout is spelled."""
 
-    root: str = ".mlsys"
+    root: str = Field(default=".mlsys", validate_default=True)  # the default is resolved too
 
     @field_validator("root")
     @classmethod

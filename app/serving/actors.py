@@ -18,7 +18,7 @@ class MonitorUnavailable(RuntimeError):
 
 # A monitor call answers in milliseconds; one that takes this long is restarting or
 # overloaded, and a client waits no longer than this for feedback or a report.
-MONITOR_TIMEOUT_S = 5.0
+MONITOR_TIMEOUT_S = 15.0
 
 
 async def within(ref):

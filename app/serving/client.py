@@ -27,8 +27,20 @@ class ServiceClient:
         self.session = requests.Session()
         # A replica that dies mid-request, or a proxy reload that closes an idle keep-alive
         # connection, costs a retry, not a failed call: every call made here is replay-safe (scoring is
-        # pure, feedback dedupes by request_id). HTTP error statuses are not retried.
-        retry = Retry(total=3, connect=3, read=2, status=0, other=0, allowed_methods=None, backoff_factor=0.1)
+        # pure, feedback dedupes by request_id). A 503 (the monitor busy or restarting, the online
+        # store down) is retried after its Retry-After; other HTTP error statuses are not.
+        retry = Retry(
+            total=8,
+            connect=3,
+            read=2,
+            status=5,
+            other=0,
+            status_forcelist=[503],
+            allowed_methods=None,
+            respect_retry_after_header=True,
+            backoff_factor=0.1,
+            raise_on_status=False,
+        )
         self.session.mount("http://", HTTPAdapter(max_retries=retry))
         self.session.mount("https://", HTTPAdapter(max_retries=retry))
         self.timeout = timeout
