@@ -290,8 +290,6 @@ def get_monitor(cfg: AppConfig):
 
 def drift_report(cfg: AppConfig) -> dict:
     """The running monitor's drift report (joins the cluster the service runs on)."""
-    import ray
-
     from app.cluster import join_running
 
     join_running(cfg.ray)

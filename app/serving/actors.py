@@ -22,11 +22,17 @@ MONITOR_TIMEOUT_S = 15.0
 
 
 async def within(ref):
+    """The monitor's answer, or MonitorUnavailable when it is slow or restarting (Ray fails a
+    call to a restarting actor at once, with ActorUnavailableError)."""
+    from ray.exceptions import ActorUnavailableError
+
     timeout_s = MONITOR_TIMEOUT_S
     try:
         return await asyncio.wait_for(ref, timeout_s)
     except asyncio.TimeoutError:
         raise MonitorUnavailable(f"the drift monitor did not answer within {timeout_s:g} s; retry") from None
+    except ActorUnavailableError:
+        raise MonitorUnavailable("the drift monitor is restarting; retry") from None
 
 
 def control_actor(cfg: AppConfig):

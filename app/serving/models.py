@@ -33,7 +33,6 @@ class ModelSet:
         self.predictors: dict[str, Predictor] = {}
         self.generation = -1  # of the control actor, when these were loaded
         self.unloadable: dict[str, int] = {}  # alias -> version that failed to load
-        self.load_failures = 0
 
     def resolve(self, aliases: list[str]) -> dict[str, int]:
         """The version behind each alias that has one (a registry query; blocking)."""
@@ -69,7 +68,6 @@ class ModelSet:
                 log.error(
                     "alias %s: version %s cannot be loaded, serving without it: %s", alias, version, exc
                 )
-                self.load_failures += 1
                 unloadable[alias] = version
                 continue
             predictors[alias] = Predictor.from_bundle(

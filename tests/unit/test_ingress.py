@@ -387,3 +387,16 @@ def test_the_triton_http_client_works_unchanged_binary_and_json(setup):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_a_restarting_monitor_is_a_503_at_once():
+    """Ray fails a call to a restarting actor at once: that is a 503 to retry, not a 500."""
+    from ray.exceptions import ActorUnavailableError
+
+    from app.serving import actors
+
+    async def restarting():
+        raise ActorUnavailableError("The actor is restarting", None)
+
+    with pytest.raises(actors.MonitorUnavailable, match="restarting"):
+        run(actors.within(restarting()))
