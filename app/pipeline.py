@@ -1,7 +1,9 @@
 """Stage order: the only module that knows which stage runs after which.
 
-etl -> features (apply, materialize) -> train -> evaluate -> gate -> register.
-Each stage is a library call; this module sequences them and reports progress.
+etl -> features (apply, materialize) -> [search] -> train -> evaluate -> gate -> register.
+Each stage is a library call; this module sequences them and reports progress. The search's
+verdict (`app.training.choice`) links the search to training: the family and hyperparameters
+it found are what `train_and_register` fits, also in a later `mlsys train` or retrain job.
 """
 
 from __future__ import annotations
@@ -17,10 +19,14 @@ from app.cluster import connect
 from app.config import AppConfig
 from app.data.etl import EtlReport, run_etl
 from app.features.store import FeatureClient
+from app.model import trees
+from app.model.bundle import FAMILIES
 from app.registry.registry import CHALLENGER, CHAMPION, Registry
+from app.training import choice as verdict
+from app.training.baselines import hgb_baseline
 from app.training.dataset import Splits, build_splits
-from app.training.evaluate import passes_gate
-from app.training.fit import evaluate_bundle, fit_candidate, make_preprocessor
+from app.training.evaluate import binary_metrics, passes_gate
+from app.training.fit import evaluate_bundle, fit_candidate, make_preprocessor, preflight
 from app.training.tune import TORCH_SPACE, SearchResult, tune_random_forest, tune_torch
 
 console = Console(stderr=True)
@@ -32,6 +38,8 @@ class TrainOutcome:
     alias: str | None
     gate: str
     metrics: dict
+    family: str = "mlp"
+    source: str = "config"  # where the hyperparameters came from: config | search (<when>) | caller
 
 
 @dataclass
@@ -54,15 +62,44 @@ def stage(stages: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
     return value
 
 
+def resolve_training(
+    cfg: AppConfig, splits: Splits, *, family: str | None = None, overrides: dict | None = None
+) -> tuple[str, dict, str]:
+    """(family, hyperparameter overrides, their source) for the next training run.
+
+    The family: the caller's, else `model.family`, else (auto) the search verdict's winner.
+    The overrides: the caller's, else the verdict's best for that family, else none (the
+    config's settings). `auto` with no verdict for this problem runs the search first."""
+    family = family or (None if cfg.model.family == "auto" else cfg.model.family)
+    if overrides is not None and family is not None:
+        return family, overrides, "caller"
+    found = verdict.load(cfg)
+    if found is None and family is None:
+        outcome = search(cfg, splits)
+        found = outcome.choice
+    if found is None:
+        return family, overrides or {}, "caller" if overrides is not None else "config"
+    chosen, searched = found.for_family(family or "auto")
+    if overrides is not None:
+        return chosen, overrides, "caller"
+    return chosen, searched, f"search ({found.searched_at})" if searched else "config"
+
+
 def train_and_register(
-    cfg: AppConfig, *, splits: Splits | None = None, overrides: dict | None = None
+    cfg: AppConfig,
+    *,
+    splits: Splits | None = None,
+    overrides: dict | None = None,
+    family: str | None = None,
 ) -> TrainOutcome:
     """Train a candidate, score it and the champion on the same holdout, gate, register.
 
     The first model becomes the champion; later ones that pass the gate become the challenger.
     """
+    preflight(cfg, family)
     splits = splits or build_splits(cfg)
-    bundle = fit_candidate(cfg, splits, overrides=overrides)
+    family, overrides, source = resolve_training(cfg, splits, family=family, overrides=overrides)
+    bundle = fit_candidate(cfg, splits, overrides=overrides, family=family)
     registry = Registry(cfg)
     champion = None
     if registry.alias_version(CHAMPION) is not None:
@@ -71,58 +108,114 @@ def train_and_register(
         bundle.metrics["holdout"], champion, metric=cfg.registry.gate_metric, margin=cfg.registry.gate_margin
     )
     bundle.metrics["gate"] = {"passed": passed, "reason": reason}
+    outcome = TrainOutcome(
+        version=None, alias=None, gate=reason, metrics=bundle.metrics, family=family, source=source
+    )
     if not passed:
-        return TrainOutcome(version=None, alias=None, gate=reason, metrics=bundle.metrics)
+        return outcome
     alias = CHAMPION if champion is None else CHALLENGER
-    params = {**cfg.train.model_dump(), **(overrides or {})}
-    version = registry.register(bundle, params=params, alias=alias)
-    return TrainOutcome(version=version, alias=alias, gate=reason, metrics=bundle.metrics)
+    settings = cfg.model if family == trees.FAMILY else cfg.train
+    params = {**settings.model_dump(), **overrides, "family": family, "hyperparameters_from": source}
+    outcome.version, outcome.alias = registry.register(bundle, params=params, alias=alias), alias
+    return outcome
 
 
 @dataclass
 class SearchOutcome:
     torch: SearchResult
     forest: SearchResult
+    gbdt: SearchResult | None = None  # None: xgboost is not installed (and no family needs it)
+    choice: verdict.Choice | None = None
+    family: str = "mlp"  # what training fits next: model.family, or the winner when it is auto
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each family's search
 
     @property
     def overrides(self) -> dict:
-        """The best torch trial's hyperparameters, for the final training run."""
-        return {k: self.torch.best_config[k] for k in TORCH_SPACE}
+        """The searched hyperparameters of `family`, for the final training run."""
+        return self.choice.for_family(self.family)[1] if self.choice else {}
 
 
 def search(cfg: AppConfig, splits: Splits | None = None, *, num_samples: int | None = None) -> SearchOutcome:
-    """Ray Tune over the torch model (ASHA) and the random-forest baseline, on the same split."""
+    """Ray Tune over each family (torch MLP with ASHA, XGBoost trees with early stopping) and
+    the random-forest baseline, on the same split; the verdict is saved for training."""
+    preflight(cfg)
     splits = splits or build_splits(cfg)
     pre = make_preprocessor(cfg, splits.train)
-    return SearchOutcome(
-        torch=tune_torch(cfg, splits.train, splits.valid, pre, num_samples=num_samples),
-        forest=tune_random_forest(cfg, splits.train, pre, num_samples=num_samples),
-    )
+    seconds: dict[str, float] = {}
+
+    def timed(name: str, fn: Callable[[], SearchResult]) -> SearchResult:
+        started = time.perf_counter()
+        found = fn()
+        seconds[name] = round(time.perf_counter() - started, 1)
+        return found
+
+    torch = timed("mlp", lambda: tune_torch(cfg, splits.train, splits.valid, pre, num_samples=num_samples))
+    best = {
+        "mlp": {"overrides": {k: torch.best_config[k] for k in TORCH_SPACE}, "val_loss": torch.best_metric}
+    }
+    gbdt = None
+    try:
+        trees.xgboost()
+    except trees.MissingLibrary as exc:  # only `mlp` gets here (preflight refused the others)
+        console.print(f"[yellow]skipping the trees' search:[/] {exc}")
+    else:
+        from app.training.tune_gbdt import GBDT_SPACE, tune_gbdt
+
+        gbdt = timed("gbdt", lambda: tune_gbdt(cfg, splits.train, splits.valid, pre, num_samples=num_samples))
+        best["gbdt"] = {
+            "overrides": {k: gbdt.best_config[k] for k in GBDT_SPACE},
+            "val_loss": gbdt.best_metric,
+        }
+    forest = timed("forest", lambda: tune_random_forest(cfg, splits.train, pre, num_samples=num_samples))
+    found = verdict.choose(cfg, best)
+    verdict.save(cfg, found)
+    family, _ = found.for_family(cfg.model.family)
+    return SearchOutcome(torch=torch, forest=forest, gbdt=gbdt, choice=found, family=family, seconds=seconds)
 
 
 def evaluate_registered(cfg: AppConfig, ref: str | int) -> dict:
-    """A registered model (alias or version) scored on the current holdout."""
-    return evaluate_bundle(Registry(cfg).load(ref), build_splits(cfg), cfg.dataset.label)
+    """A registered model (alias or version) scored on the current holdout, with a comparison:
+    it, the best registered model of each family, and HistGradientBoosting with default
+    settings fitted now on the same split."""
+    registry = Registry(cfg)
+    splits = build_splits(cfg)
+    label = cfg.dataset.label
+    bundle = registry.load(ref)
+    metrics = evaluate_bundle(bundle, splits, label)
+    metrics["family"] = bundle.family
+    version = registry.alias_version(str(ref)) if not str(ref).isdigit() else int(ref)
+    rows = [{"model": f"{ref} (v{version})", "family": bundle.family, **metrics["holdout"]}]
+    versions = registry.versions()
+    for family in FAMILIES:
+        mine = [v for v in versions if v.family == family and v.version != version]
+        if mine:
+            best = max(mine, key=lambda v: v.metrics.get("holdout.auc", float("-inf")))
+            scored = evaluate_bundle(registry.load(best.version), splits, label)["holdout"]
+            rows.append({"model": f"best {family} (v{best.version})", "family": family, **scored})
+    y = splits.holdout[label].to_numpy(dtype=int)
+    hgb = hgb_baseline(splits.train, splits.holdout, bundle.preprocessor, label)
+    rows.append({"model": "HistGradientBoosting baseline", "family": "baseline", **binary_metrics(y, hgb)})
+    metrics["comparison"] = rows
+    return metrics
 
 
 def run_pipeline(
     cfg: AppConfig, *, source: str | None = None, tune_samples: int | None = None
 ) -> PipelineResult:
-    """etl -> features apply -> materialize -> train -> evaluate -> gate -> register."""
+    """etl -> features apply -> materialize -> [search] -> train -> evaluate -> gate -> register."""
     connect(cfg.ray)
+    preflight(cfg)  # a missing library or GPU is refused before the first stage
     result = PipelineResult()
     features = FeatureClient(cfg)
     result.etl = stage(result.stages, "etl", lambda: run_etl(cfg, source))
     result.feature_partitions = stage(result.stages, "features apply", features.apply)
     result.materialized = stage(result.stages, "features materialize", features.materialize)
     splits = stage(result.stages, "training set (point-in-time)", lambda: build_splits(cfg))
-    overrides = None
-    if cfg.tune.in_pipeline or tune_samples:
+    auto_unsearched = cfg.model.family == "auto" and verdict.load(cfg) is None
+    if cfg.tune.in_pipeline or tune_samples or auto_unsearched:
+        # Its verdict (saved) is what training then fits: family and hyperparameters.
         result.search = stage(result.stages, "tune", lambda: search(cfg, splits, num_samples=tune_samples))
-        overrides = result.search.overrides
     result.training = stage(
-        result.stages,
-        "train + evaluate + register",
-        lambda: train_and_register(cfg, splits=splits, overrides=overrides),
+        result.stages, "train + evaluate + register", lambda: train_and_register(cfg, splits=splits)
     )
     return result

@@ -27,6 +27,7 @@ def etl_table(report: dict) -> Table:
 def training_summary(outcome) -> str:
     m = outcome.metrics
     head = (
+        f"{outcome.family} (hyperparameters from {outcome.source}): "
         f"holdout AUC {m['holdout']['auc']:.4f} (HistGradientBoosting {m['baseline_hgb']['auc']:.4f}), "
         f"log loss {m['holdout']['log_loss']:.4f}, Brier {m['holdout']['brier']:.4f}"
     )
@@ -51,7 +52,8 @@ def drift_table(report: dict) -> Table:
                 f"{r['window']} ({r['n']})",
                 name,
                 psi,
-                str(f.get("severity") or f.get("reason")),
+                str(f.get("severity") or f.get("reason"))
+                + (" (calendar, no alert)" if f.get("alerting") is False else ""),
                 f.get("test", "-"),
                 f"{f.get('statistic', float('nan')):.4f}",
                 "-" if p is None else f"{p:.2g}",
@@ -102,18 +104,30 @@ def experiment_summary(report: dict | None) -> Table:
 
 
 def search_tables(result) -> list:
-    """Each search's trials as a table, then its best configuration."""
+    """Each search's trials as a table, then its best configuration; last the verdict."""
     out: list = []
     for title, found, metric in (
-        ("torch MLP (validation log loss)", result.torch, "val_loss"),
-        ("random forest (3-fold CV AUC)", result.forest, "cv_auc"),
+        ("mlp: torch MLP (validation log loss)", result.torch, "val_loss"),
+        ("gbdt: XGBoost trees (validation log loss)", result.gbdt, "val_loss"),
+        ("baseline: random forest (3-fold CV AUC)", result.forest, "cv_auc"),
     ):
+        if found is None:
+            continue
         table = Table(title=title)
         for col in found.trials.columns:
             table.add_column(col.removeprefix("config/"))
         for row in found.trials.itertuples(index=False):
             table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
         out += [table, f"best {metric}: {found.best_metric:.4f} with {found.best_config}"]
+    choice = result.choice
+    if choice is not None:
+        losses = ", ".join(f"{f} {b['val_loss']:.4f}" for f, b in choice.best.items())
+        out.append(
+            f"best family by validation log loss: {choice.family} ({losses}); "
+            f"training fits {result.family} with its best hyperparameters"
+        )
+    if result.seconds:
+        out.append("search time (s): " + ", ".join(f"{k} {v}" for k, v in result.seconds.items()))
     return out
 
 
@@ -131,14 +145,30 @@ def evaluation_table(ref: str, metrics: dict) -> Table:
     return table
 
 
+def comparison_table(ref: str, metrics: dict) -> Table:
+    """The evaluated model beside the best registered model of each family and HGB, one holdout."""
+    table = Table(title=f"{ref} beside each family's best and the baseline, on the same holdout")
+    for col in ("model", "family", "n", "auc", "log_loss", "accuracy", "brier"):
+        table.add_column(col)
+    for row in metrics.get("comparison", []):
+        table.add_row(
+            row["model"],
+            row["family"],
+            str(row["n"]),
+            *(f"{row[k]:.4f}" for k in ("auc", "log_loss", "accuracy", "brier")),
+        )
+    return table
+
+
 def models_table(versions: list) -> Table:
     table = Table(title="registered models")
-    for col in ("version", "aliases", "holdout AUC", "HGB AUC", "data", "config", "git"):
+    for col in ("version", "aliases", "family", "holdout AUC", "HGB AUC", "data", "config", "git"):
         table.add_column(col)
     for v in versions:
         table.add_row(
             str(v.version),
             ",".join(v.aliases),
+            v.family,
             f"{v.metrics.get('holdout.auc', float('nan')):.4f}",
             f"{v.metrics.get('baseline_hgb.auc', float('nan')):.4f}",
             v.tags.get("lineage.data_fingerprint", ""),

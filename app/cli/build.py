@@ -9,7 +9,14 @@ from typing import Annotated
 import typer
 
 from app.cli.base import app, cfg_of, data_app, features_app, out, rerun_hint_on_ctrl_c
-from app.views import demo_report, etl_table, evaluation_table, search_tables, training_summary
+from app.views import (
+    comparison_table,
+    demo_report,
+    etl_table,
+    evaluation_table,
+    search_tables,
+    training_summary,
+)
 
 
 @data_app.command("generate")
@@ -70,7 +77,8 @@ def features_materialize(ctx: typer.Context) -> None:
 
 @app.command()
 def train(ctx: typer.Context) -> None:
-    """Train on the feature store's point-in-time training set (Ray Train DDP), evaluate, gate, register."""
+    """Train model.family (or the search's best for auto) on the point-in-time training set with
+    Ray Train, evaluate, gate, register."""
     cfg = cfg_of(ctx)  # first: a config error answers before any import
     from app.pipeline import train_and_register
 
@@ -83,7 +91,8 @@ def train(ctx: typer.Context) -> None:
 def tune(
     ctx: typer.Context, samples: Annotated[int | None, typer.Option(help="trials per search")] = None
 ) -> None:
-    """Ray Tune: the torch model (ASHA, tracked in MLflow) and the random-forest baseline."""
+    """Ray Tune over each model family (MLP, XGBoost trees) and the random-forest baseline; the
+    best family and hyperparameters are what `train` fits next (tracked in MLflow)."""
     cfg = cfg_of(ctx)  # first: a config error answers before any import
     from app.pipeline import search
 
@@ -95,11 +104,14 @@ def tune(
 def evaluate(
     ctx: typer.Context, ref: Annotated[str, typer.Option("--model", help="alias or version")] = "champion"
 ) -> None:
-    """Score a registered model on the current holdout: overall, per slice, calibration."""
+    """Score a registered model on the current holdout: overall, per slice, calibration, and
+    beside the best model of each family and HistGradientBoosting."""
     cfg = cfg_of(ctx)  # first: a config error answers before any import
     from app.pipeline import evaluate_registered
 
-    out.print(evaluation_table(ref, evaluate_registered(cfg, ref)))
+    metrics = evaluate_registered(cfg, ref)
+    out.print(evaluation_table(ref, metrics))
+    out.print(comparison_table(ref, metrics))
 
 
 @app.command()

@@ -1,8 +1,10 @@
 """Predictor: a model bundle ready to score feature rows — the one inference path.
 
 Evaluation, the registry gate, online learning, batch scoring and serving all score through
-`Predictor.from_bundle(...)`, so a model is never scored two different ways. The network is
-built once, at construction, not per call (no Ray, no HTTP here).
+`Predictor.from_bundle(...)`, so a model is never scored two different ways, whatever its
+family: the preprocessor's `transform_batch`, then the family's model (the torch MLP or the
+XGBoost trees), float64 probabilities out. The model is built once, at construction, not per
+call (no Ray, no HTTP here).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from app.model import trees
 from app.model.bundle import ModelBundle
 from app.model.net import TabularMLP, predict_proba
 
@@ -24,7 +27,9 @@ class Predictor:
     threshold: float = 0.5
 
     def __post_init__(self) -> None:
-        self.net: TabularMLP = self.bundle.model()  # built once, not per request
+        model = self.bundle.model()  # built once, not per request
+        self.net: TabularMLP | None = model if self.family == "mlp" else None
+        self.booster = model if self.family == trees.FAMILY else None
 
     @classmethod
     def from_bundle(cls, bundle: ModelBundle, *, version: int = 0, threshold: float = 0.5) -> Predictor:
@@ -34,8 +39,14 @@ class Predictor:
     def features(self) -> list[str]:
         return self.bundle.features
 
+    @property
+    def family(self) -> str:
+        return self.bundle.family
+
     def score(self, frame: pd.DataFrame) -> np.ndarray:
-        """Positive-class probability per row of a frame holding the model's features."""
+        """Positive-class probability (float64) per row of a frame holding the model's features."""
         arrays = self.bundle.preprocessor.transform_batch(frame)
+        if self.booster is not None:
+            return trees.predict_proba(self.booster, trees.tree_inputs(arrays))
         with torch.inference_mode():
             return predict_proba(self.net, arrays["numeric"], arrays["categorical"])

@@ -2,7 +2,8 @@
 
 A local sqlite store under the storage root by default, a tracking server URI on a cluster
 (`registry.tracking_uri`). Each version's artifacts are a `ModelBundle`; its metrics and
-lineage are also run metrics/tags, so the MLflow UI shows them. Champion changes are kept in
+lineage are also run metrics/tags, and its model family a run param, a run tag and a
+version tag, so the MLflow UI shows them. Champion changes are kept in
 a registered-model tag, so `rollback` can go back more than one step.
 """
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.config import AppConfig
-from app.model.bundle import ModelBundle
+from app.model.bundle import FAMILY_TAG, ModelBundle
 
 log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -37,6 +38,7 @@ class VersionInfo:
     run_id: str
     metrics: dict
     tags: dict
+    family: str = "mlp"  # versions registered before model families are MLPs
 
 
 SUMMARY_METRICS = ("holdout", "baseline_hgb", "training")  # slices/calibration live in bundle.json
@@ -79,9 +81,11 @@ class Registry:
         from mlflow.exceptions import MlflowException
 
         with self.mlflow.start_run(experiment_id=self.experiment_id(), run_name="train") as run:
-            self.mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+            self.mlflow.log_params({k: str(v)[:500] for k, v in {**params, "family": bundle.family}.items()})
             self.mlflow.log_metrics(_flat_metrics(bundle.metrics))
-            self.mlflow.set_tags({f"lineage.{k}": str(v) for k, v in bundle.lineage.items()})
+            self.mlflow.set_tags(
+                {FAMILY_TAG: bundle.family, **{f"lineage.{k}": str(v) for k, v in bundle.lineage.items()}}
+            )
             with tempfile.TemporaryDirectory() as d:
                 bundle.save(d)
                 self.mlflow.log_artifacts(d, artifact_path="bundle")
@@ -91,7 +95,10 @@ class Registry:
             self.name,
             source=f"{run.info.artifact_uri}/bundle",
             run_id=run.info.run_id,
-            tags={"holdout_auc": str(bundle.metrics.get("holdout", {}).get("auc"))},
+            tags={
+                "holdout_auc": str(bundle.metrics.get("holdout", {}).get("auc")),
+                "family": bundle.family,
+            },
         )
         version = int(mv.version)
         if alias == CHAMPION:
@@ -154,6 +161,7 @@ class Registry:
                     run_id=mv.run_id,
                     metrics=dict(run.data.metrics),
                     tags={k: v for k, v in run.data.tags.items() if k.startswith("lineage.")},
+                    family=mv.tags.get("family") or run.data.tags.get(FAMILY_TAG) or "mlp",
                 )
             )
         return sorted(out, key=lambda v: v.version)

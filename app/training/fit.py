@@ -1,6 +1,8 @@
 """Fit one candidate model end to end: preprocessor, distributed training, holdout metrics.
 
-Returns a complete `ModelBundle` (weights, preprocessor, features, drift profile, metrics
+The family decides the trainer: the MLP on Ray Train's TorchTrainer (DDP), gradient-boosted
+trees on its XGBoostTrainer; both read the same splits and the same fitted preprocessor.
+Returns a complete `ModelBundle` (model file, preprocessor, features, drift profile, metrics
 with the HistGradientBoosting baseline on the same split, lineage); registering it is the
 pipeline's decision.
 """
@@ -11,10 +13,11 @@ import subprocess
 
 import pandas as pd
 
-from app.config import AppConfig
+from app.config import AppConfig, ConfigError
 from app.features.store import FeatureClient
 from app.features.transforms import feature_spec
-from app.model.bundle import ModelBundle
+from app.model import trees
+from app.model.bundle import FAMILIES, ModelBundle
 from app.model.predictor import Predictor
 from app.model.preprocess import Preprocessor
 from app.model.profile import numeric_profile, reference_profile
@@ -22,6 +25,7 @@ from app.training.baselines import hgb_baseline
 from app.training.dataset import Splits
 from app.training.evaluate import binary_metrics, calibration_table, sliced_metrics
 from app.training.train import train
+from app.training.train_gbdt import check_gpu, train_gbdt
 
 
 def git_sha() -> str:
@@ -52,21 +56,46 @@ def make_preprocessor(cfg: AppConfig, train_df) -> Preprocessor:
     )  # calendar parts are categories
 
 
+def preflight(cfg: AppConfig, family: str | None = None) -> None:
+    """What would fail a tree run late, refused now: a missing xgboost, GPU trees without a GPU."""
+    if (family or cfg.model.family) in (trees.FAMILY, "auto"):
+        trees.xgboost()
+        check_gpu(cfg)
+
+
 def fit_candidate(
-    cfg: AppConfig, splits: Splits, *, overrides: dict | None = None, parent_run: str | None = None
+    cfg: AppConfig,
+    splits: Splits,
+    *,
+    overrides: dict | None = None,
+    parent_run: str | None = None,
+    family: str | None = None,
 ) -> ModelBundle:
+    """Train one model of `family` (default: `model.family`, which must not be "auto" here:
+    the search resolves it) and evaluate it on the holdout."""
+    family = family or cfg.model.family
+    if family not in FAMILIES:
+        raise ConfigError(
+            f"model.family: {family!r} is not a trainable family ({', '.join(FAMILIES)}); "
+            "'auto' is resolved by a search first (mlsys tune, or mlsys train/pipeline)"
+        )
     spec = feature_spec(cfg)
     label = cfg.dataset.label
     pre = make_preprocessor(cfg, splits.train)
-    result = train(cfg, splits.train, splits.valid, pre, overrides=overrides)
-    bundle = ModelBundle(
-        spec=result.spec,
-        state_dict=result.state_dict,
-        preprocessor=pre,
-        features=spec.names,
-        feature_service=FeatureClient(cfg).service_name,
-        profile=reference_profile(splits.train, pre.numeric, pre.categorical),
-    )
+    common = {
+        "preprocessor": pre,
+        "features": spec.names,
+        "feature_service": FeatureClient(cfg).service_name,
+        "profile": reference_profile(splits.train, pre.numeric, pre.categorical),
+    }
+    if family == trees.FAMILY:
+        result = train_gbdt(cfg, splits.train, splits.valid, pre, overrides=overrides)
+        bundle = ModelBundle(spec=result.spec, state_dict=None, booster=result.booster, **common)
+        training = {"rounds": result.spec.rounds}
+    else:
+        result = train(cfg, splits.train, splits.valid, pre, overrides=overrides)
+        bundle = ModelBundle(spec=result.spec, state_dict=result.state_dict, **common)
+        training = {"epochs": len(result.history)}
     bundle.metrics = evaluate_bundle(bundle, splits, label)
     # The score distribution on the holdout: the reference for prediction drift.
     bundle.profile["score"] = numeric_profile(pd.Series(Predictor.from_bundle(bundle).score(splits.holdout)))
@@ -75,10 +104,11 @@ def fit_candidate(
     bundle.metrics["training"] = {
         "best_val_loss": result.best_val_loss,
         "seconds": result.seconds,
-        "epochs": len(result.history),
-        # The learning curve (the MLflow run has the same per-epoch metrics).
+        **training,
+        # The learning curve (per epoch for the MLP, per boosting round for trees).
         "history": [
-            {k: float(h[k]) for k in ("epoch", "train_loss", "val_loss") if k in h} for h in result.history
+            {k: float(h[k]) for k in ("epoch", "round", "train_loss", "val_loss") if k in h}
+            for h in result.history
         ],
     }
     bundle.lineage = {

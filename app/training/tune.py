@@ -1,8 +1,10 @@
 """Hyperparameter search with Ray Tune: the torch model (ASHA) and a random-forest baseline.
 
-Torch trials report validation loss every epoch, so ASHA stops weak ones early; the forest
-is scored by 3-fold cross-validated AUC. Every trial is tracked in MLflow. Concurrency comes
-from the config, capped by what the cluster can hold at once.
+Torch trials report validation loss every epoch, so ASHA stops weak ones early; a trial
+counts with its best epoch's loss, as the final run keeps its best epoch's weights. The
+forest is scored by 3-fold cross-validated AUC. Every trial is tracked in MLflow, tagged
+with its family (the trees' search is in `tune_gbdt.py`). Concurrency comes from the config,
+capped by what the cluster can hold at once.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from app.cluster import connect
 from app.config import AppConfig
+from app.model.bundle import FAMILY_TAG
 from app.model.net import ModelSpec, TabularMLP
 from app.model.preprocess import Preprocessor
 from app.training.baselines import tree_matrix
@@ -122,9 +125,9 @@ def tune_torch(
             max_concurrent_trials=max_concurrent_trials(cfg, 1),
             scheduler=_scheduler(cfg, cfg.train.epochs),
         ),
-        run_config=_run_config(cfg, "tune-torch"),
+        run_config=tune_run_config(cfg, "tune-torch", family="mlp"),
     )
-    return _summarise(tuner.fit(), "val_loss", mode="min")
+    return summarise(tuner.fit(), "val_loss", mode="min", scope="all")
 
 
 def rf_cv_auc(config: dict, X: np.ndarray, y: np.ndarray, seed: int = 0) -> float:
@@ -161,30 +164,39 @@ def tune_random_forest(
             num_samples=num_samples or cfg.tune.num_samples,
             max_concurrent_trials=max_concurrent_trials(cfg, RF_CPUS),
         ),
-        run_config=tune.RunConfig(
-            name=f"tune-rf-{time.strftime('%Y%m%dT%H%M%S')}",
-            storage_path=str(cfg.storage.checkpoints),
-            callbacks=[MLflowLoggerCallback(tracking_uri=cfg.mlflow_uri, experiment_name="mlsys-tune-rf")],
-        ),
+        run_config=tune_run_config(cfg, "tune-rf", family="random_forest"),
     )
-    return _summarise(tuner.fit(), "cv_auc", mode="max")
+    return summarise(tuner.fit(), "cv_auc", mode="max")
 
 
-def _run_config(cfg: AppConfig, name: str) -> tune.RunConfig:
-    """Trials checkpoint under the storage root and are logged to MLflow experiment `mlsys-<name>`."""
+def tune_run_config(cfg: AppConfig, name: str, *, family: str) -> tune.RunConfig:
+    """Trials checkpoint under the storage root and are logged to MLflow experiment
+    `mlsys-<name>`, each run tagged `mlsys.family`."""
     return tune.RunConfig(
         name=f"{name}-{time.strftime('%Y%m%dT%H%M%S')}",
         storage_path=str(cfg.storage.checkpoints),
-        callbacks=[MLflowLoggerCallback(tracking_uri=cfg.mlflow_uri, experiment_name=f"mlsys-{name}")],
+        callbacks=[
+            MLflowLoggerCallback(
+                tracking_uri=cfg.mlflow_uri, experiment_name=f"mlsys-{name}", tags={FAMILY_TAG: family}
+            )
+        ],
     )
 
 
-def _summarise(grid, metric: str, *, mode: str) -> SearchResult:
-    best = grid.get_best_result(metric=metric, mode=mode)
-    frame = grid.get_dataframe(filter_metric=metric, filter_mode=mode)
+def summarise(grid, metric: str, *, mode: str, scope: str = "last") -> SearchResult:
+    """The best trial and every trial's row. With `scope="all"` a trial counts with its best
+    report (its best epoch), not its last."""
+    best = grid.get_best_result(metric=metric, mode=mode, scope=scope)
+    frame = grid.get_dataframe(filter_metric=metric, filter_mode=mode)  # each trial's best report
     keep = [c for c in frame.columns if c.startswith("config/") or c in (metric, "training_iteration")]
+    history = best.metrics_dataframe
+    best_metric = (
+        float(history[metric].min() if mode == "min" else history[metric].max())
+        if scope == "all" and history is not None and metric in history
+        else float(best.metrics[metric])
+    )
     return SearchResult(
         best_config=dict(best.config),
-        best_metric=float(best.metrics[metric]),
+        best_metric=best_metric,
         trials=frame[keep].sort_values(metric, ascending=mode == "min"),
     )

@@ -90,10 +90,11 @@ def test_registered_bundle_predicts_exactly_as_at_training_time(prepared):
     assert bundle.profile["numeric"]["income"]["edges"]
 
 
-def test_search_runs_tracked_trials_for_torch_and_forest(prepared):
+def test_search_runs_tracked_trials_for_each_family_and_the_forest(prepared):
     import mlflow
 
     from app.pipeline import search
+    from app.training import choice
 
     cfg, splits = prepared
     fast = make_config(
@@ -102,9 +103,16 @@ def test_search_runs_tracked_trials_for_torch_and_forest(prepared):
         tune={"num_samples": 2, "max_concurrent": 4},
     )
     result = search(fast, splits, num_samples=2)
-    assert len(result.torch.trials) == 2 and len(result.forest.trials) == 2
+    assert len(result.torch.trials) == 2 and len(result.forest.trials) == 2 and len(result.gbdt.trials) == 2
+    assert result.family == "mlp"  # model.family: mlp trains the MLP whatever the trees scored
     assert set(result.overrides) == {"lr", "width", "depth", "dropout", "batch_size"}
     assert 0.5 < result.forest.best_metric <= 1.0
+    assert 0 < result.gbdt.best_metric < np.log(2) and 0 < result.torch.best_metric < 1
+    saved = choice.load(fast)  # what a later `mlsys train` fits
+    assert saved is not None and set(saved.best) == {"mlp", "gbdt"}
+    assert saved.best["mlp"]["val_loss"] == result.torch.best_metric
     client = mlflow.MlflowClient(fast.mlflow_uri)
-    runs = client.search_runs([client.get_experiment_by_name("mlsys-tune-torch").experiment_id])
-    assert len(runs) >= 2 and all("val_loss" in r.data.metrics for r in runs)
+    for experiment, family in (("torch", "mlp"), ("gbdt", "gbdt"), ("rf", "random_forest")):
+        runs = client.search_runs([client.get_experiment_by_name(f"mlsys-tune-{experiment}").experiment_id])
+        assert len(runs) >= 2 and all(r.data.tags.get("mlsys.family") == family for r in runs)
+        assert all(("cv_auc" if family == "random_forest" else "val_loss") in r.data.metrics for r in runs)
