@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ from app.model.bundle import ModelBundle
 from app.model.net import ModelSpec, TabularMLP
 from app.model.preprocess import Preprocessor
 from app.model.profile import numeric_profile, reference_profile
+from app.model.trees import TreeSpec
 from app.training.loop import array_batches, train_epoch
 
 
@@ -45,6 +47,24 @@ def quick_bundle(cfg, frame, *, seed: int) -> ModelBundle:
             "score": numeric_profile(pd.Series(np.linspace(0.05, 0.95, 200))),
         },
         metrics={"holdout": {"auc": 0.5}},
+    )
+
+
+def quick_tree_bundle(cfg, frame, *, seed: int, rounds: int = 5) -> ModelBundle:
+    """A small gradient-boosted tree bundle trained in-process (no Ray), like `quick_bundle`."""
+    from app.model.trees import booster_bytes
+    from app.training.gbdt import arrays_dmatrix, boost, tree_spec
+
+    mlp = quick_bundle(cfg, frame, seed=seed)  # the same preprocessor, features and profile
+    spec = TreeSpec.for_preprocessor(mlp.preprocessor)
+    data = arrays_dmatrix(
+        {**mlp.preprocessor.transform_batch(add_features(frame, cfg)), "label": frame[cfg.dataset.label]},
+        spec,
+    )
+    hp = {"learning_rate": 0.1, "max_depth": 3, "reg_lambda": 1.0, "min_child_weight": 1.0, "seed": seed}
+    booster = boost({**hp, "rounds": rounds, "early_stopping_rounds": rounds}, data, data).booster
+    return replace(
+        mlp, spec=tree_spec(mlp.preprocessor, hp, booster), state_dict=None, booster=booster_bytes(booster)
     )
 
 

@@ -3,11 +3,13 @@
 One step (`mlsys online`, or `--every N` seconds): the predictions that received feedback
 since the last step (the traffic log joined to its feedback) fine-tune a copy of the champion
 for a few passes (`partial_fit`-style: same preprocessor and vocabulary, a small learning
-rate). The newest fifth of those rows is held out: the update is published as a new registry
-version and made champion only if it scores better than its parent there (log loss), so a
-bad batch of feedback cannot degrade serving. Replicas follow the alias (hot swap, no restart).
-Only the log's hours since the last step are read; an unreadable state file (the last step's
-time) is treated as absent, with one warning.
+rate); a tree champion gets a few more boosting rounds fitted to the new rows instead
+(XGBoost's training continuation, `training.gbdt.continue_boosting`). The newest fifth of
+those rows is held out: the update is published as a new registry version and made champion
+only if it scores better than its parent there (log loss), so a bad batch of feedback cannot
+degrade serving. Replicas follow the alias (hot swap, no restart). Only the log's hours since
+the last step are read; an unreadable state file (the last step's time) is treated as absent,
+with one warning.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from app.config import AppConfig
 from app.files import atomic_write_text
 from app.model.bundle import ModelBundle
 from app.model.predictor import Predictor
+from app.model.trees import FAMILY as TREE_FAMILY
 from app.monitoring.traffic import labelled_traffic
 from app.registry.registry import CHAMPION, Registry
 from app.training.evaluate import binary_metrics
+from app.training.gbdt import continue_boosting
 from app.training.loop import array_batches, train_epoch
 
 log = logging.getLogger(__name__)
@@ -48,7 +52,10 @@ class OnlineStep:
 def partial_fit(
     bundle: ModelBundle, frame: pd.DataFrame, labels: np.ndarray, *, lr: float, epochs: int, seed: int = 0
 ) -> ModelBundle:
-    """A copy of the bundle with its network trained a few passes more on (frame, labels)."""
+    """A copy of the bundle trained a little more on (frame, labels): a few passes for a
+    network, `epochs` x 5 more trees for a tree model."""
+    if bundle.family == TREE_FAMILY:
+        return continue_boosting(bundle, frame, labels, rounds=5 * epochs, seed=seed)
     torch.manual_seed(seed)
     net = bundle.model().train()
     arrays = {**bundle.preprocessor.transform_batch(frame), "label": labels.astype("float32")}

@@ -12,7 +12,7 @@ from app.data.synthetic import Defects, generate
 from app.monitoring.online import last_step, online_step
 from app.monitoring.traffic import FEEDBACK, PREDICTIONS, write_records
 from app.registry.registry import CHAMPION, Registry
-from tests.helpers import model_inputs, prediction_record, quick_bundle
+from tests.helpers import model_inputs, prediction_record, quick_bundle, quick_tree_bundle
 
 CLEAN = Defects(0, 0, 0, 0, 0, 0)
 
@@ -52,6 +52,20 @@ def test_feedback_that_teaches_is_published_and_repeats_wait_for_new_rows(regist
     assert Registry(cfg).alias_version(CHAMPION) == 2
     again = online_step(cfg, min_rows=200)
     assert again.published is None and again.rows == 0  # nothing new since the last step
+
+
+def test_a_tree_champion_learns_online_with_more_boosting_rounds(cfg):
+    Registry(cfg).register(
+        quick_tree_bundle(cfg, generate(2000, seed=1, defects=CLEAN), seed=1, rounds=5),
+        params={},
+        alias=CHAMPION,
+    )
+    frame, labels = features(cfg, 3000, seed=7)
+    log_traffic(cfg, frame, labels)
+    step = online_step(cfg, min_rows=200, epochs=2)
+    assert step.published == 2 and step.updated_log_loss < step.parent_log_loss, step.reason
+    updated = Registry(cfg).load(2)
+    assert updated.family == "gbdt" and updated.spec.rounds == 5 + 10
 
 
 def test_feedback_that_harms_is_not_published(registry_with_champion):
