@@ -46,7 +46,6 @@ class DriftMonitor:
         self.store = TrafficStore(self.root, cfg.monitor)
         self.keep = self.store.keep
         self.flusher: asyncio.Task | None = None
-        self.dropped_upstream = 0
         self.reference_version: int | None = None
         self.profile: dict = {}
         self.current: dict[str, DriftWindow] = {}  # variant -> the window being filled
@@ -59,6 +58,7 @@ class DriftMonitor:
         self.metrics = None
         self._load_reference()
         self._rebuild()
+        self._recover_unsaved()
 
     # ------------------------------------------------------------ reference and windows
 
@@ -133,6 +133,22 @@ class DriftMonitor:
             self._window_add(frame.sort_values("logged_at", kind="stable").to_dict("records"), remember=False)
         self.history.extend(state.history)
 
+    def _recover_unsaved(self) -> None:
+        """Accept again what a killed predecessor accepted but had not flushed (wal.py); the
+        records it had flushed are known by request id and skipped."""
+        found = self.store.wal.recover()
+        for records in found.values():
+            for r in records:
+                r["logged_at"] = pd.Timestamp(r["logged_at"])
+        self._accept_predictions(found[PREDICTIONS], logged=True)
+        for r in found[FEEDBACK]:
+            self._accept_feedback(r["request_id"], r["label"], at=r["logged_at"], logged=True)
+        if any(found.values()):
+            log.info("recovered %s unflushed records", {k: len(v) for k, v in found.items()})
+            self.flush()
+            for kind in found:  # all persisted now, or already in the log before
+                self.store.wal.clear(kind)
+
     def maintain(self, now: datetime | None = None) -> dict:
         """Snapshot the counts, delete expired hours, compact closed ones (store.py)."""
         state = snapshot.MonitorState(self.counts, self.recent, list(self.history))
@@ -166,24 +182,30 @@ class DriftMonitor:
     async def ingest(self, records: list[dict], dropped: int = 0) -> int:
         """Count, window and queue a batch of prediction records; returns how many were new."""
         self._start_flusher()
-        self.dropped_upstream += dropped
-        new = [r for r in records if self.counts.add_prediction(r)]
-        ok = [r for r in new if r.get("status") == "ok"]
-        self._window_add(ok)
-        for r in ok:
-            self.recent.setdefault(r["variant"], deque(maxlen=self.keep)).append(r)
-        self.store.unsaved[PREDICTIONS].extend(new)
+        self.store.counters["dropped_records"] += dropped
+        new = self._accept_predictions(records)
         if len(self.store.unsaved[PREDICTIONS]) >= FLUSH_RECORDS:
             self.flush()
         return len(new)
 
     async def feedback(self, request_id: str, label: int) -> str:
         self._start_flusher()
+        return self._accept_feedback(request_id, label, at=datetime.now(timezone.utc))
+
+    def _accept_predictions(self, records: list[dict], *, logged: bool = False) -> list[dict]:
+        new = [r for r in records if self.counts.add_prediction(r)]
+        ok = [r for r in new if r.get("status") == "ok"]
+        self._window_add(ok)
+        for r in ok:
+            self.recent.setdefault(r["variant"], deque(maxlen=self.keep)).append(r)
+        self.store.add(PREDICTIONS, new, logged=logged)
+        return new
+
+    def _accept_feedback(self, request_id: str, label: int, *, at, logged: bool = False) -> str:
         status = self.counts.add_feedback(request_id, label)
         if status != "duplicate":
-            self.store.unsaved[FEEDBACK].append(
-                {"request_id": request_id, "label": int(label), "logged_at": datetime.now(timezone.utc)}
-            )
+            record = {"request_id": request_id, "label": int(label), "logged_at": at}
+            self.store.add(FEEDBACK, [record], logged=logged)
         return status
 
     # ------------------------------------------------------------ reports and decisions
@@ -206,7 +228,7 @@ class DriftMonitor:
             "psi_alert": self.cfg.monitor.psi_alert,
             "alert": alert,
             "variants": variants,
-            "dropped_records": self.dropped_upstream,
+            "dropped_records": self.store.counters["dropped_records"],
             "traffic_log": self._log_state(),
             "history": list(self.history),
             "retrain": {
@@ -266,7 +288,7 @@ class DriftMonitor:
         )
         out.update(
             experiment=experiment["name"],
-            dropped_records=self.dropped_upstream,
+            dropped_records=self.store.counters["dropped_records"],
             pending_feedback=len(self.counts.pending),
             pending_dropped=self.counts.pending_dropped,
             generated_at=time.time(),

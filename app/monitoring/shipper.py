@@ -1,20 +1,35 @@
 """TrafficShipper: gets prediction records from a replica to the monitor, off the request path.
 
 Requests only append to a bounded buffer; a background pump sends batches fire-and-forget,
-with a few calls in flight at most. When the monitor is slow or down, the buffer fills and
-new records are dropped and counted (the count travels with the next batch and is exported),
-never blocking a request and never silently.
+with a few calls in flight at most. A batch stays with the shipper until the monitor has
+answered for it: when the call fails because the monitor died or is restarting, its records
+(and the drop count it carried) go back to the front of the buffer and are sent again once the
+monitor is back (after `retry_after_s`); the monitor recognises a record it had already
+accepted by its request id. A call the monitor answered with an error is not retried (a record
+it cannot take would fail forever): its records are dropped and counted. When the buffer is
+full, new records are dropped and counted (the count travels with the next batch and is
+exported), never blocking a request and never silently.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import ray
+from ray.exceptions import RayActorError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Sent:
+    ref: ray.ObjectRef
+    records: list[dict]
+    dropped: int  # the drop count this call carried
 
 
 class TrafficShipper:
@@ -25,15 +40,20 @@ class TrafficShipper:
         capacity: int = 100_000,
         batch_size: int = 2_000,
         max_in_flight: int = 4,
+        retry_after_s: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.send = send
         self.buffer: deque[dict] = deque()
         self.capacity = capacity
         self.batch_size = batch_size
         self.max_in_flight = max_in_flight
-        self.in_flight: list[tuple[ray.ObjectRef, int]] = []
+        self.retry_after_s = retry_after_s
+        self.clock = clock
+        self.in_flight: list[_Sent] = []
         self.dropped = 0  # not yet reported to the monitor
         self.dropped_total = 0
+        self.resend_at = 0.0
 
     def add(self, record: dict) -> None:
         if len(self.buffer) >= self.capacity:
@@ -45,38 +65,56 @@ class TrafficShipper:
         self.dropped += n
         self.dropped_total += n
 
+    def _take_back(self, records: list[dict], dropped: int) -> None:
+        """Records of a call that did not arrive: to the front of the buffer, as far as it has
+        room (the rest dropped and counted), with the drop count they carried."""
+        self.dropped += dropped
+        room = max(self.capacity - len(self.buffer), 0)
+        self.buffer.extendleft(reversed(records[:room]))
+        self._drop(len(records) - min(room, len(records)))
+        self.resend_at = self.clock() + self.retry_after_s
+
     def _reap(self) -> None:
-        """Forget finished sends; a failed one's records count as dropped."""
+        """Forget answered calls; take back the records of calls that did not arrive."""
         if not self.in_flight:
             return
-        refs = [r for r, _ in self.in_flight]
-        done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        done, _ = ray.wait([s.ref for s in self.in_flight], num_returns=len(self.in_flight), timeout=0)
         done_set = set(done)
         still = []
-        for ref, n in self.in_flight:
-            if ref not in done_set:
-                still.append((ref, n))
+        for sent in self.in_flight:
+            if sent.ref not in done_set:
+                still.append(sent)
                 continue
             try:
-                ray.get(ref, timeout=0)
-            except Exception as exc:  # the monitor died or restarted mid-call
-                log.warning("monitor lost %d records: %s", n, str(exc).splitlines()[0])
-                self._drop(n)
+                ray.get(sent.ref, timeout=0)
+            except RayActorError as exc:  # the monitor died or is restarting: send again later
+                log.warning("monitor unavailable, resending %d records: %s", len(sent.records), _first(exc))
+                self._take_back(sent.records, sent.dropped)
+            except Exception as exc:  # the monitor answered with an error: not retried
+                log.warning("monitor refused %d records: %s", len(sent.records), _first(exc))
+                self.dropped += sent.dropped
+                self._drop(len(sent.records))
         self.in_flight = still
 
     def pump(self) -> int:
         """Send what is buffered, as far as the in-flight limit allows; returns records sent."""
         self._reap()
         sent = 0
+        if self.clock() < self.resend_at:
+            return sent
         while self.buffer and len(self.in_flight) < self.max_in_flight:
             batch = [self.buffer.popleft() for _ in range(min(self.batch_size, len(self.buffer)))]
             try:
                 ref = self.send(batch, self.dropped)
             except Exception as exc:
-                log.warning("cannot reach the monitor: %s", exc)
-                self._drop(len(batch))
+                log.warning("cannot reach the monitor: %s", _first(exc))
+                self._take_back(batch, 0)
                 break
+            self.in_flight.append(_Sent(ref, batch, self.dropped))
             self.dropped = 0
-            self.in_flight.append((ref, len(batch)))
             sent += len(batch)
         return sent
+
+
+def _first(exc: Exception) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]

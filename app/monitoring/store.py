@@ -1,7 +1,8 @@
 """TrafficStore: the monitor's persisted side - records not yet written, the log files it
 knows, the snapshot, and the log's housekeeping (retention, compaction).
 
-The monitor counts; this writes and remembers what it wrote. Every `maintain` writes the
+The monitor counts; this writes and remembers what it wrote. What it accepts goes to a
+write-ahead log first (wal.py) and into parquet parts on the next flush. Every `maintain` writes the
 snapshot first, naming every file the counts include (and the compactions about to run), then
 deletes expired hours and compacts closed ones: a crash at any point leaves a snapshot whose
 covered files are exactly those its counts include (snapshot.py, compaction.py).
@@ -16,6 +17,7 @@ from pathlib import Path
 from app.config import MonitorConfig
 from app.monitoring import compaction, snapshot
 from app.monitoring.traffic import FEEDBACK, PREDICTIONS, ExperimentCounts, write_records
+from app.monitoring.wal import WriteAheadLog
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,10 @@ class TrafficStore:
         self.keep = 2 * cfg.window  # recent records per variant, to replay the drift windows
         self.unsaved: dict[str, list[dict]] = {PREDICTIONS: [], FEEDBACK: []}
         self.files = snapshot.empty_files()  # every log file present, by kind and hour
-        self.counters = {"unreadable_files": 0, "expired_hours": 0, "compacted_files": 0}
+        self.counters = dict.fromkeys(
+            ("unreadable_files", "expired_hours", "compacted_files", "dropped_records"), 0
+        )
+        self.wal = WriteAheadLog(root / "wal", snapshot.KINDS)
         self.rebuilt: dict = {}
 
     def rebuild(self) -> snapshot.MonitorState:
@@ -50,6 +55,13 @@ class TrafficStore:
         log.info("monitor state rebuilt: %s", self.rebuilt)
         return state
 
+    def add(self, kind: str, records: list[dict], *, logged: bool = False) -> None:
+        """Accept records: in the write-ahead log at once (unless `logged` there already), in
+        the parquet log at the next flush."""
+        if not logged:
+            self.wal.append(kind, records)
+        self.unsaved[kind].extend(records)
+
     def flush(self) -> int:
         """Persist what arrived since the last flush; returns records written."""
         written = 0
@@ -59,6 +71,7 @@ class TrafficStore:
                 for path in write_records(self.root, kind, batch):
                     self.files[kind].setdefault(path.parent.name, set()).add(path.name)
                 del buf[: len(batch)]
+                self.wal.clear(kind)  # the flush runs on the actor's loop: nothing arrived since
                 written += len(batch)
         return written
 

@@ -103,3 +103,58 @@ def test_drifted_traffic_alerts_and_one_incident_submits_one_retrain(cfg, tmp_pa
     monitor.check(now=1120)  # still drifting: the same incident
     assert submitted and len(submitted) == 1
     assert monitor.drift()["retrain"]["submitted"][0]["job_id"] == "job-1"
+
+
+def _storage_copy(cfg, root):
+    return cfg.model_copy(update={"storage": cfg.storage.model_copy(update={"root": str(root)})})
+
+
+def test_records_accepted_but_not_yet_flushed_survive_the_monitors_death(cfg, tmp_path):
+    import asyncio
+
+    from app.monitoring.traffic import FEEDBACK
+
+    local = _storage_copy(cfg, tmp_path)
+    first = DriftMonitor(local)
+    batch = records(cfg, 200, seed=11)
+    assert asyncio.run(first.ingest(batch, dropped=7)) == 200  # the flusher never runs: the loop ends
+    assert asyncio.run(first.feedback(batch[0]["request_id"], 1)) == "joined"
+    assert not read_records(local.storage.traffic, PREDICTIONS).shape[0]  # nothing in parquet yet
+    wal = local.storage.traffic / "wal" / f"{PREDICTIONS}.jsonl"
+    with wal.open("a") as f:
+        f.write('{"request_id": "torn')  # killed mid-write
+
+    second = DriftMonitor(local)  # the restarted actor: the first one's memory is gone
+    exp = local.serve.experiment.model_dump()
+    champion = asyncio.run(second.report(exp))["variants"]["champion"]
+    assert champion["requests"] == 200 and champion["outcomes"] == 1
+    assert len(read_records(local.storage.traffic, PREDICTIONS)) == 200
+    assert len(read_records(local.storage.traffic, FEEDBACK)) == 1
+    assert wal.read_text() == ""
+    third = DriftMonitor(local)  # recovered once: a second restart counts nothing twice
+    assert asyncio.run(third.report(exp))["variants"]["champion"]["requests"] == 200
+
+
+def test_a_replicas_records_reach_a_monitor_killed_mid_stream(cfg, tmp_path):
+    from app.monitoring.shipper import TrafficShipper
+
+    local = _storage_copy(cfg, tmp_path)
+    monitor = get_monitor(local)
+    shipper = TrafficShipper(lambda b, d: monitor.ingest.remote(b, d), batch_size=50, retry_after_s=0.2)
+    sent = records(cfg, 600, seed=12)
+    for r in sent[:300]:
+        shipper.add(r)
+    shipper.pump()
+    ray.kill(monitor, no_restart=False)  # calls in flight fail; later ones wait or fail until it is back
+    for r in sent[300:]:
+        shipper.add(r)
+    deadline = time.time() + 90
+    while shipper.buffer or shipper.in_flight:
+        assert time.time() < deadline, (len(shipper.buffer), len(shipper.in_flight))
+        shipper.pump()
+        time.sleep(0.05)
+    assert shipper.dropped_total == 0
+    ray.get(monitor.flush.remote())
+    persisted = read_records(local.storage.traffic, PREDICTIONS)
+    assert len(persisted) == 600 and persisted["request_id"].is_unique
+    ray.kill(monitor, no_restart=True)

@@ -79,19 +79,29 @@ def test_records_land_in_hour_partitions_and_read_back_deduplicated(tmp_path):
     assert sorted(back["request_id"]) == ["a", "b"]
 
 
-def test_shipper_drops_and_counts_when_full_or_the_monitor_is_unreachable():
-    sent = []
+def test_shipper_keeps_what_it_could_not_send_and_counts_what_did_not_fit():
+    sent, now, down = [], [0.0], [True]
 
     def send(batch, dropped):
         sent.append((len(batch), dropped))
-        raise ConnectionError("monitor down")
+        if down[0]:
+            raise ConnectionError("monitor down")
+        return "ref"
 
-    shipper = TrafficShipper(send, capacity=5, batch_size=10)
+    shipper = TrafficShipper(send, capacity=5, batch_size=10, retry_after_s=1.0, clock=lambda: now[0])
+    shipper._reap = lambda: None  # no Ray: calls are never answered here
     for i in range(8):
         shipper.add({"request_id": str(i)})
     assert shipper.dropped_total == 3  # over capacity: counted, not blocking
     shipper.pump()
-    assert sent == [(5, 3)] and shipper.dropped_total == 8 and not shipper.buffer
+    assert sent == [(5, 3)] and len(shipper.buffer) == 5, "kept for a resend, in order"
+    shipper.pump()
+    assert len(sent) == 1, "no resend before retry_after_s"
+    now[0], down[0] = 1.5, False
+    assert shipper.pump() == 5
+    assert sent[-1] == (5, 3), "the same records, with the drop count they carried"
+    assert [r["request_id"] for r in shipper.in_flight[0].records] == ["0", "1", "2", "3", "4"]
+    assert shipper.dropped_total == 3 and shipper.dropped == 0 and not shipper.buffer
 
 
 def test_feedback_joins_the_log_into_training_rows(tmp_path):
