@@ -8,6 +8,7 @@ surfaces as a crash deep inside Feast or torch.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import keyword
 import os
@@ -267,6 +268,10 @@ class StorageConfig(_Section):
         return self.path("serving", "experiment.json")
 
     @property
+    def rollout_state(self) -> Path:
+        return self.path("serving", "rollout.json")
+
+    @property
     def archive(self) -> Path:  # earlier demo runs' traffic and monitoring state
         return self.path("archive")
 
@@ -429,6 +434,36 @@ class MonitorConfig(_Section):
     pending_feedback: int = Field(default=100_000, ge=0)
 
 
+class RolloutConfig(_Section):
+    """The automatic canary rollout of a new challenger (serving/canary.py, monitoring/rollout.py).
+
+    A challenger enters at `steps[0]` percent of the traffic and moves up a step after
+    `min_outcomes` labelled outcomes and `min_minutes` at its step while the guardrails hold;
+    at the last step it is promoted when better (or no worse than `margin`, if set), and any
+    breach rolls it back. `manual` leaves the split to operators."""
+
+    mode: Literal["auto", "manual"] = "auto"
+    steps: list[Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)]] = Field(
+        default_factory=lambda: [5.0, 25.0, 50.0, 100.0]
+    )
+    min_outcomes: int = Field(default=200, ge=1)
+    min_minutes: float = Field(default=5.0, ge=0)
+    latency_slack: float = Field(default=0.2, ge=0)  # challenger p99 <= control p99 x (1 + slack)
+    error_slack: float = Field(default=0.01, ge=0, le=1)  # challenger error rate <= control's + slack
+    min_requests: int = Field(default=100, ge=1)  # latency and errors are judged after this many
+    margin: float | None = Field(default=None, ge=0, le=1)  # promote when no worse than this
+    check_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, steps: list[float]) -> list[float]:
+        if not steps:
+            raise ValueError("name at least one step (percent of traffic)")
+        if any(b <= a for a, b in itertools.pairwise(steps)):
+            raise ValueError(f"steps must increase: {steps}")
+        return steps
+
+
 _PERIODS = {"hourly": 3600, "daily": 86400, "weekly": 7 * 86400}
 _EVERY = re.compile(r"^every\s+(\d+)\s*([mhd])$")
 
@@ -496,6 +531,7 @@ class AppConfig(_Section):
     registry: RegistryConfig = RegistryConfig()
     monitor: MonitorConfig = MonitorConfig()
     retrain: RetrainConfig = RetrainConfig()
+    rollout: RolloutConfig = RolloutConfig()
 
     @model_validator(mode="after")
     def _check_features(self) -> AppConfig:

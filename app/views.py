@@ -178,6 +178,39 @@ def models_table(versions: list) -> Table:
     return table
 
 
+def ledger_table(entries: list) -> Table:
+    """The promotion ledger, oldest first; the evidence in one line per entry."""
+    table = Table(title="promotion ledger")
+    for col in ("when (UTC)", "event", "version", "from", "by", "reason", "evidence"):
+        table.add_column(col)
+    for e in entries:
+        table.add_row(
+            e.at[:19].replace("T", " "),
+            e.event,
+            str(e.version),
+            "" if e.from_version is None else str(e.from_version),
+            e.by,
+            e.reason,
+            _evidence_line(e.evidence),
+        )
+    return table
+
+
+def _evidence_line(evidence: dict) -> str:
+    if not evidence.get("n"):
+        return ""
+    n, rate = evidence["n"], evidence.get("rate", {})
+
+    def pct(x):
+        return "-" if x is None else f"{x:.1%}"
+
+    p = evidence.get("p_value")
+    return (
+        f"n {n.get('control')}/{n.get('challenger')}, rate {pct(rate.get('control'))}/"
+        f"{pct(rate.get('challenger'))}" + ("" if p is None else f", p={p:.4f}")
+    )
+
+
 def demo_report(result, *, online_sample: list, mlflow_uri: str) -> list:
     """What the demo prints at its end, in order."""
     out: list = [

@@ -22,6 +22,8 @@ def make_config(tmp_path: Path, **sections) -> AppConfig:
     data = config_dict()
     data["storage"] = {"root": str(tmp_path / "store")}
     data["ray"] = {"num_cpus": 4, "include_dashboard": False}
+    # Tests set splits and promote by hand; those of the automatic rollout turn it on.
+    data["rollout"] = {"mode": "manual"}
     for section, values in sections.items():
         data.setdefault(section, {}).update(values)
     return parse_config(data, environ={})

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from app.cli.base import app, cfg_of, models_app, out
-from app.views import drift_table, models_table
+from app.views import drift_table, ledger_table, models_table
 
 
 @models_app.command("list")
@@ -19,6 +19,15 @@ def models_list(ctx: typer.Context) -> None:
     from app.registry.registry import Registry
 
     out.print(models_table(Registry(cfg).versions()))
+
+
+@models_app.command("history")
+def models_history(ctx: typer.Context) -> None:
+    """The promotion ledger: every alias change, who made it, and the evidence."""
+    cfg = cfg_of(ctx)  # first: a config error answers before any import
+    from app.registry.registry import Registry
+
+    out.print(ledger_table(Registry(cfg).promotion_ledger()))
 
 
 @models_app.command("promote")

@@ -22,6 +22,7 @@ from app.monitoring.abtest import always_valid_interval, msprt_p_value
 
 HOLD, STEP_UP, PROMOTE, ROLL_BACK, PAUSED = "hold", "step up", "promote", "roll back", "paused"
 RUNNING, PROMOTED, ROLLED_BACK = "running", "promoted", "rolled back"
+STOPPED = "stopped"  # ended outside the controller: an operator moved the challenger alias
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Policy:
     latency_slack: float = 0.2  # challenger p99 <= control p99 * (1 + slack) ...
     slo_p99_ms: float = 100.0  # ... and <= the SLO
     error_slack: float = 0.01  # challenger error rate <= control's + slack
+    min_requests: int = 100  # a variant's latency and error rate are judged after this many requests
     alpha: float = 0.05
     mde: float = 0.05  # relative effect the test is tuned to (the mixture's scale)
     margin: float | None = None  # promote when no worse than this (absolute), if set
@@ -69,7 +71,7 @@ class State:
     def share(self, policy: Policy) -> float:
         if self.status == PROMOTED:
             return 1.0
-        if self.status == ROLLED_BACK or self.challenger is None:
+        if self.status in (ROLLED_BACK, STOPPED) or self.challenger is None:
             return 0.0
         return policy.steps[self.step]
 
@@ -126,6 +128,11 @@ def decide(policy: Policy, state: State, control: Arm, challenger: Arm, now: flo
     )
 
 
+def stop(state: State, now: float, reason: str) -> State:
+    """The rollout ended outside the controller (the challenger alias moved)."""
+    return replace(state, status=STOPPED, history=(*state.history, (now, STOPPED, 0.0, reason)))
+
+
 def advance(state: State, decision: Decision, challenger_outcomes: int, now: float) -> State:
     """The state after acting on `decision`."""
     entry = (now, decision.action, decision.share, decision.reason)
@@ -166,7 +173,13 @@ def _error_rate(arm: Arm) -> float | None:
 
 
 def _guardrail_breach(policy: Policy, control: Arm, challenger: Arm, evidence: dict) -> str | None:
-    p99_b, p99_a = challenger.p99_ms, control.p99_ms
+    p = evidence["p_value"]
+    if p is not None and p < policy.alpha and evidence["diff"] is not None and evidence["diff"] < 0:
+        return f"harm: challenger worse, sequential p={p:.4f} < {policy.alpha}"
+    if challenger.requests + challenger.errors < policy.min_requests:
+        return None  # a p99 or an error rate of a handful of requests says nothing yet
+    judged = control.requests + control.errors >= policy.min_requests
+    p99_b, p99_a = challenger.p99_ms, control.p99_ms if judged else None
     if p99_b is not None and p99_b > policy.slo_p99_ms:
         return f"latency: challenger p99 {p99_b:.1f} ms over the SLO {policy.slo_p99_ms:g} ms"
     if p99_b is not None and p99_a is not None and p99_b > p99_a * (1 + policy.latency_slack):
@@ -174,11 +187,9 @@ def _guardrail_breach(policy: Policy, control: Arm, challenger: Arm, evidence: d
             f"latency: challenger p99 {p99_b:.1f} ms > control {p99_a:.1f} ms x {1 + policy.latency_slack:g}"
         )
     err_b, err_a = evidence["error_rate"]["challenger"], evidence["error_rate"]["control"]
+    err_a = err_a if judged else None
     if err_b is not None and err_b > (err_a or 0.0) + policy.error_slack:
         return f"errors: challenger {err_b:.2%} > control {err_a or 0:.2%} + {policy.error_slack:.2%}"
-    p = evidence["p_value"]
-    if p is not None and p < policy.alpha and evidence["diff"] is not None and evidence["diff"] < 0:
-        return f"harm: challenger worse, sequential p={p:.4f} < {policy.alpha}"
     return None
 
 

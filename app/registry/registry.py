@@ -20,9 +20,10 @@ from pathlib import Path
 
 from app.config import AppConfig
 from app.model.bundle import FAMILY_TAG, ModelBundle
+from app.registry import ledger
 
 log = logging.getLogger(__name__)
-CHAMPION, CHALLENGER = "champion", "challenger"
+CHAMPION, CHALLENGER, REJECTED = "champion", "challenger", "rejected"
 HISTORY_TAG = "mlsys.champion_history"
 EXPERIMENT = "mlsys"
 
@@ -76,7 +77,15 @@ class Registry:
         artifacts = self.cfg.storage.mlartifacts.as_uri()
         return self.client.create_experiment(EXPERIMENT, artifact_location=artifacts)
 
-    def register(self, bundle: ModelBundle, *, params: dict, alias: str | None) -> int:
+    def register(
+        self,
+        bundle: ModelBundle,
+        *,
+        params: dict,
+        alias: str | None,
+        by: str = ledger.TRAINING,
+        reason: str = "",
+    ) -> int:
         """Log a run with the bundle as artifacts and register it as a new version."""
         from mlflow.exceptions import MlflowException
 
@@ -102,10 +111,43 @@ class Registry:
         )
         version = int(mv.version)
         if alias == CHAMPION:
-            self.promote(version)
+            self.promote(version, by=by, reason=reason or "registered as champion")
         elif alias:
-            self.client.set_registered_model_alias(self.name, alias, str(version))
+            self.set_alias(alias, version, by=by, reason=reason or f"registered as {alias}")
         return version
+
+    def set_alias(self, alias: str, version: int, *, by: str, reason: str = "", evidence=None) -> None:
+        """Point `alias` (not the champion: see `promote`) at `version`, with its ledger entry."""
+        previous = self.alias_version(alias)
+        self.client.set_registered_model_alias(self.name, alias, str(version))
+        if alias == REJECTED and self.alias_version(CHALLENGER) == version:
+            self.client.delete_registered_model_alias(self.name, CHALLENGER)
+        event = "reject" if alias == REJECTED else f"set {alias}"
+        self.record(
+            ledger.entry(
+                event,
+                by=by,
+                version=version,
+                from_version=previous,
+                alias=alias,
+                reason=reason,
+                evidence=evidence or {},
+            )
+        )
+
+    def record(self, entry: ledger.Entry) -> None:
+        """Add an entry to the promotion ledger (a tag on its version)."""
+        self.client.set_model_version_tag(self.name, str(entry.version), *entry.tag())
+
+    def promotion_ledger(self) -> list[ledger.Entry]:
+        """Every ledger entry of every version, oldest first."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self.client.search_model_versions(f"name='{self.name}'")
+        except MlflowException:
+            return []
+        return sorted((e for mv in found for e in ledger.parse(mv.tags)), key=lambda e: e.at)
 
     def alias_version(self, alias: str) -> int | None:
         from mlflow.exceptions import MlflowException
@@ -170,10 +212,13 @@ class Registry:
         tags = self.client.get_registered_model(self.name).tags
         return json.loads(tags.get(HISTORY_TAG, "[]"))
 
-    def promote(self, version: int) -> None:
+    def promote(
+        self, version: int, *, by: str = ledger.CLI, reason: str = "promoted", evidence: dict | None = None
+    ) -> None:
         """Make `version` the champion; the previous champion is remembered for rollback."""
         if version not in {v.version for v in self.versions()}:
             raise RegistryError(f"model {self.name!r} has no version {version}")
+        previous = self.alias_version(CHAMPION)
         history = self._history()
         if not history or history[-1] != version:
             history.append(version)
@@ -181,13 +226,29 @@ class Registry:
         self.client.set_registered_model_alias(self.name, CHAMPION, str(version))
         if self.alias_version(CHALLENGER) == version:
             self.client.delete_registered_model_alias(self.name, CHALLENGER)
+        self.record(
+            ledger.entry(
+                "promote",
+                by=by,
+                version=version,
+                from_version=previous,
+                alias=CHAMPION,
+                reason=reason,
+                evidence=evidence or {},
+            )
+        )
 
-    def rollback(self) -> int:
+    def rollback(self, *, by: str = ledger.CLI, reason: str = "rolled back") -> int:
         """Point the champion back at the previous champion; returns that version."""
         history = self._history()
         if len(history) < 2:
             raise RegistryError("no earlier champion to roll back to")
-        history.pop()
+        replaced = history.pop()
         self.client.set_registered_model_tag(self.name, HISTORY_TAG, json.dumps(history))
         self.client.set_registered_model_alias(self.name, CHAMPION, str(history[-1]))
+        self.record(
+            ledger.entry(
+                "rollback", by=by, version=history[-1], from_version=replaced, alias=CHAMPION, reason=reason
+            )
+        )
         return history[-1]

@@ -20,6 +20,7 @@ import pandas as pd
 from ray import serve
 
 from app.config import AppConfig, ExperimentConfig
+from app.registry import ledger
 from app.registry.registry import CHALLENGER, RegistryError
 from app.serving import actors, oip, scoring
 from app.serving.auth import check_admin
@@ -38,6 +39,7 @@ class Ingress:
         *,
         control=None,
         monitor=None,
+        rollout=None,
         features=None,
         models: ModelSet | None = None,
     ):
@@ -54,6 +56,7 @@ class Ingress:
         self.control = control or actors.control_actor(self.cfg)
         self.monitor = monitor or actors.monitor_actor(self.cfg)
         self._features = features
+        self._rollout = rollout
         self.shipper = TrafficShipper(lambda batch, dropped: self.monitor.ingest.remote(batch, dropped))
         self.metrics = ReplicaMetrics()
         self._background = None
@@ -88,9 +91,20 @@ class Ingress:
         if await asyncio.to_thread(self.models.changed, self.experiment.aliases, state["generation"]):
             await asyncio.to_thread(self._apply_state, state)
 
+    @property
+    def rollout(self):
+        """The rollout controller (serving/canary.py), created on first use: one per storage root."""
+        if self._rollout is None:
+            from app.serving.canary import get_rollout
+
+            self._rollout = get_rollout(self.cfg)
+        return self._rollout
+
     def ensure_background(self) -> None:
         if self._background is None:
             self._background = asyncio.get_running_loop().create_task(self._background_loop())
+            if self.cfg.rollout.mode == "auto":  # whichever way the app was deployed
+                self.rollout.ensure_running.remote()
 
     async def _background_loop(self) -> None:
         last_sync = 0.0
@@ -255,6 +269,9 @@ class Ingress:
         self.shipper.pump()
         return await actors.within(self.monitor.report.remote(self.experiment.model_dump()))
 
+    async def rollout_status(self) -> dict:
+        return await actors.within(self.rollout.status.remote())
+
     # ---------------------------------------------------------------- admin
 
     def check_admin(self, authorization: str | None) -> None:
@@ -272,11 +289,11 @@ class Ingress:
             version = await asyncio.to_thread(self.models.registry.alias_version, CHALLENGER)
         if version is None:
             raise RegistryError('no challenger to promote; pass {"version": N}')
-        await asyncio.to_thread(self.models.registry.promote, version)
+        await asyncio.to_thread(self.models.registry.promote, version, by=ledger.ADMIN_ROUTE)
         return await self._after_alias_change()
 
     async def rollback(self) -> dict:
-        await asyncio.to_thread(self.models.registry.rollback)
+        await asyncio.to_thread(self.models.registry.rollback, by=ledger.ADMIN_ROUTE)
         return await self._after_alias_change()
 
     async def _after_alias_change(self) -> dict:

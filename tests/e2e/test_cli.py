@@ -100,6 +100,8 @@ def test_pipeline_registers_a_champion_visible_in_models_list(tmp_path):
     assert "registered version 1 as champion" in out.stdout
     listing = mlsys(tmp_path, "models", "list").stdout
     assert "champion" in listing
+    history = mlsys(tmp_path, "models", "history").stdout
+    assert "promote" in history and "training" in history  # the promotion ledger
     proc = mlsys(tmp_path, "models", "promote", "7", check=False)
     assert proc.returncode == 2 and "has no version 7" in proc.stderr
     proc = mlsys(tmp_path, "models", "rollback", check=False)

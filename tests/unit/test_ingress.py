@@ -8,7 +8,6 @@ two small models, so routing, scoring, shadow and promotion run the real code.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 
 import numpy as np
 import pytest
@@ -26,49 +25,12 @@ from app.serving.routes.deps import current_ingress
 from app.serving.schemas import request_models
 from app.serving.scoring import RowError, raw_rows_to_frame
 from tests.conftest import make_config
+from tests.doubles import ActorDouble, Control
 from tests.helpers import quick_bundle
 
 CLEAN = Defects(0, 0, 0, 0, 0, 0)
 TOKEN = "unit-admin-token"
 ROW = {"age": 41, "income": 52000.0, "score": 0.4, "country": "US", "gender": "F"}
-
-
-class Reply(concurrent.futures.Future):
-    """A finished actor call: awaitable in the event loop, `.result()` in a constructor."""
-
-    def __init__(self, value):
-        super().__init__()
-        self.set_result(value)
-
-    def __await__(self):
-        return asyncio.wrap_future(self).__await__()
-
-
-class ActorDouble:
-    """`double.method.remote(*args)` calls `obj.method(*args)` and returns a Reply."""
-
-    def __init__(self, obj):
-        self._obj = obj
-
-    def __getattr__(self, name):
-        method = getattr(self._obj, name)
-        return type("Method", (), {"remote": staticmethod(lambda *a: Reply(method(*a)))})()
-
-
-class Control:
-    def __init__(self, experiment: dict):
-        self.value = {"experiment": experiment, "generation": 0}
-
-    def state(self):
-        return self.value
-
-    def set_experiment(self, experiment):
-        self.value = {"experiment": experiment, "generation": self.value["generation"] + 1}
-        return self.value
-
-    def bump(self):
-        self.value = {**self.value, "generation": self.value["generation"] + 1}
-        return self.value
 
 
 class Monitor:

@@ -99,6 +99,17 @@ def at_step(step: int) -> State:
         ),
         ("roll back: errors", POLICY, at_step(1), arm(), arm(errors=50), T0, ROLL_BACK, 0.0, "errors"),
         ("roll back: harm", POLICY, at_step(1), arm(5000, 0.75), arm(2000, 0.68), T0, ROLL_BACK, 0.0, "harm"),
+        (
+            "too few requests to judge latency or errors",
+            POLICY,
+            at_step(0),
+            arm(),
+            arm(outcomes=50, requests=20, errors=5, p99=300),
+            LATER,
+            HOLD,
+            0.05,
+            "50/100 outcomes",
+        ),
         ("paused", Policy(mode="manual"), at_step(1), arm(), arm(errors=50), LATER, PAUSED, 0.25, "manual"),
         ("nothing to roll out", POLICY, State(), arm(), arm(), LATER, HOLD, 0.0, "no rollout"),
         (

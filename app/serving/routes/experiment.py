@@ -1,4 +1,5 @@
-"""The experiment and its admin routes: GET/PUT /experiment, the report, promote, rollback."""
+"""The experiment and its admin routes: GET/PUT /experiment, the report, the rollout, promote,
+rollback."""
 
 from fastapi import APIRouter, Depends, HTTPException
 
@@ -19,6 +20,12 @@ async def get_experiment(ingress: Ingress = Depends(current_ingress)) -> dict:
 @router.get("/experiment/report")
 async def experiment_report(ingress: Ingress = Depends(current_ingress)) -> dict:
     return await ingress.experiment_report()
+
+
+@router.get("/experiment/rollout")
+async def rollout_status(ingress: Ingress = Depends(current_ingress)) -> dict:
+    """The automatic rollout: the challenger, its step and share, the last decision and why."""
+    return await ingress.rollout_status()
 
 
 @router.put("/experiment")

@@ -1,0 +1,180 @@
+"""The rollout controller's Ray shell, called directly: the serve-control and monitor actors are
+in-process doubles, the registry a real MLflow store. Entry, steps, promotion, rollback, the
+ledger, a restart from the saved state, an operator taking over."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from rich.console import Console
+
+from app.data.synthetic import Defects, generate
+from app.monitoring import rollout
+from app.registry.registry import CHALLENGER, CHAMPION, REJECTED, Registry
+from app.serving.canary import RolloutController, split_with
+from app.views import ledger_table
+from tests.conftest import make_config
+from tests.doubles import ActorDouble, Control
+from tests.helpers import quick_bundle
+
+CLEAN = Defects(0, 0, 0, 0, 0, 0)
+T0 = 1_000_000.0
+
+
+class Monitor:
+    """Counts per variant as the monitor's experiment report gives them."""
+
+    def __init__(self):
+        self.variants: dict[str, dict] = {}
+
+    def count(self, variant: str, *, outcomes: int, rate: float, requests: int, errors: int = 0, p99=20.0):
+        v = self.variants.setdefault(variant, {"outcomes": 0, "rate": 0.0, "requests": 0, "errors": 0})
+        successes = v["rate"] * v["outcomes"] + rate * outcomes
+        v["outcomes"] += outcomes
+        v["rate"] = successes / v["outcomes"] if v["outcomes"] else 0.0
+        v["requests"] += requests
+        v["errors"] += errors
+        v["latency_ms"] = {"p50": p99 / 2, "p99": p99}
+
+    def report(self, experiment):
+        return {"variants": {k: dict(v) for k, v in self.variants.items()}}
+
+
+@pytest.fixture
+def served(tmp_path):
+    cfg = make_config(
+        tmp_path,
+        rollout={"mode": "auto", "steps": [10, 50, 100], "min_outcomes": 100, "min_minutes": 1},
+        serve={"experiment": {"name": "exp-canary", "split": {"champion": 0.9, "challenger": 0.1}}},
+    )
+    registry = Registry(cfg)
+    registry.register(
+        quick_bundle(cfg, generate(1500, seed=1, defects=CLEAN), seed=1), params={}, alias=CHAMPION
+    )
+    control, monitor = Control(cfg.serve.experiment.model_dump()), Monitor()
+    monitor.count("champion", outcomes=2000, rate=0.7, requests=2000)  # before any challenger
+
+    def controller():  # a (re)started actor: its state comes from disk
+        return RolloutController(cfg, control=ActorDouble(control), monitor=ActorDouble(monitor))
+
+    return cfg, registry, control, monitor, controller
+
+
+def tick(controller, now):
+    return asyncio.run(controller.tick(now))
+
+
+def challenger_share(control) -> float:
+    return control.value["experiment"]["split"][CHALLENGER]
+
+
+def serve_minute(monitor, *, champion_rate, challenger_rate, n, p99=20.0):
+    monitor.count("champion", outcomes=n, rate=champion_rate, requests=n)
+    monitor.count("challenger", outcomes=n, rate=challenger_rate, requests=n, p99=p99)
+
+
+def test_a_better_challenger_steps_up_and_is_promoted_with_its_ledger(served):
+    cfg, registry, control, monitor, controller = served
+    ctl = controller()
+    assert tick(ctl, T0)["status"] == "idle" and challenger_share(control) == 0.1  # nothing to roll out
+    v2 = registry.register(
+        quick_bundle(cfg, generate(1500, seed=2, defects=CLEAN), seed=2), params={}, alias=CHALLENGER
+    )
+    status = tick(ctl, T0)
+    assert (status["challenger"], status["step"], status["status"]) == (v2, 1, "running")
+    assert challenger_share(control) == pytest.approx(0.1)  # entered at steps[0]
+    assert status["last_decision"]["action"] == rollout.HOLD  # nothing counted since it entered
+
+    serve_minute(monitor, champion_rate=0.7, challenger_rate=0.7, n=150)
+    status = tick(ctl, T0 + 120)
+    assert status["last_decision"]["action"] == rollout.STEP_UP and challenger_share(control) == 0.5
+
+    ctl = controller()  # the actor restarted: it goes on from the saved state
+    assert ctl.state.step == 1 and ctl.state.challenger == v2
+    serve_minute(monitor, champion_rate=0.7, challenger_rate=0.7, n=150)
+    tick(ctl, T0 + 240)
+    assert challenger_share(control) == 1.0
+    serve_minute(monitor, champion_rate=0.70, challenger_rate=0.80, n=3000)
+    status = tick(ctl, T0 + 360)
+    assert status["status"] == rollout.PROMOTED and "better" in status["last_decision"]["reason"]
+    assert registry.alias_version(CHAMPION) == v2 and registry.alias_version(CHALLENGER) is None
+    assert control.value["experiment"]["split"] == {"champion": 1.0, "challenger": 0.0}
+
+    entries = [e for e in registry.promotion_ledger() if e.version == v2]
+    assert [(e.event, e.by) for e in entries] == [
+        ("set challenger", "training"),
+        ("step", "rollout controller"),
+        ("step", "rollout controller"),
+        ("step", "rollout controller"),
+        ("promote", "rollout controller"),
+    ]
+    promotion = entries[-1]
+    assert promotion.from_version == 1 and promotion.evidence["n"]["challenger"] == 3300
+    assert promotion.evidence["p_value"] < 0.05
+    shown = Console(record=True, width=250)
+    shown.print(ledger_table(registry.promotion_ledger()))  # `mlsys models history`
+    text = shown.export_text()
+    assert "promote" in text and "rollout controller" in text and "n 3300/3300" in text
+
+
+def test_a_harmful_challenger_is_rolled_back_to_rejected_at_once(served):
+    cfg, registry, control, monitor, controller = served
+    ctl = controller()
+    v2 = registry.register(
+        quick_bundle(cfg, generate(1500, seed=2, defects=CLEAN), seed=2), params={}, alias=CHALLENGER
+    )
+    tick(ctl, T0)
+    serve_minute(monitor, champion_rate=0.75, challenger_rate=0.55, n=400)
+    status = tick(ctl, T0 + 10)  # before min_minutes: a breach does not wait
+    assert status["status"] == rollout.ROLLED_BACK and "harm" in status["last_decision"]["reason"]
+    assert registry.alias_version(REJECTED) == v2 and registry.alias_version(CHALLENGER) is None
+    assert registry.alias_version(CHAMPION) == 1 and challenger_share(control) == 0.0
+    reject = registry.promotion_ledger()[-1]
+    assert (reject.event, reject.version, reject.by) == ("reject", v2, "rollout controller")
+    assert reject.evidence["rate"]["challenger"] < reject.evidence["rate"]["control"]
+    assert tick(ctl, T0 + 600)["status"] == rollout.ROLLED_BACK  # stays out
+
+
+def test_a_slow_challenger_is_rolled_back_once_enough_requests_show_it(served):
+    cfg, registry, control, monitor, controller = served
+    ctl = controller()
+    registry.register(
+        quick_bundle(cfg, generate(1500, seed=2, defects=CLEAN), seed=2), params={}, alias=CHALLENGER
+    )
+    tick(ctl, T0)
+    serve_minute(monitor, champion_rate=0.7, challenger_rate=0.7, n=20, p99=500.0)
+    assert tick(ctl, T0 + 5)["status"] == rollout.RUNNING  # 20 requests judge nothing yet
+    serve_minute(monitor, champion_rate=0.7, challenger_rate=0.7, n=200, p99=500.0)
+    status = tick(ctl, T0 + 10)
+    assert status["status"] == rollout.ROLLED_BACK and "latency" in status["last_decision"]["reason"]
+
+
+def test_manual_mode_reports_and_never_acts(served, tmp_path):
+    cfg, registry, control, monitor, _ = served
+    manual = cfg.model_copy(update={"rollout": cfg.rollout.model_copy(update={"mode": "manual"})})
+    ctl = RolloutController(manual, control=ActorDouble(control), monitor=ActorDouble(monitor))
+    registry.register(
+        quick_bundle(cfg, generate(1500, seed=2, defects=CLEAN), seed=2), params={}, alias=CHALLENGER
+    )
+    status = tick(ctl, T0)
+    assert status["status"] == "idle" and challenger_share(control) == 0.1
+
+
+def test_an_operator_promoting_by_hand_ends_the_rollout(served):
+    cfg, registry, control, monitor, controller = served
+    ctl = controller()
+    v2 = registry.register(
+        quick_bundle(cfg, generate(1500, seed=2, defects=CLEAN), seed=2), params={}, alias=CHALLENGER
+    )
+    tick(ctl, T0)
+    registry.promote(v2)  # `mlsys models promote 2`
+    status = tick(ctl, T0 + 120)
+    assert status["status"] == rollout.STOPPED and status["share"] == 0.0
+    assert [e.by for e in registry.promotion_ledger() if e.event == "promote"][-1] == "cli"
+
+
+def test_the_split_keeps_other_variants_shares():
+    exp = {"control": "champion", "split": {"champion": 0.6, "challenger": 0.2, "other": 0.2}}
+    assert split_with(exp, 0.25)["split"] == pytest.approx({"champion": 0.6, "challenger": 0.2, "other": 0.2})
+    assert split_with(exp, 1.0)["split"] == pytest.approx({"champion": 0.0, "challenger": 0.8, "other": 0.2})
