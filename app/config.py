@@ -268,6 +268,10 @@ class StorageConfig(_Section):
         return self.path("serving", "experiment.json")
 
     @property
+    def feedback_key(self) -> Path:
+        return self.path("serving", "feedback.key")
+
+    @property
     def rollout_state(self) -> Path:
         return self.path("serving", "rollout.json")
 
@@ -397,6 +401,9 @@ class ServeConfig(_Section):
     # Admin routes need `Authorization: Bearer $MLSYS_ADMIN_TOKEN`; with no token set they are
     # refused, unless this is turned off for local use.
     admin_auth: bool = True
+    # /predict returns a receipt (an HMAC of the request id) that /feedback must echo, so only
+    # the client that got a prediction can report its outcome (serving/receipts.py).
+    feedback_auth: bool = True
     poll_interval_s: float = Field(default=1.0, gt=0)  # replicas check for promotions this often
 
 

@@ -10,7 +10,7 @@ monitor's bounded buffers are set small so that they fill during warm-up, as the
 the first hours of a real week. Then, from several threads of this process:
 
 - predictions by entity id, by raw features and as small batches (entity ids and features mixed);
-- feedback for real request ids (sampled from the answers) and for unknown ids (status "pending");
+- feedback for real request ids (sampled from the answers, with their receipts) and for invented ids (403);
 - reads of /experiment/report and /monitor/drift;
 - malformed bodies: bad JSON, strings for numbers, 1e308, over-long strings, an unknown entity;
 
@@ -49,10 +49,15 @@ PORT = 8141
 DASHBOARD_PORT = 8268
 SAMPLE_EVERY_S = 10.0
 SERVE_NAMESPACE = "serve"  # where Serve names its replica actors
-VALID = ("predict_entity", "predict_features", "predict_batch", "feedback_known", "feedback_unknown", "read")
-BAD = ("bad_json", "string_number", "huge_number", "long_string", "unknown_entity")
-EXPECTED = {**dict.fromkeys(VALID, 200), **dict.fromkeys(BAD[:4], 422), "unknown_entity": 404}
-MONITOR_ROUTES = ("feedback_known", "feedback_unknown", "read")  # answered by the monitor actor
+VALID = ("predict_entity", "predict_features", "predict_batch", "feedback_known", "read")
+BAD = ("bad_json", "string_number", "huge_number", "long_string", "unknown_entity", "feedback_unknown")
+EXPECTED = {
+    **dict.fromkeys(VALID, 200),
+    **dict.fromkeys(BAD[:4], 422),
+    "unknown_entity": 404,
+    "feedback_unknown": 403,  # an invented request id has no receipt
+}
+MONITOR_ROUTES = ("feedback_known", "read")  # answered by the monitor actor
 NO_ANSWER = "no answer"  # a connection error or timeout after the client's own retries
 
 
@@ -199,7 +204,7 @@ class Traffic:
             for p in body.get("predictions", [body]):
                 self.log.answered[p["request_id"]] = self.log.now()
                 if rng.random() < 0.25:
-                    self.log.for_feedback.append(p["request_id"])
+                    self.log.for_feedback.append((p["request_id"], p["feedback_token"]))
 
     def _features(self, rng) -> dict:
         return dict(rng.choice(self.rows))
@@ -230,13 +235,12 @@ class Traffic:
 
     def feedback(self, session, rng) -> None:
         with self.log.lock:
-            rid = self.log.for_feedback.popleft() if self.log.for_feedback and rng.random() < 0.8 else None
-        kind = "feedback_known" if rid else "feedback_unknown"
-        rid = rid or uuid.uuid4().hex
-        resp = self._send(
-            session, kind, "POST", "/feedback", json={"request_id": rid, "label": rng.randint(0, 1)}
-        )
-        if resp is not None and resp.json()["status"] != "duplicate":
+            known = self.log.for_feedback.popleft() if self.log.for_feedback and rng.random() < 0.8 else None
+        kind = "feedback_known" if known else "feedback_unknown"
+        rid, receipt = known or (uuid.uuid4().hex, "1." + "0" * 32)
+        body = {"request_id": rid, "label": rng.randint(0, 1), "feedback_token": receipt}
+        resp = self._send(session, kind, "POST", "/feedback", json=body)
+        if resp is not None:
             with self.log.lock:
                 self.log.acked[rid] = self.log.now()
 

@@ -188,8 +188,12 @@ class DriftMonitor:
             self.flush()
         return len(new)
 
-    async def feedback(self, request_id: str, label: int) -> str:
+    async def feedback(self, request_id: str, label: int, may_wait: bool = True) -> str:
+        """ "joined", "duplicate", "pending" (kept until its prediction arrives, if `may_wait`)
+        or "unknown" (not stored)."""
         self._start_flusher()
+        if not may_wait and not self.counts.knows(request_id):
+            return "unknown"
         return self._accept_feedback(request_id, label, at=datetime.now(timezone.utc))
 
     def _accept_predictions(self, records: list[dict], *, logged: bool = False) -> list[dict]:

@@ -13,6 +13,7 @@ exported), never blocking a request and never silently.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import time
 from collections import deque
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Sent:
-    ref: ray.ObjectRef
+    answer: concurrent.futures.Future  # the monitor's answer to the call
     records: list[dict]
     dropped: int  # the drop count this call carried
 
@@ -35,7 +36,7 @@ class _Sent:
 class TrafficShipper:
     def __init__(
         self,
-        send: Callable[[list[dict], int], ray.ObjectRef],
+        send: Callable[[list[dict], int], ray.ObjectRef | concurrent.futures.Future],
         *,
         capacity: int = 100_000,
         batch_size: int = 2_000,
@@ -76,17 +77,13 @@ class TrafficShipper:
 
     def _reap(self) -> None:
         """Forget answered calls; take back the records of calls that did not arrive."""
-        if not self.in_flight:
-            return
-        done, _ = ray.wait([s.ref for s in self.in_flight], num_returns=len(self.in_flight), timeout=0)
-        done_set = set(done)
         still = []
         for sent in self.in_flight:
-            if sent.ref not in done_set:
+            if not sent.answer.done():
                 still.append(sent)
                 continue
             try:
-                ray.get(sent.ref, timeout=0)
+                sent.answer.result()
             except RayActorError as exc:  # the monitor died or is restarting: send again later
                 log.warning("monitor unavailable, resending %d records: %s", len(sent.records), _first(exc))
                 self._take_back(sent.records, sent.dropped)
@@ -110,7 +107,8 @@ class TrafficShipper:
                 log.warning("cannot reach the monitor: %s", _first(exc))
                 self._take_back(batch, 0)
                 break
-            self.in_flight.append(_Sent(ref, batch, self.dropped))
+            answer = ref.future() if isinstance(ref, ray.ObjectRef) else ref
+            self.in_flight.append(_Sent(answer, batch, self.dropped))
             self.dropped = 0
             sent += len(batch)
         return sent

@@ -184,6 +184,10 @@ class ExperimentCounts:
             old, _ = self.predictions.popitem(last=False)
             self.labelled.discard(old)
 
+    def knows(self, request_id: str) -> bool:
+        """Whether a prediction with this id is remembered (or was labelled)."""
+        return request_id in self.predictions or request_id in self.labelled
+
     def add_feedback(self, request_id: str, label: int) -> str:
         """Join an outcome to its prediction: "joined", "duplicate" or "pending"."""
         if request_id in self.labelled:

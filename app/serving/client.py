@@ -26,9 +26,10 @@ class ServiceClient:
         self.url = url.rstrip("/")
         self.session = requests.Session()
         # A replica that dies mid-request, or a proxy reload that closes an idle keep-alive
-        # connection, costs a retry, not a failed call: every call made here is replay-safe (scoring is
-        # pure, feedback dedupes by request_id). A 503 (the monitor busy or restarting, the online
-        # store down) is retried after its Retry-After; other HTTP error statuses are not.
+        # connection, costs a retry, not a failed call: every call made here is replay-safe
+        # (scoring is pure, feedback dedupes by request_id: a repeat is a 409, taken as done).
+        # A 503 (the monitor busy or restarting, the online store down) is retried after its
+        # Retry-After; other HTTP error statuses are not.
         retry = Retry(
             total=8,
             connect=3,
@@ -45,9 +46,9 @@ class ServiceClient:
         self.session.mount("https://", HTTPAdapter(max_retries=retry))
         self.timeout = timeout
 
-    def _call(self, method: str, path: str, body=None, headers=None) -> dict:
+    def _call(self, method: str, path: str, body=None, headers=None, accept=()) -> dict:
         resp = self.session.request(method, self.url + path, json=body, headers=headers, timeout=self.timeout)
-        if resp.status_code >= 400:
+        if resp.status_code >= 400 and resp.status_code not in accept:
             raise ServiceError(f"{method} {path}: {resp.status_code} {resp.text[:300]}")
         return resp.json()
 
@@ -73,8 +74,16 @@ class ServiceClient:
             predictions = self._call("POST", "/predict", {"instances": instances})["predictions"]
             for p, label in zip(predictions, part[ds.label], strict=True):
                 served[p["variant"]] += 1
-                self._call("POST", "/feedback", {"request_id": p["request_id"], "label": int(label)})
+                self.feedback(p, int(label))
         return dict(served)
+
+    def feedback(self, prediction: dict, label: int) -> dict:
+        """Report a prediction's outcome (with its receipt). A retried call whose first attempt
+        was recorded after all is answered 409: the outcome is in, as intended."""
+        body = {"request_id": prediction["request_id"], "label": label}
+        if prediction.get("feedback_token"):
+            body["feedback_token"] = prediction["feedback_token"]
+        return self._call("POST", "/feedback", body, accept=(409,))
 
     def drift(self) -> dict:
         return self._call("GET", "/monitor/drift")

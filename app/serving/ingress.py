@@ -22,12 +22,16 @@ from ray import serve
 from app.config import AppConfig, ExperimentConfig
 from app.registry import ledger
 from app.registry.registry import CHALLENGER, RegistryError
-from app.serving import actors, oip, scoring
+from app.serving import actors, oip, receipts, scoring
 from app.serving.auth import check_admin
 from app.serving.models import ModelSet
 from app.serving.scoring import RowError
 
 log = logging.getLogger(__name__)
+# A prediction reaches the monitor within a second or two (the replicas' shippers), longer
+# only while the monitor restarts: feedback for an unknown request id younger than this waits
+# for its prediction; older, it is answered 404.
+PENDING_GRACE_S = 120.0
 
 
 class Ingress:
@@ -57,6 +61,8 @@ class Ingress:
         self.monitor = monitor or actors.monitor_actor(self.cfg)
         self._features = features
         self._rollout = rollout
+        auth = self.cfg.serve.feedback_auth
+        self.feedback_key = receipts.load_key(self.cfg.storage.feedback_key) if auth else None
         self.shipper = TrafficShipper(lambda batch, dropped: self.monitor.ingest.remote(batch, dropped))
         self.metrics = ReplicaMetrics()
         self._background = None
@@ -143,7 +149,11 @@ class Ingress:
         for r in results:
             self._log(r, seconds * 1000)
             self.metrics.served(r["variant"], r["model_version"], seconds)
-        return [scoring.public(r) for r in results]
+        answers = [scoring.public(r) for r in results]
+        if self.feedback_key is not None:
+            for a in answers:
+                a["feedback_token"] = receipts.issue(self.feedback_key, a["request_id"])
+        return answers
 
     async def _score_rows(self, rows: list) -> list:
         """Score rows (any mix of entity ids and raw features); per row a result or a RowError."""
@@ -257,9 +267,22 @@ class Ingress:
             "generation": self.models.generation,
         }
 
-    async def feedback(self, request_id: str, label: int) -> str:
+    async def feedback(self, request_id: str, label: int, receipt: str | None = None) -> str:
+        """Record an outcome: "joined", or "pending" while its prediction is on its way to the
+        monitor. ReceiptError (403/404) for a missing, forged or expired receipt, a request id
+        the monitor does not know (404) or feedback already recorded (409); nothing is stored then."""
+        may_wait = True
+        if self.feedback_key is not None:
+            max_age = self.cfg.monitor.retention_days * 86400
+            issued = receipts.verify(self.feedback_key, request_id, receipt, max_age_s=max_age)
+            may_wait = time.time() - issued < PENDING_GRACE_S
         self.shipper.pump()  # this replica's predictions reach the monitor first
-        return await actors.within(self.monitor.feedback.remote(request_id, label))
+        status = await actors.within(self.monitor.feedback.remote(request_id, label, may_wait))
+        if status == "unknown":
+            raise receipts.ReceiptError(404, "no prediction with this request_id is remembered (expired)")
+        if status == "duplicate":
+            raise receipts.ReceiptError(409, "feedback for this request_id was already recorded")
+        return status
 
     async def drift(self) -> dict:
         self.shipper.pump()

@@ -34,6 +34,7 @@ class Prediction(_Strict):
     model_version: int
     score: float
     label: int
+    feedback_token: str | None = None  # echo it with /feedback (serve.feedback_auth)
 
 
 class PredictionBatch(_Strict):
@@ -43,11 +44,12 @@ class PredictionBatch(_Strict):
 class Feedback(_Strict):
     request_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
     label: Literal[0, 1]
+    feedback_token: Annotated[str, Field(max_length=64)] | None = None
 
 
 class FeedbackAck(_Strict):
     request_id: str
-    status: Literal["joined", "pending", "duplicate"]
+    status: Literal["joined", "pending"]
 
 
 class Promotion(_Strict):

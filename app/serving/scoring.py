@@ -93,8 +93,12 @@ def feature_frame(
         raw = raw_rows_to_frame([rows[i].features.model_dump() for i in raw_idx], cfg)
         raw.index = raw_idx
         parts.append(raw)
-    frame = pd.concat(parts).sort_index() if len(parts) > 1 else parts[0]
-    return frame, errors
+    if len(parts) == 1:
+        return parts[0], errors
+    # All-null columns (an online-store outage) must not decide the dtypes of the others.
+    columns = list(dict.fromkeys(c for p in parts for c in p.columns))
+    frame = pd.concat([p.dropna(axis=1, how="all") for p in parts]).reindex(columns=columns)
+    return frame.sort_index(), errors
 
 
 def new_request_id() -> str:

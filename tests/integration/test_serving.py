@@ -171,15 +171,18 @@ def test_admin_routes_need_the_token(service):
 
 
 def test_feedback_joins_and_the_report_compares_variants(service):
-    labels = {}
+    labels, receipts = {}, {}
     for entity in service["entities"]:
         row = post(service, "/predict", {"entity_id": entity}).json()
-        labels[row["request_id"]] = row["label"]
+        labels[row["request_id"]], receipts[row["request_id"]] = row["label"], row["feedback_token"]
     for rid, label in labels.items():
-        ack = post(service, "/feedback", {"request_id": rid, "label": label})
+        ack = post(service, "/feedback", {"request_id": rid, "label": label, "feedback_token": receipts[rid]})
         assert ack.status_code == 200 and ack.json()["status"] in ("joined", "pending")
-    again = post(service, "/feedback", {"request_id": next(iter(labels)), "label": 1})
-    assert again.json()["status"] in ("duplicate", "pending")
+    first = next(iter(labels))
+    again = post(service, "/feedback", {"request_id": first, "label": 1, "feedback_token": receipts[first]})
+    assert again.status_code == 409, again.text  # counted once
+    forged = post(service, "/feedback", {"request_id": first, "label": 0, "feedback_token": "1." + "0" * 32})
+    assert forged.status_code == 403
     assert post(service, "/feedback", {"request_id": "x y", "label": 1}).status_code == 422
     time.sleep(0.5)
     report = requests.get(service["url"] + "/experiment/report").json()

@@ -8,6 +8,7 @@ two small models, so routing, scoring, shadow and promotion run the real code.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from app.data.synthetic import Defects, generate
 from app.features.transforms import feature_spec
 from app.model.predictor import Predictor
 from app.registry.registry import CHALLENGER, CHAMPION, Registry
+from app.serving import receipts
 from app.serving.app import ingress_deployment
 from app.serving.auth import AdminError, token_digest
 from app.serving.ingress import Ingress
@@ -41,7 +43,12 @@ class Monitor:
         self.records += batch
         return len(batch)
 
-    def feedback(self, request_id, label):
+    def feedback(self, request_id, label, may_wait=True):
+        """Like the monitor: known ids join once; an unknown one waits only if it may."""
+        if any(rid == request_id for rid, _ in self.feedback_seen):
+            return "duplicate"
+        if not may_wait and not any(r["request_id"] == request_id for r in self.records):
+            return "unknown"
         self.feedback_seen.append((request_id, label))
         return "joined"
 
@@ -199,9 +206,45 @@ def test_the_routers_map_errors_to_4xx_bodies(setup):
     assert client.post("/admin/rollback", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 409
     one = {"inputs": [{"name": "age", "shape": [1], "datatype": "FP64", "data": [41]}]}
     assert client.post("/v2/models/nope/infer", json=one).status_code == 404
-    ok = client.post("/feedback", json={"request_id": "abc", "label": 1})
-    assert ok.json() == {"request_id": "abc", "status": "joined"}
-    assert setup["monitor"].feedback_seen == [("abc", 1)]
+    answer = known.json()["predictions"][0]
+    rid, receipt = answer["request_id"], answer["feedback_token"]
+    ok = client.post("/feedback", json={"request_id": rid, "label": 1, "feedback_token": receipt})
+    assert ok.json() == {"request_id": rid, "status": "joined"}
+    assert setup["monitor"].feedback_seen == [(rid, 1)]
+
+
+def test_feedback_needs_the_receipt_of_its_prediction_and_counts_once(setup):
+    cfg, ingress = setup["cfg"], setup["ingress"]
+    api = build_api(cfg)
+    api.dependency_overrides[current_ingress] = lambda: ingress
+    client = TestClient(api)
+    first, second = client.post("/predict", json={"instances": [{"entity_id": 1}, {"entity_id": 2}]}).json()[
+        "predictions"
+    ]
+
+    def feedback(rid, receipt, label=1):
+        return client.post("/feedback", json={"request_id": rid, "label": label, "feedback_token": receipt})
+
+    missing = client.post("/feedback", json={"request_id": first["request_id"], "label": 1})
+    assert missing.status_code == 403 and "missing" in missing.json()["error"]
+    swapped = feedback(first["request_id"], second["feedback_token"])  # another prediction's receipt
+    assert swapped.status_code == 403 and "does not belong" in swapped.json()["error"]
+    invented = feedback("0123456789abcdef", "1767225600." + "0" * 32)
+    assert invented.status_code == 403
+    assert feedback(first["request_id"], first["feedback_token"]).status_code == 200
+    again = feedback(first["request_id"], first["feedback_token"], label=0)
+    assert again.status_code == 409 and "already recorded" in again.json()["error"]
+    assert setup["monitor"].feedback_seen == [(first["request_id"], 1)]  # nothing else stored
+
+    key = ingress.feedback_key
+    old = receipts.issue(key, "forgotten-id", now=time.time() - 3600)  # ours, but not remembered
+    gone = feedback("forgotten-id", old)
+    assert gone.status_code == 404 and "expired" in gone.json()["error"]
+    ancient = receipts.issue(key, "ancient-id", now=time.time() - (cfg.monitor.retention_days + 1) * 86400)
+    assert feedback("ancient-id", ancient).status_code == 404
+    fresh = receipts.issue(key, "in-flight-id")  # its prediction may still be on its way
+    assert feedback("in-flight-id", fresh).json()["status"] == "joined"
+    assert receipts.load_key(cfg.storage.feedback_key) == key  # every replica reads the same key
 
 
 class FailingFeatures(Features):
@@ -262,7 +305,7 @@ def test_a_silent_monitor_is_a_503_not_a_hang(setup, monkeypatch):
     from app.serving import actors
 
     class Silent:
-        def feedback(self, request_id, label):
+        def feedback(self, request_id, label, may_wait):
             return asyncio.sleep(3600)
 
     monkeypatch.setattr(actors, "MONITOR_TIMEOUT_S", 0.2)
@@ -273,7 +316,10 @@ def test_a_silent_monitor_is_a_503_not_a_hang(setup, monkeypatch):
     )()
     api = build_api(setup["cfg"])
     api.dependency_overrides[current_ingress] = lambda: ingress
-    answer = TestClient(api).post("/feedback", json={"request_id": "abc", "label": 1})
+    receipt = receipts.issue(ingress.feedback_key, "abc")
+    answer = TestClient(api).post(
+        "/feedback", json={"request_id": "abc", "label": 1, "feedback_token": receipt}
+    )
     assert answer.status_code == 503 and "did not answer" in answer.json()["error"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 from datetime import datetime, timedelta, timezone
 
 import pyarrow.parquet as pq
@@ -86,10 +87,9 @@ def test_shipper_keeps_what_it_could_not_send_and_counts_what_did_not_fit():
         sent.append((len(batch), dropped))
         if down[0]:
             raise ConnectionError("monitor down")
-        return "ref"
+        return concurrent.futures.Future()  # an answer still to come
 
     shipper = TrafficShipper(send, capacity=5, batch_size=10, retry_after_s=1.0, clock=lambda: now[0])
-    shipper._reap = lambda: None  # no Ray: calls are never answered here
     for i in range(8):
         shipper.add({"request_id": str(i)})
     assert shipper.dropped_total == 3  # over capacity: counted, not blocking
@@ -102,6 +102,32 @@ def test_shipper_keeps_what_it_could_not_send_and_counts_what_did_not_fit():
     assert sent[-1] == (5, 3), "the same records, with the drop count they carried"
     assert [r["request_id"] for r in shipper.in_flight[0].records] == ["0", "1", "2", "3", "4"]
     assert shipper.dropped_total == 3 and shipper.dropped == 0 and not shipper.buffer
+
+
+def test_shipper_resends_a_batch_the_monitor_lost_and_drops_one_it_refused():
+    from ray.exceptions import ActorUnavailableError, RayTaskError
+
+    answers = []
+
+    def send(batch, dropped):
+        answers.append((concurrent.futures.Future(), [r["request_id"] for r in batch], dropped))
+        return answers[-1][0]
+
+    shipper = TrafficShipper(send, batch_size=2, retry_after_s=0.0)
+    shipper.dropped = shipper.dropped_total = 4  # a full buffer earlier
+    for i in range(4):
+        shipper.add({"request_id": str(i)})
+    shipper.pump()
+    assert [(ids, d) for _, ids, d in answers] == [(["0", "1"], 4), (["2", "3"], 0)]
+    answers[0][0].set_exception(ActorUnavailableError("restarting", b"\x00" * 16))  # lost on the way
+    answers[1][0].set_exception(RayTaskError("ingest", "traceback", ValueError("bad record")))
+    shipper.pump()
+    # Resent with the drop count it carried, plus the refused batch's two records.
+    assert (answers[2][1], answers[2][2]) == (["0", "1"], 4 + 2)
+    assert shipper.dropped_total == 4 + 2 and shipper.dropped == 0
+    answers[2][0].set_result(2)
+    shipper.pump()
+    assert not shipper.in_flight and not shipper.buffer
 
 
 def test_feedback_joins_the_log_into_training_rows(tmp_path):

@@ -3,6 +3,7 @@
 from fastapi import APIRouter, Depends, HTTPException
 
 from app.serving.ingress import Ingress
+from app.serving.receipts import ReceiptError
 from app.serving.routes.deps import current_ingress
 from app.serving.schemas import Feedback, FeedbackAck, Prediction, PredictionBatch
 from app.serving.scoring import RowError
@@ -24,7 +25,10 @@ def router(PredictRequest: type) -> APIRouter:
 
     @api.post("/feedback", response_model=FeedbackAck)
     async def feedback(body: Feedback, ingress: Ingress = Depends(current_ingress)):
-        status = await ingress.feedback(body.request_id, body.label)
+        try:
+            status = await ingress.feedback(body.request_id, body.label, body.feedback_token)
+        except ReceiptError as exc:
+            raise HTTPException(exc.status, {"error": str(exc), "field": "request_id"}) from None
         return {"request_id": body.request_id, "status": status}
 
     return api
