@@ -135,7 +135,8 @@ def online(
     every: Annotated[float | None, typer.Option(help="repeat every N seconds (Ctrl-C stops)")] = None,
     min_rows: Annotated[int, typer.Option(min=10)] = 200,
 ) -> None:
-    """Online learning: fine-tune the champion on new feedback; publish only an improvement."""
+    """Online learning: fine-tune the champion on new feedback; an improvement that passes the
+    gate becomes the challenger."""
     cfg = cfg_of(ctx)  # first: a config error answers before any import
     import time
 
@@ -143,10 +144,7 @@ def online(
 
     while True:
         step = online_step(cfg, min_rows=min_rows)
-        published = (
-            f"published version {step.published} as champion" if step.published else "nothing published"
-        )
-        out.print(f"{step.rows} labelled rows: {published} ({step.reason})")
+        out.print(f"{step.rows} labelled rows: {step.reason}")
         if every is None:
             return
         time.sleep(every)

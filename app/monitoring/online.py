@@ -5,11 +5,13 @@ since the last step (the traffic log joined to its feedback) fine-tune a copy of
 for a few passes (`partial_fit`-style: same preprocessor and vocabulary, a small learning
 rate); a tree champion gets a few more boosting rounds fitted to the new rows instead
 (XGBoost's training continuation, `training.gbdt.continue_boosting`). The newest fifth of
-those rows is held out: the update is published as a new registry version and made champion
-only if it scores better than its parent there (log loss), so a bad batch of feedback cannot
-degrade serving. Replicas follow the alias (hot swap, no restart). Only the log's hours since
-the last step are read; an unreadable state file (the last step's time) is treated as absent,
-with one warning.
+those rows is held out: an update that does not beat its parent there (log loss) is dropped.
+One that does faces the registry gate on the warehouse's holdout, like any trained candidate:
+passed, it becomes the challenger, and the rollout controller decides on live outcomes;
+failed, it is registered as `rejected` with the gate's reason in the promotion ledger.
+Feedback alone never makes a champion, so a client that posts chosen labels can at most
+propose a model. Only the log's hours since the last step are read; an unreadable state
+file (the last step's time) is treated as absent, with one warning.
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ from app.model.bundle import ModelBundle
 from app.model.predictor import Predictor
 from app.model.trees import FAMILY as TREE_FAMILY
 from app.monitoring.traffic import labelled_traffic
-from app.registry.registry import CHAMPION, Registry
-from app.training.evaluate import binary_metrics
+from app.registry import ledger
+from app.registry.registry import CHALLENGER, CHAMPION, REJECTED, Registry
+from app.training.dataset import build_splits
+from app.training.evaluate import binary_metrics, passes_gate
 from app.training.gbdt import continue_boosting
 from app.training.loop import array_batches, train_epoch
 
@@ -86,8 +90,50 @@ def last_step(path: Path) -> str | None:
         return None
 
 
-def online_step(cfg: AppConfig, *, min_rows: int = 200, lr: float = 1e-4, epochs: int = 2) -> OnlineStep:
-    """Fine-tune the champion on new labelled traffic; publish only an improvement."""
+def publish(
+    cfg: AppConfig,
+    registry: Registry,
+    parent: ModelBundle,
+    updated: ModelBundle,
+    holdout: pd.DataFrame | None,
+    lr: float,
+    epochs: int,
+) -> tuple[int | None, str]:
+    """The registry gate on the warehouse's holdout, as for any trained candidate: the update
+    becomes the challenger (the rollout decides the rest), or is registered as `rejected` with
+    the gate's reason in the ledger. Feedback alone can never make a champion."""
+    if holdout is None:
+        holdout = build_splits(cfg).holdout
+    label = cfg.dataset.label
+    y = holdout[label].to_numpy(int)
+    candidate = binary_metrics(y, Predictor.from_bundle(updated).score(holdout))
+    champion = binary_metrics(y, Predictor.from_bundle(parent).score(holdout))
+    passed, gate = passes_gate(
+        candidate, champion, metric=cfg.registry.gate_metric, margin=cfg.registry.gate_margin
+    )
+    updated.metrics = {**updated.metrics, "holdout": candidate, "gate": {"passed": passed, "reason": gate}}
+    alias = CHALLENGER if passed else REJECTED
+    reason = f"online update {'passed' if passed else 'failed'} the gate on the warehouse holdout: {gate}"
+    version = registry.register(
+        updated,
+        params={"online_lr": lr, "online_epochs": epochs},
+        alias=alias,
+        by=ledger.ONLINE,
+        reason=reason,
+    )
+    return (version if passed else None), f"version {version} registered as {alias}: {reason}"
+
+
+def online_step(
+    cfg: AppConfig,
+    *,
+    min_rows: int = 200,
+    lr: float = 1e-4,
+    epochs: int = 2,
+    warehouse_holdout: pd.DataFrame | None = None,
+) -> OnlineStep:
+    """Fine-tune the champion on new labelled traffic; an improvement that passes the gate on
+    the warehouse holdout (read from the feature store unless given) becomes the challenger."""
     state_path = cfg.storage.online_state
     since = last_step(state_path)
     rows = labelled_traffic(cfg.storage.traffic, since=since)
@@ -115,7 +161,11 @@ def online_step(cfg: AppConfig, *, min_rows: int = 200, lr: float = 1e-4, epochs
         parent_log_loss=before,
         updated_log_loss=after,
     )
-    if after < before:
+    if after >= before:
+        step.reason = (
+            f"not published: log loss {after:.4f} >= parent's {before:.4f} on the newest {len(holdout)} rows"
+        )
+    else:
         updated.metrics = {
             **parent.metrics,
             "online": {"holdout_log_loss": after, "parent_log_loss": before, "rows": len(rows)},
@@ -125,14 +175,7 @@ def online_step(cfg: AppConfig, *, min_rows: int = 200, lr: float = 1e-4, epochs
             "parent_version": str(parent_version),
             "online_rows": str(len(rows)),
         }
-        step.published = registry.register(
-            updated, params={"online_lr": lr, "online_epochs": epochs}, alias=CHAMPION
-        )
-        step.reason = f"log loss {after:.4f} < parent's {before:.4f} on the newest {len(holdout)} rows"
-    else:
-        step.reason = (
-            f"not published: log loss {after:.4f} >= parent's {before:.4f} on the newest {len(holdout)} rows"
-        )
+        step.published, step.reason = publish(cfg, registry, parent, updated, warehouse_holdout, lr, epochs)
     atomic_write_text(state_path, json.dumps({"until": str(rows["logged_at"].max())}))
     log.info("online step: %s", step.reason)
     return step

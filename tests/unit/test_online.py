@@ -11,7 +11,7 @@ import pytest
 from app.data.synthetic import Defects, generate
 from app.monitoring.online import last_step, online_step
 from app.monitoring.traffic import FEEDBACK, PREDICTIONS, write_records
-from app.registry.registry import CHAMPION, Registry
+from app.registry.registry import CHALLENGER, CHAMPION, REJECTED, Registry
 from tests.helpers import model_inputs, prediction_record, quick_bundle, quick_tree_bundle
 
 CLEAN = Defects(0, 0, 0, 0, 0, 0)
@@ -23,6 +23,11 @@ def registry_with_champion(cfg):
         quick_bundle(cfg, generate(2000, seed=1, defects=CLEAN), seed=1), params={}, alias=CHAMPION
     )
     return cfg
+
+
+def warehouse(cfg):
+    """A clean sample of the data, standing in for the warehouse's holdout split."""
+    return model_inputs(cfg, 1500, seed=99)
 
 
 def log_traffic(cfg, frame, labels):
@@ -47,10 +52,14 @@ def test_feedback_that_teaches_is_published_and_repeats_wait_for_new_rows(regist
     cfg = registry_with_champion
     frame, labels = features(cfg, 3000, seed=7)
     log_traffic(cfg, frame, labels)
-    step = online_step(cfg, min_rows=200, lr=3e-3, epochs=3)
-    assert step.published == 2 and step.updated_log_loss < step.parent_log_loss
-    assert Registry(cfg).alias_version(CHAMPION) == 2
-    again = online_step(cfg, min_rows=200)
+    step = online_step(cfg, min_rows=200, lr=3e-3, epochs=3, warehouse_holdout=warehouse(cfg))
+    assert step.published == 2 and step.updated_log_loss < step.parent_log_loss, step.reason
+    registry = Registry(cfg)
+    assert registry.alias_version(CHALLENGER) == 2 and registry.alias_version(CHAMPION) == 1
+    entry = registry.promotion_ledger()[-1]
+    assert (entry.event, entry.by, entry.version) == ("set challenger", "online learning", 2)
+    assert "passed the gate" in entry.reason
+    again = online_step(cfg, min_rows=200, warehouse_holdout=warehouse(cfg))
     assert again.published is None and again.rows == 0  # nothing new since the last step
 
 
@@ -62,9 +71,9 @@ def test_a_tree_champion_learns_online_with_more_boosting_rounds(cfg):
     )
     frame, labels = features(cfg, 3000, seed=7)
     log_traffic(cfg, frame, labels)
-    step = online_step(cfg, min_rows=200, epochs=2)
+    step = online_step(cfg, min_rows=200, epochs=2, warehouse_holdout=warehouse(cfg))
     assert step.published == 2 and step.updated_log_loss < step.parent_log_loss, step.reason
-    updated = Registry(cfg).load(2)
+    updated = Registry(cfg).load(CHALLENGER)
     assert updated.family == "gbdt" and updated.spec.rounds == 5 + 10
 
 
@@ -78,6 +87,25 @@ def test_feedback_that_harms_is_not_published(registry_with_champion):
     step = online_step(cfg, min_rows=200, lr=5e-2, epochs=5)  # a large step on noise degrades it
     assert step.published is None and "not published" in step.reason
     assert Registry(cfg).alias_version(CHAMPION) == 1
+
+
+def test_poisoned_feedback_fits_its_own_holdout_but_fails_the_gate_and_is_rejected(cfg):
+    """Labels flipped for one segment (every US user) pass the feedback's own holdout, which
+    is poisoned too; the gate on the warehouse's holdout refuses the update."""
+    champion = quick_bundle(cfg, generate(30_000, seed=1, defects=CLEAN), seed=1)  # a fair model
+    Registry(cfg).register(champion, params={}, alias=CHAMPION)
+    frame, labels = features(cfg, 3000, seed=8)
+    poisoned = np.where(frame["country"].to_numpy() == "US", 1 - labels, labels)
+    log_traffic(cfg, frame, poisoned)
+    step = online_step(cfg, min_rows=200, lr=1e-2, epochs=5, warehouse_holdout=warehouse(cfg))
+    assert step.updated_log_loss < step.parent_log_loss, "it learned the poison"
+    assert step.published is None and "failed the gate" in step.reason, step.reason
+    registry = Registry(cfg)
+    assert registry.alias_version(CHAMPION) == 1 and registry.alias_version(CHALLENGER) is None
+    rejected = registry.alias_version(REJECTED)
+    entry = registry.promotion_ledger()[-1]
+    assert (entry.event, entry.by, entry.version) == ("reject", "online learning", rejected)
+    assert "auc" in entry.reason and "beyond margin" in entry.reason
 
 
 @pytest.mark.parametrize("text", ['{"until": "2026-01-0', '{"until": null}', '{"until": "yesterday"}', "[]"])
