@@ -2,8 +2,10 @@
 
 generate -> pipeline (with a small search) -> serve champion + challenger -> replay normal
 traffic with feedback -> replay drifted traffic -> the monitor's drift alert -> the retrain
-Ray Job it submits -> the new challenger joining the experiment -> the experiment report.
-The caller stops serving (or keeps it up).
+Ray Job it submits -> the new challenger entering the automatic rollout -> traffic until the
+rollout controller promotes (or rolls back) it -> the promotion ledger; with
+`bad_challenger`, an injected worse model rolled back by the controller. The caller stops
+serving (or keeps it up).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ class DemoResult:
     retrain_status: str | None = None
     report: dict | None = None
     report_file: Path | None = None
+    rollout: dict | None = None  # the rollout of the retrained challenger, as it ended
+    bad_rollout: dict | None = None  # the injected worse model's rollout
+    ledger: list = field(default_factory=list)
 
     @property
     def stages(self) -> dict[str, float]:
@@ -42,7 +47,13 @@ class DemoResult:
 
 
 def run_demo(
-    cfg: AppConfig, *, rows: int, seed: int = 0, tune_samples: int = 4, traffic: int = 2000
+    cfg: AppConfig,
+    *,
+    rows: int,
+    seed: int = 0,
+    tune_samples: int = 4,
+    traffic: int = 2000,
+    bad_challenger: bool = False,
 ) -> DemoResult:
     """The main job on the built-in data: the pipeline, then serving, drift and the retrain."""
     cfg = demo_config(cfg, traffic)
@@ -53,7 +64,7 @@ def run_demo(
     result = DemoResult(
         run_pipeline(cfg, source=str(raw), tune_samples=tune_samples), dashboard_url=dashboard
     )
-    serve_and_replay(cfg, result, seed=seed, traffic=traffic)
+    serve_and_replay(cfg, result, seed=seed, traffic=traffic, bad_challenger=bad_challenger)
     return result
 
 
@@ -64,11 +75,25 @@ def demo_config(cfg: AppConfig, traffic: int) -> AppConfig:
             "dataset": cfg.dataset.model_copy(update={"source": str(cfg.storage.raw)}),
             "monitor": cfg.monitor.model_copy(update={"window": traffic}),
             "retrain": cfg.retrain.model_copy(update={"schedule": "none", "min_samples": traffic}),
+            # Minutes of traffic, not days: steps on outcomes alone, a look every second, and
+            # promotion when the challenger is better or no more than 5 points worse.
+            "rollout": cfg.rollout.model_copy(
+                update={
+                    "mode": "auto",
+                    "steps": [25.0, 50.0, 100.0],
+                    "min_outcomes": max(100, traffic // 10),
+                    "min_minutes": 0.0,
+                    "check_seconds": 1.0,
+                    "margin": 0.05,
+                }
+            ),
         }
     )
 
 
-def serve_and_replay(cfg: AppConfig, result: DemoResult, *, seed: int, traffic: int) -> None:
+def serve_and_replay(
+    cfg: AppConfig, result: DemoResult, *, seed: int, traffic: int, bad_challenger: bool = False
+) -> None:
     from app.monitoring import report
     from app.serving import app as serving_app
     from app.serving.client import ServiceClient
@@ -103,27 +128,74 @@ def serve_and_replay(cfg: AppConfig, result: DemoResult, *, seed: int, traffic: 
     registry = Registry(cfg)
     challenger = registry.alias_version(CHALLENGER)
     if result.retrain_status == "SUCCEEDED" and challenger is not None:
-        stage(
-            result.stages,
-            f"challenger v{challenger} joins the experiment",
-            lambda: _wait(
-                lambda: client.experiment()["models"].get(CHALLENGER) == challenger or None,
-                "the new challenger",
-                60,
-            ),
+        result.rollout = roll_out(cfg, client, result, challenger, seed=seed + 303, traffic=traffic, what="")
+    if bad_challenger:
+        worse = stage(
+            result.stages, "inject a worse challenger", lambda: register_worse(cfg, seed=seed + 404)
         )
-        # Traffic after the retrain: the A/B split now serves the challenger its share.
-        after = generate(traffic, seed=seed + 303, drift=1.0, defects=clean, first_user=9_500_000).head(
-            traffic
+        result.bad_rollout = roll_out(
+            cfg, client, result, worse, seed=seed + 505, traffic=traffic, what="worse "
         )
-        result.served["after retrain"] = stage(
-            result.stages,
-            f"replay {traffic:,} requests to champion + challenger",
-            lambda: client.replay(after, cfg),
-        )
+    result.ledger = registry.promotion_ledger()
     result.report = client.report()
     result.report_file = atomic_write_text(
         cfg.storage.reports / "report.html", report.render(client.drift(), result.report)
+    )
+
+
+MAX_ROUNDS = 12  # rounds of `traffic` requests a rollout gets in the demo before it is left running
+
+
+def roll_out(
+    cfg: AppConfig, client, result: DemoResult, version: int, *, seed: int, traffic: int, what: str
+) -> dict:
+    """Traffic (drifted, with outcomes) round after round until the rollout controller has
+    promoted or rolled back `version`; returns its last rollout status."""
+    stage(
+        result.stages,
+        f"{what}challenger v{version} enters the rollout",
+        lambda: _wait(
+            lambda: (
+                (client.rollout()["challenger"] == version and client.experiment()["models"].get(CHALLENGER))
+                or None
+            ),
+            "the challenger's rollout",
+            60,
+        ),
+    )
+
+    def until_decided() -> dict:
+        served: dict[str, int] = {}
+        for i in range(MAX_ROUNDS):
+            rows = generate(
+                traffic, seed=seed + i, drift=1.0, defects=Defects(0, 0, 0, 0, 0, 0), first_user=9_500_000
+            )
+            for variant, n in client.replay(rows.head(traffic), cfg).items():
+                served[variant] = served.get(variant, 0) + n
+            status = _wait(lambda: client.rollout(), "the rollout status", 30)
+            if status["status"] != "running":
+                break
+            time.sleep(1.5)  # the controller looks every second
+        result.served[f"{what}rollout of v{version}"] = served
+        return client.rollout()
+
+    status = stage(result.stages, f"{what}rollout of v{version}", until_decided)
+    return status
+
+
+def register_worse(cfg: AppConfig, *, seed: int) -> int:
+    """A challenger that learned the opposite of the truth (the champion fine-tuned on flipped
+    labels of fresh data): what a broken training run could register."""
+    from app.features.transforms import add_features
+    from app.monitoring.online import partial_fit
+    from app.registry.registry import CHAMPION
+
+    registry = Registry(cfg)
+    rows = add_features(generate(4000, seed=seed, drift=1.0, defects=Defects(0, 0, 0, 0, 0, 0)), cfg)
+    flipped = 1 - rows[cfg.dataset.label].to_numpy(int)
+    worse = partial_fit(registry.load(CHAMPION), rows, flipped, lr=1e-2, epochs=5)
+    return registry.register(
+        worse, params={"injected": "flipped labels"}, alias=CHALLENGER, reason="injected worse model (demo)"
     )
 
 

@@ -178,6 +178,16 @@ def models_table(versions: list) -> Table:
     return table
 
 
+def rollout_summary(status: dict) -> str:
+    """One line: how the rollout of a challenger ended (or where it stands), and why."""
+    last = status.get("last_decision") or {}
+    n = (last.get("evidence") or {}).get("n", {})
+    return (
+        f"rollout of v{status['challenger']}: {status['status']} at {status['share']:.0%} of the traffic "
+        f"after {n.get('challenger', 0)} outcomes on it ({last.get('reason', 'no decision yet')})"
+    )
+
+
 def ledger_table(entries: list) -> Table:
     """The promotion ledger, oldest first; the evidence in one line per entry."""
     table = Table(title="promotion ledger")
@@ -221,8 +231,13 @@ def demo_report(result, *, online_sample: list, mlflow_uri: str) -> list:
     ]
     if result.drift:
         out.append(drift_table(result.drift))
+    out.append(f"retrain job {result.retrain_job}: {result.retrain_status}")
+    for status in (result.rollout, result.bad_rollout):
+        if status:
+            out.append(rollout_summary(status))
+    if result.ledger:
+        out.append(ledger_table(result.ledger))
     out += [
-        f"retrain job {result.retrain_job}: {result.retrain_status}",
         experiment_summary(result.report),
         f"stages (s): {result.stages}",
         f"API docs: {result.url}/docs   experiment report: {result.url}/experiment/report",

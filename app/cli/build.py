@@ -134,8 +134,11 @@ def demo(
     traffic: Annotated[int, typer.Option(min=500, help="requests per replay (one monitor window)")] = 2000,
     keep_serving: Annotated[bool, typer.Option("--keep-serving", help="leave the service up")] = False,
     tune_samples: Annotated[int, typer.Option(min=1, help="trials of the search before training")] = 4,
+    bad_challenger: Annotated[
+        bool, typer.Option("--bad-challenger", help="then inject a worse model: the rollout rolls it back")
+    ] = False,
 ) -> None:
-    """The whole loop on the built-in data: pipeline, serving, A/B, drift, retrain."""
+    """The whole loop on the built-in data: pipeline, serving, A/B, drift, retrain, rollout."""
     cfg = cfg_of(ctx)  # first: a config error answers before any import
     import time
 
@@ -143,7 +146,9 @@ def demo(
     from app.features.store import FeatureClient
 
     try:
-        result = run_demo(cfg, rows=rows, traffic=traffic, tune_samples=tune_samples)
+        result = run_demo(
+            cfg, rows=rows, traffic=traffic, tune_samples=tune_samples, bad_challenger=bad_challenger
+        )
         sample = FeatureClient(cfg).online([1, 2, 3])
         for renderable in demo_report(result, online_sample=sample, mlflow_uri=cfg.mlflow_uri):
             out.print(renderable)

@@ -94,6 +94,9 @@ class ServiceClient:
     def experiment(self) -> dict:
         return self._call("GET", "/experiment")
 
+    def rollout(self) -> dict:
+        return self._call("GET", "/experiment/rollout")
+
 
 def _json_value(value):
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:

@@ -182,6 +182,7 @@ def test_demo_runs_the_whole_loop_twice(tmp_path):
                 "12000",
                 "--traffic",
                 "1000",
+                *(["--bad-challenger"] if run == 2 else []),
             ],
             cwd=ROOT,
             env=env,
@@ -193,7 +194,13 @@ def test_demo_runs_the_whole_loop_twice(tmp_path):
         out = proc.stdout
         assert "drift vs champion" in out and "ALERT" in out, out[-3000:]
         assert "retrain job raysubmit_" in out and ": SUCCEEDED" in out, out[-3000:]
+        # The retrained challenger's rollout ran without a person, and the ledger shows it.
+        assert re.search(r"rollout of v\d+: (promoted|rolled back|running)", out), out[-3000:]
+        assert "promotion ledger" in out and "rollout controller" in out, out[-3000:]
         if run == 1:
             assert "registered version 1 as champion" in out
             assert "challenger" in out.split("experiment exp-1")[-1]  # the new challenger served traffic
+        else:  # the injected worse model, rolled back automatically
+            worse = re.findall(r"rollout of v\d+: (\w+(?: \w+)?)", out)[-1]
+            assert worse == "rolled back", out[-3000:]
     assert (tmp_path / "store" / "archive").is_dir()  # the first run's traffic log, kept
