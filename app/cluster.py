@@ -181,6 +181,18 @@ def actor_name(kind: str, storage_root: str) -> str:
     return f"mlsys-{kind}-{hashlib.sha256(storage_root.encode()).hexdigest()[:8]}"
 
 
+def call_self_after_init(method: str) -> None:
+    """From an actor's constructor: call its own `method` once the constructor returns (a
+    call to itself, queued behind construction). Starts a detached actor's background loop
+    at creation and again after every restart, not at its first caller's call. Does nothing
+    outside an actor (the class used as a plain object)."""
+    try:
+        handle = ray.get_runtime_context().current_actor
+    except Exception:  # not in an actor
+        return
+    getattr(handle, method).remote()
+
+
 def detached_actor(cls: type, kind: str, storage_root: str, *args, **options):
     """Get or create a named, detached actor that Ray restarts whenever it dies.
 

@@ -206,6 +206,10 @@ class StorageConfig(_Section):
         return self.path("warehouse")
 
     @property
+    def warehouse_lock(self) -> Path:  # held by the one ETL run writing the warehouse
+        return self.path("warehouse.lock")
+
+    @property
     def quarantine(self) -> Path:
         return self.path("quarantine")
 

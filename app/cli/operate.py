@@ -102,6 +102,16 @@ def monitor_status(ctx: typer.Context) -> None:
         out.print(f"retrain decision: {d['trigger'] or 'none'} - {d['reason']} (job {d['job_id']})")
 
 
+@monitor_app.command("reload")
+def monitor_reload(ctx: typer.Context) -> None:
+    """Give the running monitor this config's `monitor` and `retrain` sections (thresholds,
+    schedule, cooldown) without restarting it or losing its counts."""
+    cfg = cfg_of(ctx)  # first: a config error answers before any import
+    from app.monitoring.monitor import reload_config
+
+    out.print(f"monitor reloaded: {reload_config(cfg)}")
+
+
 @app.command()
 def report(
     ctx: typer.Context,

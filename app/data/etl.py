@@ -11,6 +11,7 @@ Invariant, checked on every run: rows read = rows written + quarantined + duplic
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -161,6 +162,46 @@ def run_etl(cfg: AppConfig, source: str | None = None) -> EtlReport:
     paths = resolve_inputs(source)
     check_inputs(paths, ds_cfg)
     connect(cfg.ray)  # only once the input is known to be usable
+    with warehouse_lock(storage):
+        return _etl(cfg, source, paths, started)
+
+
+# One ETL run at a time writes the warehouse: two merges of the same date would each rewrite the
+# partition from what they read, and the later rename would drop the earlier one's rows.
+LOCK_WAIT_S = 1800.0
+
+
+def warehouse_lock(storage) -> contextlib.AbstractContextManager:
+    """The warehouse's writer lock (a file lock: across processes, and across nodes on a shared
+    mount with working locks); waits up to LOCK_WAIT_S for another run to finish."""
+    from filelock import FileLock, Timeout
+
+    storage.warehouse_lock.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(storage.warehouse_lock, timeout=LOCK_WAIT_S)
+
+    @contextlib.contextmanager
+    def held():
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.info("another ETL run is writing the warehouse: waiting for it")
+            try:
+                lock.acquire()
+            except Timeout:
+                raise DataError(
+                    f"another ETL run has held the warehouse for {LOCK_WAIT_S:.0f} s "
+                    f"({storage.warehouse_lock}); try again when it has finished"
+                ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    return held()
+
+
+def _etl(cfg: AppConfig, source: str, paths: list[str], started: float) -> EtlReport:
+    ds_cfg, storage = cfg.dataset, cfg.storage
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     report = EtlReport(run_id=run_id, source=source, files=len(paths))
     staging = storage.staging / run_id

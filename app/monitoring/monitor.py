@@ -22,8 +22,8 @@ from datetime import datetime, timezone
 import pandas as pd
 import ray
 
-from app.cluster import detached_actor
-from app.config import AppConfig
+from app.cluster import call_self_after_init, detached_actor
+from app.config import AppConfig, MonitorConfig, RetrainConfig
 from app.monitoring import retrain, snapshot
 from app.monitoring.abtest import experiment_report
 from app.monitoring.drift import DriftWindow
@@ -39,7 +39,7 @@ HISTORY = 1_000  # completed windows remembered for drift over time
 
 
 class DriftMonitor:
-    def __init__(self, cfg: AppConfig, submit=None):
+    def __init__(self, cfg: AppConfig, submit=None, job_running=None):
         self.cfg = cfg
         self.root = cfg.storage.traffic
         self.watch_only = frozenset() if cfg.monitor.alert_on_calendar else frozenset(cfg.features.time)
@@ -55,10 +55,12 @@ class DriftMonitor:
         self.state_path = cfg.storage.retrain_state
         self.controller = retrain.load_state(self.state_path)
         self.submit = submit or retrain.submit_pipeline_job
+        self.job_running = job_running or retrain.running_job
         self.metrics = None
         self._load_reference()
         self._rebuild()
         self._recover_unsaved()
+        call_self_after_init("start")  # flushes, checks and the retrain schedule run on a quiet service too
 
     # ------------------------------------------------------------ reference and windows
 
@@ -153,6 +155,32 @@ class DriftMonitor:
         """Snapshot the counts, delete expired hours, compact closed ones (store.py)."""
         state = snapshot.MonitorState(self.counts, self.recent, list(self.history))
         return self.store.maintain(state, now=now)
+
+    async def reload(self, monitor: dict, retrain_section: dict) -> dict:
+        """New thresholds, schedule and cooldown from a changed config (`mlsys monitor reload`):
+        the actor keeps the config it was created with otherwise. Window and buffer sizes
+        apply from the next window on. Returns the keys that changed."""
+        new = self.cfg.model_copy(
+            update={
+                "monitor": MonitorConfig.model_validate(monitor),
+                "retrain": RetrainConfig.model_validate(retrain_section),
+            }
+        )
+        changed = {
+            f"{section}.{k}": v
+            for section in ("monitor", "retrain")
+            for k, v in getattr(new, section).model_dump().items()
+            if getattr(self.cfg, section).model_dump()[k] != v
+        }
+        self.cfg = new
+        self.store.cfg = new.monitor
+        self.watch_only = frozenset() if new.monitor.alert_on_calendar else frozenset(new.features.time)
+        log.info("monitor config reloaded: %s", changed or "no change")
+        return changed
+
+    async def start(self) -> None:
+        """Start the housekeeping loop (flushes, drift checks, schedule, snapshots)."""
+        self._start_flusher()
 
     def _start_flusher(self) -> None:
         if self.flusher is None:
@@ -251,8 +279,18 @@ class DriftMonitor:
         complete = [r for r in report["variants"].values() if r["window"] == "complete"]
         samples = max((r["n"] for r in complete if r["alert"]), default=0)
         now = time.time() if now is None else now
+        busy = (
+            self.job_running(self.cfg, self.controller)
+            if report["alert"] or self._schedule_due(now)
+            else None
+        )
         trigger, reason = retrain.decide(
-            self.controller, self.cfg.retrain, now=now, drift_alert=report["alert"], window_samples=samples
+            self.controller,
+            self.cfg.retrain,
+            now=now,
+            drift_alert=report["alert"],
+            window_samples=samples,
+            running_job=busy,
         )
         job_id = None
         if trigger:
@@ -266,6 +304,11 @@ class DriftMonitor:
         retrain.record(self.controller, now=now, trigger=trigger, reason=reason, job_id=job_id)
         retrain.save_state(self.state_path, self.controller)
         return report
+
+    def _schedule_due(self, now: float) -> bool:
+        period = self.cfg.retrain.period_seconds
+        since = self.controller.last_scheduled_at or self.controller.started_at
+        return period is not None and now - since >= period
 
     def _export(self, report: dict) -> None:
         if not ray.is_initialized():  # used as a plain object (tests, scripts): nothing to export
@@ -312,6 +355,14 @@ class DriftMonitor:
 def get_monitor(cfg: AppConfig):
     """The monitor actor for this storage root, created on first use and kept (detached)."""
     return detached_actor(DriftMonitor, MONITOR, str(cfg.storage.path()), cfg, max_concurrency=64)
+
+
+def reload_config(cfg: AppConfig) -> dict:
+    """Hand the running monitor new `monitor` and `retrain` sections; returns what changed."""
+    from app.cluster import join_running
+
+    join_running(cfg.ray)
+    return ray.get(get_monitor(cfg).reload.remote(cfg.monitor.model_dump(), cfg.retrain.model_dump()))
 
 
 def drift_report(cfg: AppConfig) -> dict:

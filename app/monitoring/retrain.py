@@ -40,10 +40,20 @@ class ControllerState:
 
 
 def decide(
-    state: ControllerState, cfg: RetrainConfig, *, now: float, drift_alert: bool, window_samples: int
+    state: ControllerState,
+    cfg: RetrainConfig,
+    *,
+    now: float,
+    drift_alert: bool,
+    window_samples: int,
+    running_job: str | None = None,
 ) -> tuple[str | None, str]:
-    """("drift" | "schedule" | None, reason). Mutates the incident bookkeeping in `state`."""
+    """("drift" | "schedule" | None, reason). Mutates the incident bookkeeping in `state`.
+    While `running_job` (the last retrain, still pending or running) is set, nothing triggers:
+    two pipelines would train on the same data and race to register."""
     cooling = state.last_submit_at is not None and now - state.last_submit_at < cfg.cooldown_minutes * 60
+    if running_job is not None:
+        return None, f"the last retrain (job {running_job}) is still running"
     if cfg.on_drift and drift_alert:
         if window_samples < cfg.min_samples:
             return None, f"drift seen on {window_samples} records, fewer than min_samples {cfg.min_samples}"
@@ -101,6 +111,22 @@ def jobs_client(cfg: AppConfig):
     if (Path.home() / ".ray" / "auth_token").exists():
         os.environ.setdefault("RAY_AUTH_MODE", "token")
     return JobSubmissionClient(cfg.retrain.jobs_address)
+
+
+def running_job(cfg: AppConfig, state: ControllerState) -> str | None:
+    """The last submitted retrain job if it is still pending or running (asked of the Jobs
+    API); None when it ended, or when its status cannot be read (an unknown job never blocks)."""
+    if not state.submitted:
+        return None
+    job_id = state.submitted[-1].get("job_id")
+    if not job_id:
+        return None
+    try:
+        status = jobs_client(cfg).get_job_status(job_id)
+    except Exception as exc:  # the dashboard restarting, a job from an earlier cluster
+        log.info("retrain job %s: status unknown (%s)", job_id, str(exc).splitlines()[0] if str(exc) else exc)
+        return None
+    return job_id if str(getattr(status, "value", status)) in ("PENDING", "RUNNING") else None
 
 
 def submit_pipeline_job(cfg: AppConfig, reason: str) -> str:

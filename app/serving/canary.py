@@ -23,7 +23,7 @@ import logging
 import time
 from dataclasses import asdict
 
-from app.cluster import detached_actor
+from app.cluster import call_self_after_init, detached_actor
 from app.config import AppConfig
 from app.files import atomic_write_text
 from app.monitoring import rollout
@@ -98,6 +98,8 @@ class RolloutController:
         self.last: dict | None = None  # the last decision, for GET /experiment/rollout
         self.lock = asyncio.Lock()
         self.loop: asyncio.Task | None = None
+        if self.policy.mode == "auto":
+            call_self_after_init("ensure_running")  # after a restart too
 
     # ------------------------------------------------------------ persistence
 

@@ -185,3 +185,35 @@ def test_json_batches_that_arrow_would_make_float_are_parsed_exactly():
     assert mixed["id"].tolist()[:2] == [BIG + 1, 1.5] and mixed["id"].iloc[2] == float("inf")
     with pytest.raises(ValueError, match="not valid JSON"):
         json_lines_frame(['{"id": 1}', '{"id": '], "id")
+
+
+def test_a_second_etl_waits_for_the_warehouse_and_touches_nothing_when_it_gives_up(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from app.data import etl
+
+    cfg = make_config(tmp_path)
+    write_dataset(iter([generate(2000, seed=1, start=START)]), tmp_path / "a.parquet")
+    holder = subprocess.Popen(  # another ETL run, in another process, writing the warehouse
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from filelock import FileLock; l = FileLock(sys.argv[1]); l.acquire();"
+            " print('held', flush=True); time.sleep(120)",
+            str(cfg.storage.warehouse_lock),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(etl, "LOCK_WAIT_S", 1.0)
+        with pytest.raises(DataError, match="another ETL run has held the warehouse"):
+            run_etl(cfg, str(tmp_path / "a.parquet"))
+        assert not list(cfg.storage.warehouse.glob("date=*")) and not cfg.storage.quarantine.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    report = run_etl(cfg, str(tmp_path / "a.parquet"))  # the lock died with its holder
+    assert report.rows_written > 0 and len(_warehouse(cfg)) == report.rows_written

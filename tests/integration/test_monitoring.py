@@ -158,3 +158,44 @@ def test_a_replicas_records_reach_a_monitor_killed_mid_stream(cfg, tmp_path):
     persisted = read_records(local.storage.traffic, PREDICTIONS)
     assert len(persisted) == 600 and persisted["request_id"].is_unique
     ray.kill(monitor, no_restart=True)
+
+
+def test_a_quiet_monitor_still_checks_and_takes_a_reloaded_config(cfg, tmp_path):
+    """No record ever arrives: the housekeeping loop runs from the actor's start (a scheduled
+    retrain on a quiet service), and `mlsys monitor reload` changes its thresholds live."""
+    local = _storage_copy(cfg, tmp_path)
+    monitor = get_monitor(local)
+    deadline = time.time() + 60
+    while not ray.get(monitor.drift.remote())["retrain"]["decisions"]:  # the first check: ~10 s
+        assert time.time() < deadline, "no check ran on a quiet monitor"
+        time.sleep(1)
+    changed = ray.get(
+        monitor.reload.remote(
+            {**local.monitor.model_dump(), "psi_alert": 0.35},
+            {**local.retrain.model_dump(), "schedule": "every 30m"},
+        )
+    )
+    assert changed == {"monitor.psi_alert": 0.35, "retrain.schedule": "every 30m"}
+    assert ray.get(monitor.drift.remote())["psi_alert"] == 0.35
+    ray.kill(monitor, no_restart=True)
+
+
+def test_no_retrain_is_submitted_while_the_last_one_runs(cfg, tmp_path):
+    submitted = []
+    monitor = DriftMonitor(
+        _storage_copy(cfg, tmp_path),
+        submit=lambda cfg, reason: submitted.append(reason) or "job-2",
+        job_running=lambda cfg, state: "job-1",
+    )
+    monitor.profile, monitor.reference_version = Registry(cfg).load(CHAMPION).profile, 1
+    monitor._window_add(records(cfg, 500, seed=4, drift=1.0))
+    report = monitor.check(now=1000)
+    assert report["alert"] and submitted == []
+    assert (
+        monitor.drift()["retrain"]["decisions"][-1]["reason"]
+        == "the last retrain (job job-1) is still running"
+    )
+    monitor.job_running = lambda cfg, state: None  # it ended
+    monitor._window_add(records(cfg, 500, seed=5, drift=1.0))
+    monitor.check(now=1060)
+    assert len(submitted) == 1

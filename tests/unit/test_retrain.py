@@ -34,3 +34,41 @@ def test_an_unreadable_state_file_is_treated_as_absent(tmp_path, caplog, text):
     assert any(str(path) in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
     retrain.save_state(path, state)
     assert json.loads(path.read_text())["started_at"] == state.started_at
+
+
+def test_nothing_triggers_while_the_last_retrain_still_runs():
+    from app.config import RetrainConfig
+
+    cfg = RetrainConfig(schedule="every 1h", on_drift=True, cooldown_minutes=0, min_samples=10)
+    state = retrain.ControllerState(started_at=0.0)
+    busy = retrain.decide(
+        state, cfg, now=7200, drift_alert=True, window_samples=100, running_job="raysubmit_1"
+    )
+    assert busy == (None, "the last retrain (job raysubmit_1) is still running")
+    assert not state.incident_open, "the incident opens once the job has ended"
+    assert retrain.decide(state, cfg, now=7200, drift_alert=True, window_samples=100)[0] == "drift"
+
+
+def test_the_running_job_is_asked_of_the_jobs_api_and_an_unknown_one_never_blocks(tmp_path, monkeypatch):
+    from tests.conftest import make_config
+
+    cfg = make_config(tmp_path)
+    state = retrain.ControllerState(started_at=0.0)
+    assert retrain.running_job(cfg, state) is None  # nothing submitted yet
+    retrain.record(state, now=1.0, trigger="drift", reason="psi", job_id="raysubmit_1")
+    statuses = iter(["RUNNING", "SUCCEEDED"])
+
+    class Jobs:
+        def get_job_status(self, job_id):
+            assert job_id == "raysubmit_1"
+            return next(statuses)
+
+    monkeypatch.setattr(retrain, "jobs_client", lambda cfg: Jobs())
+    assert retrain.running_job(cfg, state) == "raysubmit_1"
+    assert retrain.running_job(cfg, state) is None
+
+    def unreachable(cfg):
+        raise ConnectionError("dashboard restarting")
+
+    monkeypatch.setattr(retrain, "jobs_client", unreachable)
+    assert retrain.running_job(cfg, state) is None
