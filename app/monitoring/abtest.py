@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
+from app.monitoring.estimate import estimates
+
 KEEP_RUNNING, PROMOTE, STOP = "keep running", "promote", "stop"
 
 
@@ -32,6 +34,42 @@ class VariantStats:
     scores: list[float] = field(default_factory=list)  # of predictions with feedback (recent)
     labels: list[int] = field(default_factory=list)
     model_versions: list[int] = field(default_factory=list)
+    all_scores: list[float] = field(
+        default_factory=list
+    )  # of every prediction (recent): label-free estimates
+    # A shadow variant only: sums over its predictions paired with the live answer to the same request.
+    agreement: dict = field(default_factory=dict)
+
+
+# Shadow predictions are counted apart from the variant's live ones, under "<variant>:shadow"
+# (a variant name has no ":"), so they never count as its live requests.
+SHADOW_KEY = ":shadow"
+PAIR_SUMS = ("n", "same_label", "abs_diff", "sx", "sy", "sxx", "syy", "sxy")
+
+
+def add_pair(agreement: dict, *, live_score: float, live_label: int, score: float, label: int) -> None:
+    """Count a shadow prediction against the live answer to the same request."""
+    values = (1, int(live_label == label), abs(score - live_score), live_score, score)
+    values += (live_score * live_score, score * score, live_score * score)
+    for key, value in zip(PAIR_SUMS, values, strict=True):
+        agreement[key] = agreement.get(key, 0) + value
+
+
+def agreement_summary(agreement: dict) -> dict:
+    """Score correlation, share of equal labels and mean |score difference| with the live answer."""
+    n = agreement.get("n", 0)
+    if not n:
+        return {"paired": 0, "score_correlation": None, "label_agreement": None, "mean_abs_score_diff": None}
+    a = {k: agreement[k] / n for k in PAIR_SUMS[1:]}
+    var_x, var_y = a["sxx"] - a["sx"] ** 2, a["syy"] - a["sy"] ** 2
+    cov = a["sxy"] - a["sx"] * a["sy"]
+    corr = cov / math.sqrt(var_x * var_y) if var_x > 1e-12 and var_y > 1e-12 else None
+    return {
+        "paired": int(n),
+        "score_correlation": corr,
+        "label_agreement": a["same_label"],
+        "mean_abs_score_diff": a["abs_diff"],
+    }
 
 
 def successes(s: VariantStats, metric: str) -> int:
@@ -134,6 +172,7 @@ def variant_summary(s: VariantStats, metric: str) -> dict:
         "auc": auc(s.scores, s.labels),
         "latency_ms": percentiles(s.latency_ms),
         "model_versions": sorted(set(s.model_versions)),
+        "estimated": estimates(s.all_scores),  # from the scores alone (CBPE, estimate.py)
         "metric": metric,
         "rate": rate(successes(s, metric), s.outcomes),
     }
@@ -178,6 +217,16 @@ def format_lift(comparison: dict | None) -> str:
     return f"{comparison['relative_improvement']:+.1%} [{low:+.1%}, {high:+.1%}]"
 
 
+def shadow_summary(s: VariantStats, control: VariantStats | None, metric: str) -> dict:
+    """A shadow variant: its own summary, its agreement with the live answers and its latency
+    next to the control's."""
+    out = {**variant_summary(s, metric), **agreement_summary(s.agreement)}
+    if control is not None and s.latency_ms and control.latency_ms:
+        mine, theirs = percentiles(s.latency_ms), percentiles(control.latency_ms)
+        out["latency_diff_ms"] = {k: mine[k] - theirs[k] for k in mine}
+    return out
+
+
 def experiment_report(
     by_variant: dict[str, VariantStats],
     *,
@@ -187,7 +236,10 @@ def experiment_report(
     mde: float,
     power: float,
 ) -> dict:
-    """Per-variant summaries and each other variant's comparison with the control."""
+    """Per-variant summaries, each other live variant's comparison with the control, and the
+    shadow variants (agreement with the live answers, label-free estimates)."""
+    shadows = {n[: -len(SHADOW_KEY)]: s for n, s in by_variant.items() if n.endswith(SHADOW_KEY)}
+    by_variant = {n: s for n, s in by_variant.items() if not n.endswith(SHADOW_KEY)}
     variants = {name: variant_summary(s, metric) for name, s in sorted(by_variant.items())}
     comparisons = {}
     if control in by_variant:
@@ -202,4 +254,7 @@ def experiment_report(
         "alpha": alpha,
         "variants": variants,
         "comparisons": comparisons,
+        "shadow": {
+            name: shadow_summary(s, by_variant.get(control), metric) for name, s in sorted(shadows.items())
+        },
     }

@@ -20,11 +20,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from app.files import atomic_write_parquet
-from app.monitoring.abtest import VariantStats
+from app.monitoring.abtest import SHADOW_KEY, VariantStats, add_pair
 
 log = logging.getLogger(__name__)
 PREDICTIONS, FEEDBACK = "predictions", "feedback"
 SAMPLE = 20_000  # recent latencies / scored outcomes kept per variant for percentiles and AUC
+SAMPLED = ("latency_ms", "scores", "labels", "all_scores")  # the VariantStats fields that are samples
+SHADOW_SUFFIX = "-shadow"  # a shadow prediction's request id: the live request's, suffixed
 HOUR_FORMAT = "hour=%Y-%m-%dT%H"  # sorts as time does
 UNREADABLE = (OSError, ValueError, pa.ArrowException)  # a truncated or garbled file
 # What the counts read of a prediction record, in `ExperimentCounts.count_prediction`'s order.
@@ -142,9 +144,7 @@ class ExperimentCounts:
 
     def _variant(self, experiment: str, variant: str) -> VariantStats:
         if (experiment, variant) not in self.stats:
-            self.stats[experiment, variant] = VariantStats(
-                latency_ms=deque(maxlen=SAMPLE), scores=deque(maxlen=SAMPLE), labels=deque(maxlen=SAMPLE)
-            )
+            self.stats[experiment, variant] = VariantStats(**{k: deque(maxlen=SAMPLE) for k in SAMPLED})
         return self.stats[experiment, variant]
 
     def add_prediction(self, rec: dict) -> bool:
@@ -165,12 +165,19 @@ class ExperimentCounts:
         """`add_prediction` on a record's fields (PREDICTION_FIELDS): the rebuild's fast path."""
         if rid in self.predictions:
             return False
-        s = self._variant(experiment, variant)
+        shadow = rid.endswith(SHADOW_SUFFIX)
+        s = self._variant(experiment, variant + SHADOW_KEY if shadow else variant)
         if status != "ok":
             s.errors += 1
             return True
         s.requests += 1
         s.latency_ms.append(float(latency_ms))
+        s.all_scores.append(float(score))
+        live = self.predictions.get(rid[: -len(SHADOW_SUFFIX)]) if shadow else None
+        if live is not None:
+            add_pair(
+                s.agreement, live_score=live[3], live_label=live[2], score=float(score), label=int(pred_label)
+            )
         if model_version not in s.model_versions:
             s.model_versions.append(int(model_version))
         self._remember(rid, (experiment, variant, int(pred_label), float(score)))
@@ -244,9 +251,14 @@ class ExperimentCounts:
     def from_state(cls, state: dict, **capacities) -> ExperimentCounts:
         counts = cls(**capacities)
         for s in state["stats"]:
-            samples = {k: deque(s[k], maxlen=SAMPLE) for k in ("latency_ms", "scores", "labels")}
+            samples = {k: deque(s.get(k, ()), maxlen=SAMPLE) for k in SAMPLED}  # older snapshots lack some
             fields = {k: s[k] for k in ("requests", "errors", "outcomes", "positives", "correct")}
-            stats = VariantStats(**fields, **samples, model_versions=list(s["model_versions"]))
+            stats = VariantStats(
+                **fields,
+                **samples,
+                model_versions=list(s["model_versions"]),
+                agreement=dict(s.get("agreement", {})),
+            )
             counts.stats[s["experiment"], s["variant"]] = stats
         p = state["predictions"]
         columns = (

@@ -19,6 +19,7 @@ import pandas as pd
 
 from app.config import AppConfig, ExperimentConfig
 from app.features.transforms import add_features
+from app.monitoring.traffic import SHADOW_SUFFIX
 from app.serving.assignment import choose_variant, in_shadow_sample
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,7 @@ def traffic_record(
 ) -> dict:
     """A result as the traffic log keeps it (NaN features as nulls)."""
     rec = {
-        "request_id": result["request_id"] + ("-shadow" if shadow else ""),
+        "request_id": result["request_id"] + (SHADOW_SUFFIX if shadow else ""),
         "logged_at": pd.Timestamp.now(tz="UTC"),
         "experiment": experiment,
         "variant": result["variant"],

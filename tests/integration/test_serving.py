@@ -203,7 +203,9 @@ def test_live_split_change_and_shadow(service):
     assert {r["variant"] for r in rows} == {"champion"}  # the shadow's answer is never returned
     time.sleep(1.5)
     report = requests.get(url + "/experiment/report").json()
-    assert report["variants"]["challenger"]["requests"] >= 10  # ... but it scored the copies
+    shadow = report["shadow"]["challenger"]  # ... but it scored the copies, counted apart
+    assert shadow["requests"] >= 10 and shadow["paired"] >= 10 and 0 <= shadow["label_agreement"] <= 1
+    assert shadow["estimated"]["accuracy"] is not None  # before any outcome
     back = {"name": "exp-test", "split": {"champion": 0.5, "challenger": 0.5}}
     assert requests.put(url + "/experiment", json=back, headers=admin()).status_code == 200
     bad = requests.put(url + "/experiment", json={"split": {"champion": 0.7}}, headers=admin())

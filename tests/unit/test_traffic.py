@@ -5,7 +5,9 @@ from __future__ import annotations
 import concurrent.futures
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 from app.monitoring.shipper import TrafficShipper
 from app.monitoring.traffic import FEEDBACK, PREDICTIONS, ExperimentCounts, read_records, write_records
@@ -67,6 +69,38 @@ def test_counts_survive_their_state_round_trip():
         and dict(back.pending) == {"later": 0}
     )
     assert back.add_feedback("r4", 1) == "duplicate" and back.add_feedback("r3", 0) == "joined"
+
+
+def test_shadow_predictions_count_apart_paired_with_the_live_answer():
+    from app.monitoring.abtest import experiment_report
+
+    counts = ExperimentCounts()
+    pairs = [(0.9, 0.8), (0.2, 0.3), (0.7, 0.4), (0.1, 0.05)]  # (live, shadow) scores
+    for i, (live, shadow) in enumerate(pairs):
+        counts.add_prediction(
+            prediction_record(f"r{i}", variant="champion", pred_score=live, pred_label=int(live >= 0.5))
+        )
+        counts.add_prediction(
+            prediction_record(
+                f"r{i}-shadow", variant="challenger", pred_score=shadow, pred_label=int(shadow >= 0.5)
+            )
+        )
+    counts.add_feedback("r0", 1)
+    report = experiment_report(
+        counts.for_experiment("e"), control="champion", metric="accuracy", alpha=0.05, mde=0.05, power=0.8
+    )
+    assert set(report["variants"]) == {"champion"} and not report["comparisons"]  # shadows are not live
+    shadow = report["shadow"]["challenger"]
+    assert shadow["requests"] == 4 and shadow["outcomes"] == 0 and shadow["paired"] == 4
+    assert shadow["label_agreement"] == 0.75  # 0.7 -> 1 live, 0.4 -> 0 shadow
+    assert shadow["mean_abs_score_diff"] == pytest.approx(np.mean([0.1, 0.1, 0.3, 0.05]))
+    assert shadow["score_correlation"] == pytest.approx(np.corrcoef(*zip(*pairs, strict=True))[0, 1])
+    assert shadow["latency_diff_ms"]["p50"] == 0.0
+    assert report["variants"]["champion"]["estimated"]["accuracy"] == pytest.approx(
+        np.mean([0.9, 0.8, 0.7, 0.9])
+    )
+    back = ExperimentCounts.from_state(counts.state())
+    assert back.for_experiment("e") == counts.for_experiment("e")  # pairs and samples survive a restart
 
 
 def test_records_land_in_hour_partitions_and_read_back_deduplicated(tmp_path):
