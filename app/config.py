@@ -464,6 +464,9 @@ class RolloutConfig(_Section):
     min_requests: int = Field(default=100, ge=1)  # latency and errors are judged after this many
     margin: float | None = Field(default=None, ge=0, le=1)  # promote when no worse than this
     check_seconds: float = Field(default=10.0, gt=0)
+    # Score a new challenger in shadow first (a copy of the traffic, never answered) for
+    # `min_requests` paired predictions and `min_minutes`, then give it its first share.
+    shadow_first: bool = False
 
     @field_validator("steps")
     @classmethod

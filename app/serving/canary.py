@@ -21,7 +21,7 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from app.cluster import call_self_after_init, detached_actor
 from app.config import AppConfig
@@ -33,6 +33,7 @@ from app.registry.registry import CHALLENGER, REJECTED, Registry
 log = logging.getLogger(__name__)
 ROLLOUT = "rollout-controller"
 COUNTED = ("outcomes", "successes", "requests", "errors")
+SHADOW, LIVE = "shadow", "live"  # the phases of a rollout (shadow only with rollout.shadow_first)
 
 
 def policy(cfg: AppConfig) -> rollout.Policy:
@@ -74,6 +75,29 @@ def arm(now: dict, at_entry: dict | None) -> rollout.Arm:
     )
 
 
+def shadow_view(report: dict) -> dict:
+    """The challenger in shadow as the report shows it: agreement with the live answers and
+    the label-free estimates."""
+    s = (report.get("shadow") or {}).get(CHALLENGER) or {}
+    keys = (
+        "paired",
+        "score_correlation",
+        "label_agreement",
+        "mean_abs_score_diff",
+        "latency_diff_ms",
+        "estimated",
+    )
+    return {k: s.get(k) for k in keys}
+
+
+def in_shadow(experiment: dict) -> dict:
+    """The experiment with the challenger scored in shadow and no live share."""
+    split = {k: v for k, v in experiment["split"].items() if k != CHALLENGER}
+    control = experiment["control"]
+    split[control] = split.get(control, 0.0) + experiment["split"].get(CHALLENGER, 0.0)
+    return {**experiment, "split": split, "shadow": CHALLENGER}
+
+
 def split_with(experiment: dict, share: float) -> dict:
     """The experiment with the challenger at `share` of what the control and it serve
     together; other variants keep their shares."""
@@ -81,7 +105,8 @@ def split_with(experiment: dict, share: float) -> dict:
     others = sum(v for k, v in split.items() if k not in (control, CHALLENGER))
     split[CHALLENGER] = share * (1 - others)
     split[control] = (1 - share) * (1 - others)
-    return {**experiment, "split": split}
+    shadow = None if experiment.get("shadow") == CHALLENGER else experiment.get("shadow")
+    return {**experiment, "split": split, "shadow": shadow}
 
 
 class RolloutController:
@@ -94,7 +119,7 @@ class RolloutController:
         self.control = control or actors.control_actor(cfg)
         self.monitor = monitor or actors.monitor_actor(cfg)
         self.registry = Registry(cfg)
-        self.state, self.at_entry = self._load()
+        self.state, self.at_entry, self.phase = self._load()
         self.last: dict | None = None  # the last decision, for GET /experiment/rollout
         self.lock = asyncio.Lock()
         self.loop: asyncio.Task | None = None
@@ -103,18 +128,20 @@ class RolloutController:
 
     # ------------------------------------------------------------ persistence
 
-    def _load(self) -> tuple[rollout.State, dict]:
+    def _load(self) -> tuple[rollout.State, dict, str]:
         if not self.path.exists():
-            return rollout.State(), {}
+            return rollout.State(), {}, LIVE
         try:
             saved = json.loads(self.path.read_text())
-            return rollout.State.from_dict(saved["state"]), dict(saved["at_entry"])
+            state, at_entry = rollout.State.from_dict(saved["state"]), dict(saved["at_entry"])
+            return state, at_entry, saved.get("phase", LIVE)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("rollout state %s is unreadable (%s): no rollout running", self.path, exc)
-            return rollout.State(), {}
+            return rollout.State(), {}, LIVE
 
     def _save(self) -> None:
-        atomic_write_text(self.path, json.dumps({"state": self.state.to_dict(), "at_entry": self.at_entry}))
+        saved = {"state": self.state.to_dict(), "at_entry": self.at_entry, "phase": self.phase}
+        atomic_write_text(self.path, json.dumps(saved))
 
     # ------------------------------------------------------------ the loop
 
@@ -144,6 +171,9 @@ class RolloutController:
             if self.policy.mode == "auto" and version is not None and version != self.state.challenger:
                 await self._enter(version, experiment, report, now)
                 experiment = (await self.control.state.remote())["experiment"]
+            if self.phase == SHADOW and self.state.status == rollout.RUNNING:
+                await self._shadow_step(experiment, report, now)
+                return self.status()
             control = arm(counts(report, experiment["control"]), self.at_entry.get("control"))
             challenger = arm(counts(report, CHALLENGER), self.at_entry.get("challenger"))
             decision = rollout.decide(self.policy, self.state, control, challenger, now)
@@ -156,24 +186,55 @@ class RolloutController:
 
     async def _enter(self, version: int, experiment: dict, report: dict, now: float) -> None:
         self.state = rollout.start(version, now)
+        if self.cfg.rollout.shadow_first:
+            self.phase = SHADOW
+            self.at_entry = {"shadow_paired": shadow_view(report)["paired"] or 0}
+            await self.control.set_experiment.remote(in_shadow(experiment))
+            reason = "new challenger enters in shadow: scored on a copy of the traffic, never answered"
+            await self._record("step", reason)
+            self._save()
+            log.info("rollout of version %d started in shadow", version)
+        else:
+            await self._go_live(experiment, report, now, "new challenger enters", {})
+
+    async def _go_live(self, experiment: dict, report: dict, now: float, why: str, evidence: dict) -> None:
+        """The challenger's first live share; the arms count from here."""
+        self.phase = LIVE
+        self.state = replace(self.state, step=0, step_started_s=now, outcomes_at_step=0)
         self.at_entry = {
             "control": counts(report, experiment["control"]),
             "challenger": counts(report, CHALLENGER),
         }
         share = self.policy.steps[0]
         await self.control.set_experiment.remote(split_with(experiment, share))
-        await asyncio.to_thread(
-            self.registry.record,
-            ledger.entry(
-                "step",
-                by=ledger.CONTROLLER,
-                version=version,
-                alias=CHALLENGER,
-                reason=f"new challenger enters at {share:.0%} of the traffic",
-            ),
-        )
+        await self._record("step", f"{why} at {share:.0%} of the traffic", evidence)
         self._save()
-        log.info("rollout of version %d started at %.0f%%", version, share * 100)
+        log.info("rollout of version %d: live at %.0f%%", self.state.challenger, share * 100)
+
+    async def _shadow_step(self, experiment: dict, report: dict, now: float) -> None:
+        """In shadow: go live after `min_requests` paired predictions and `min_minutes`."""
+        view = shadow_view(report)
+        paired = (view["paired"] or 0) - self.at_entry.get("shadow_paired", 0)
+        minutes = (now - self.state.step_started_s) / 60
+        need, wait = self.policy.min_requests, self.policy.min_minutes
+        reason = (
+            f"in shadow: {paired}/{need} predictions paired with the live answers, {minutes:.1f}/{wait:g} min"
+        )
+        self.last = {"at": now, "action": rollout.HOLD, "share": 0.0, "reason": reason, "evidence": view}
+        if paired >= need and minutes >= wait:
+            why = f"shadow done ({paired} paired, label agreement {view['label_agreement']:.1%}); enters"
+            await self._go_live(experiment, report, now, why, view)
+
+    async def _record(self, event: str, reason: str, evidence: dict | None = None) -> None:
+        entry = ledger.entry(
+            event,
+            by=ledger.CONTROLLER,
+            version=self.state.challenger,
+            alias=CHALLENGER,
+            reason=reason,
+            evidence=evidence or {},
+        )
+        await asyncio.to_thread(self.registry.record, entry)
 
     async def _act(self, decision: rollout.Decision, experiment: dict) -> None:
         version = self.state.challenger
@@ -196,17 +257,7 @@ class RolloutController:
                 evidence=evidence,
             )
         else:
-            await asyncio.to_thread(
-                self.registry.record,
-                ledger.entry(
-                    "step",
-                    by=ledger.CONTROLLER,
-                    version=version,
-                    alias=CHALLENGER,
-                    reason=decision.reason,
-                    evidence=evidence,
-                ),
-            )
+            await self._record("step", decision.reason, evidence)
         share = decision.share if decision.action == rollout.STEP_UP else 0.0
         await self.control.set_experiment.remote(split_with(experiment, share))
         log.info("rollout of version %d: %s (%s)", version, decision.action, decision.reason)
@@ -218,11 +269,12 @@ class RolloutController:
         s = self.state
         return {
             "mode": self.policy.mode,
+            "phase": self.phase if s.challenger is not None else None,
             "challenger": s.challenger,
             "status": s.status if s.challenger is not None else "idle",
             "step": None if s.challenger is None else s.step + 1,
             "steps": [round(x * 100, 6) for x in self.policy.steps],
-            "share": s.share(self.policy),
+            "share": 0.0 if self.phase == SHADOW else s.share(self.policy),
             "last_decision": self.last,
             "history": [
                 {"at": at, "action": action, "share": share, "reason": reason}

@@ -27,6 +27,7 @@ class Monitor:
 
     def __init__(self):
         self.variants: dict[str, dict] = {}
+        self.shadow: dict[str, dict] = {}
 
     def count(self, variant: str, *, outcomes: int, rate: float, requests: int, errors: int = 0, p99=20.0):
         v = self.variants.setdefault(variant, {"outcomes": 0, "rate": 0.0, "requests": 0, "errors": 0})
@@ -38,7 +39,7 @@ class Monitor:
         v["latency_ms"] = {"p50": p99 / 2, "p99": p99}
 
     def report(self, experiment):
-        return {"variants": {k: dict(v) for k, v in self.variants.items()}}
+        return {"variants": {k: dict(v) for k, v in self.variants.items()}, "shadow": dict(self.shadow)}
 
 
 @pytest.fixture
@@ -172,6 +173,33 @@ def test_an_operator_promoting_by_hand_ends_the_rollout(served):
     status = tick(ctl, T0 + 120)
     assert status["status"] == rollout.STOPPED and status["share"] == 0.0
     assert [e.by for e in registry.promotion_ledger() if e.event == "promote"][-1] == "cli"
+
+
+def test_with_shadow_first_a_challenger_is_scored_in_shadow_before_any_live_share(served):
+    cfg, registry, control, monitor, _ = served
+    shadowing = cfg.model_copy(update={"rollout": cfg.rollout.model_copy(update={"shadow_first": True})})
+    ctl = RolloutController(shadowing, control=ActorDouble(control), monitor=ActorDouble(monitor))
+    v2 = registry.register(
+        quick_bundle(cfg, generate(1500, seed=2, defects=CLEAN), seed=2), params={}, alias=CHALLENGER
+    )
+    status = tick(ctl, T0)
+    experiment = control.value["experiment"]
+    assert status["phase"] == "shadow" and status["share"] == 0.0
+    assert experiment["shadow"] == CHALLENGER and CHALLENGER not in experiment["split"]
+    assert experiment["split"]["champion"] == 1.0
+    monitor.shadow[CHALLENGER] = {"paired": 40, "label_agreement": 0.9, "estimated": {"accuracy": 0.7}}
+    status = tick(ctl, T0 + 120)
+    assert status["phase"] == "shadow" and "40/100 predictions paired" in status["last_decision"]["reason"]
+    monitor.shadow[CHALLENGER] = {"paired": 150, "label_agreement": 0.9, "estimated": {"accuracy": 0.7}}
+    status = tick(ctl, T0 + 180)
+    experiment = control.value["experiment"]
+    assert status["phase"] == "live" and status["step"] == 1 and experiment["shadow"] is None
+    assert challenger_share(control) == pytest.approx(0.1)
+    went_live = registry.promotion_ledger()[-1]
+    assert went_live.version == v2 and "shadow done" in went_live.reason
+    assert went_live.evidence["label_agreement"] == 0.9  # the shadow's evidence, in the ledger
+    serve_minute(monitor, champion_rate=0.7, challenger_rate=0.7, n=150)
+    assert tick(ctl, T0 + 300)["last_decision"]["action"] == rollout.STEP_UP  # then the usual steps
 
 
 def test_the_split_keeps_other_variants_shares():
