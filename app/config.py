@@ -25,6 +25,14 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TIME_FEATURES = ("hour", "day_of_week", "day_of_month", "month", "is_weekend")
 # The feature table's own time column; app.features.transforms.FEATURE_TIMESTAMP (a test pins them equal).
 FEATURE_TIMESTAMP = "feature_timestamp"
+# Columns the system adds to the data's own on the way: a dataset column must not share a name.
+QUARANTINE_REASON, RAW_ROW, DATE_PART, JOIN_BUCKET = "_reason", "_raw", "_part", "_bucket"
+INTERNAL_COLUMNS = {
+    QUARANTINE_REASON: "ETL's quarantine reason",
+    RAW_ROW: "ETL's copy of a quarantined row",
+    DATE_PART: "ETL's date partition",
+    JOIN_BUCKET: "the point-in-time join's hash bucket",
+}
 # Columns the feature table adds itself; a dataset column with one of these names would clash.
 RESERVED_NAMES = frozenset({"event_timestamp", FEATURE_TIMESTAMP, "created", "date"})
 
@@ -522,6 +530,12 @@ def _name_clashes(ds: DatasetConfig, ft: FeaturesConfig) -> list[str]:
         f"{key}: derived feature {name!r} clashes with dataset column {name!r} ({owner[name]}); "
         f"rename the column with dataset.rename or {drop}"
         for name, key, drop in ft.derived()
+        if name in owner
+    ]
+    lines += [
+        f"{owner[name]}: dataset column {name!r} is a name mlsys uses for {use}; rename the column "
+        "with dataset.rename"
+        for name, use in INTERNAL_COLUMNS.items()
         if name in owner
     ]
     if FEATURE_TIMESTAMP in owner:

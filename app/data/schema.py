@@ -15,9 +15,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from app.config import DatasetConfig
+from app.config import DATE_PART, QUARANTINE_REASON, RAW_ROW, DatasetConfig
 
-REASON, RAW, PART = "_reason", "_raw", "_part"
+REASON, RAW, PART = QUARANTINE_REASON, RAW_ROW, DATE_PART
 QUARANTINE = "quarantine"
 # Spellings of "no value" found in csv/json exports; they mean null, not a bad value.
 NULL_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "<na>"})

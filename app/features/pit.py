@@ -18,9 +18,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
+from app.config import JOIN_BUCKET
 from app.features.transforms import FEATURE_TIMESTAMP, epoch_us, utc_us
 
-BUCKET = "_bucket"
+BUCKET = JOIN_BUCKET
 
 
 def apply_ttl(joined: pd.DataFrame, ts_col: str, features: list[str], ttl: pd.Timedelta) -> pd.DataFrame:

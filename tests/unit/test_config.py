@@ -124,6 +124,13 @@ def test_a_time_feature_clashing_with_a_data_column_is_one_line_naming_both():
     )
 
 
+@pytest.mark.parametrize("name", ["_reason", "_raw", "_part", "_bucket"])
+def test_a_dataset_column_named_like_an_internal_one_is_refused(name):
+    msg = _error(lambda d: _with_columns(d, categorical=[name]))
+    assert msg.startswith(f"dataset.categorical: dataset column {name!r} is a name mlsys uses for ")
+    assert "dataset.rename" in msg
+
+
 @pytest.mark.parametrize(
     ("mutate", "start", "column"),
     [
