@@ -23,6 +23,9 @@ WORKER_ENV = {
     "MALLOC_ARENA_MAX": "2",
     "MALLOC_TRIM_THRESHOLD_": "1000000",
     "ARROW_DEFAULT_MEMORY_POOL": "system",
+    # Libraries' deprecation notices in every worker's output would bury our progress lines
+    # (Ray Data's, Tune's, Feast's): they are for those libraries' callers' developers.
+    "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",
 }
 
 SERVE_PROXY_ENV = {

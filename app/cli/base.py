@@ -60,7 +60,19 @@ def _root(
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    if not verbose:
+        quiet_library_warnings()
     ctx.obj = {"config_path": config}
+
+
+def quiet_library_warnings() -> None:
+    """Libraries' deprecation and future warnings are for their callers' developers, not for
+    a user's terminal: hidden here, and in Ray's workers (`cluster.WORKER_ENV`). Warnings
+    raised from mlsys's own modules stay visible; `--verbose` shows everything."""
+    import warnings
+
+    for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"^(?!app\b)")
 
 
 def cfg_of(ctx: typer.Context) -> AppConfig:

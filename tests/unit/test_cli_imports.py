@@ -24,3 +24,18 @@ def test_help_and_a_config_error_pull_in_no_heavy_library():
     assert _loaded_after(help_run) == set()
     bad_config = help_run.replace("'--help'", "'--config', '/no/such.yaml', 'models', 'list'")
     assert _loaded_after(bad_config) == set()
+
+
+def test_library_deprecations_are_hidden_from_the_terminal_and_ours_are_not():
+    import warnings
+
+    from app.cli.base import quiet_library_warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        quiet_library_warnings()
+        warnings.warn_explicit("old api", DeprecationWarning, "ds.py", 1, module="ray.data.dataset")
+        warnings.warn_explicit("changing default", FutureWarning, "frame.py", 1, module="pandas.core.frame")
+        warnings.warn_explicit("ours", FutureWarning, "scoring.py", 1, module="app.serving.scoring")
+        warnings.warn_explicit("not a deprecation", UserWarning, "feast.py", 1, module="feast.repo")
+    assert [str(w.message) for w in seen] == ["ours", "not a deprecation"]
