@@ -272,6 +272,10 @@ class StorageConfig(_Section):
         return self.monitoring / "retrain-config.yaml"
 
     @property
+    def monitor_overrides(self) -> Path:  # `mlsys monitor reload`'s sections, kept across restarts
+        return self.monitoring / "monitor-config.json"
+
+    @property
     def online_state(self) -> Path:
         return self.monitoring / "online.json"
 

@@ -14,16 +14,19 @@ restart's memory and time do not grow with the log's age.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import deque
 from datetime import datetime, timezone
 
+import numpy as np
 import pandas as pd
 import ray
 
 from app.cluster import call_self_after_init, detached_actor
 from app.config import AppConfig, MonitorConfig, RetrainConfig
+from app.files import atomic_write_text
 from app.monitoring import retrain, snapshot
 from app.monitoring.abtest import experiment_report
 from app.monitoring.drift import DriftWindow
@@ -44,6 +47,7 @@ class DriftMonitor:
         self.root = cfg.storage.traffic
         self.watch_only = frozenset() if cfg.monitor.alert_on_calendar else frozenset(cfg.features.time)
         self.store = TrafficStore(self.root, cfg.monitor)
+        self._load_overrides()
         self.keep = self.store.keep
         self.flusher: asyncio.Task | None = None
         self.reference_version: int | None = None
@@ -147,7 +151,11 @@ class DriftMonitor:
             self._accept_feedback(r["request_id"], r["label"], at=r["logged_at"], logged=True)
         if any(found.values()):
             log.info("recovered %s unflushed records", {k: len(v) for k, v in found.items()})
-            self.flush()
+            try:
+                self.flush()
+            except OSError as exc:  # a full disk: they stay in the write-ahead log, counted
+                log.error("could not persist the recovered records yet: %s", exc)
+                return
             for kind in found:  # all persisted now, or already in the log before
                 self.store.wal.clear(kind)
 
@@ -158,8 +166,16 @@ class DriftMonitor:
 
     async def reload(self, monitor: dict, retrain_section: dict) -> dict:
         """New thresholds, schedule and cooldown from a changed config (`mlsys monitor reload`):
-        the actor keeps the config it was created with otherwise. Window and buffer sizes
-        apply from the next window on. Returns the keys that changed."""
+        the actor keeps the config it was created with otherwise. Saved, so a restarted
+        monitor keeps them. Window and buffer sizes apply from the next window on. Returns the
+        keys that changed."""
+        changed = self._apply_sections(monitor, retrain_section)
+        sections = {"monitor": self.cfg.monitor.model_dump(), "retrain": self.cfg.retrain.model_dump()}
+        atomic_write_text(self.cfg.storage.monitor_overrides, json.dumps(sections))
+        log.info("monitor config reloaded: %s", changed or "no change")
+        return changed
+
+    def _apply_sections(self, monitor: dict, retrain_section: dict) -> dict:
         new = self.cfg.model_copy(
             update={
                 "monitor": MonitorConfig.model_validate(monitor),
@@ -175,8 +191,18 @@ class DriftMonitor:
         self.cfg = new
         self.store.cfg = new.monitor
         self.watch_only = frozenset() if new.monitor.alert_on_calendar else frozenset(new.features.time)
-        log.info("monitor config reloaded: %s", changed or "no change")
         return changed
+
+    def _load_overrides(self) -> None:
+        """The sections a `reload` saved, over the config the actor was created with."""
+        path = self.cfg.storage.monitor_overrides
+        if not path.exists():
+            return
+        try:
+            saved = json.loads(path.read_text())
+            self._apply_sections(saved["monitor"], saved["retrain"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # pydantic's errors are ValueErrors
+            log.warning("reloaded monitor config %s is unreadable (%s): using the deployed one", path, exc)
 
     async def start(self) -> None:
         """Start the housekeeping loop (flushes, drift checks, schedule, snapshots)."""
@@ -225,12 +251,14 @@ class DriftMonitor:
         return self._accept_feedback(request_id, label, at=datetime.now(timezone.utc))
 
     def _accept_predictions(self, records: list[dict], *, logged: bool = False) -> list[dict]:
+        if not logged:  # in the write-ahead log before anything counts them (a full disk refuses the batch)
+            self.store.wal.append(PREDICTIONS, records)
         new = [r for r in records if self.counts.add_prediction(r)]
         ok = [r for r in new if r.get("status") == "ok"]
         self._window_add(ok)
         for r in ok:
             self.recent.setdefault(r["variant"], deque(maxlen=self.keep)).append(r)
-        self.store.add(PREDICTIONS, new, logged=logged)
+        self.store.add(PREDICTIONS, new, logged=True)
         return new
 
     def _accept_feedback(self, request_id: str, label: int, *, at, logged: bool = False) -> str:
@@ -341,6 +369,13 @@ class DriftMonitor:
             generated_at=time.time(),
         )
         return out
+
+    async def recent_p99(self, experiment: str, variant: str, last: int) -> float | None:
+        """The p99 latency of a variant's last `last` requests: the rollout judges a challenger
+        on its own requests, not on those of the challengers before it."""
+        s = self.counts.stats.get((experiment, variant))
+        sample = list(s.latency_ms)[-last:] if s is not None and last > 0 else []
+        return float(np.percentile(sample, 99)) if sample else None
 
     def _log_state(self) -> dict:
         """The traffic log's housekeeping, for `mlsys monitor status` and the report."""

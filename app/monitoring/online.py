@@ -147,6 +147,11 @@ def online_step(
     parent_version = registry.alias_version(CHAMPION)
     if parent_version is None:
         return OnlineStep(rows=len(rows), published=None, reason="no champion to update")
+    rolling_out = registry.alias_version(CHALLENGER)
+    if rolling_out is not None:  # a new challenger would restart its rollout: the rows wait
+        return OnlineStep(
+            rows=len(rows), published=None, reason=f"challenger v{rolling_out} is still being rolled out"
+        )
     parent = registry.load(parent_version)
     cut = int(len(rows) * (1 - HOLDOUT_SHARE))
     train, holdout = rows.iloc[:cut], rows.iloc[cut:]

@@ -11,6 +11,7 @@ treated as absent, with one warning).
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from app.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 MAX_DECISIONS = 50
+STATUS_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -121,11 +123,14 @@ def running_job(cfg: AppConfig, state: ControllerState) -> str | None:
     job_id = state.submitted[-1].get("job_id")
     if not job_id:
         return None
-    try:
-        status = jobs_client(cfg).get_job_status(job_id)
-    except Exception as exc:  # the dashboard restarting, a job from an earlier cluster
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:  # at most a few seconds: the monitor's loop waits for the answer
+        status = pool.submit(lambda: jobs_client(cfg).get_job_status(job_id)).result(timeout=STATUS_TIMEOUT_S)
+    except Exception as exc:  # the dashboard restarting or slow, a job from an earlier cluster
         log.info("retrain job %s: status unknown (%s)", job_id, str(exc).splitlines()[0] if str(exc) else exc)
         return None
+    finally:
+        pool.shutdown(wait=False)  # a hung call is left behind, not waited for
     return job_id if str(getattr(status, "value", status)) in ("PENDING", "RUNNING") else None
 
 

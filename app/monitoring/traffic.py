@@ -25,6 +25,7 @@ from app.monitoring.abtest import SHADOW_KEY, VariantStats, add_pair
 log = logging.getLogger(__name__)
 PREDICTIONS, FEEDBACK = "predictions", "feedback"
 SAMPLE = 20_000  # recent latencies / scored outcomes kept per variant for percentiles and AUC
+UNPAIRED_SHADOWS = 10_000
 SAMPLED = ("latency_ms", "scores", "labels", "all_scores")  # the VariantStats fields that are samples
 SHADOW_SUFFIX = "-shadow"  # a shadow prediction's request id: the live request's, suffixed
 HOUR_FORMAT = "hour=%Y-%m-%dT%H"  # sorts as time does
@@ -141,6 +142,9 @@ class ExperimentCounts:
         self.labelled: set[str] = set()
         self.pending: OrderedDict[str, int] = OrderedDict()
         self.pending_dropped = 0
+        # Shadow predictions that arrived before their live answer, by the live request id:
+        # a single /predict logs its shadow's record first (bounded; not snapshotted).
+        self.unpaired_shadows: OrderedDict[str, tuple[str, str, int, float]] = OrderedDict()
 
     def _variant(self, experiment: str, variant: str) -> VariantStats:
         if (experiment, variant) not in self.stats:
@@ -173,17 +177,38 @@ class ExperimentCounts:
         s.requests += 1
         s.latency_ms.append(float(latency_ms))
         s.all_scores.append(float(score))
-        live = self.predictions.get(rid[: -len(SHADOW_SUFFIX)]) if shadow else None
-        if live is not None:
-            add_pair(
-                s.agreement, live_score=live[3], live_label=live[2], score=float(score), label=int(pred_label)
+        if shadow:
+            self._pair_shadow(
+                rid[: -len(SHADOW_SUFFIX)], (experiment, variant, int(pred_label), float(score))
             )
+        elif rid in self.unpaired_shadows:
+            self._pair_shadow(rid, self.unpaired_shadows.pop(rid), live=(int(pred_label), float(score)))
         if model_version not in s.model_versions:
             s.model_versions.append(int(model_version))
         self._remember(rid, (experiment, variant, int(pred_label), float(score)))
         if rid in self.pending:
             self.add_feedback(rid, self.pending.pop(rid))
         return True
+
+    def _pair_shadow(self, live_rid: str, shadow: tuple[str, str, int, float], live=None) -> None:
+        """Count a shadow prediction against the live answer to the same request, whichever
+        arrived first; one whose live answer has not arrived waits (the oldest dropped)."""
+        if live is None:
+            known = self.predictions.get(live_rid)
+            if known is None:
+                self.unpaired_shadows[live_rid] = shadow
+                while len(self.unpaired_shadows) > UNPAIRED_SHADOWS:
+                    self.unpaired_shadows.popitem(last=False)
+                return
+            live = (known[2], known[3])
+        experiment, variant, label, score = shadow
+        add_pair(
+            self._variant(experiment, variant + SHADOW_KEY).agreement,
+            live_score=live[1],
+            live_label=live[0],
+            score=score,
+            label=label,
+        )
 
     def _remember(self, rid: str, prediction: tuple[str, str, int, float]) -> None:
         self.predictions[rid] = prediction

@@ -34,8 +34,14 @@ def in_shadow_sample(experiment: str, request_id: str, fraction: float) -> bool:
     return fraction > 0 and unit_hash(experiment, "shadow", request_id) < fraction
 
 
-def effective_split(split: dict[str, float], available: set[str]) -> dict[str, float]:
-    """The split over variants that have a model: a missing variant's share goes to the others."""
+def effective_split(
+    split: dict[str, float], available: set[str], control: str | None = None
+) -> dict[str, float]:
+    """The split over variants that have a model: a missing variant's share goes to the others.
+    When none of the variants with a share has a model (e.g. a challenger at 100 % promoted by
+    hand, its alias gone), everything goes to `control` if it has one: serving, not 503s."""
     kept = {v: s for v, s in split.items() if v in available and s > 0}
     total = sum(kept.values())
-    return {v: s / total for v, s in kept.items()} if total > 0 else {}
+    if total > 0:
+        return {v: s / total for v, s in kept.items()}
+    return {control: 1.0} if control in available else {}

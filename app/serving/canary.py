@@ -165,17 +165,21 @@ class RolloutController:
             experiment = (await self.control.state.remote())["experiment"]
             version = await asyncio.to_thread(self.registry.alias_version, CHALLENGER)
             report = await self.monitor.report.remote(experiment)
-            if self.state.status == rollout.RUNNING and version != self.state.challenger:
+            running = self.state.challenger is not None and self.state.status == rollout.RUNNING
+            if running and version != self.state.challenger:
                 self.state = rollout.stop(self.state, now, f"the challenger alias moved to {version}")
                 self._save()
+                if self.policy.mode == "auto":  # the share it had goes back to the control
+                    await self.control.set_experiment.remote(split_with(experiment, 0.0))
+                    experiment = (await self.control.state.remote())["experiment"]
             if self.policy.mode == "auto" and version is not None and version != self.state.challenger:
                 await self._enter(version, experiment, report, now)
                 experiment = (await self.control.state.remote())["experiment"]
             if self.phase == SHADOW and self.state.status == rollout.RUNNING:
                 await self._shadow_step(experiment, report, now)
                 return self.status()
-            control = arm(counts(report, experiment["control"]), self.at_entry.get("control"))
-            challenger = arm(counts(report, CHALLENGER), self.at_entry.get("challenger"))
+            control = await self._arm(experiment, experiment["control"], report, "control")
+            challenger = await self._arm(experiment, CHALLENGER, report, "challenger")
             decision = rollout.decide(self.policy, self.state, control, challenger, now)
             self.last = {"at": now, **asdict(decision)}
             if decision.action in (rollout.STEP_UP, rollout.PROMOTE, rollout.ROLL_BACK):
@@ -183,6 +187,12 @@ class RolloutController:
                 self.state = rollout.advance(self.state, decision, challenger.outcomes, now)
                 self._save()
             return self.status()
+
+    async def _arm(self, experiment: dict, variant: str, report: dict, role: str) -> rollout.Arm:
+        """A variant's counts since the challenger entered, and the p99 of those requests only."""
+        since = arm(counts(report, variant), self.at_entry.get(role))
+        p99 = await self.monitor.recent_p99.remote(experiment["name"], variant, since.requests)
+        return replace(since, p99_ms=p99)
 
     async def _enter(self, version: int, experiment: dict, report: dict, now: float) -> None:
         self.state = rollout.start(version, now)
@@ -248,6 +258,8 @@ class RolloutController:
                 evidence=evidence,
             )
         elif decision.action == rollout.ROLL_BACK:
+            # Its traffic first, then its alias: no request is routed to a variant losing its model.
+            await self.control.set_experiment.remote(split_with(experiment, 0.0))
             await asyncio.to_thread(
                 self.registry.set_alias,
                 REJECTED,

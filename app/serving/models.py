@@ -83,7 +83,7 @@ class ModelSet:
         """Load what the control actor's state names; the routing requests then follow."""
         exp = ExperimentConfig.model_validate(state["experiment"])
         self.refresh(exp.aliases, state["generation"])
-        split = effective_split(exp.split, set(self.versions))
+        split = effective_split(exp.split, set(self.versions), exp.control)
         return Routing(exp, split, self.versions, self.predictors)
 
 

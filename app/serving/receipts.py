@@ -67,7 +67,11 @@ def verify(
     if not receipt:
         raise ReceiptError(403, "feedback_token is missing: echo the one /predict returned with the request")
     issued_text, _, mac = receipt.partition(".")
-    if not issued_text.isdigit() or not hmac.compare_digest(mac, _mac(key, request_id, int(issued_text))):
+    try:
+        genuine = hmac.compare_digest(mac.encode(), _mac(key, request_id, int(issued_text)).encode())
+    except (ValueError, UnicodeEncodeError):  # not a receipt at all
+        genuine = False
+    if not genuine:
         raise ReceiptError(403, "feedback_token does not belong to this request_id")
     age = (time.time() if now is None else now) - int(issued_text)
     if age > max_age_s:

@@ -44,7 +44,9 @@ class PredictionBatch(_Strict):
 class Feedback(_Strict):
     request_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
     label: Literal[0, 1]
-    feedback_token: Annotated[str, Field(max_length=64)] | None = None
+    feedback_token: Annotated[str, Field(max_length=64, pattern=r"^[0-9]{1,12}\.[0-9a-f]{1,64}$")] | None = (
+        None
+    )
 
 
 class FeedbackAck(_Strict):

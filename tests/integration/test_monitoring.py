@@ -177,6 +177,15 @@ def test_a_quiet_monitor_still_checks_and_takes_a_reloaded_config(cfg, tmp_path)
     )
     assert changed == {"monitor.psi_alert": 0.35, "retrain.schedule": "every 30m"}
     assert ray.get(monitor.drift.remote())["psi_alert"] == 0.35
+    ray.kill(monitor, no_restart=False)  # a restart keeps the reloaded sections
+    deadline = time.time() + 60
+    while True:
+        try:
+            assert ray.get(monitor.drift.remote())["psi_alert"] == 0.35
+            break
+        except ray.exceptions.RayActorError:
+            assert time.time() < deadline
+            time.sleep(0.5)
     ray.kill(monitor, no_restart=True)
 
 

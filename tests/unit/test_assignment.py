@@ -54,6 +54,9 @@ def test_experiments_assign_independently():
 def test_effective_split_gives_a_missing_variants_share_to_the_rest():
     assert effective_split(SPLIT, {"champion"}) == {"champion": 1.0}
     assert effective_split(SPLIT, set()) == {}
+    everything_on_a_gone_challenger = {"champion": 0.0, "challenger": 1.0}
+    assert effective_split(everything_on_a_gone_challenger, {"champion"}, "champion") == {"champion": 1.0}
+    assert effective_split(everything_on_a_gone_challenger, {"champion"}) == {}
     assert effective_split({"a": 0.5, "b": 0.25, "c": 0.25}, {"a", "b"}) == pytest.approx(
         {"a": 2 / 3, "b": 1 / 3}
     )

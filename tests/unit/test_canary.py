@@ -38,6 +38,10 @@ class Monitor:
         v["errors"] += errors
         v["latency_ms"] = {"p50": p99 / 2, "p99": p99}
 
+    def recent_p99(self, experiment, variant, last):
+        v = self.variants.get(variant)
+        return v["latency_ms"]["p99"] if v and last > 0 else None
+
     def report(self, experiment):
         return {"variants": {k: dict(v) for k, v in self.variants.items()}, "shadow": dict(self.shadow)}
 
@@ -169,9 +173,12 @@ def test_an_operator_promoting_by_hand_ends_the_rollout(served):
         quick_bundle(cfg, generate(1500, seed=2, defects=CLEAN), seed=2), params={}, alias=CHALLENGER
     )
     tick(ctl, T0)
+    serve_minute(monitor, champion_rate=0.7, challenger_rate=0.7, n=150)
+    tick(ctl, T0 + 120)  # step up: the challenger at 50 %
     registry.promote(v2)  # `mlsys models promote 2`
-    status = tick(ctl, T0 + 120)
+    status = tick(ctl, T0 + 240)
     assert status["status"] == rollout.STOPPED and status["share"] == 0.0
+    assert control.value["experiment"]["split"] == {"champion": 1.0, "challenger": 0.0}  # its share back
     assert [e.by for e in registry.promotion_ledger() if e.event == "promote"][-1] == "cli"
 
 

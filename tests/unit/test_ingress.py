@@ -155,10 +155,10 @@ def test_a_new_split_and_a_promotion_change_routing_at_once(setup):
     after = run(ingress.promote(None))
     assert after["models"] == {CHAMPION: 2}
     assert setup["registry"].alias_version(CHAMPION) == 2
-    # Every share is on the challenger alias, which now names no model: nothing can answer.
-    with pytest.raises(RowError) as err:
-        run(ingress.predict(rows(cfg, items), batch=True))
-    assert err.value.status == 503
+    # Every share is on the challenger alias, which now names no model: the control answers
+    # (the promoted model), not a 503 for every request.
+    answers = run(ingress.predict(rows(cfg, items), batch=True))
+    assert {(a["variant"], a["model_version"]) for a in answers} == {(CHAMPION, 2)}
     run(ingress.set_experiment(cfg.serve.experiment))
     answers = run(ingress.predict(rows(cfg, items), batch=True))
     assert {(a["variant"], a["model_version"]) for a in answers} == {(CHAMPION, 2)}
@@ -231,6 +231,7 @@ def test_feedback_needs_the_receipt_of_its_prediction_and_counts_once(setup):
     assert swapped.status_code == 403 and "does not belong" in swapped.json()["error"]
     invented = feedback("0123456789abcdef", "1767225600." + "0" * 32)
     assert invented.status_code == 403
+    assert feedback(first["request_id"], "²." + "0" * 32).status_code == 422  # not a receipt's shape
     assert feedback(first["request_id"], first["feedback_token"]).status_code == 200
     again = feedback(first["request_id"], first["feedback_token"], label=0)
     assert again.status_code == 409 and "already recorded" in again.json()["error"]

@@ -59,6 +59,9 @@ def test_feedback_that_teaches_is_published_and_repeats_wait_for_new_rows(regist
     entry = registry.promotion_ledger()[-1]
     assert (entry.event, entry.by, entry.version) == ("set challenger", "online learning", 2)
     assert "passed the gate" in entry.reason
+    waiting = online_step(cfg, min_rows=0, warehouse_holdout=warehouse(cfg))
+    assert waiting.published is None and "v2 is still being rolled out" in waiting.reason
+    registry.promote(2)  # the rollout ended
     again = online_step(cfg, min_rows=200, warehouse_holdout=warehouse(cfg))
     assert again.published is None and again.rows == 0  # nothing new since the last step
 

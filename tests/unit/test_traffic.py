@@ -77,14 +77,14 @@ def test_shadow_predictions_count_apart_paired_with_the_live_answer():
     counts = ExperimentCounts()
     pairs = [(0.9, 0.8), (0.2, 0.3), (0.7, 0.4), (0.1, 0.05)]  # (live, shadow) scores
     for i, (live, shadow) in enumerate(pairs):
-        counts.add_prediction(
-            prediction_record(f"r{i}", variant="champion", pred_score=live, pred_label=int(live >= 0.5))
-        )
-        counts.add_prediction(
+        records = [
+            prediction_record(f"r{i}", variant="champion", pred_score=live, pred_label=int(live >= 0.5)),
             prediction_record(
                 f"r{i}-shadow", variant="challenger", pred_score=shadow, pred_label=int(shadow >= 0.5)
-            )
-        )
+            ),
+        ]
+        for r in records[:: -1 if i % 2 else 1]:  # a single /predict logs its shadow first
+            counts.add_prediction(r)
     counts.add_feedback("r0", 1)
     report = experiment_report(
         counts.for_experiment("e"), control="champion", metric="accuracy", alpha=0.05, mde=0.05, power=0.8
