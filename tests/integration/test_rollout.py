@@ -109,8 +109,13 @@ def test_a_good_challenger_is_promoted_and_a_harmful_one_rolled_back_with_no_fai
     statuses = drive(service, rows, until=lambda s: s["challenger"] == good and s["status"] == "promoted")
     assert set(statuses) == {200}, "no failed request while the split moved"
     assert registry.alias_version(CHAMPION) == good and registry.alias_version(CHALLENGER) is None
-    experiment = requests.get(f"{service['url']}/experiment", timeout=30).json()
-    assert experiment["split"]["champion"] == 1.0
+    deadline = time.monotonic() + 30  # replicas follow the control actor within poll_interval_s
+    while (
+        requests.get(f"{service['url']}/experiment", timeout=30).json()["experiment"]["split"]["champion"]
+        != 1
+    ):
+        assert time.monotonic() < deadline, "the split was not reset to 100 % champion"
+        time.sleep(0.5)
 
     flipped = generate(30_000, seed=3, defects=CLEAN)
     flipped[cfg.dataset.label] = 1 - flipped[cfg.dataset.label]  # a model that learned the opposite
