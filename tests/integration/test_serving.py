@@ -59,7 +59,7 @@ def test_predict_by_entity_features_and_batch(service):
     one = post(service, "/predict", {"entity_id": entity})
     assert one.status_code == 200, one.text
     row = one.json()
-    assert set(row) == {"request_id", "variant", "model_version", "score", "label"}
+    assert set(row) == {"request_id", "variant", "model_version", "score", "label", "feedback_token"}
     assert 0 <= row["score"] <= 1 and row["label"] in (0, 1) and row["variant"] in ("champion", "challenger")
 
     raw = post(service, "/predict", {"features": FEATURES, "key": "user-7"}).json()
