@@ -244,10 +244,13 @@ class DriftMonitor:
 
     async def feedback(self, request_id: str, label: int, may_wait: bool = True) -> str:
         """ "joined", "duplicate", "pending" (kept until its prediction arrives, if `may_wait`)
-        or "unknown" (not stored)."""
+        or "recorded" (its prediction is no longer remembered: the outcome goes to the log only,
+        where training joins it)."""
         self._start_flusher()
         if not may_wait and not self.counts.knows(request_id):
-            return "unknown"
+            record = {"request_id": request_id, "label": int(label), "logged_at": datetime.now(timezone.utc)}
+            self.store.add(FEEDBACK, [record])
+            return "recorded"
         return self._accept_feedback(request_id, label, at=datetime.now(timezone.utc))
 
     def _accept_predictions(self, records: list[dict], *, logged: bool = False) -> list[dict]:

@@ -29,8 +29,9 @@ from app.serving.scoring import RowError
 
 log = logging.getLogger(__name__)
 # A prediction reaches the monitor within a second or two (the replicas' shippers), longer
-# only while the monitor restarts: feedback for an unknown request id younger than this waits
-# for its prediction; older, it is answered 404.
+# only while the monitor restarts: feedback (with a genuine receipt) for a prediction the
+# monitor does not know yet waits for it when younger than this; older, the monitor has
+# forgotten it (past `remembered_predictions`) and the outcome is only recorded in the log.
 PENDING_GRACE_S = 120.0
 
 
@@ -268,9 +269,11 @@ class Ingress:
         }
 
     async def feedback(self, request_id: str, label: int, receipt: str | None = None) -> str:
-        """Record an outcome: "joined", or "pending" while its prediction is on its way to the
-        monitor. ReceiptError (403/404) for a missing, forged or expired receipt, a request id
-        the monitor does not know (404) or feedback already recorded (409); nothing is stored then."""
+        """Record an outcome: "joined" (counted in the experiment), "pending" (its prediction is
+        on its way to the monitor) or "recorded" (a prediction the monitor no longer remembers:
+        kept in the feedback log, where retraining and online learning join it). ReceiptError
+        for a missing or forged receipt (403), one older than the traffic log's retention
+        (404), or feedback already recorded (409); nothing is stored then."""
         may_wait = True
         if self.feedback_key is not None:
             max_age = self.cfg.monitor.retention_days * 86400
@@ -278,8 +281,6 @@ class Ingress:
             may_wait = time.time() - issued < PENDING_GRACE_S
         self.shipper.pump()  # this replica's predictions reach the monitor first
         status = await actors.within(self.monitor.feedback.remote(request_id, label, may_wait))
-        if status == "unknown":
-            raise receipts.ReceiptError(404, "no prediction with this request_id is remembered (expired)")
         if status == "duplicate":
             raise receipts.ReceiptError(409, "feedback for this request_id was already recorded")
         return status

@@ -51,7 +51,7 @@ class Feedback(_Strict):
 
 class FeedbackAck(_Strict):
     request_id: str
-    status: Literal["joined", "pending"]
+    status: Literal["joined", "pending", "recorded"]
 
 
 class Promotion(_Strict):

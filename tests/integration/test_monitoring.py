@@ -208,3 +208,17 @@ def test_no_retrain_is_submitted_while_the_last_one_runs(cfg, tmp_path):
     monitor._window_add(records(cfg, 500, seed=5, drift=1.0))
     monitor.check(now=1060)
     assert len(submitted) == 1
+
+
+def test_feedback_for_a_forgotten_prediction_is_recorded_for_training_not_counted(cfg, tmp_path):
+    import asyncio
+
+    from app.monitoring.traffic import FEEDBACK
+
+    monitor = DriftMonitor(_storage_copy(cfg, tmp_path))
+    assert asyncio.run(monitor.feedback("long-gone", 1, False)) == "recorded"
+    assert asyncio.run(monitor.feedback("on-its-way", 0, True)) == "pending"
+    monitor.flush()
+    kept = read_records(monitor.root, FEEDBACK)
+    assert sorted(kept["request_id"]) == ["long-gone", "on-its-way"]
+    assert "long-gone" not in monitor.counts.pending  # never waits for a prediction that will not come

@@ -48,7 +48,7 @@ class Monitor:
         if any(rid == request_id for rid, _ in self.feedback_seen):
             return "duplicate"
         if not may_wait and not any(r["request_id"] == request_id for r in self.records):
-            return "unknown"
+            return "recorded"
         self.feedback_seen.append((request_id, label))
         return "joined"
 
@@ -238,9 +238,8 @@ def test_feedback_needs_the_receipt_of_its_prediction_and_counts_once(setup):
     assert setup["monitor"].feedback_seen == [(first["request_id"], 1)]  # nothing else stored
 
     key = ingress.feedback_key
-    old = receipts.issue(key, "forgotten-id", now=time.time() - 3600)  # ours, but not remembered
-    gone = feedback("forgotten-id", old)
-    assert gone.status_code == 404 and "expired" in gone.json()["error"]
+    old = receipts.issue(key, "forgotten-id", now=time.time() - 3600)  # ours, no longer remembered
+    assert feedback("forgotten-id", old).json()["status"] == "recorded"  # for training, not the A/B count
     ancient = receipts.issue(key, "ancient-id", now=time.time() - (cfg.monitor.retention_days + 1) * 86400)
     assert feedback("ancient-id", ancient).status_code == 404
     fresh = receipts.issue(key, "in-flight-id")  # its prediction may still be on its way
