@@ -29,14 +29,16 @@ class ServiceClient:
         # connection, costs a retry, not a failed call: every call made here is replay-safe
         # (scoring is pure, feedback dedupes by request_id: a repeat is a 409, taken as done).
         # A 503 (the monitor busy or restarting, the online store down) is retried after its
-        # Retry-After; other HTTP error statuses are not.
+        # Retry-After, and a 500, which mlsys never answers on purpose (its errors are 4xx or
+        # 503) but Serve does for a request caught on a replica that died; other HTTP error
+        # statuses are not retried.
         retry = Retry(
             total=8,
             connect=3,
             read=2,
             status=5,
             other=0,
-            status_forcelist=[503],
+            status_forcelist=[500, 503],
             allowed_methods=None,
             respect_retry_after_header=True,
             backoff_factor=0.1,
