@@ -247,11 +247,11 @@ class DriftMonitor:
         or "recorded" (its prediction is no longer remembered: the outcome goes to the log only,
         where training joins it)."""
         self._start_flusher()
+        now = datetime.now(timezone.utc)
         if not may_wait and not self.counts.knows(request_id):
-            record = {"request_id": request_id, "label": int(label), "logged_at": datetime.now(timezone.utc)}
-            self.store.add(FEEDBACK, [record])
+            self._log_feedback(request_id, label, at=now)
             return "recorded"
-        return self._accept_feedback(request_id, label, at=datetime.now(timezone.utc))
+        return self._accept_feedback(request_id, label, at=now)
 
     def _accept_predictions(self, records: list[dict], *, logged: bool = False) -> list[dict]:
         if not logged:  # in the write-ahead log before anything counts them (a full disk refuses the batch)
@@ -267,9 +267,13 @@ class DriftMonitor:
     def _accept_feedback(self, request_id: str, label: int, *, at, logged: bool = False) -> str:
         status = self.counts.add_feedback(request_id, label)
         if status != "duplicate":
-            record = {"request_id": request_id, "label": int(label), "logged_at": at}
-            self.store.add(FEEDBACK, [record], logged=logged)
+            self._log_feedback(request_id, label, at=at, logged=logged)
         return status
+
+    def _log_feedback(self, request_id: str, label: int, *, at, logged: bool = False) -> None:
+        self.store.add(
+            FEEDBACK, [{"request_id": request_id, "label": int(label), "logged_at": at}], logged=logged
+        )
 
     # ------------------------------------------------------------ reports and decisions
 
@@ -312,7 +316,7 @@ class DriftMonitor:
         now = time.time() if now is None else now
         busy = (
             self.job_running(self.cfg, self.controller)
-            if report["alert"] or self._schedule_due(now)
+            if report["alert"] or retrain.schedule_due(self.controller, self.cfg.retrain, now)
             else None
         )
         trigger, reason = retrain.decide(
@@ -335,11 +339,6 @@ class DriftMonitor:
         retrain.record(self.controller, now=now, trigger=trigger, reason=reason, job_id=job_id)
         retrain.save_state(self.state_path, self.controller)
         return report
-
-    def _schedule_due(self, now: float) -> bool:
-        period = self.cfg.retrain.period_seconds
-        since = self.controller.last_scheduled_at or self.controller.started_at
-        return period is not None and now - since >= period
 
     def _export(self, report: dict) -> None:
         if not ray.is_initialized():  # used as a plain object (tests, scripts): nothing to export

@@ -67,13 +67,17 @@ def decide(
         return "drift", f"PSI over the alert level on a complete window of {window_samples} records"
     if not drift_alert and state.incident_open:
         state.incident_open = False
-    period = cfg.period_seconds
-    if period is not None:
+    if schedule_due(state, cfg, now) and not cooling:
         since = state.last_scheduled_at or state.started_at
-        if now - since >= period and not cooling:
-            state.last_scheduled_at = now
-            return "schedule", f"schedule {cfg.schedule!r}: {now - since:.0f} s since the last run"
+        state.last_scheduled_at = now
+        return "schedule", f"schedule {cfg.schedule!r}: {now - since:.0f} s since the last run"
     return None, "no trigger"
+
+
+def schedule_due(state: ControllerState, cfg: RetrainConfig, now: float) -> bool:
+    """Whether `retrain.schedule`'s period has passed since the last scheduled run (or start)."""
+    since = state.last_scheduled_at or state.started_at
+    return cfg.period_seconds is not None and now - since >= cfg.period_seconds
 
 
 def record(

@@ -62,17 +62,13 @@ def counts(report: dict, variant: str) -> dict:
         "successes": round((v.get("rate") or 0.0) * outcomes),
         "requests": int(v.get("requests") or 0),
         "errors": int(v.get("errors") or 0),
-        "p99_ms": (v.get("latency_ms") or {}).get("p99"),
     }
 
 
-def arm(now: dict, at_entry: dict | None) -> rollout.Arm:
-    """A variant's counts since the challenger entered."""
+def arm(now: dict, at_entry: dict | None, p99_ms: float | None = None) -> rollout.Arm:
+    """A variant's counts since the challenger entered (and the p99 of those requests)."""
     base = at_entry or {}
-    return rollout.Arm(
-        **{k: max(now[k] - base.get(k, 0), 0) for k in COUNTED},
-        p99_ms=now["p99_ms"],
-    )
+    return rollout.Arm(**{k: max(now[k] - base.get(k, 0), 0) for k in COUNTED}, p99_ms=p99_ms)
 
 
 def shadow_view(report: dict) -> dict:
@@ -190,9 +186,10 @@ class RolloutController:
 
     async def _arm(self, experiment: dict, variant: str, report: dict, role: str) -> rollout.Arm:
         """A variant's counts since the challenger entered, and the p99 of those requests only."""
-        since = arm(counts(report, variant), self.at_entry.get(role))
+        now = counts(report, variant)
+        since = arm(now, self.at_entry.get(role))
         p99 = await self.monitor.recent_p99.remote(experiment["name"], variant, since.requests)
-        return replace(since, p99_ms=p99)
+        return arm(now, self.at_entry.get(role), p99)
 
     async def _enter(self, version: int, experiment: dict, report: dict, now: float) -> None:
         self.state = rollout.start(version, now)
