@@ -24,6 +24,8 @@ from app.files import atomic_write_text
 from app.pipeline import PipelineResult, console, run_pipeline, stage
 from app.registry.registry import CHALLENGER, Registry
 
+CLEAN = Defects(0, 0, 0, 0, 0, 0)  # the demo's traffic: well-formed rows
+
 
 @dataclass
 class DemoResult:
@@ -98,17 +100,16 @@ def serve_and_replay(
     from app.serving import app as serving_app
     from app.serving.client import ServiceClient
 
-    clean = Defects(0, 0, 0, 0, 0, 0)
     archive_monitoring(cfg)
     result.url = stage(result.stages, "serve champion + challenger (A/B)", lambda: serving_app.start(cfg))
     client = ServiceClient(result.url)
-    normal = generate(traffic, seed=seed + 101, defects=clean, first_user=5_000_000).head(traffic)
+    normal = generate(traffic, seed=seed + 101, defects=CLEAN, first_user=5_000_000).head(traffic)
     result.served["normal"] = stage(
         result.stages, f"replay {traffic:,} requests + feedback", lambda: client.replay(normal, cfg)
     )
     result.drift_before = client.drift()
     # New data arrives drifted: it lands in the source (the retrain learns from it) and in traffic.
-    drifted = generate(traffic, seed=seed + 202, drift=1.0, defects=clean, first_user=9_000_000).head(traffic)
+    drifted = generate(traffic, seed=seed + 202, drift=1.0, defects=CLEAN, first_user=9_000_000).head(traffic)
     write_dataset(iter([drifted]), cfg.storage.raw / f"drifted-{seed}.parquet")
     result.served["drifted"] = stage(
         result.stages, f"replay {traffic:,} drifted requests + feedback", lambda: client.replay(drifted, cfg)
@@ -167,20 +168,16 @@ def roll_out(
     def until_decided() -> dict:
         served: dict[str, int] = {}
         for i in range(MAX_ROUNDS):
-            rows = generate(
-                traffic, seed=seed + i, drift=1.0, defects=Defects(0, 0, 0, 0, 0, 0), first_user=9_500_000
-            )
+            rows = generate(traffic, seed=seed + i, drift=1.0, defects=CLEAN, first_user=9_500_000)
             for variant, n in client.replay(rows.head(traffic), cfg).items():
                 served[variant] = served.get(variant, 0) + n
-            status = _wait(lambda: client.rollout(), "the rollout status", 30)
-            if status["status"] != "running":
+            if client.rollout()["status"] != "running":
                 break
             time.sleep(1.5)  # the controller looks every second
         result.served[f"{what}rollout of v{version}"] = served
         return client.rollout()
 
-    status = stage(result.stages, f"{what}rollout of v{version}", until_decided)
-    return status
+    return stage(result.stages, f"{what}rollout of v{version}", until_decided)
 
 
 def register_worse(cfg: AppConfig, *, seed: int) -> int:
@@ -191,7 +188,7 @@ def register_worse(cfg: AppConfig, *, seed: int) -> int:
     from app.registry.registry import CHAMPION
 
     registry = Registry(cfg)
-    rows = add_features(generate(4000, seed=seed, drift=1.0, defects=Defects(0, 0, 0, 0, 0, 0)), cfg)
+    rows = add_features(generate(4000, seed=seed, drift=1.0, defects=CLEAN), cfg)
     flipped = 1 - rows[cfg.dataset.label].to_numpy(int)
     worse = partial_fit(registry.load(CHAMPION), rows, flipped, lr=1e-2, epochs=5)
     return registry.register(
