@@ -18,6 +18,15 @@ import pandas as pd
 
 FORMAT_VERSION = 1
 UNKNOWN = 0  # code of categories not seen in training (and of missing values)
+SMALL_BATCH = 256  # up to this many rows, categoricals are coded value by value (see _codes)
+
+
+def _code(vocab: dict[str, int], value: object) -> int:
+    if type(value) is str:
+        return vocab.get(value, UNKNOWN)
+    if pd.isna(value):
+        return UNKNOWN
+    return vocab.get(str(value), UNKNOWN)
 
 
 class PreprocessorError(ValueError):
@@ -29,6 +38,7 @@ class Preprocessor:
         self.numeric = list(numeric)
         self.categorical = list(categorical)
         self.min_count = min_count
+        self._lookups: dict[str, tuple[dict, pd.Index, np.ndarray]] = {}
 
     def fit(self, df: pd.DataFrame) -> Preprocessor:
         means, scales = [], []
@@ -68,10 +78,36 @@ class Preprocessor:
             numeric[:, k + i] = missing
         categorical = np.zeros((n, len(self.categorical)), dtype=np.int64)
         for j, c in enumerate(self.categorical):
-            col = df[c]
-            text = col.astype(str).where(col.notna(), None)
-            categorical[:, j] = text.map(self.vocab_[c]).fillna(UNKNOWN).to_numpy(dtype=np.int64)
+            categorical[:, j] = self._codes(c, df[c])
         return {"numeric": numeric, "categorical": categorical}
+
+    def _codes(self, column: str, values: pd.Series) -> np.ndarray:
+        """Vocabulary codes of a column's values (UNKNOWN for missing and unseen ones).
+
+        The text of a value is `str(value)`, as `Series.astype(str)` gives it. A served batch
+        (a few rows) is looked up value by value: pandas' per-call overhead (a Series built
+        from the vocabulary, index alignment) cost milliseconds per request, more than the
+        model. Large frames (training, evaluation) go through one hashed-index lookup."""
+        vocab = self.vocab_[column]
+        if len(values) <= SMALL_BATCH:
+            return np.fromiter(
+                (_code(vocab, v) for v in values.to_numpy(dtype=object)), dtype=np.int64, count=len(values)
+            )
+        keys, codes = self._lookup(column)
+        position = keys.get_indexer(values.astype(str).to_numpy(dtype=object))
+        position[values.isna().to_numpy()] = -1
+        return codes[position]  # -1 picks the trailing UNKNOWN
+
+    def _lookup(self, column: str) -> tuple[pd.Index, np.ndarray]:
+        """The column's vocabulary as a hashed index and its codes (+ UNKNOWN last), built
+        once per vocabulary."""
+        vocab = self.vocab_[column]
+        cached = self._lookups.get(column)
+        if cached is None or cached[0] is not vocab:
+            codes = np.fromiter(vocab.values(), dtype=np.int64, count=len(vocab))
+            cached = (vocab, pd.Index(list(vocab), dtype=object), np.append(codes, UNKNOWN))
+            self._lookups[column] = cached
+        return cached[1], cached[2]
 
     def transform(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
         return self.transform_batch(df)

@@ -6,8 +6,11 @@ from app.serving.auth import AdminError
 from app.serving.ingress import Ingress
 
 
-def current_ingress() -> Ingress:
-    """The replica's `Ingress` (Serve's servable object; tests override this dependency)."""
+async def current_ingress() -> Ingress:
+    """The replica's `Ingress` (Serve's servable object; tests override this dependency).
+
+    `async` on purpose: FastAPI runs a plain `def` dependency in its thread pool, a thread
+    hop on every request that cost the replica a measurable share of its CPU under load."""
     from ray import serve
 
     return serve.get_replica_context().servable_object
