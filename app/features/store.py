@@ -256,12 +256,17 @@ class FeatureClient:
 
     def online(self, entity_ids: list) -> list[dict]:
         """Latest feature values per entity from the online store (None where unknown)."""
+        cols = self.online_columns(entity_ids)
+        return [{k: cols[k][i] for k in cols} for i in range(len(entity_ids))]
+
+    def online_columns(self, entity_ids: list) -> dict[str, list]:
+        """The same as columns (one list per feature and the entity key), as Feast returns
+        them: what the serving path reads, once per batch."""
         ent = self.cfg.dataset.entity
         resp = self.store.get_online_features(
             features=self._service, entity_rows=[{ent: e} for e in entity_ids]
         )
-        cols = resp.to_dict()
-        return [{k: cols[k][i] for k in cols} for i in range(len(entity_ids))]
+        return resp.to_dict()
 
 
 # A serving replica reads the online store inline: a Redis that is down or unreachable must

@@ -11,6 +11,7 @@ saved as JSON, never pickle, so loading an artifact cannot execute code.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,14 @@ import pandas as pd
 FORMAT_VERSION = 1
 UNKNOWN = 0  # code of categories not seen in training (and of missing values)
 SMALL_BATCH = 256  # up to this many rows, categoricals are coded value by value (see _codes)
+
+
+def _floats(values: pd.Series | np.ndarray) -> np.ndarray:
+    """float64 values, NaN where missing or not a number."""
+    if isinstance(values, np.ndarray) and values.dtype == np.float64:
+        return values
+    numbers = pd.to_numeric(pd.Series(values, copy=False), errors="coerce")
+    return numbers.to_numpy(dtype="float64", na_value=np.nan)
 
 
 def _code(vocab: dict[str, int], value: object) -> int:
@@ -66,13 +75,15 @@ class Preprocessor:
         """Embedding table sizes, unknown code included."""
         return [len(self.vocab_[c]) + 1 for c in self.categorical]
 
-    def transform_batch(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
-        """{"numeric": float32 [n, 2 * n_numeric], "categorical": int64 [n, n_categorical]}."""
-        n = len(df)
+    def transform_batch(self, df: pd.DataFrame | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """{"numeric": float32 [n, 2 * n_numeric], "categorical": int64 [n, n_categorical]}.
+
+        `df` is a frame or a mapping of equally long columns (the serving path's numpy columns)."""
+        n = len(df) if isinstance(df, pd.DataFrame) else len(df[(self.numeric + self.categorical)[0]])
         numeric = np.zeros((n, self.n_numeric), dtype=np.float32)
         k = len(self.numeric)
         for i, c in enumerate(self.numeric):
-            values = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+            values = _floats(df[c])
             missing = ~np.isfinite(values)
             numeric[:, i] = np.where(missing, 0.0, (values - self.means_[i]) / self.scales_[i])
             numeric[:, k + i] = missing
@@ -81,7 +92,7 @@ class Preprocessor:
             categorical[:, j] = self._codes(c, df[c])
         return {"numeric": numeric, "categorical": categorical}
 
-    def _codes(self, column: str, values: pd.Series) -> np.ndarray:
+    def _codes(self, column: str, values: pd.Series | np.ndarray) -> np.ndarray:
         """Vocabulary codes of a column's values (UNKNOWN for missing and unseen ones).
 
         The text of a value is `str(value)`, as `Series.astype(str)` gives it. A served batch
@@ -90,9 +101,9 @@ class Preprocessor:
         model. Large frames (training, evaluation) go through one hashed-index lookup."""
         vocab = self.vocab_[column]
         if len(values) <= SMALL_BATCH:
-            return np.fromiter(
-                (_code(vocab, v) for v in values.to_numpy(dtype=object)), dtype=np.int64, count=len(values)
-            )
+            texts = np.asarray(values, dtype=object)
+            return np.fromiter((_code(vocab, v) for v in texts), np.int64, len(texts))
+        values = pd.Series(values, copy=False)
         keys, codes = self._lookup(column)
         position = keys.get_indexer(values.astype(str).to_numpy(dtype=object))
         position[values.isna().to_numpy()] = -1

@@ -162,17 +162,17 @@ class Ingress:
         routing = self.routing
         if not routing.split:
             return [RowError(503, "no model is loaded: register a champion (mlsys train)")] * len(rows)
-        names = self.features.spec.names
-        # Inline, not in a thread: a batch's lookup takes well under a millisecond, and a
-        # thread hop per batch costs more than that in GIL hand-offs (measured).
-        frame, errors = scoring.feature_frame(rows, self.cfg, names, self.features.online)
+        spec = self.features.spec
+        # Inline, not in a thread: a batch's lookup takes about a millisecond, and a thread
+        # hop per batch costs more than that in GIL hand-offs (measured).
+        cols, errors = scoring.feature_columns(rows, self.cfg, spec, self.features.online_columns)
         rids, keys, variants = scoring.assign(rows, routing.experiment.name, routing.split)
         ok = np.array([e is None for e in errors])
         scores = np.full(len(rows), np.nan)
         versions = np.zeros(len(rows), dtype=np.int64)
         for variant in set(variants[ok]):
             idx = np.flatnonzero(ok & (variants == variant))
-            scores[idx], versions[idx] = await self._score_variant(variant, frame.iloc[idx], routing)
+            scores[idx], versions[idx] = await self._score_variant(variant, scoring.take(cols, idx), routing)
         results = scoring.results(
             rids=rids,
             keys=keys,
@@ -180,20 +180,24 @@ class Ingress:
             scores=scores,
             versions=versions,
             errors=errors,
-            inputs=frame[names].to_dict("records"),
+            inputs=scoring.records(cols, spec.names),
             threshold=self.cfg.serve.threshold,
         )
-        self._shadow(routing, frame, results)
+        self._shadow(routing, cols, results)
         return results
 
-    async def _score_variant(self, variant: str, frame: pd.DataFrame, routing) -> tuple[np.ndarray, int]:
+    async def _score_variant(
+        self, variant: str, data: scoring.Columns | pd.DataFrame, routing
+    ) -> tuple[np.ndarray, int]:
         if self.handles:
-            version, scores = await self.handles[variant].score.remote(frame.to_dict("records"))
+            version, scores = await self.handles[variant].score.remote(
+                scoring.records(data, self.features.spec.names)
+            )
             return np.asarray(scores), version
         predictor = routing.predictors[variant]
-        return predictor.score(frame), predictor.version
+        return predictor.score(data), predictor.version
 
-    def _shadow(self, routing, frame: pd.DataFrame, results: list) -> None:
+    def _shadow(self, routing, cols: scoring.Columns, results: list) -> None:
         """Score a sampled copy of the rows with the shadow variant; logged, never returned."""
         exp = routing.experiment
         if not exp.shadow or (exp.shadow not in routing.predictors and not self.handles):
@@ -205,7 +209,7 @@ class Ingress:
         async def run():
             t0 = time.perf_counter()
             try:
-                scores, version = await self._score_variant(exp.shadow, frame.iloc[idx], routing)
+                scores, version = await self._score_variant(exp.shadow, scoring.take(cols, idx), routing)
                 status = "ok"
             except Exception:
                 log.exception("shadow variant %s failed", exp.shadow)
@@ -348,7 +352,7 @@ class Ingress:
             scores=scores,
             versions=np.full(n, version),
             errors=[None] * n,
-            inputs=frame[self.features.spec.names].to_dict("records"),
+            inputs=scoring.records(frame, self.features.spec.names),
             threshold=self.cfg.serve.threshold,
         )
         unscored = next((r for r in results if isinstance(r, RowError)), None)

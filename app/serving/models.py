@@ -1,8 +1,8 @@
-"""The variants' models as one replica sees them, and the deployments that hold no ingress.
+"""The variants' models as one replica sees them, and the deployment that holds one outside the ingress.
 
 `ModelSet` resolves registry aliases to versions and loads the models behind them; the ingress
 uses it in-process (`serve.placement: ingress`), `Model` wraps it as one variant's own
-deployment (`deployment`), and `Noop` is the serving benchmark's baseline.
+deployment (`deployment`).
 """
 
 import asyncio
@@ -118,12 +118,3 @@ class Model:
         if predictor is None:
             raise RuntimeError(f"no model behind alias {self.alias!r}")
         return predictor.version, predictor.score(pd.DataFrame.from_records(records)).tolist()
-
-
-@serve.deployment(name="noop", max_ongoing_requests=256)
-class Noop:
-    """The benchmark's baseline: the same proxy and ingress path, no work."""
-
-    async def __call__(self, request) -> dict:
-        await request.body()
-        return {"ok": True}

@@ -61,8 +61,9 @@ class Features:
         frame = raw_rows_to_frame([ROW, {**ROW, "age": 70, "country": "DE"}], cfg)
         self.rows = dict(zip([1, 2], frame[self.spec.names].to_dict("records"), strict=True))
 
-    def online(self, ids):
-        return [self.rows.get(i, dict.fromkeys(self.spec.names)) for i in ids]
+    def online_columns(self, ids):
+        rows = [self.rows.get(i, dict.fromkeys(self.spec.names)) for i in ids]
+        return {name: [r[name] for r in rows] for name in self.spec.names}
 
 
 @pytest.fixture
@@ -143,6 +144,24 @@ def test_an_unknown_entity_is_a_404_row_error_and_known_ones_score(setup):
     with pytest.raises(RowError) as err:
         run(ingress.predict(rows(cfg, [{"entity_id": 1}, {"entity_id": 999}]), batch=True))
     assert err.value.status == 404 and "999" in str(err.value)
+
+
+def test_a_row_scores_the_same_whatever_else_is_in_its_batch(setup):
+    """An unknown entity (every feature missing) or a raw-features row in the same batch must
+    not change how the others are coded: in a DataFrame, one missing hour turned the batch's
+    integer hours into floats ("3.0"), which the vocabulary ("3") did not know."""
+    cfg, ingress = setup["cfg"], setup["ingress"]
+    ingress.cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"unknown_entity": "score"})})
+    alone = run(ingress._score_rows(rows(cfg, [{"entity_id": 1}])))[0]
+    mixed = run(ingress._score_rows(rows(cfg, [{"entity_id": 999}, {"features": ROW}, {"entity_id": 1}])))
+    assert mixed[2]["variant"] == alone["variant"]
+    assert mixed[2]["score"] == pytest.approx(alone["score"], abs=1e-9)
+    assert mixed[2]["features"] == alone["features"]
+    expected = Predictor.from_bundle(setup["bundles"][alone["variant"]]).score(raw_rows_to_frame([ROW], cfg))[
+        0
+    ]
+    if mixed[1]["variant"] == alone["variant"]:
+        assert mixed[1]["score"] == pytest.approx(expected, abs=1e-9)
 
 
 def test_a_new_split_and_a_promotion_change_routing_at_once(setup):
@@ -250,7 +269,7 @@ def test_feedback_needs_the_receipt_of_its_prediction_and_counts_once(setup):
 class FailingFeatures(Features):
     """An online store that is down."""
 
-    def online(self, ids):
+    def online_columns(self, ids):
         raise ConnectionError("online store down")
 
 
