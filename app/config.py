@@ -414,6 +414,10 @@ class ServeConfig(_Section):
     max_string_length: int = Field(default=256, ge=1)
     threshold: float = Field(default=0.5, gt=0, lt=1)  # score -> label
     unknown_entity: Literal["error", "impute"] = "error"  # 404, or score with missing features
+    # Replicas keep online feature rows this long (0: read Feast for every batch); cleared
+    # at once when a materialization changes the Feast registry (serving/feature_cache.py).
+    online_cache_seconds: float = Field(default=5.0, ge=0)
+    online_cache_entries: int = Field(default=100_000, ge=1)
     # Admin routes need `Authorization: Bearer $MLSYS_ADMIN_TOKEN`; with no token set they are
     # refused, unless this is turned off for local use.
     admin_auth: bool = True

@@ -250,6 +250,14 @@ class FeatureClient:
             out = out.drop(columns=[ts], errors="ignore").rename(columns={"event_timestamp": ts})
         return out
 
+    def registry_version(self) -> int:
+        """Changes whenever the Feast registry is written (a materialization records its
+        interval there): what replicas watch to drop cached online rows."""
+        try:
+            return (self.repo / "registry.db").stat().st_mtime_ns
+        except FileNotFoundError:
+            return 0
+
     @cached_property
     def _service(self):
         return self.store.get_feature_service(self.service_name)

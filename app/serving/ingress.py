@@ -61,6 +61,8 @@ class Ingress:
         self.control = control or actors.control_actor(self.cfg)
         self.monitor = monitor or actors.monitor_actor(self.cfg)
         self._features = features
+        self._online_cache = None
+        self._feature_registry = None
         self._rollout = rollout
         auth = self.cfg.serve.feedback_auth
         self.feedback_key = receipts.load_key(self.cfg.storage.feedback_key) if auth else None
@@ -81,6 +83,27 @@ class Ingress:
 
             self._features = FeatureClient(self.cfg)
         return self._features
+
+    @property
+    def online_cache(self):
+        if self._online_cache is None:
+            from app.serving.feature_cache import OnlineFeatureCache
+
+            serve_cfg = self.cfg.serve
+            self._online_cache = OnlineFeatureCache(
+                self.features.online_columns,
+                self.features.spec.names,
+                ttl_s=serve_cfg.online_cache_seconds,
+                max_entries=serve_cfg.online_cache_entries,
+            )
+        return self._online_cache
+
+    def _follow_feature_store(self) -> None:
+        """A new materialization changes the Feast registry: cached online rows go."""
+        version = self.features.registry_version()
+        if self._feature_registry is not None and version != self._feature_registry:
+            self.online_cache.clear()
+        self._feature_registry = version
 
     @property
     def experiment(self) -> ExperimentConfig:
@@ -121,6 +144,7 @@ class Ingress:
             if time.monotonic() - last_sync >= self.cfg.serve.poll_interval_s:
                 last_sync = time.monotonic()
                 try:
+                    self._follow_feature_store()
                     await self._sync()
                 except Exception:  # keep serving the models we have; retry next tick
                     log.exception("could not follow the serve control actor")
@@ -165,7 +189,7 @@ class Ingress:
         spec = self.features.spec
         # Inline, not in a thread: a batch's lookup takes about a millisecond, and a thread
         # hop per batch costs more than that in GIL hand-offs (measured).
-        cols, errors = scoring.feature_columns(rows, self.cfg, spec, self.features.online_columns)
+        cols, errors = scoring.feature_columns(rows, self.cfg, spec, self.online_cache.columns)
         rids, keys, variants = scoring.assign(rows, routing.experiment.name, routing.split)
         ok = np.array([e is None for e in errors])
         scores = np.full(len(rows), np.nan)

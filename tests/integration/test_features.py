@@ -130,8 +130,10 @@ def test_apply_is_incremental(built):
 
 def test_online_serves_the_latest_row_and_none_for_unknown(built):
     cfg, client = built
+    before = client.registry_version()
     window = client.materialize()
     assert window is not None
+    assert client.registry_version() != before, "replicas drop cached rows on this change"
     assert client.materialize() is None, "second run: nothing new"
     table = _feature_table(cfg)
     fresh = table[table["event_timestamp"] >= pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=TTL_DAYS)]

@@ -89,7 +89,12 @@ def redis_service(tmp_path_factory):
     cfg = make_config(
         tmp / "redis-store",
         features={"online": {"type": "redis", "connection_string": f"127.0.0.1:{redis.port}"}},
-        serve={"http_port": PORT, "experiment": {"name": "exp-redis", "split": {"champion": 1.0}}},
+        # Every request reads Redis (no replica cache): what an outage does to those reads.
+        serve={
+            "http_port": PORT,
+            "experiment": {"name": "exp-redis", "split": {"champion": 1.0}},
+            "online_cache_seconds": 0,
+        },
     )
     entities, clean = served_entities(cfg, tmp)
     bundle = quick_bundle(cfg, clean, seed=1)

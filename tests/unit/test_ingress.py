@@ -65,6 +65,11 @@ class Features:
         rows = [self.rows.get(i, dict.fromkeys(self.spec.names)) for i in ids]
         return {name: [r[name] for r in rows] for name in self.spec.names}
 
+    version = 0
+
+    def registry_version(self):
+        return self.version
+
 
 @pytest.fixture
 def setup(tmp_path):
@@ -151,7 +156,7 @@ def test_a_row_scores_the_same_whatever_else_is_in_its_batch(setup):
     not change how the others are coded: in a DataFrame, one missing hour turned the batch's
     integer hours into floats ("3.0"), which the vocabulary ("3") did not know."""
     cfg, ingress = setup["cfg"], setup["ingress"]
-    ingress.cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"unknown_entity": "score"})})
+    ingress.cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"unknown_entity": "impute"})})
     alone = run(ingress._score_rows(rows(cfg, [{"entity_id": 1}])))[0]
     mixed = run(ingress._score_rows(rows(cfg, [{"entity_id": 999}, {"features": ROW}, {"entity_id": 1}])))
     assert mixed[2]["variant"] == alone["variant"]
@@ -162,6 +167,20 @@ def test_a_row_scores_the_same_whatever_else_is_in_its_batch(setup):
     ]
     if mixed[1]["variant"] == alone["variant"]:
         assert mixed[1]["score"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_cached_online_rows_are_served_until_a_materialization_changes_the_registry(setup):
+    cfg, ingress = setup["cfg"], setup["ingress"]
+    features = ingress.features
+    ingress._follow_feature_store()
+    before = run(ingress._score_rows(rows(cfg, [{"entity_id": 1}])))[0]
+    features.rows[1] = {**features.rows[1], "income": features.rows[1]["income"] * 5}
+    cached = run(ingress._score_rows(rows(cfg, [{"entity_id": 1}])))[0]
+    assert cached["features"] == before["features"], "within the TTL the replica's row is used"
+    features.version += 1  # what `features materialize` does to the registry file
+    ingress._follow_feature_store()
+    after = run(ingress._score_rows(rows(cfg, [{"entity_id": 1}])))[0]
+    assert after["features"]["income"] == features.rows[1]["income"] != before["features"]["income"]
 
 
 def test_a_new_split_and_a_promotion_change_routing_at_once(setup):
