@@ -406,7 +406,9 @@ class ServeConfig(_Section):
     ingress: AutoscalingConfig = AutoscalingConfig()
     models: AutoscalingConfig = AutoscalingConfig()
     max_batch_size: int = Field(default=64, ge=1)
-    batch_wait_timeout_s: float = Field(default=0.002, ge=0)
+    # 0: a batch is what queued while the previous one was scored, so a lone request is not
+    # held back (2 ms of a ~2.5 ms answer) and batches still grow with load.
+    batch_wait_timeout_s: float = Field(default=0.0, ge=0)
     max_instances: int = Field(default=10_000, ge=1)  # rows in one batch request
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
     # Longest categorical string (and v2 BYTES element) accepted: traffic records and drift
