@@ -5,9 +5,12 @@
 For each proxy mode (Ray's default Python proxy, and HAProxy with the throughput-optimised
 settings) a fresh local cluster serves two applications behind the same proxy: the mlsys app
 (online features from Feast + stable-hash A/B routing + the torch model + traffic logging to
-the monitor) and a no-op deployment. A load generator in this (separate) process measures:
-1. closed loop at 1, 8 and 32 connections: req/s, P50 and P99 latency, for both apps;
-2. open loop at 50, 65 and 80 % of the mlsys app's peak req/s: P99 (the alert threshold is 100 ms);
+the monitor) and a no-op FastAPI deployment (parses the JSON body, answers a small JSON).
+Two load generators, each in its own process, measure:
+1. closed loop at 1, 8 and 32 connections, for both apps: req/s, P50 and P99 latency, with
+   `wrk` (C, one thread; a Lua script rotates the entity ids) and with an asyncio client;
+2. open loop (asyncio) at 50, 65 and 80 % of the mlsys app's peak req/s: P99 (the alert
+   threshold is 100 ms);
 3. `POST /predict` with 1,000 instances: rows/s.
 Writes benchmarks/results/serving.json.
 """
@@ -19,6 +22,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -29,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 PORT = 8011
 CONNECTIONS = (1, 8, 32)
+WRK_SCRIPT = ROOT / "benchmarks" / "wrk_post.lua"
 SHARES = (50, 65, 80)  # open-loop rates, % of the closed-loop peak
 
 
@@ -66,15 +71,44 @@ def serve_forever(mode: str) -> None:
     from app.cluster import connect
     from app.config import load_config
     from app.serving import app as serving_app
-    from app.serving.models import Noop
 
     cfg = load_config()
     connect(cfg.ray.model_copy(update={"serve_proxy": mode}))
     serving_app.start(cfg)
-    serve.run(Noop.bind(), name="noop", route_prefix="/noop")
+    serve.run(noop_deployment().bind(), name="noop", route_prefix="/noop")
     print("READY", flush=True)
     sys.stdin.read()  # until the parent closes our stdin
     serve.shutdown()
+
+
+def noop_deployment():
+    """The baseline: the same proxy and framework (a FastAPI ingress), no work."""
+    from fastapi import FastAPI
+    from ray import serve
+
+    api = FastAPI()
+
+    @api.post("/")
+    async def noop(body: dict) -> dict:
+        return {"ok": True}
+
+    @serve.deployment(name="noop", max_ongoing_requests=256)
+    @serve.ingress(api)
+    class Noop:
+        pass
+
+    return Noop
+
+
+def wrk(url: str, bodies: list[bytes], connections: int, seconds: float) -> dict | None:
+    """Closed loop with wrk (None when wrk is not installed)."""
+    if shutil.which("wrk") is None:
+        return None
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "-s", str(WRK_SCRIPT), url, "--"]
+    out = subprocess.run([*cmd, *(b.decode() for b in bodies)], capture_output=True, text=True, check=True)
+    line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
+    r = json.loads(line.removeprefix("RESULT "))
+    return {**r, "errors": r["non_2xx"] + r["socket_errors"]}
 
 
 async def closed_loop(url: str, body: bytes, connections: int, seconds: float) -> dict:
@@ -160,10 +194,15 @@ async def measure(seconds: float, entities: list[int]) -> dict:
     base = f"http://127.0.0.1:{PORT}"
     entities = await known_entities(base, entities)
     bodies = [json.dumps({"entity_id": e}).encode() for e in entities]
-    out = {"predict": {}, "noop": {}}
+    out = {"predict": {}, "noop": {}, "wrk_predict": {}, "wrk_noop": {}}
+    # Warm-up under load: the first seconds after a deploy pay one-off costs (first Feast
+    # reads, the monitor's first flushes) that are not the steady state being measured.
+    wrk(f"{base}/predict", bodies, 32, 10) or await closed_loop(f"{base}/predict", bodies[0], 32, 10)
     for c in CONNECTIONS:
         out["predict"][c] = await closed_loop(f"{base}/predict", random.choice(bodies), c, seconds)
         out["noop"][c] = await closed_loop(f"{base}/noop", b"{}", c, seconds)
+        out["wrk_predict"][c] = wrk(f"{base}/predict", bodies, c, seconds)
+        out["wrk_noop"][c] = wrk(f"{base}/noop", [b"{}"], c, seconds)
     peak = max(r["rps"] for r in out["predict"].values())
     for share in SHARES:  # where does P99 stay under the 100 ms alert threshold?
         rate = share / 100 * peak
@@ -212,21 +251,28 @@ def main() -> None:
     prepare(args.work, args.rows)
     results = {mode: run_mode(mode, args.work, args.seconds) for mode in args.modes.split(",")}
     print(
-        f"{'proxy':8} {'conns':>5} | {'predict req/s':>13} {'p50 ms':>7} {'p99 ms':>7} | "
+        f"{'proxy':8} {'client':7} {'conns':>5} | {'predict req/s':>13} {'p50 ms':>7} {'p99 ms':>7} | "
         f"{'noop req/s':>10} {'p50 ms':>7} {'p99 ms':>7} | predict/noop"
     )
     for mode, r in results.items():
-        for c in CONNECTIONS:
-            p, n = r["predict"][c], r["noop"][c]
-            print(
-                f"{mode:8} {c:5d} | {p['rps']:13.0f} {p['p50_ms']:7.1f} {p['p99_ms']:7.1f} | "
-                f"{n['rps']:10.0f} {n['p50_ms']:7.1f} {n['p99_ms']:7.1f} | {p['rps'] / n['rps']:.2f}"
-            )
-        peak_p = max(x["rps"] for x in r["predict"].values())
-        peak_n = max(x["rps"] for x in r["noop"].values())
-        print(
-            f"{mode:8} peak predict/noop {peak_p / peak_n:.2f}; batch of 1,000: {r['batch_1000']['rows_per_s']:.0f} rows/s"
-        )
+        for client, (pk, nk) in {"asyncio": ("predict", "noop"), "wrk": ("wrk_predict", "wrk_noop")}.items():
+            for c in CONNECTIONS:
+                p, n = r[pk][c], r[nk][c]
+                if p is None or n is None:
+                    print(f"{mode:8} {client}: not installed")
+                    break
+                errors = f"  errors {p['errors']} / {n['errors']}" if p["errors"] + n["errors"] else ""
+                print(
+                    f"{mode:8} {client:7} {c:5d} | {p['rps']:13.0f} {p['p50_ms']:7.1f} {p['p99_ms']:7.1f} | "
+                    f"{n['rps']:10.0f} {n['p50_ms']:7.1f} {n['p99_ms']:7.1f} | {p['rps'] / n['rps']:.2f}{errors}"
+                )
+        for client, (pk, nk) in {"asyncio": ("predict", "noop"), "wrk": ("wrk_predict", "wrk_noop")}.items():
+            if r[pk][CONNECTIONS[-1]] is None:
+                continue
+            peak_p = max(x["rps"] for x in r[pk].values())
+            peak_n = max(x["rps"] for x in r[nk].values())
+            print(f"{mode:8} {client:7} peak predict/noop {peak_p / peak_n:.2f}")
+        print(f"{mode:8} batch of 1,000: {r['batch_1000']['rows_per_s']:.0f} rows/s")
         for share in SHARES:
             ol = r[f"open_loop_{share}pct"]
             print(
