@@ -176,6 +176,15 @@ def summary(latencies: list[float], errors: int, elapsed: float) -> dict:
     }
 
 
+async def expect_ok(url: str) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url, data=b"{}", allow_redirects=False) as r:
+            if r.status != 200:
+                raise RuntimeError(f"{url} answered {r.status}, not 200")
+
+
 async def known_entities(base: str, candidates: list[int]) -> list[int]:
     """Entity ids the online store has (an unknown id is a correct 404, not load)."""
     import aiohttp
@@ -194,15 +203,19 @@ async def measure(seconds: float, entities: list[int]) -> dict:
     base = f"http://127.0.0.1:{PORT}"
     entities = await known_entities(base, entities)
     bodies = [json.dumps({"entity_id": e}).encode() for e in entities]
+    # The trailing slash is the no-op route's own path: without it Serve answers a 307
+    # redirect, which wrk would count as a (much cheaper) answer.
+    noop = f"{base}/noop/"
+    await expect_ok(noop)
     out = {"predict": {}, "noop": {}, "wrk_predict": {}, "wrk_noop": {}}
     # Warm-up under load: the first seconds after a deploy pay one-off costs (first Feast
     # reads, the monitor's first flushes) that are not the steady state being measured.
     wrk(f"{base}/predict", bodies, 32, 10) or await closed_loop(f"{base}/predict", bodies[0], 32, 10)
     for c in CONNECTIONS:
         out["predict"][c] = await closed_loop(f"{base}/predict", random.choice(bodies), c, seconds)
-        out["noop"][c] = await closed_loop(f"{base}/noop", b"{}", c, seconds)
+        out["noop"][c] = await closed_loop(noop, b"{}", c, seconds)
         out["wrk_predict"][c] = wrk(f"{base}/predict", bodies, c, seconds)
-        out["wrk_noop"][c] = wrk(f"{base}/noop", [b"{}"], c, seconds)
+        out["wrk_noop"][c] = wrk(noop, [b"{}"], c, seconds)
     peak = max(r["rps"] for r in out["predict"].values())
     for share in SHARES:  # where does P99 stay under the 100 ms alert threshold?
         rate = share / 100 * peak
