@@ -179,10 +179,9 @@ def summary(latencies: list[float], errors: int, elapsed: float) -> dict:
 async def expect_ok(url: str) -> None:
     import aiohttp
 
-    async with aiohttp.ClientSession() as session:
-        async with session.post(url, data=b"{}", allow_redirects=False) as r:
-            if r.status != 200:
-                raise RuntimeError(f"{url} answered {r.status}, not 200")
+    async with aiohttp.ClientSession() as session, session.post(url, data=b"{}", allow_redirects=False) as r:
+        if r.status != 200:
+            raise RuntimeError(f"{url} answered {r.status}, not 200")
 
 
 async def known_entities(base: str, candidates: list[int]) -> list[int]:
