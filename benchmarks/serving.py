@@ -179,7 +179,7 @@ def summary(latencies: list[float], errors: int, elapsed: float) -> dict:
 async def expect_ok(url: str) -> None:
     import aiohttp
 
-    async with aiohttp.ClientSession() as session, session.post(url, data=b"{}", allow_redirects=False) as r:
+    async with aiohttp.ClientSession() as session, session.post(url, json={}, allow_redirects=False) as r:
         if r.status != 200:
             raise RuntimeError(f"{url} answered {r.status}, not 200")
 
