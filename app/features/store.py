@@ -22,6 +22,7 @@ from app.cluster import connect, run_tasks
 from app.config import AppConfig
 from app.data.etl import WAREHOUSE_FILE, read_warehouse
 from app.data.schema import DataError
+from app.features.latest import latest_rows
 from app.features.pit import apply_ttl, partitioned_asof_join
 from app.features.transforms import FEATURE_TIMESTAMP, feature_spec, feature_table_batch, utc_us
 from app.files import atomic_write_parquet, atomic_write_text
@@ -162,9 +163,24 @@ class FeatureClient:
         if newest <= start:
             # Feast's Ray engine crashes on an empty window (schema of an empty dataset).
             return None
-        connect(self.cfg.ray)
-        self.store.materialize(start_date=start, end_date=end, feature_views=[self.view_name])
+        if self.cfg.features.materialize_engine == "feast":
+            connect(self.cfg.ray)
+            self.store.materialize(start_date=start, end_date=end, feature_views=[self.view_name])
+        else:
+            self._write_latest(view, start, end)
         return start, end
+
+    def _write_latest(self, view, start: datetime, end: datetime) -> None:
+        """Feast's materialization by other means: the newest row per entity in the window
+        (and within the TTL of now, as Feast's engine keeps it) through Feast's online-write
+        API, then the interval recorded in the registry as `FeatureStore.materialize` does."""
+        ds = self.cfg.dataset
+        since = max(start, datetime.now(timezone.utc) - timedelta(days=self.cfg.features.ttl_days))
+        files = self.table.glob("date=*/*.parquet")
+        rows = latest_rows(files, entity=ds.entity, timestamp=ds.timestamp, start=since, end=end)
+        if not rows.empty:
+            self.store.write_to_online_store(self.view_name, rows)
+        self.store.registry.apply_materialization(view, self.store.project, start, end)
 
     def _timestamp_bounds(self) -> tuple[datetime, datetime]:
         """Oldest and newest feature-row time, from parquet statistics (no data read)."""

@@ -6,6 +6,8 @@ latest feature row with timestamp <= the entity row's timestamp and within the T
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -138,12 +140,32 @@ def test_online_serves_the_latest_row_and_none_for_unknown(built):
     table = _feature_table(cfg)
     fresh = table[table["event_timestamp"] >= pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=TTL_DAYS)]
     latest = fresh.sort_values("event_timestamp").groupby("user_id").tail(1).set_index("user_id")
-    users = latest.index[:5].tolist()
-    rows = client.online([*users, 10**9])
-    for user, row in zip(users, rows[:5], strict=True):
+    stale = sorted(set(table["user_id"]) - set(latest.index))[:20]
+    assert latest.index.size > 100 and stale, "the data must hold both fresh and stale users"
+    users = latest.index.tolist()
+    rows = client.online([*users, *stale, 10**9])
+    for user, row in zip(users, rows, strict=False):
         assert row["age"] == latest.loc[user, "age"]
         assert row["age_bucket_x_gender"] == latest.loc[user, "age_bucket_x_gender"]
-    assert rows[-1]["age"] is None
+        assert row["feature_timestamp"] == latest.loc[user, "feature_timestamp"]
+    assert all(r["age"] is None for r in rows[len(users) :]), "older than the TTL, or unknown"
+
+
+def test_feasts_own_materialization_fills_the_online_store_identically(built, tmp_path):
+    """`materialize_engine: feast` (Feast's Ray compute engine) and the default write the same
+    rows: the same table, materialized both ways, read back for every user."""
+    cfg, client = built
+    client.materialize()  # a no-op when the test above ran first
+    other = make_config(tmp_path, features={"ttl_days": TTL_DAYS, "materialize_engine": "feast"})
+    shutil.copytree(cfg.storage.warehouse, other.storage.warehouse)
+    shutil.copytree(cfg.storage.features, other.storage.features)  # copy2 keeps the mtimes
+    feast_client = FeatureClient(other)
+    assert feast_client.apply() == 0, "the copied table is up to date"
+    assert feast_client.materialize() is not None
+    users = sorted(set(_feature_table(cfg)["user_id"]))
+    ours, feasts = client.online(users), feast_client.online(users)
+    assert sum(r["age"] is not None for r in ours) > 100
+    assert ours == feasts
 
 
 def test_historical_needs_entity_and_timestamp(built):
