@@ -23,7 +23,7 @@ from app.config import AppConfig
 from app.data.etl import WAREHOUSE_FILE, read_warehouse
 from app.data.schema import DataError
 from app.features.latest import latest_rows
-from app.features.pit import apply_ttl, partitioned_asof_join
+from app.features.pit import apply_ttl, asof_join, partitioned_asof_join
 from app.features.transforms import FEATURE_TIMESTAMP, feature_spec, feature_table_batch, utc_us
 from app.files import atomic_write_parquet, atomic_write_text
 
@@ -228,6 +228,11 @@ class FeatureClient:
                     "where Feast's windowed join misses history; use historical_engine: mlsys"
                 )
             joined = apply_ttl(self._feast_join(keys), ds.timestamp, names, ttl)
+        elif size < PARTITION_BYTES:
+            # One bucket: the same join in this process, without a Ray task's fixed costs
+            # (writing both sides to a scratch dataset, scheduling, reading back).
+            table = pq.read_table(str(self.table), partitioning=None).to_pandas(ignore_metadata=True)
+            joined = asof_join(keys, table, key=ds.entity, ts=ds.timestamp, features=names, ttl=ttl)
         else:
             feature_ds = ray.data.read_parquet(str(self.table), partitioning=None)
             joined = partitioned_asof_join(

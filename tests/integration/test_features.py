@@ -83,7 +83,8 @@ def _assert_matches_brute_force(cfg, got: pd.DataFrame, entity_df: pd.DataFrame)
 
 @pytest.mark.parametrize("buckets", [1, 8])
 def test_historical_matches_brute_force(built, monkeypatch, buckets):
-    """One join task, and one per entity hash bucket (as for a table above the threshold)."""
+    """In process (a table under one partition's size), and one Ray task per entity hash
+    bucket (as for a table above it)."""
     cfg, client = built
     monkeypatch.setattr(store_module, "PARTITION_BYTES", client.table_bytes() // buckets + 1)
     entity_df = _entity_rows(cfg, np.random.default_rng(5))
