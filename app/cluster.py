@@ -85,8 +85,23 @@ def connect(cfg: RayConfig) -> str | None:
             logging_level=logging.WARNING,
             runtime_env={"env_vars": {**WORKER_ENV, **SERVE_PROXY_ENV[cfg.serve_proxy]}},
         )
+    quiet_ray_data_console()
     url = getattr(ctx, "dashboard_url", None)
     return f"http://{url}" if url else None
+
+
+def quiet_ray_data_console() -> None:
+    """Ray Data prints each dataset's plan and, when stdout is not a terminal (a log, `ray job
+    submit`), its progress every 10 s at INFO on the console. Unless INFO is asked for
+    (`--verbose`), only its warnings reach the console; the full log stays in the Ray
+    session's `ray-data` log file."""
+    if logging.getLogger().getEffectiveLevel() <= logging.INFO:
+        return
+    import ray.data  # noqa: F401  (configures the "ray.data" loggers on import)
+
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler):  # the console (the file handler is not one)
+            handler.setLevel(logging.WARNING)
 
 
 def join_running(cfg: RayConfig) -> None:

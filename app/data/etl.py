@@ -90,12 +90,12 @@ def _cleaned(paths: list[str], ds: DatasetConfig) -> ray.data.Dataset:
             # quarantined, not abort pyarrow's type inference; ids stay exact digits.
             types = {inverse.get(c, c): pa.string() for c in ds.columns}
             read_ds = ray.data.read_csv(
-                files, convert_options=pacsv.ConvertOptions(column_types=types), ray_remote_args=task_args
+                files, convert_options=pacsv.ConvertOptions(column_types=types), **task_args
             )
         elif fmt == "parquet":
-            read_ds = ray.data.read_parquet(files, ray_remote_args=task_args)
+            read_ds = ray.data.read_parquet(files, **task_args)
         else:  # lines of text, parsed by _clean_json_lines so that no id goes through float64
-            read_ds = ray.data.read_text(files, ray_remote_args=task_args)
+            read_ds = ray.data.read_text(files, **task_args)
             datasets.append(read_ds.map_batches(_clean_json_lines, batch_format="pyarrow", **clean_args))
             continue
         datasets.append(read_ds.map_batches(_clean_to_arrow, batch_format="pandas", **clean_args))

@@ -27,8 +27,14 @@ def latest_rows(
         )
         if part.empty:
             continue
-        both = part if latest is None else pd.concat([latest, part], ignore_index=True)
-        latest = both.sort_values(timestamp, kind="stable").drop_duplicates(entity, keep="last")
+        part = _newest(part, entity, timestamp)  # one row per entity before merging
+        if latest is not None:
+            part = _newest(pd.concat([latest, part], ignore_index=True), entity, timestamp)
+        latest = part
     if latest is None:
         return pd.DataFrame()
     return latest.sort_values(entity, kind="stable").reset_index(drop=True)
+
+
+def _newest(frame: pd.DataFrame, entity: str, timestamp: str) -> pd.DataFrame:
+    return frame.sort_values(timestamp, kind="stable").drop_duplicates(entity, keep="last")

@@ -231,7 +231,11 @@ class FeatureClient:
         elif size < PARTITION_BYTES:
             # One bucket: the same join in this process, without a Ray task's fixed costs
             # (writing both sides to a scratch dataset, scheduling, reading back).
-            table = pq.read_table(str(self.table), partitioning=None).to_pandas(ignore_metadata=True)
+            # File by file: a partition whose column is all null has a null-typed schema,
+            # which one dataset read would impose on (or fail to cast from) the others.
+            files = sorted(self.table.glob("date=*/*.parquet"))
+            parts = [pq.read_table(f).to_pandas(ignore_metadata=True) for f in files]
+            table = pd.concat(parts, ignore_index=True)
             joined = asof_join(keys, table, key=ds.entity, ts=ds.timestamp, features=names, ttl=ttl)
         else:
             feature_ds = ray.data.read_parquet(str(self.table), partitioning=None)
@@ -289,7 +293,7 @@ class FeatureClient:
         return [{k: cols[k][i] for k in cols} for i in range(len(entity_ids))]
 
     def online_columns(self, entity_ids: list) -> dict[str, list]:
-        """The same as columns (one list per feature and the entity key), as Feast returns
+        """The same, as columns (one list per feature and the entity key) as Feast returns
         them: what the serving path reads, once per batch."""
         ent = self.cfg.dataset.entity
         resp = self.store.get_online_features(

@@ -9,6 +9,7 @@ call (no Ray, no HTTP here).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,8 +44,9 @@ class Predictor:
     def family(self) -> str:
         return self.bundle.family
 
-    def score(self, frame: pd.DataFrame) -> np.ndarray:
-        """Positive-class probability (float64) per row of a frame holding the model's features."""
+    def score(self, frame: pd.DataFrame | Mapping[str, np.ndarray]) -> np.ndarray:
+        """Positive-class probability (float64) per row of a frame, or of equally long columns,
+        holding the model's features."""
         arrays = self.bundle.preprocessor.transform_batch(frame)
         if self.booster is not None:
             return trees.predict_proba(self.booster, trees.tree_inputs(arrays))

@@ -95,7 +95,8 @@ class Preprocessor:
     def _codes(self, column: str, values: pd.Series | np.ndarray) -> np.ndarray:
         """Vocabulary codes of a column's values (UNKNOWN for missing and unseen ones).
 
-        The text of a value is `str(value)`, as `Series.astype(str)` gives it. A served batch
+        The text of a value is `str(value)`, as `Series.astype(str)` gives it for the strings,
+        integers, floats and booleans features hold (bytes or float32 would differ). A served batch
         (a few rows) is looked up value by value: pandas' per-call overhead (a Series built
         from the vocabulary, index alignment) cost milliseconds per request, more than the
         model. Large frames (training, evaluation) go through one hashed-index lookup."""

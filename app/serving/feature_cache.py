@@ -32,8 +32,6 @@ class OnlineFeatureCache:
         self.max_entries = max_entries
         self.clock = clock
         self.rows: OrderedDict[object, tuple[float, tuple]] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
 
     def columns(self, entity_ids: list) -> dict[str, list]:
         """Feature columns for `entity_ids` (None where unknown), as Feast answers them."""
@@ -47,8 +45,6 @@ class OnlineFeatureCache:
                 self.rows.move_to_end(e)
                 found[e] = entry[1]
         missing = list(dict.fromkeys(e for e in entity_ids if e not in found))
-        self.hits += len(entity_ids) - len(missing)
-        self.misses += len(missing)
         if missing:
             cols = self.read(missing)
             for k, e in enumerate(missing):

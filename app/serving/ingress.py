@@ -100,8 +100,9 @@ class Ingress:
             from app.serving.feature_cache import OnlineFeatureCache
 
             serve_cfg = self.cfg.serve
+            self._feature_registry = self.features.registry_version()  # what the rows are as of
             self._online_cache = OnlineFeatureCache(
-                self.features.online_columns,
+                lambda ids: self.features.online_columns(ids),  # whichever client is current
                 self.features.spec.names,
                 ttl_s=serve_cfg.online_cache_seconds,
                 max_entries=serve_cfg.online_cache_entries,
@@ -110,10 +111,12 @@ class Ingress:
 
     def _follow_feature_store(self) -> None:
         """A new materialization changes the Feast registry: cached online rows go."""
+        if self._online_cache is None:
+            return
         version = self.features.registry_version()
-        if self._feature_registry is not None and version != self._feature_registry:
-            self.online_cache.clear()
-        self._feature_registry = version
+        if version != self._feature_registry:
+            self._online_cache.clear()
+            self._feature_registry = version
 
     @property
     def experiment(self) -> ExperimentConfig:
@@ -155,6 +158,9 @@ class Ingress:
                 last_sync = time.monotonic()
                 try:
                     self._follow_feature_store()
+                except OSError:  # serve what is cached (at most its TTL old); retry next tick
+                    log.exception("could not read the Feast registry's version")
+                try:
                     await self._sync()
                 except Exception:  # keep serving the models we have; retry next tick
                     log.exception("could not follow the serve control actor")
@@ -185,9 +191,9 @@ class Ingress:
             self._log(r, seconds * 1000)
             self.metrics.served(r["variant"], r["model_version"], seconds)
         answers = [scoring.public(r) for r in results]
-        if self.feedback_key is not None:
-            for a in answers:
-                a["feedback_token"] = receipts.issue(self.feedback_key, a["request_id"])
+        key = self.feedback_key
+        for a in answers:
+            a["feedback_token"] = None if key is None else receipts.issue(key, a["request_id"])
         return answers
 
     async def _score_rows(self, rows: list) -> list:
@@ -224,9 +230,7 @@ class Ingress:
         self, variant: str, data: scoring.Columns | pd.DataFrame, routing
     ) -> tuple[np.ndarray, int]:
         if self.handles:
-            version, scores = await self.handles[variant].score.remote(
-                scoring.records(data, self.features.spec.names)
-            )
+            version, scores = await self.handles[variant].score.remote(data)
             return np.asarray(scores), version
         predictor = routing.predictors[variant]
         return predictor.score(data), predictor.version

@@ -112,9 +112,12 @@ class Model:
         if await asyncio.to_thread(self.models.changed, [self.alias], generation):
             await asyncio.to_thread(self.models.refresh, [self.alias], generation)
 
-    async def score(self, records: list[dict]) -> tuple[int, list[float]]:
+    async def score(self, data: dict | pd.DataFrame) -> tuple[int, list[float]]:
+        """Scores for a batch's feature columns (or a frame), as the ingress holds them: a
+        column keeps its values' types (rebuilding a frame from row dicts would turn integer
+        hours into floats as soon as one is missing)."""
         await self._follow()
         predictor = self.models.predictors.get(self.alias)
         if predictor is None:
             raise RuntimeError(f"no model behind alias {self.alias!r}")
-        return predictor.version, predictor.score(pd.DataFrame.from_records(records)).tolist()
+        return predictor.version, predictor.score(data).tolist()

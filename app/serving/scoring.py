@@ -1,7 +1,7 @@
-"""Pure batch scoring for the ingress: feature frames, variant routing, results, traffic records.
+"""Pure batch scoring for the ingress: feature columns, variant routing, results, traffic records.
 
 No Ray, no HTTP: the ingress (`ingress.py`) gathers a batch of requests and calls these, so
-each step is tested on plain lists and frames. Raw rows go through `add_features`, the
+each step is tested on plain lists and arrays. Raw rows go through `add_features`, the
 function training used, so time, bucket and cross features cannot be derived differently
 when serving.
 """

@@ -8,7 +8,9 @@ two small models, so routing, scoring, shadow and promotion run the real code.
 from __future__ import annotations
 
 import asyncio
+import pickle
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -151,11 +153,28 @@ def test_an_unknown_entity_is_a_404_row_error_and_known_ones_score(setup):
     assert err.value.status == 404 and "999" in str(err.value)
 
 
-def test_a_row_scores_the_same_whatever_else_is_in_its_batch(setup):
+class ModelHandle:
+    """A `Model` deployment's handle: the batch crosses a process boundary (pickled)."""
+
+    def __init__(self, predictor):
+        self.predictor = predictor
+        self.score = SimpleNamespace(remote=self._score)
+
+    async def _score(self, data):
+        data = pickle.loads(pickle.dumps(data))
+        return self.predictor.version, self.predictor.score(data).tolist()
+
+
+@pytest.mark.parametrize("placement", ["ingress", "deployment"])
+def test_a_row_scores_the_same_whatever_else_is_in_its_batch(setup, placement):
     """An unknown entity (every feature missing) or a raw-features row in the same batch must
     not change how the others are coded: in a DataFrame, one missing hour turned the batch's
     integer hours into floats ("3.0"), which the vocabulary ("3") did not know."""
     cfg, ingress = setup["cfg"], setup["ingress"]
+    if placement == "deployment":
+        ingress.handles = {
+            alias: ModelHandle(Predictor.from_bundle(b)) for alias, b in setup["bundles"].items()
+        }
     ingress.cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"unknown_entity": "impute"})})
     alone = run(ingress._score_rows(rows(cfg, [{"entity_id": 1}])))[0]
     mixed = run(ingress._score_rows(rows(cfg, [{"entity_id": 999}, {"features": ROW}, {"entity_id": 1}])))
@@ -172,7 +191,6 @@ def test_a_row_scores_the_same_whatever_else_is_in_its_batch(setup):
 def test_cached_online_rows_are_served_until_a_materialization_changes_the_registry(setup):
     cfg, ingress = setup["cfg"], setup["ingress"]
     features = ingress.features
-    ingress._follow_feature_store()
     before = run(ingress._score_rows(rows(cfg, [{"entity_id": 1}])))[0]
     features.rows[1] = {**features.rows[1], "income": features.rows[1]["income"] * 5}
     cached = run(ingress._score_rows(rows(cfg, [{"entity_id": 1}])))[0]
