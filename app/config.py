@@ -143,7 +143,7 @@ class FeaturesConfig(_Section):
     # How `features materialize` fills the online store. "mlsys": the latest row per entity,
     # read partition by partition, written with Feast's own online-write API and recorded in
     # the Feast registry as a materialization (seconds at small sizes). "feast": Feast's Ray
-    # compute engine (`FeatureStore.materialize`), ~40 s of fixed cost at 20k rows.
+    # compute engine (`FeatureStore.materialize`), which pays Ray's fixed costs.
     materialize_engine: Literal["mlsys", "feast"] = "mlsys"
 
     @model_validator(mode="after")
