@@ -37,9 +37,10 @@ PENDING_GRACE_S = 120.0
 
 
 def _freeze_heap() -> None:
-    """Keep what is loaded by now (libraries, models: millions of objects) out of the cyclic
-    garbage collector's passes: each full pass over them paused the replica for tens of
-    milliseconds, and requests allocate enough to trigger one every few seconds."""
+    """Keep what is loaded by now (libraries, the first models: millions of objects) out of
+    the cyclic garbage collector: the full collections that requests' allocations trigger no
+    longer walk them all. The price: if these first models are replaced, their cyclic garbage
+    is never collected (once per replica)."""
     gc.collect()
     gc.freeze()
 
