@@ -71,12 +71,16 @@ def run_demo(
 
 
 def demo_config(cfg: AppConfig, traffic: int) -> AppConfig:
-    """The demo's traffic is small: one monitor window per replay, one incident -> one retrain."""
+    """The demo's traffic is small: a monitor window of a quarter replay, so that each variant
+    completes windows of drifted traffic even while a challenger from an earlier run holds part
+    of the split (the alert needs a complete window); PSI's noise at 250 rows is a fraction of
+    `psi_alert`. One incident -> one retrain."""
+    window = max(250, traffic // 4)
     return cfg.model_copy(
         update={
             "dataset": cfg.dataset.model_copy(update={"source": str(cfg.storage.raw)}),
-            "monitor": cfg.monitor.model_copy(update={"window": traffic}),
-            "retrain": cfg.retrain.model_copy(update={"schedule": "none", "min_samples": traffic}),
+            "monitor": cfg.monitor.model_copy(update={"window": window}),
+            "retrain": cfg.retrain.model_copy(update={"schedule": "none", "min_samples": window}),
             # Minutes of traffic, not days: steps on outcomes alone, a look every second, and
             # promotion when the challenger is better or no more than 5 points worse.
             "rollout": cfg.rollout.model_copy(

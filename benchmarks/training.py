@@ -89,6 +89,15 @@ def main() -> None:
 
     plain = plain_torch(arrays, spec, epochs=args.epochs, batch_size=hp["batch_size"], lr=hp["lr"])
     results = {"rows_train": n, "plain_torch_samples_per_s": n / statistics.median(plain[1:])}
+    # A Ray Train worker holds one CPU, and Ray sets OMP_NUM_THREADS to it: torch in the
+    # worker runs one intra-op thread, where the plain loop above used every core. The same
+    # loop on one thread separates Ray Train's own overhead from that CPU budget.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    plain_1t = plain_torch(arrays, spec, epochs=args.epochs, batch_size=hp["batch_size"], lr=hp["lr"])
+    torch.set_num_threads(threads)
+    results["plain_torch_1_thread_samples_per_s"] = n / statistics.median(plain_1t[1:])
+    results["plain_torch_threads"] = threads
     for workers in (1, 2):
         data = cfg.model_dump(mode="json")
         data["train"].update(num_workers=workers, epochs=args.epochs, patience=args.epochs + 1)
@@ -99,6 +108,9 @@ def main() -> None:
     results["ray_1w_overhead_vs_plain"] = (
         1 - results["ray_1w_samples_per_s"] / results["plain_torch_samples_per_s"]
     )
+    results["ray_1w_overhead_vs_plain_1_thread"] = (
+        1 - results["ray_1w_samples_per_s"] / results["plain_torch_1_thread_samples_per_s"]
+    )
 
     outcome = train_and_register(
         cfg, splits=splits, overrides=search(cfg, splits, num_samples=args.tune_samples).overrides
@@ -108,13 +120,14 @@ def main() -> None:
 
     print("| measure | value | baseline (same run) |")
     print("|---|---:|---:|")
-    print(
-        f"| training samples/s, plain torch loop (1 process) | {results['plain_torch_samples_per_s']:,.0f} | — |"
-    )
+    plain_s, plain_1t_s = results["plain_torch_samples_per_s"], results["plain_torch_1_thread_samples_per_s"]
+    print(f"| training samples/s, plain torch loop (1 process, {threads} threads) | {plain_s:,.0f} | — |")
+    print(f"| training samples/s, plain torch loop (1 process, 1 thread) | {plain_1t_s:,.0f} | — |")
     for w in (1, 2):
-        ratio = results[f"ray_{w}w_samples_per_s"] / results["plain_torch_samples_per_s"]
+        rate = results[f"ray_{w}w_samples_per_s"]
         print(
-            f"| training samples/s, Ray Train {w} worker(s), DDP gloo | {results[f'ray_{w}w_samples_per_s']:,.0f} | {ratio:.2f}x plain |"
+            f"| training samples/s, Ray Train {w} worker(s), DDP gloo | {rate:,.0f} "
+            f"| {rate / plain_s:.2f}x plain, {rate / plain_1t_s:.2f}x plain 1 thread |"
         )
     print(
         f"| holdout AUC, tuned torch MLP | {results['tuned_torch_holdout_auc']:.4f} | HGB {results['hgb_holdout_auc']:.4f} |"
