@@ -25,8 +25,9 @@ WORKER_ENV = {
     # Setting the trim threshold also freezes glibc's mmap threshold at 128 KiB, so every
     # larger block (a training step's activations) became an mmap + page faults + munmap:
     # a Ray task's torch epoch ran at ~0.65x the same loop without these variables
-    # (benchmarks/training.py). Blocks under 4 MiB come from the heap again.
-    "MALLOC_MMAP_THRESHOLD_": "4194304",
+    # (benchmarks/training.py). Blocks under 1 MiB come from the heap again (at 4 MiB the
+    # 10M-row ETL peaked 0.2 GB higher and ran no faster: benchmarks/etl_features.py).
+    "MALLOC_MMAP_THRESHOLD_": "1048576",
     "ARROW_DEFAULT_MEMORY_POOL": "system",
     # Libraries' deprecation notices in every worker's output would bury our progress lines
     # (Ray Data's, Tune's, Feast's): they are for those libraries' callers' developers.

@@ -6,6 +6,8 @@ HistGradientBoosting, on the built-in data set, all in one run.
 1. Throughput: samples/s of epochs 2..N (start-up excluded: "once started") for Ray Train
    with 1 and 2 workers (DDP, gloo) and for a single-process torch loop over the same
    tensors, same model, same batch size. Ray's per-epoch overhead = 1 - ray/plain at 1 worker.
+   The plain loop also runs on one thread (a worker's CPU budget) and inside a bare Ray task,
+   with the workers' allocator settings and with glibc's mmap threshold at its old 128 KiB.
 2. Quality: holdout AUC of the tuned torch model (Ray Tune search, then DDP training of the
    winner) against scikit-learn's HistGradientBoosting on the same time split.
 Writes benchmarks/results/training.json.
@@ -61,6 +63,16 @@ def plain_torch(arrays, spec, *, epochs: int, batch_size: int, lr: float) -> lis
     return times
 
 
+def in_ray_task(arrays, spec, *, mmap_threshold: int, **loop) -> list[float]:
+    """The plain loop's epoch seconds inside a 1-CPU Ray task (the workers' environment, with
+    glibc's mmap threshold set to `mmap_threshold` bytes)."""
+    import ray
+
+    env = {"MALLOC_MMAP_THRESHOLD_": str(mmap_threshold)}
+    task = ray.remote(num_cpus=1, runtime_env={"env_vars": env})(plain_torch)
+    return ray.get(task.remote(arrays, spec, **loop))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=200_000)
@@ -98,6 +110,18 @@ def main() -> None:
     torch.set_num_threads(threads)
     results["plain_torch_1_thread_samples_per_s"] = n / statistics.median(plain_1t[1:])
     results["plain_torch_threads"] = threads
+    from app.cluster import WORKER_ENV
+
+    for name, threshold in (("now", int(WORKER_ENV["MALLOC_MMAP_THRESHOLD_"])), ("128k", 128 * 1024)):
+        epoch_s = in_ray_task(
+            arrays,
+            spec,
+            mmap_threshold=threshold,
+            epochs=args.epochs,
+            batch_size=hp["batch_size"],
+            lr=hp["lr"],
+        )
+        results[f"ray_task_mmap_{name}_samples_per_s"] = n / statistics.median(epoch_s[1:])
     for workers in (1, 2):
         data = cfg.model_dump(mode="json")
         data["train"].update(num_workers=workers, epochs=args.epochs, patience=args.epochs + 1)
@@ -123,6 +147,15 @@ def main() -> None:
     plain_s, plain_1t_s = results["plain_torch_samples_per_s"], results["plain_torch_1_thread_samples_per_s"]
     print(f"| training samples/s, plain torch loop (1 process, {threads} threads) | {plain_s:,.0f} | — |")
     print(f"| training samples/s, plain torch loop (1 process, 1 thread) | {plain_1t_s:,.0f} | — |")
+    for name, what in (
+        ("now", f"mmap threshold {WORKER_ENV['MALLOC_MMAP_THRESHOLD_']} B"),
+        ("128k", "mmap threshold 128 KiB"),
+    ):
+        rate = results[f"ray_task_mmap_{name}_samples_per_s"]
+        print(
+            f"| training samples/s, the plain loop in a 1-CPU Ray task, {what} | {rate:,.0f} "
+            f"| {rate / plain_s:.2f}x plain, {rate / plain_1t_s:.2f}x plain 1 thread |"
+        )
     for w in (1, 2):
         rate = results[f"ray_{w}w_samples_per_s"]
         print(
