@@ -24,7 +24,7 @@ WORKER_ENV = {
     "MALLOC_TRIM_THRESHOLD_": "1000000",
     # Setting the trim threshold also freezes glibc's mmap threshold at 128 KiB, so every
     # larger block (a training step's activations) became an mmap + page faults + munmap:
-    # a Ray task's torch epoch ran at ~0.65x the same loop without these variables
+    # the same torch loop ran at 0.86x its speed outside Ray in a bare 1-CPU Ray task
     # (benchmarks/training.py). Blocks under 1 MiB come from the heap again (at 4 MiB the
     # 10M-row ETL peaked 0.2 GB higher and ran no faster: benchmarks/etl_features.py).
     "MALLOC_MMAP_THRESHOLD_": "1048576",

@@ -71,7 +71,7 @@ def run_demo(
 
 
 def demo_config(cfg: AppConfig, traffic: int) -> AppConfig:
-    """The demo's traffic is small: a monitor window of a quarter replay, so that each variant
+    """The demo's traffic is small: a monitor window of a quarter replay, so that a variant
     completes windows of drifted traffic even while a challenger from an earlier run holds part
     of the split (the alert needs a complete window); PSI's noise at 250 rows is a fraction of
     `psi_alert`. One incident -> one retrain."""

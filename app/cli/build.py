@@ -131,7 +131,7 @@ def pipeline(ctx: typer.Context, input_path: Annotated[str | None, typer.Option(
 def demo(
     ctx: typer.Context,
     rows: Annotated[int, typer.Option(min=1000)] = 50_000,
-    traffic: Annotated[int, typer.Option(min=500, help="requests per replay (four monitor windows)")] = 2000,
+    traffic: Annotated[int, typer.Option(min=500, help="requests per replay (window: a quarter)")] = 2000,
     keep_serving: Annotated[bool, typer.Option("--keep-serving", help="leave the service up")] = False,
     tune_samples: Annotated[int, typer.Option(min=1, help="trials of the search before training")] = 4,
     bad_challenger: Annotated[

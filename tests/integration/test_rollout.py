@@ -43,7 +43,7 @@ def service(tmp_path_factory):
             "min_requests": 50,
             "check_seconds": 1,
             "margin": 0.2,
-            "latency_slack": 100.0,  # nor the relative one: a busy core slows one variant's replica
+            "latency_slack": 100.0,  # nor relative latency: a busy core slows one variant's replica
         },
         monitor={"p99_ms_alert": 60_000},  # latency is not under test on a shared 2-core machine
     )
