@@ -28,7 +28,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import ray
 
-from app.cluster import connect, cpus_per_task, run_tasks
+from app.cluster import connect, cpus_per_task, read_parquet, run_tasks
 from app.config import AppConfig, DatasetConfig
 from app.data.inputs import FORMATS, check_inputs, json_lines_frame, resolve_inputs
 from app.data.schema import (
@@ -93,7 +93,7 @@ def _cleaned(paths: list[str], ds: DatasetConfig) -> ray.data.Dataset:
                 files, convert_options=pacsv.ConvertOptions(column_types=types), **task_args
             )
         elif fmt == "parquet":
-            read_ds = ray.data.read_parquet(files, **task_args)
+            read_ds = read_parquet(files, **task_args)
         else:  # lines of text, parsed by _clean_json_lines so that no id goes through float64
             read_ds = ray.data.read_text(files, **task_args)
             datasets.append(read_ds.map_batches(_clean_json_lines, batch_format="pyarrow", **clean_args))
@@ -259,6 +259,6 @@ def read_warehouse(cfg: AppConfig) -> ray.data.Dataset:
     """The warehouse as a Ray Dataset (typed contract columns)."""
     if not any(cfg.storage.warehouse.glob(f"date=*/{WAREHOUSE_FILE}")):
         raise DataError(f"the warehouse {cfg.storage.warehouse} is empty: run `mlsys etl` first")
-    return ray.data.read_parquet(
+    return read_parquet(
         str(cfg.storage.warehouse), partitioning=None, schema=arrow_schema(cfg.dataset, with_meta=False)
     )

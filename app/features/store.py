@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import ray
 import yaml
 
-from app.cluster import connect, run_tasks
+from app.cluster import connect, read_parquet, run_tasks
 from app.config import AppConfig
 from app.data.etl import WAREHOUSE_FILE, read_warehouse
 from app.data.schema import DataError
@@ -238,7 +238,7 @@ class FeatureClient:
             table = pd.concat(parts, ignore_index=True)
             joined = asof_join(keys, table, key=ds.entity, ts=ds.timestamp, features=names, ttl=ttl)
         else:
-            feature_ds = ray.data.read_parquet(str(self.table), partitioning=None)
+            feature_ds = read_parquet(str(self.table), partitioning=None)
             joined = partitioned_asof_join(
                 keys,
                 feature_ds,
