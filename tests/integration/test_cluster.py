@@ -21,13 +21,14 @@ def test_read_parquet_starts_no_actor_and_leaves_rays_default(tmp_path):
         part.mkdir()
         frame = pd.DataFrame({"user_id": range(day * 10, day * 10 + 10), "x": [float(day)] * 10})
         frame.to_parquet(part / "part.parquet", index=False)
-    default = ray.data.DataContext.get_current().use_datasource_v2
+    context = ray.data.DataContext.get_current()
+    defaults = (context.use_datasource_v2, context.enable_progress_bars)
     before = footer_readers()
 
     read = read_parquet(str(tmp_path), partitioning=None).to_pandas()
 
     assert footer_readers() == before
-    assert ray.data.DataContext.get_current().use_datasource_v2 == default
+    assert (context.use_datasource_v2, context.enable_progress_bars) == defaults
     expected = pq.read_table(tmp_path, partitioning=None).to_pandas()
     pd.testing.assert_frame_equal(
         read.sort_values("user_id", ignore_index=True),
