@@ -30,9 +30,9 @@ WORKER_ENV = {
     "MALLOC_MMAP_THRESHOLD_": "1048576",
     "ARROW_DEFAULT_MEMORY_POOL": "system",
     # Ray Train's controller acts on its workers' state (started, reported, finished) once per
-    # poll, every 2 s by default: a 10-epoch run on 30k rows waited ~40 s for ~1.5 s of
-    # compute. At 0.2 s the same run of Ray Train alone took 13.8 s instead of 32.4 s
-    # (README, Performance: pipeline); a poll is one small remote call per worker.
+    # poll, every 2 s by default, and a run waits for several polls whatever its size: a bare
+    # run of 10 reports took 33.9 s at 2 s and 13.9 s at 0.2 s (benchmarks/fixed_costs.py).
+    # A poll is one small remote call per worker.
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
     # Libraries' deprecation notices in every worker's output would bury our progress lines
     # (Ray Data's, Tune's, Feast's): they are for those libraries' callers' developers.
@@ -119,9 +119,10 @@ def read_parquet(paths: str | list[str], **kwargs: Any) -> ray.data.Dataset:
     """`ray.data.read_parquet` through Ray Data's V1 parquet reader.
 
     The V2 reader (Ray's default) starts a pool of 32 footer-reading actors, each a new Python
-    process, for every read: on 2 cores one read of a 113-file warehouse took ~14 s against
-    ~0.6 s with V1, whatever its rows (README, Performance: pipeline). Only our own reads
-    switch: Feast's Ray engine keeps Ray's default (its timestamp filter depends on V2's rows).
+    process, for every read: on 2 cores a 113-file table took 13.2 s against 0.77 s with V1,
+    whatever its rows (benchmarks/fixed_costs.py). Only our own reads switch: Feast's Ray
+    engine keeps Ray's default (with V1 it materialized older rows than the newest for some
+    entities: tests/integration/test_features.py).
     V1 samples files while planning, behind a progress bar of its own that would print into
     our output even in a log: it stays off for that call (the run's progress is unchanged).
     """
