@@ -111,8 +111,16 @@ def test_pipeline_registers_a_champion_visible_in_models_list(tmp_path):
 
 def pipeline_interrupted_while_training(tmp_path, raw) -> tuple[int, str]:
     """`mlsys pipeline`, Ctrl-C once training has begun; returns its exit code and stderr."""
+    # Epochs enough that training cannot finish before the signal, however fast Ray Train starts.
+    many_epochs = {"MLSYS_TRAIN__EPOCHS": "200", "MLSYS_TRAIN__PATIENCE": "200"}
     proc = mlsys_process(
-        tmp_path, "pipeline", "--input", str(raw), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        tmp_path,
+        "pipeline",
+        "--input",
+        str(raw),
+        env=many_epochs,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         lines, stage_over = [], False
