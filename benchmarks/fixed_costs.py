@@ -126,16 +126,13 @@ def main() -> None:
             for reader in ("v2", "v1")
         }
         interval = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
-        polls = {
-            seconds: in_fresh_process(
-                ["--child", "train", str(args.reports), str(Path(work) / "runs")], {interval: seconds}
-            )
-            for seconds in ("2.0", WORKER_ENV[interval])
-        }
+
+        def ray_train(env: dict[str, str]) -> dict:
+            return in_fresh_process(["--child", "train", str(args.reports), str(Path(work) / "runs")], env)
+
+        polls = {seconds: ray_train({interval: seconds}) for seconds in ("2.0", WORKER_ENV[interval])}
         # For reference: Ray Train's previous implementation (V1), still selectable in Ray 2.60.
-        train_v1 = in_fresh_process(
-            ["--child", "train", str(args.reports), str(Path(work) / "runs")], {"RAY_TRAIN_V2_ENABLED": "0"}
-        )
+        train_v1 = ray_train({"RAY_TRAIN_V2_ENABLED": "0"})
     v2, v1 = (statistics.median(reads[r][1:] or reads[r]) for r in ("v2", "v1"))
     print(f"read_parquet, {args.partitions} files, median of reads 2..{args.reads} (first read)")
     print(f"  Ray Data's default (V2) reader: {v2:6.2f} s ({reads['v2'][0]:.2f} s)")

@@ -25,6 +25,16 @@ def registry_with_champion(cfg):
     return cfg
 
 
+@pytest.fixture
+def registry_with_fair_champion(cfg):
+    """A champion fitted on 30,000 rows. One fitted on 2,000 scores worse than a constant on
+    some days' data (the generator's dates follow today's): noise then only moves it to 0.5."""
+    Registry(cfg).register(
+        quick_bundle(cfg, generate(30_000, seed=1, defects=CLEAN), seed=1), params={}, alias=CHAMPION
+    )
+    return cfg
+
+
 def warehouse(cfg):
     """A clean sample of the data, standing in for the warehouse's holdout split."""
     return model_inputs(cfg, 1500, seed=99)
@@ -80,11 +90,8 @@ def test_a_tree_champion_learns_online_with_more_boosting_rounds(cfg):
     assert updated.family == "gbdt" and updated.spec.rounds == 5 + 10
 
 
-def test_feedback_that_harms_is_not_published(cfg):
-    # A fair champion: one fitted on 2,000 rows scores worse than a constant on some days' data
-    # (the generator's dates follow today's), and learning noise then moves it towards 0.5.
-    champion = quick_bundle(cfg, generate(30_000, seed=1, defects=CLEAN), seed=1)
-    Registry(cfg).register(champion, params={}, alias=CHAMPION)
+def test_feedback_that_harms_is_not_published(registry_with_fair_champion):
+    cfg = registry_with_fair_champion
     frame, labels = features(cfg, 3000, seed=8)
     rng = np.random.default_rng(0)
     # Noise to learn from; the held-out newest fifth keeps its true outcomes.
@@ -95,11 +102,12 @@ def test_feedback_that_harms_is_not_published(cfg):
     assert Registry(cfg).alias_version(CHAMPION) == 1
 
 
-def test_poisoned_feedback_fits_its_own_holdout_but_fails_the_gate_and_is_rejected(cfg):
+def test_poisoned_feedback_fits_its_own_holdout_but_fails_the_gate_and_is_rejected(
+    registry_with_fair_champion,
+):
     """Labels flipped for one segment (every US user) pass the feedback's own holdout, which
     is poisoned too; the gate on the warehouse's holdout refuses the update."""
-    champion = quick_bundle(cfg, generate(30_000, seed=1, defects=CLEAN), seed=1)  # a fair model
-    Registry(cfg).register(champion, params={}, alias=CHAMPION)
+    cfg = registry_with_fair_champion
     frame, labels = features(cfg, 3000, seed=8)
     poisoned = np.where(frame["country"].to_numpy() == "US", 1 - labels, labels)
     log_traffic(cfg, frame, poisoned)
