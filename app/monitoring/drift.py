@@ -6,7 +6,8 @@ PSI / KS / chi-square per feature against the model's reference profile.
   Categoricals are binned by category, with every unseen category in one bin of its own.
 - KS for numerics is evaluated on the reference's percentile grid (99 points): the window keeps
   counts, not rows, so the statistic is the largest CDF gap at those points (a lower bound of
-  the exact one; see benchmarks/drift.py), with scipy's asymptotic two-sample p-value.
+  the exact one; see benchmarks/drift.py), with an asymptotic two-sample p-value
+  (`ks_p_value`).
 - chi-square for categoricals compares the window's category counts with the reference's
   frequencies (scipy). p-values are corrected for testing many features at once
   (Benjamini-Hochberg).
@@ -22,9 +23,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from app.monitoring.binning import BinCounter
+
 FLOOR = 1e-4
 UNSEEN = "__unseen__"
 MAX_CATEGORIES = 1_000  # distinct live categories tracked per feature; beyond that, "unseen"
+EXACT_KS_MAX_N = 10_000  # effective sample size up to which KS p-values use the exact-n distribution
 
 
 def severity(psi: float | None) -> str | None:
@@ -43,47 +47,82 @@ def psi(reference: np.ndarray, current: np.ndarray) -> float:
 def ks_from_cdf(ref_cdf: np.ndarray, ref_n: int, cur_cdf: np.ndarray, cur_n: int) -> tuple[float, float]:
     """Two-sample KS statistic (largest CDF gap on the grid) and its asymptotic p-value."""
     d = float(np.max(np.abs(np.asarray(ref_cdf) - np.asarray(cur_cdf)))) if len(ref_cdf) else 0.0
-    en = round(ref_n * cur_n / (ref_n + cur_n))
-    return d, float(stats.kstwo.sf(d, max(en, 1)))
+    return d, ks_p_value(d, ref_n * cur_n / (ref_n + cur_n))
+
+
+def ks_p_value(d: float, effective_n: float) -> float:
+    """P-value of a two-sample KS statistic at the effective sample size n*m/(n+m).
+
+    Up to 10,000 it is scipy's distribution of the statistic at that size (what `ks_2samp`'s
+    asymptotic method uses). Beyond, scipy sums a series as long as the sample, up to 0.3 s per
+    feature at 170k and 1.5 s at 1M, so the limiting Kolmogorov distribution with Stephens'
+    small-sample correction takes over: within 1 % of scipy's value (relative) from 170k, 3.4 %
+    at 10k, far inside what evaluating the statistic on a 99-point grid already moves it.
+    """
+    if effective_n <= EXACT_KS_MAX_N:
+        return float(stats.kstwo.sf(d, max(round(effective_n), 1)))
+    root = np.sqrt(effective_n)
+    return float(stats.kstwobign.sf((root + 0.12 + 0.11 / root) * d))
 
 
 class NumericWindow:
-    """Counts of one numeric feature on the reference's decile bins and percentile grid."""
+    """Counts of one numeric feature on the reference's decile bins and percentile grid.
+
+    Both sets of edges are counted in one pass over their union: each bin of the union lies
+    inside one decile bin and one grid bin, so the two sets of counts are sums of its counts.
+    """
 
     def __init__(self, profile: dict):
         self.profile = profile
         self.edges = np.asarray(profile.get("edges", []), dtype=float)
         self.grid = np.asarray(profile.get("cdf_edges", []), dtype=float)
-        self.bins = np.zeros(len(self.edges) + 1, dtype=np.int64)
-        self.grid_bins = np.zeros(len(self.grid) + 1, dtype=np.int64)
+        union = np.union1d(self.edges, self.grid)
+        self.counter = BinCounter(union)
+        self.union_counts = np.zeros(len(union) + 1, dtype=np.int64)
+        lower = np.concatenate([[-np.inf], union])  # the lowest value of each union bin
+        self.to_bin = np.searchsorted(self.edges, lower, side="right")
+        self.to_grid = np.searchsorted(self.grid, lower, side="right")
         self.n = self.missing = self.nonfinite = 0
 
     def add(self, values: pd.Series) -> None:
-        x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-        nan = np.isnan(x)
+        if values.dtype == np.float64:
+            x = values.to_numpy()
+        else:
+            x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
         finite = np.isfinite(x)
         self.n += len(x)
-        self.missing += int(nan.sum())
-        self.nonfinite += int((~finite & ~nan).sum())
-        x = x[finite]
-        self.bins += np.bincount(np.searchsorted(self.edges, x, side="right"), minlength=len(self.bins))
-        self.grid_bins += np.bincount(
-            np.searchsorted(self.grid, x, side="right"), minlength=len(self.grid_bins)
-        )
+        if not finite.all():
+            nan = np.isnan(x)
+            self.missing += int(nan.sum())
+            self.nonfinite += int((~finite & ~nan).sum())
+            x = x[finite]
+        self.union_counts += self.counter.counts(x)
+
+    @property
+    def bins(self) -> np.ndarray:
+        return self._regroup(self.to_bin, len(self.edges) + 1)
+
+    @property
+    def grid_bins(self) -> np.ndarray:
+        return self._regroup(self.to_grid, len(self.grid) + 1)
+
+    def _regroup(self, mapping: np.ndarray, size: int) -> np.ndarray:
+        return np.bincount(mapping, weights=self.union_counts, minlength=size).astype(np.int64)
 
     def report(self) -> dict:
-        used = int(self.bins.sum())
+        bins = self.bins
+        used = int(bins.sum())
         out = {"kind": "numeric", "n": self.n, "missing": self.missing, "nonfinite": self.nonfinite}
         if not self.profile.get("proportions"):
             return {**out, "psi": None, "reason": "the reference has no finite values"}
         if used == 0:
             return {**out, "psi": None, "reason": "no finite values in the window"}
-        value = psi(np.asarray(self.profile["proportions"]), self.bins / used)
+        value = psi(np.asarray(self.profile["proportions"]), bins / used)
         out.update(psi=value, severity=severity(value), reason=None)
         out["bins"] = {
             "edges": self.edges.tolist(),
             "reference": list(self.profile["proportions"]),
-            "current": (self.bins / used).tolist(),
+            "current": (bins / used).tolist(),
         }
         if len(self.grid):
             cur_cdf = np.cumsum(self.grid_bins[:-1]) / used

@@ -13,7 +13,7 @@ from app.config import RetrainConfig
 from app.data.synthetic import Defects, generate
 from app.model.profile import categorical_profile, numeric_profile, reference_profile
 from app.monitoring import retrain
-from app.monitoring.drift import FLOOR, UNSEEN, DriftWindow, psi, severity
+from app.monitoring.drift import FLOOR, UNSEEN, DriftWindow, ks_p_value, psi, severity
 
 CLEAN = Defects(0, 0, 0, 0, 0, 0)
 
@@ -207,3 +207,13 @@ def test_stationary_traffic_in_one_hour_raises_no_alert_and_a_shift_does(cfg):
     assert reported["hour"]["alerting"] is False and reported["hour"]["psi"] > 0.2  # still shown
     drifted = window(1.0).report(psi_alert=0.2, watch_only=calendar)
     assert drifted["alert"] and "income" in drifted["drifted"]
+
+
+def test_ks_p_values_are_scipys_up_to_10k_and_within_1_percent_of_them_from_170k():
+    for n in (50, 2_000, 10_000):
+        for d in (0.001, 0.02, 0.1):
+            assert ks_p_value(d, n) == stats.kstwo.sf(d, n)
+    for n in (170_000, 400_000):
+        for nd2 in (0.1, 1.0, 3.0, 10.0):  # p from about 1 down to 1e-8
+            d = np.sqrt(nd2 / n)
+            assert ks_p_value(d, n) == pytest.approx(stats.kstwo.sf(d, n), rel=0.01)
