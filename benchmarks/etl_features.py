@@ -38,23 +38,42 @@ sys.path.insert(0, str(ROOT))
 # ------------------------------------------------------------------ measured implementations
 
 
-def _tree_uss(proc: psutil.Process) -> int:
-    total = 0
+def _tree_uss(proc: psutil.Process) -> dict[str, int]:
+    """Unique memory per process of `proc` and its descendants, by role: Ray names its worker
+    processes after what they run (`ray::IDLE`, `ray::ReadParquet->MapBatches(...)`)."""
+    by_role: dict[str, int] = {}
     for p in [proc, *proc.children(recursive=True)]:
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-            total += p.memory_full_info().uss
-    return total
+            role = "driver" if p.pid == proc.pid else _role(p)
+            by_role[role] = by_role.get(role, 0) + p.memory_full_info().uss
+    return by_role
+
+
+def _role(p: psutil.Process) -> str:
+    cmdline = p.cmdline()
+    first = cmdline[0] if cmdline else p.name()
+    if first.startswith("ray::"):
+        return first.split(" ")[0][:60]
+    for arg in cmdline[:3]:  # python -m/-u .../ray/_private/workers/default_worker.py, raylet, ...
+        name = Path(arg).name
+        if name and not name.startswith(("python", "-")):
+            return name[:60]
+    return p.name()
 
 
 class TreeSampler(threading.Thread):
+    """The peak of the summed unique memory, and what made it up at that moment."""
+
     def __init__(self):
         super().__init__(daemon=True)
-        self.peak, self.stop = 0, threading.Event()
+        self.peak, self.at_peak, self.stop = 0, {}, threading.Event()
 
     def run(self):
         me = psutil.Process()
         while not self.stop.is_set():
-            self.peak = max(self.peak, _tree_uss(me))
+            by_role = _tree_uss(me)
+            if sum(by_role.values()) > self.peak:
+                self.peak, self.at_peak = sum(by_role.values()), by_role
             time.sleep(1.0)  # reading smaps is costly: sample gently
 
 
@@ -82,11 +101,15 @@ def run_ray(raw: str, store: Path) -> dict:
     sampler.start()
     t0 = time.perf_counter()
     report = run_etl(cfg, raw)
+    etl_s = time.perf_counter() - t0
     FeatureClient(cfg).build_table()
     seconds = time.perf_counter() - t0
     sampler.stop.set()
     return {
         "seconds": seconds,
+        "etl_s": etl_s,
+        "features_s": seconds - etl_s,
+        "cluster_uss_at_peak": dict(sorted(sampler.at_peak.items(), key=lambda kv: -kv[1])),
         "startup_s": startup,
         "rows_written": report.rows_written,
         "driver_peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -253,6 +276,13 @@ def main() -> None:
         results.append(bench(rows, work))
         print(f"done: {rows:,} rows", file=sys.stderr)
     print(table(results))
+    for r in results:
+        ray_ = r["ray"]
+        parts = ", ".join(f"{role} {_gb(uss)}" for role, uss in list(ray_["cluster_uss_at_peak"].items())[:8])
+        print(
+            f"{r['rows']:,} rows, Ray: ETL {ray_['etl_s']:.1f} s + features {ray_['features_s']:.1f} s; "
+            f"at the cluster's peak ({_gb(ray_['cluster_peak_uss'])}): {parts}"
+        )
     out = ROOT / "benchmarks" / "results" / "etl_features.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": f"{os.cpu_count()} cores", "results": results}, indent=2))
