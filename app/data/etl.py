@@ -29,7 +29,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import ray
 
-from app.cluster import connect, cpus_per_task, read_parquet, run_tasks
+from app.cluster import connect, cpu_parallelism, cpus_per_task, read_parquet, run_tasks
 from app.config import AppConfig, DatasetConfig
 from app.data.inputs import FORMATS, check_inputs, json_lines_frame, resolve_inputs
 from app.data.schema import (
@@ -82,22 +82,27 @@ def _cleaned(paths: list[str], ds: DatasetConfig) -> ray.data.Dataset:
     for p in paths:
         by_format.setdefault(FORMATS[Path(p.split("://")[-1]).suffix.lower()], []).append(p)
     inverse = {clean: raw for raw, clean in ds.rename.items()}
-    # The same CPU request as the cleaning step, so read -> clean -> write fuse into one task.
+    # The same CPU request for reading, cleaning and writing, so that clean -> write fuse into
+    # one task and cleaned rows never wait in the object store. Read tasks: four per file (at
+    # least four per core), where Ray Data would split the read into 200 blocks: each write
+    # task then writes one file per date for a quarter of an input file instead of a sliver,
+    # faster and in less memory at 10M rows (README, Performance).
     task_args = {"num_cpus": cpus_per_task()}
     clean_args = {"batch_size": BATCH_ROWS, "num_cpus": cpus_per_task(), "fn_kwargs": {"ds": ds}}
     datasets = []
     for fmt, files in by_format.items():
+        read_args = {**task_args, "override_num_blocks": 4 * max(len(files), cpu_parallelism())}
         if fmt == "csv":
             # Read every contract column as text: a stray "abc" in a numeric column must be
             # quarantined, not abort pyarrow's type inference; ids stay exact digits.
             types = {inverse.get(c, c): pa.string() for c in ds.columns}
             read_ds = ray.data.read_csv(
-                files, convert_options=pacsv.ConvertOptions(column_types=types), **task_args
+                files, convert_options=pacsv.ConvertOptions(column_types=types), **read_args
             )
         elif fmt == "parquet":
-            read_ds = read_parquet(files, **task_args)
+            read_ds = read_parquet(files, **read_args)
         else:  # lines of text, parsed by _clean_json_lines so that no id goes through float64
-            read_ds = ray.data.read_text(files, **task_args)
+            read_ds = ray.data.read_text(files, **read_args)
             datasets.append(read_ds.map_batches(_clean_json_lines, batch_format="pyarrow", **clean_args))
             continue
         datasets.append(read_ds.map_batches(_clean_to_arrow, batch_format="pandas", **clean_args))
@@ -210,7 +215,9 @@ def _etl(cfg: AppConfig, source: str, paths: list[str], started: float) -> EtlRe
     report = EtlReport(run_id=run_id, source=source, files=len(paths))
     staging = storage.staging / run_id
     try:
-        _cleaned(paths, ds_cfg).write_parquet(str(staging), partition_cols=[PART])
+        _cleaned(paths, ds_cfg).write_parquet(
+            str(staging), partition_cols=[PART], ray_remote_args={"num_cpus": cpus_per_task()}
+        )
     except Exception as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise DataError(f"reading {source} failed: {_first_line(exc)}") from None
