@@ -8,13 +8,17 @@ import pyarrow.parquet as pq
 
 from app.data.etl import WAREHOUSE_FILE, merge_partition
 
-SCHEMA = pa.schema([("user_id", pa.int64()), ("ts", pa.int64()), ("income", pa.float64()), ("c", pa.string())])
+SCHEMA = pa.schema(
+    [("user_id", pa.int64()), ("ts", pa.int64()), ("income", pa.float64()), ("c", pa.string())]
+)
 KEYS = ["user_id", "ts"]
 
 
 def staged(tmp_path, name: str, rows: list[tuple]) -> str:
     path = tmp_path / f"{name}.parquet"
-    pq.write_table(pa.Table.from_pylist([dict(zip(SCHEMA.names, r, strict=True)) for r in rows], SCHEMA), path)
+    pq.write_table(
+        pa.Table.from_pylist([dict(zip(SCHEMA.names, r, strict=True)) for r in rows], SCHEMA), path
+    )
     return str(path)
 
 
