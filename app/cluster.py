@@ -185,8 +185,9 @@ def cpu_parallelism() -> int:
 def cpus_per_task() -> float:
     """Logical CPUs to request per CPU-bound task so that only `cpu_parallelism()` run at once.
 
-    Requesting them (rather than capping an operator's concurrency) lets Ray Data fuse read,
-    transform and write into one task: fewer worker processes and less memory.
+    Requesting them (rather than capping an operator's concurrency) lets Ray Data fuse the
+    operators that request the same (a transform and its write): fewer worker processes and
+    less memory.
     """
     return max(1.0, ray.cluster_resources().get("CPU", 1) / cpu_parallelism())
 
