@@ -49,10 +49,18 @@ class ServiceClient:
         self.timeout = timeout
 
     def _call(self, method: str, path: str, body=None, headers=None, accept=()) -> dict:
-        resp = self.session.request(method, self.url + path, json=body, headers=headers, timeout=self.timeout)
+        try:
+            resp = self._request(method, path, body, headers)
+        except requests.exceptions.ChunkedEncodingError:
+            # The connection broke after the headers, inside the body (a replica dying as it
+            # answered): urllib3's retries end at the headers, so this one is ours, once.
+            resp = self._request(method, path, body, headers)
         if resp.status_code >= 400 and resp.status_code not in accept:
             raise ServiceError(f"{method} {path}: {resp.status_code} {resp.text[:300]}")
         return resp.json()
+
+    def _request(self, method: str, path: str, body, headers) -> requests.Response:
+        return self.session.request(method, self.url + path, json=body, headers=headers, timeout=self.timeout)
 
     def predict_entity(self, entity_id) -> dict:
         return self._call("POST", "/predict", {"entity_id": entity_id})
