@@ -29,8 +29,16 @@ def mlsys_process(tmp_path, *args, env=None, **popen) -> subprocess.Popen:
         cwd=ROOT,
         env={**cli_env(tmp_path), **(env or {})},
         text=True,
+        preexec_fn=ctrl_c_as_in_a_terminal,
         **popen,
     )
+
+
+def ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT back to its default in the child, as a terminal's Ctrl-C finds it. Tests started
+    in the background by a shell (`.ci/run &`, nohup) inherit SIGINT ignored, and so would the
+    CLI: Python then installs no KeyboardInterrupt and a Ctrl-C test sees the run finish."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def mlsys(tmp_path, *args, check=True):
