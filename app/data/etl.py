@@ -127,9 +127,9 @@ def merge_partition(
     """Merge staged rows of one date into its warehouse partition, atomically.
 
     Existing rows win over new copies, so re-running ETL on the same input writes nothing.
-    Returns (rows added, duplicates dropped). All in Arrow: the first row of each key (existing
-    rows come first) by a group-by on the row number, then sorted by the keys; a third faster
-    than the same through pandas, and without its copies.
+    Returns (rows added, duplicates dropped). All in Arrow, without a pandas round trip: the
+    first row of each key (existing rows come first) by a group-by on the row number, then
+    sorted by the keys.
     """
     new = pq.read_table(staged, schema=schema)
     existing = Path(target_dir) / WAREHOUSE_FILE

@@ -1,15 +1,14 @@
 """Counting values into fixed bins, fast: the drift window's inner loop.
 
 `BinCounter(edges).counts(x)` equals `np.bincount(np.searchsorted(edges, x, side="right"),
-minlength=len(edges) + 1)` for finite `x`, exactly. A binary search per value is most of the
-monitor's time (about 40 ms per million values for a 99-point grid on these machines), so the
-counter finds each value's bin with a lookup table instead: the span of the edges is cut into
-4,096 equal cells; a value's cell tells how many edges lie in earlier cells, and the few edges
-inside its own cell are compared one by one (a vectorised pass per edge the fullest cell holds).
-That is a handful of array operations per batch: counting a 10-edge and a 99-edge set of bins
-in one pass this way took 1/9 of the time of the two binary searches (benchmarks/drift.py).
-Edges crowded into one cell (a very skewed feature) would need many passes; those fall back to
-the binary search.
+minlength=len(edges) + 1)` for finite `x`, exactly. A binary search per value was most of the
+monitor's time in its profile, so the counter finds each value's bin with a lookup table
+instead: the span of the edges is cut into 4,096 equal cells; a value's cell tells how many
+edges lie in earlier cells, and the few edges inside its own cell are compared one by one (a
+vectorised pass per edge the fullest cell holds). That is a handful of array operations per
+batch: counting a 10-edge and a 99-edge set of bins in one pass this way took 1/9 of the time
+of the two binary searches (benchmarks/drift.py). Edges crowded into one cell (a very skewed
+feature) would need many passes; those fall back to the binary search.
 
 Why it is exact: the cell of a value is a monotone function of it (subtract, scale, clip and
 truncate are each monotone in floating point), so an edge in an earlier cell is below the value

@@ -54,10 +54,10 @@ def ks_p_value(d: float, effective_n: float) -> float:
     """P-value of a two-sample KS statistic at the effective sample size n*m/(n+m).
 
     Up to 10,000 it is scipy's distribution of the statistic at that size (what `ks_2samp`'s
-    asymptotic method uses). Beyond, scipy sums a series as long as the sample, up to 0.3 s per
-    feature at 170k and 1.5 s at 1M, so the limiting Kolmogorov distribution with Stephens'
-    small-sample correction takes over: within 1 % of scipy's value (relative) from 170k, 3.4 %
-    at 10k, far inside what evaluating the statistic on a 99-point grid already moves it.
+    asymptotic method uses). Beyond, scipy sums a series as long as the sample, which was half
+    of the monitor's time on large windows, so the limiting Kolmogorov distribution with
+    Stephens' small-sample correction takes over: within 1 % of scipy's value from 170k (the
+    test checks it), far inside what evaluating the statistic on a 99-point grid moves it.
     """
     if effective_n <= EXACT_KS_MAX_N:
         return float(stats.kstwo.sf(d, max(round(effective_n), 1)))
