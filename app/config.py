@@ -330,7 +330,9 @@ class TrainConfig(_Section):
     valid_fraction: float = Field(default=0.15, gt=0, lt=0.5)
     holdout_fraction: float = Field(default=0.15, gt=0, lt=0.5)
     min_rows: int = Field(default=200, ge=10)  # per split; fewer is refused before any worker starts
-    cache_shards: bool = True  # keep each worker's shard in memory after the first read
+    # Each worker's shard handed over in memory through the object store; false: streamed
+    # from a Ray Dataset every epoch, for shards larger than a worker's memory.
+    cache_shards: bool = True
 
 
 class TuneConfig(_Section):

@@ -1,14 +1,18 @@
-"""Two fixed costs a small pipeline paid whatever its rows, each beside what replaced it.
+"""Three fixed costs a small pipeline paid whatever its rows, each beside what replaced it.
 
 1. One `read_parquet` of a date-partitioned table: Ray Data's default (V2) reader, which starts
    a pool of footer-reading actors per read, against `app.cluster.read_parquet` (V1).
 2. A bare Ray Train run (one worker, N reports with a checkpoint, no compute): Ray Train's
    controller polling every 2 s (its default) against every 0.2 s (`app.cluster.WORKER_ENV`),
    and Ray Train V1 for reference.
+3. The MLP's training run (`app.training.train.train` with the pipeline's settings: 2 DDP
+   workers, up to 10 epochs with early stopping) on the built-in generator's rows: workers
+   taking their shards from the object store (`train.cache_shards`, the default) against
+   streaming them from Ray Data every epoch.
 
 Each variant runs in a fresh process with a fresh local cluster (the poll interval is read
 when Ray Train's controller starts). Usage:
-    python benchmarks/fixed_costs.py [--partitions 113] [--reads 3] [--reports 10]
+    python benchmarks/fixed_costs.py [--partitions 113] [--reads 3] [--reports 10] [--rows 30000]
 """
 
 from __future__ import annotations
@@ -90,6 +94,27 @@ def time_ray_train(reports: int, storage: str) -> dict[str, float]:
     return {"total": ended - started, "to_first_report": at[0] - started, "after_last_report": ended - at[-1]}
 
 
+def time_training(rows: int, cache_shards: bool) -> dict[str, float]:
+    """One `train` call on generated rows (70/15 train/valid), the app's own cluster settings."""
+    from app.config import load_config
+    from app.data.synthetic import generate
+    from app.model.preprocess import Preprocessor
+    from app.training.train import train
+
+    cfg = load_config()
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"cache_shards": cache_shards})})
+    frame = generate(rows, seed=0)
+    cut, end = int(rows * 0.7), int(rows * 0.85)
+    pre = Preprocessor(["age", "income", "score"], ["country", "gender"]).fit(frame[:cut])
+    started = time.perf_counter()
+    result = train(cfg, frame[:cut], frame[cut:end], pre)
+    return {
+        "total": time.perf_counter() - started,
+        "epochs": result.epochs_completed,
+        "epoch_compute": sum(result.epoch_seconds),
+    }
+
+
 def in_fresh_process(args: list[str], env: dict[str, str] | None = None) -> object:
     done = subprocess.run(
         [sys.executable, __file__, *args],
@@ -106,12 +131,15 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=113)
     parser.add_argument("--reads", type=int, default=3)
     parser.add_argument("--reports", type=int, default=10)
+    parser.add_argument("--rows", type=int, default=30_000)
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:  # one measurement, printed as JSON for the parent
         kind, *rest = args.child
         if kind == "read":
             print(json.dumps(time_reads(rest[0], rest[1], int(rest[2]))))
+        elif kind == "fit":
+            print(json.dumps(time_training(int(rest[0]), rest[1] == "object-store")))
         else:
             print(json.dumps(time_ray_train(int(rest[0]), rest[1])))
         return
@@ -133,6 +161,11 @@ def main() -> None:
         polls = {seconds: ray_train({interval: seconds}) for seconds in ("2.0", WORKER_ENV[interval])}
         # For reference: Ray Train's previous implementation (V1), still selectable in Ray 2.60.
         train_v1 = ray_train({"RAY_TRAIN_V2_ENABLED": "0"})
+        storage = {"MLSYS_STORAGE__ROOT": str(Path(work) / "store"), "MLSYS_RAY__INCLUDE_DASHBOARD": "false"}
+        fits = {
+            shards: in_fresh_process(["--child", "fit", str(args.rows), shards], storage)
+            for shards in ("ray-data", "object-store")
+        }
     v2, v1 = (statistics.median(reads[r][1:] or reads[r]) for r in ("v2", "v1"))
     print(f"read_parquet, {args.partitions} files, median of reads 2..{args.reads} (first read)")
     print(f"  Ray Data's default (V2) reader: {v2:6.2f} s ({reads['v2'][0]:.2f} s)")
@@ -146,6 +179,14 @@ def main() -> None:
     print(f"  Ray Train V1 (RAY_TRAIN_V2_ENABLED=0), for reference: {train_v1['total']:5.1f} s")
     slow, fast = (polls[s]["total"] for s in polls)
     print(f"  {slow / fast:.1f}x faster at {WORKER_ENV[interval]} s")
+    print(f"The MLP's training run, {args.rows:,} generated rows, 2 workers")
+    for shards, t in fits.items():
+        print(
+            f"  shards from {shards:12}: {t['total']:5.1f} s "
+            f"({t['epochs']} epochs, {t['epoch_compute']:.1f} s of them in training steps)"
+        )
+    streamed, stored = (fits[s]["total"] for s in ("ray-data", "object-store"))
+    print(f"  {streamed - stored:.1f} s less from the object store")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ fresh process on a fresh storage root (local Ray cluster start included) and its
 are read from its output. The baseline, on the same raw file in one process: what pandas and
 scikit-learn do with it (read, drop duplicates and bad labels, derive the same features with
 `add_features`, a time split, HistGradientBoosting fit and holdout AUC).
-Writes benchmarks/results/pipeline.json.
+Writes benchmarks/results/pipeline.json (sizes measured earlier are kept).
 """
 
 from __future__ import annotations
@@ -118,7 +118,8 @@ def main() -> None:
         )
     out = ROOT / "benchmarks" / "results" / "pipeline.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
+    earlier = json.loads(out.read_text()) if out.exists() else {}  # other sizes, from earlier runs
+    out.write_text(json.dumps({**earlier, **{str(k): v for k, v in results.items()}}, indent=1))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,22 @@ def array_batches(
     ]
 
 
+def model_arrays(df, pre, label: str) -> dict[str, np.ndarray]:
+    """A frame's rows as the model's input arrays (the preprocessor's) and float32 labels."""
+    return {**pre.transform_batch(df), "label": df[label].to_numpy(dtype=np.float32)}
+
+
+def worker_shards(arrays: dict[str, np.ndarray], workers: int, *, seed: int) -> list[dict[str, np.ndarray]]:
+    """The rows dealt at random into `workers` shards of equal size.
+
+    DDP steps every worker in lockstep, so each must see as many batches: as torch's
+    `DistributedSampler` does, the last shards are topped up with the first rows of the
+    permutation (fewer than `workers` rows repeat) rather than leaving rows out."""
+    n = len(next(iter(arrays.values())))
+    order = np.resize(np.random.default_rng(seed).permutation(n), -(-n // workers) * workers)
+    return [{k: v[order[i::workers]] for k, v in arrays.items()} for i in range(workers)]
+
+
 def train_epoch(
     model: nn.Module,
     batches: Iterable[Batch],

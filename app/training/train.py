@@ -1,13 +1,14 @@
 """Distributed training with Ray Train's TorchTrainer (DDP): gloo on CPU, nccl on GPU.
 
-Workers read their shard of the preprocessed Ray Datasets (kept in memory unless
-`train.cache_shards` is off), checkpoint every epoch (rank 0),
+Workers take their shard of the preprocessed rows from the object store (or, with
+`train.cache_shards` off, stream it from a Ray Dataset every epoch), checkpoint every epoch (rank 0),
 stop early on validation loss, and resume from the last checkpoint when a worker dies
 (`FailureConfig`). The best epoch's weights are what the run returns.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -22,17 +23,16 @@ import ray
 import ray.train
 import ray.train.torch
 import torch
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 
 from app.cluster import connect
 from app.config import AppConfig
 from app.model.net import ModelSpec, TabularMLP
 from app.model.preprocess import Preprocessor
-from app.training.loop import array_batches, eval_epoch, train_epoch
+from app.training.loop import array_batches, eval_epoch, model_arrays, train_epoch, worker_shards
 
 STATE_FILE = "state.pt"
 TENSOR_DTYPES = {"numeric": torch.float32, "categorical": torch.int64, "label": torch.float32}
-TENSOR_NUMPY = {"numeric": np.float32, "categorical": np.int64, "label": np.float32}
 
 
 @dataclass
@@ -80,8 +80,8 @@ def train_loop_per_worker(config: dict) -> None:
         _unwrap(model).load_state_dict(state.pop("weights"))
         optimizer.load_state_dict(state.pop("optimizer"))
     rank = ray.train.get_context().get_world_rank()
-    train_batches = _epoch_batches(ray.train.get_dataset_shard("train"), config, rank, shuffle=True)
-    valid_batches = _epoch_batches(ray.train.get_dataset_shard("valid"), {**config, "batch_size": 8192}, rank)
+    train_batches = _epoch_batches("train", config, rank, batch_size=config["batch_size"], shuffle=True)
+    valid_batches = _epoch_batches("valid", config, rank, batch_size=8192)
     for epoch in range(state["epoch"] + 1, config["epochs"]):
         _maybe_inject_failure(config, epoch, rank)
         started = time.perf_counter()
@@ -119,24 +119,23 @@ def train_loop_per_worker(config: dict) -> None:
             break
 
 
-def _epoch_batches(shard, config: dict, rank: int, *, shuffle: bool = False):
-    """Batches for one epoch of this worker's shard.
+def _epoch_batches(name: str, config: dict, rank: int, *, batch_size: int, shuffle: bool = False):
+    """Batches for one epoch of this worker's shard of dataset `name`.
 
-    With `cache_shards` the shard is read from Ray Data once and kept as arrays (reshuffled
-    each epoch): Ray Data's per-batch conversion otherwise costs more than a small model's
-    step. Without it, every epoch streams the shard (for shards larger than worker memory).
+    With `cache_shards` the shard is the driver's arrays for this rank, read once from the
+    object store and reshuffled each epoch: no Ray Data pipeline (a coordinator actor per
+    dataset, a streaming split) to start, and no per-batch conversion, which costs more than
+    a small model's step. Without it, every epoch streams the shard from Ray Data (for shards
+    larger than a worker's memory).
     """
-    size = config["batch_size"]
-    if not config.get("cache_shards", True):
-        return lambda epoch: shard.iter_torch_batches(batch_size=size, dtypes=TENSOR_DTYPES)
-    parts = list(shard.iter_batches(batch_size=65_536, batch_format="numpy"))
-    arrays = {
-        k: np.concatenate([p[k] for p in parts]).astype(TENSOR_NUMPY[k], copy=False) for k in TENSOR_NUMPY
-    }
+    if not config.get("shards"):
+        shard = ray.train.get_dataset_shard(name)
+        return lambda epoch: shard.iter_torch_batches(batch_size=batch_size, dtypes=TENSOR_DTYPES)
+    arrays = ray.get(config["shards"][name][rank])
 
     def batches(epoch: int):
         rng = np.random.default_rng([config["seed"], rank, epoch]) if shuffle else None
-        return array_batches(arrays, size, rng=rng)
+        return array_batches(arrays, batch_size, rng=rng)
 
     return batches
 
@@ -195,21 +194,27 @@ def train(
         "spec": spec.to_dict(),
         "amp": t.use_gpu,
         "num_workers": t.num_workers,
-        "cache_shards": t.cache_shards,
     }
     label = cfg.dataset.label
+    frames = {"train": train_df, "valid": valid_df}
+    datasets = {}
+    if t.cache_shards:  # each worker's shard, put in the object store by this driver
+        loop_config["shards"] = {
+            name: [
+                ray.put(shard)
+                for shard in worker_shards(model_arrays(df, pre, label), t.num_workers, seed=config["seed"])
+            ]
+            for name, df in frames.items()
+        }
+    else:
+        datasets = {name: model_dataset(df, pre, label) for name, df in frames.items()}
     trainer = ray.train.torch.TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
         torch_config=ray.train.torch.TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu),
-        datasets={"train": model_dataset(train_df, pre, label), "valid": model_dataset(valid_df, pre, label)},
-        run_config=RunConfig(
-            name=name or f"train-{time.strftime('%Y%m%dT%H%M%S')}",
-            storage_path=str(cfg.storage.checkpoints),
-            failure_config=FailureConfig(max_failures=t.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-        ),
+        datasets=datasets,
+        run_config=run_config(cfg, name or f"train-{time.strftime('%Y%m%dT%H%M%S')}"),
     )
     started = time.perf_counter()
     result = fit_with_ctrl_c_left_to_python(trainer)
@@ -225,6 +230,21 @@ def train(
         epochs_completed=int(state["epoch"]) + 1,
         epoch_seconds=list(state["epoch_seconds"]),
         checkpoint_path=result.checkpoint.path,
+    )
+
+
+def run_config(cfg: AppConfig, name: str) -> RunConfig:
+    """A training run's checkpoints (under the storage root, the last two kept), the worker
+    failures it survives, and what it says on the console: Ray Train's INFO lines (worker
+    group started, a line per report with its metrics dict) only with `--verbose`; they are
+    always in the Ray session's `logs/train` files."""
+    verbose = logging.getLogger().getEffectiveLevel() <= logging.INFO
+    return RunConfig(
+        name=name,
+        storage_path=str(cfg.storage.checkpoints),
+        failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+        checkpoint_config=CheckpointConfig(num_to_keep=2),
+        logging_config=LoggingConfig(log_level="INFO" if verbose else "WARNING"),
     )
 
 
@@ -258,9 +278,8 @@ def model_dataset(df: pd.DataFrame, pre: Preprocessor, label: str) -> ray.data.D
 
     Materialized once: every epoch re-reads it from the object store, not from pandas."""
 
-    def to_tensors(batch: pd.DataFrame) -> dict[str, np.ndarray]:
-        arrays = pre.transform_batch(batch)
-        arrays["label"] = batch[label].to_numpy(dtype=np.float32)
-        return arrays
-
-    return ray.data.from_pandas(df).map_batches(to_tensors, batch_format="pandas").materialize()
+    return (
+        ray.data.from_pandas(df)
+        .map_batches(model_arrays, batch_format="pandas", fn_kwargs={"pre": pre, "label": label})
+        .materialize()
+    )

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import ray
 import ray.train
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import ScalingConfig
 
 from app.cluster import connect
 from app.config import AppConfig, ConfigError
@@ -30,7 +30,7 @@ from app.model import trees
 from app.model.preprocess import Preprocessor
 from app.model.trees import TreeSpec
 from app.training.gbdt import arrays_dmatrix, boost, hyperparameters, tree_spec
-from app.training.train import fit_with_ctrl_c_left_to_python, model_dataset
+from app.training.train import fit_with_ctrl_c_left_to_python, model_dataset, run_config
 
 # Seconds of boosting between checkpoints: a restarted run loses about this much work. A
 # checkpoint is small (a few hundred KB of trees) but its report is a barrier across the
@@ -205,12 +205,7 @@ def train_gbdt(
             num_workers=workers, use_gpu=m.use_gpu, resources_per_worker={"CPU": m.cpus_per_worker}
         ),
         datasets={"train": model_dataset(train_df, pre, label), "valid": model_dataset(valid_df, pre, label)},
-        run_config=RunConfig(
-            name=name or f"train-gbdt-{time.strftime('%Y%m%dT%H%M%S')}",
-            storage_path=str(cfg.storage.checkpoints),
-            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-        ),
+        run_config=run_config(cfg, name or f"train-gbdt-{time.strftime('%Y%m%dT%H%M%S')}"),
     )
     started = time.perf_counter()
     result = fit_with_ctrl_c_left_to_python(trainer)

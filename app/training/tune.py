@@ -26,7 +26,7 @@ from app.model.bundle import FAMILY_TAG
 from app.model.net import ModelSpec, TabularMLP
 from app.model.preprocess import Preprocessor
 from app.training.baselines import tree_matrix
-from app.training.loop import array_batches, eval_epoch, train_epoch
+from app.training.loop import array_batches, eval_epoch, model_arrays, train_epoch
 
 TORCH_SPACE = {
     "lr": tune.loguniform(1e-4, 1e-2),
@@ -100,10 +100,7 @@ def tune_torch(
     """
     connect(cfg.ray)
     label = cfg.dataset.label
-
-    def arrays(df: pd.DataFrame) -> dict[str, np.ndarray]:
-        return {**pre.transform_batch(df), "label": df[label].to_numpy(dtype=np.float32)}
-
+    data = {"train": model_arrays(train_df, pre, label), "valid": model_arrays(valid_df, pre, label)}
     base = {
         "n_numeric": pre.n_numeric,
         "cardinalities": pre.cardinalities,
@@ -112,9 +109,7 @@ def tune_torch(
     }
     tuner = tune.Tuner(
         tune.with_resources(
-            tune.with_parameters(
-                torch_trial, base=base, data={"train": arrays(train_df), "valid": arrays(valid_df)}
-            ),
+            tune.with_parameters(torch_trial, base=base, data=data),
             {"cpu": 1},
         ),
         param_space=TORCH_SPACE,

@@ -49,6 +49,21 @@ def test_worker_killed_mid_run_resumes_and_finishes_every_epoch(prepared, tmp_pa
     assert np.isfinite(result.best_val_loss)
 
 
+@pytest.mark.parametrize("cache_shards", [True, False], ids=["object-store", "ray-data-stream"])
+def test_every_epoch_trains_on_every_row(prepared, cache_shards):
+    cfg, splits = prepared
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"cache_shards": cache_shards})})
+    pre = Preprocessor(["age", "income", "score"], ["country", "gender"]).fit(splits.train)
+    result = train(cfg, splits.train, splits.valid, pre, overrides={"epochs": 2})
+    n, workers = len(splits.train), cfg.train.num_workers
+    rows = [int(h["rows"]) for h in result.history]
+    if cache_shards:  # dealt into equal shards, the last topped up with repeated rows
+        assert rows == [-(-n // workers) * workers] * 2
+    else:  # Ray Data's equal split leaves out fewer rows than workers
+        assert all(n - workers < r <= n for r in rows) and len(rows) == 2
+    assert np.isfinite(result.best_val_loss)
+
+
 def test_register_gate_promote_rollback(prepared):
     cfg, splits = prepared
     first = train_and_register(cfg, splits=splits)

@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from app.model.net import ModelSpec, TabularMLP, predict_proba
-from app.training.loop import eval_epoch, train_epoch
+from app.training.loop import eval_epoch, train_epoch, worker_shards
 
 
 def _batches(rng, n=2048, size=256):
@@ -44,3 +44,24 @@ def test_predict_proba_matches_the_model():
     )
     np.testing.assert_allclose(p, expected, rtol=1e-6)
     assert p.dtype == np.float64 and ((p > 0) & (p < 1)).all()
+
+
+def test_worker_shards_deal_every_row_into_equal_shards():
+    rows = np.arange(1001)
+    arrays = {"numeric": rows[:, None].astype(np.float32), "label": rows.astype(np.float32)}
+    shards = worker_shards(arrays, 3, seed=7)
+    assert [len(s["label"]) for s in shards] == [334, 334, 334]  # ceil(1001 / 3): same batch count each
+    dealt = np.concatenate([s["label"] for s in shards])
+    assert set(dealt.tolist()) == set(rows.tolist())  # no row left out; one repeats to fill the shards
+    assert len(dealt) - len(np.unique(dealt)) == 1
+    for s in shards:  # columns stay aligned row by row
+        np.testing.assert_array_equal(s["numeric"][:, 0], s["label"])
+    assert not np.array_equal(dealt[:334], np.arange(334))  # dealt at random, not in time order
+    again = worker_shards(arrays, 3, seed=7)
+    assert all(np.array_equal(a["label"], b["label"]) for a, b in zip(shards, again, strict=True))
+
+
+def test_one_worker_gets_every_row_once():
+    arrays = {"label": np.arange(10, dtype=np.float32)}
+    (shard,) = worker_shards(arrays, 1, seed=0)
+    assert sorted(shard["label"].tolist()) == list(range(10))
