@@ -61,6 +61,7 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 def train_loop_per_worker(config: dict) -> None:
     """Runs on every Ray Train worker."""
+    set_report_log_level(config["console_log_level"])
     torch.manual_seed(config["seed"])
     spec = ModelSpec.from_dict(config["spec"])
     model = ray.train.torch.prepare_model(TabularMLP(spec))
@@ -194,6 +195,7 @@ def train(
         "spec": spec.to_dict(),
         "amp": t.use_gpu,
         "num_workers": t.num_workers,
+        "console_log_level": console_log_level(),
     }
     label = cfg.dataset.label
     frames = {"train": train_df, "valid": valid_df}
@@ -233,18 +235,31 @@ def train(
     )
 
 
+def console_log_level() -> str:
+    """What Ray Train may say on the console: its INFO lines (worker group started, a line per
+    report with its metrics dict) only with `--verbose`, which sets the root logger to INFO.
+    They are always in the Ray session's `logs/train` files."""
+    return "INFO" if logging.getLogger().getEffectiveLevel() <= logging.INFO else "WARNING"
+
+
+def set_report_log_level(level: str) -> None:
+    """In a worker: the level of Ray Train's per-report line. Ray Train 2.60 logs it under a
+    logger named by its module's file path, outside "ray.train", so `LoggingConfig` does not
+    reach it."""
+    from ray.train.v2._internal.execution import context  # the module that logs it
+
+    logging.getLogger(context.__file__).setLevel(level)
+
+
 def run_config(cfg: AppConfig, name: str) -> RunConfig:
     """A training run's checkpoints (under the storage root, the last two kept), the worker
-    failures it survives, and what it says on the console: Ray Train's INFO lines (worker
-    group started, a line per report with its metrics dict) only with `--verbose`; they are
-    always in the Ray session's `logs/train` files."""
-    verbose = logging.getLogger().getEffectiveLevel() <= logging.INFO
+    failures it survives, and Ray Train's console level (`console_log_level`)."""
     return RunConfig(
         name=name,
         storage_path=str(cfg.storage.checkpoints),
         failure_config=FailureConfig(max_failures=cfg.train.max_failures),
         checkpoint_config=CheckpointConfig(num_to_keep=2),
-        logging_config=LoggingConfig(log_level="INFO" if verbose else "WARNING"),
+        logging_config=LoggingConfig(log_level=console_log_level()),
     )
 
 

@@ -30,7 +30,13 @@ from app.model import trees
 from app.model.preprocess import Preprocessor
 from app.model.trees import TreeSpec
 from app.training.gbdt import arrays_dmatrix, boost, hyperparameters, tree_spec
-from app.training.train import fit_with_ctrl_c_left_to_python, model_dataset, run_config
+from app.training.train import (
+    console_log_level,
+    fit_with_ctrl_c_left_to_python,
+    model_dataset,
+    run_config,
+    set_report_log_level,
+)
 
 # Seconds of boosting between checkpoints: a restarted run loses about this much work. A
 # checkpoint is small (a few hundred KB of trees) but its report is a barrier across the
@@ -152,6 +158,7 @@ def read_checkpoint(checkpoint: ray.train.Checkpoint) -> tuple[object, dict]:
 
 def gbdt_loop_per_worker(config: dict) -> None:
     """Runs on every Ray Train worker, inside XGBoost's collective context."""
+    set_report_log_level(config["console_log_level"])
     spec = TreeSpec.from_dict(config["spec"])
     dtrain = arrays_dmatrix(_shard_arrays("train"), spec)
     dvalid = arrays_dmatrix(_shard_arrays("valid"), spec)
@@ -200,6 +207,7 @@ def train_gbdt(
             "nthread": m.cpus_per_worker,
             "use_gpu": m.use_gpu,
             "checkpoint_seconds": hp.get("checkpoint_seconds", CHECKPOINT_SECONDS),
+            "console_log_level": console_log_level(),
         },
         scaling_config=ScalingConfig(
             num_workers=workers, use_gpu=m.use_gpu, resources_per_worker={"CPU": m.cpus_per_worker}

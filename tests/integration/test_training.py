@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -50,7 +52,7 @@ def test_worker_killed_mid_run_resumes_and_finishes_every_epoch(prepared, tmp_pa
 
 
 @pytest.mark.parametrize("cache_shards", [True, False], ids=["object-store", "ray-data-stream"])
-def test_every_epoch_trains_on_every_row(prepared, cache_shards):
+def test_every_epoch_trains_on_every_row(prepared, cache_shards, capfd):
     cfg, splits = prepared
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"cache_shards": cache_shards})})
     pre = Preprocessor(["age", "income", "score"], ["country", "gender"]).fit(splits.train)
@@ -62,6 +64,8 @@ def test_every_epoch_trains_on_every_row(prepared, cache_shards):
     else:  # Ray Data's equal split leaves out fewer rows than workers
         assert all(n - workers < r <= n for r in rows) and len(rows) == 2
     assert np.isfinite(result.best_val_loss)
+    time.sleep(2)  # workers' output reaches the driver's terminal asynchronously
+    assert "Reporting training result" not in capfd.readouterr().err  # Ray Train's INFO, not --verbose
 
 
 def test_register_gate_promote_rollback(prepared):

@@ -2,7 +2,7 @@ import logging
 
 import pytest
 
-from app.training.train import run_config
+from app.training.train import console_log_level, run_config
 
 
 @pytest.fixture
@@ -15,10 +15,9 @@ def root_level():
 
 def test_ray_train_info_lines_stay_off_the_console_unless_verbose(cfg, root_level):
     root_level(logging.WARNING)  # the CLI without --verbose
-    quiet = run_config(cfg, "r")
-    assert quiet.logging_config.log_level == "WARNING"
+    assert console_log_level() == run_config(cfg, "r").logging_config.log_level == "WARNING"
     root_level(logging.INFO)  # --verbose
-    assert run_config(cfg, "r").logging_config.log_level == "INFO"
+    assert console_log_level() == run_config(cfg, "r").logging_config.log_level == "INFO"
 
 
 def test_runs_checkpoint_under_the_storage_root_and_survive_failures(cfg):
