@@ -86,6 +86,7 @@ def main() -> None:
     from app.config import parse_config
     from app.pipeline import search, train_and_register
     from app.training.fit import make_preprocessor
+    from app.training.loop import model_arrays
     from app.training.train import hyperparameters, model_spec, train
 
     work = Path(tempfile.mkdtemp(prefix="mlsys-train-bench-"))
@@ -95,7 +96,7 @@ def main() -> None:
     pre = make_preprocessor(cfg, splits.train)
     label = cfg.dataset.label
     hp = hyperparameters(cfg)
-    arrays = {**pre.transform_batch(splits.train), "label": splits.train[label].to_numpy(dtype=np.float32)}
+    arrays = model_arrays(splits.train, pre, label)
     spec = model_spec(pre, hp)
     n = len(splits.train)
 

@@ -14,6 +14,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,7 +62,6 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 def train_loop_per_worker(config: dict) -> None:
     """Runs on every Ray Train worker."""
-    set_report_log_level(config["console_log_level"])
     torch.manual_seed(config["seed"])
     spec = ModelSpec.from_dict(config["spec"])
     model = ray.train.torch.prepare_model(TabularMLP(spec))
@@ -195,7 +195,6 @@ def train(
         "spec": spec.to_dict(),
         "amp": t.use_gpu,
         "num_workers": t.num_workers,
-        "console_log_level": console_log_level(),
     }
     label = cfg.dataset.label
     frames = {"train": train_df, "valid": valid_df}
@@ -211,7 +210,7 @@ def train(
     else:
         datasets = {name: model_dataset(df, pre, label) for name, df in frames.items()}
     trainer = ray.train.torch.TorchTrainer(
-        train_loop_per_worker,
+        at_console_log_level(train_loop_per_worker),
         train_loop_config=loop_config,
         torch_config=ray.train.torch.TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu),
@@ -242,13 +241,19 @@ def console_log_level() -> str:
     return "INFO" if logging.getLogger().getEffectiveLevel() <= logging.INFO else "WARNING"
 
 
-def set_report_log_level(level: str) -> None:
-    """In a worker: the level of Ray Train's per-report line. Ray Train 2.60 logs it under a
-    logger named by its module's file path, outside "ray.train", so `LoggingConfig` does not
-    reach it."""
-    from ray.train.v2._internal.execution import context  # the module that logs it
+def at_console_log_level(loop: Callable[[dict], None]) -> Callable[[dict], None]:
+    """`loop`, run on each worker with Ray Train's per-report line at this driver's
+    `console_log_level`. Ray Train 2.60 logs that line under a logger named by its module's
+    file path, outside "ray.train", so `LoggingConfig` does not reach it."""
+    level = console_log_level()
 
-    logging.getLogger(context.__file__).setLevel(level)
+    def loop_at_level(config: dict) -> None:
+        from ray.train.v2._internal.execution import context  # the module that logs it
+
+        logging.getLogger(context.__file__).setLevel(level)
+        loop(config)
+
+    return loop_at_level
 
 
 def run_config(cfg: AppConfig, name: str) -> RunConfig:

@@ -30,13 +30,7 @@ from app.model import trees
 from app.model.preprocess import Preprocessor
 from app.model.trees import TreeSpec
 from app.training.gbdt import arrays_dmatrix, boost, hyperparameters, tree_spec
-from app.training.train import (
-    console_log_level,
-    fit_with_ctrl_c_left_to_python,
-    model_dataset,
-    run_config,
-    set_report_log_level,
-)
+from app.training.train import at_console_log_level, fit_with_ctrl_c_left_to_python, model_dataset, run_config
 
 # Seconds of boosting between checkpoints: a restarted run loses about this much work. A
 # checkpoint is small (a few hundred KB of trees) but its report is a barrier across the
@@ -158,7 +152,6 @@ def read_checkpoint(checkpoint: ray.train.Checkpoint) -> tuple[object, dict]:
 
 def gbdt_loop_per_worker(config: dict) -> None:
     """Runs on every Ray Train worker, inside XGBoost's collective context."""
-    set_report_log_level(config["console_log_level"])
     spec = TreeSpec.from_dict(config["spec"])
     dtrain = arrays_dmatrix(_shard_arrays("train"), spec)
     dvalid = arrays_dmatrix(_shard_arrays("valid"), spec)
@@ -200,14 +193,13 @@ def train_gbdt(
     label = cfg.dataset.label
     workers = num_workers or m.num_workers
     trainer = XGBoostTrainer(
-        gbdt_loop_per_worker,
+        at_console_log_level(gbdt_loop_per_worker),
         train_loop_config={
             **hp,
             "spec": spec.to_dict(),
             "nthread": m.cpus_per_worker,
             "use_gpu": m.use_gpu,
             "checkpoint_seconds": hp.get("checkpoint_seconds", CHECKPOINT_SECONDS),
-            "console_log_level": console_log_level(),
         },
         scaling_config=ScalingConfig(
             num_workers=workers, use_gpu=m.use_gpu, resources_per_worker={"CPU": m.cpus_per_worker}
