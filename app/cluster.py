@@ -34,6 +34,10 @@ WORKER_ENV = {
     # run of 10 reports took 33.9 s at 2 s and 13.9 s at 0.2 s (benchmarks/fixed_costs.py).
     # A poll is one small remote call per worker.
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    # Ray Train's preemption watcher logs a cloud node's drain notices: one more actor process
+    # per training run, and its creation prints a Ray core error line (ray#53727) into the run's
+    # output. Clusters that we start are never drained by a provider; joined clusters keep it.
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
     # Libraries' deprecation notices in every worker's output would bury our progress lines
     # (Ray Data's, Tune's, Feast's): they are for those libraries' callers' developers.
     "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",
@@ -113,6 +117,12 @@ def quiet_ray_data_console() -> None:
     for handler in logging.getLogger("ray.data").handlers:
         if isinstance(handler, logging.StreamHandler):  # the console (the file handler is not one)
             handler.setLevel(logging.WARNING)
+            handler.addFilter(not_progress_bar_notice)
+
+
+def not_progress_bar_notice(record: logging.LogRecord) -> bool:
+    """Ray Data's warning that progress bars are off: `read_parquet` turns them off on purpose."""
+    return not record.getMessage().startswith("Progress bars disabled")
 
 
 def read_parquet(paths: str | list[str], **kwargs: Any) -> ray.data.Dataset:

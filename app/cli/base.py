@@ -4,6 +4,7 @@ what a Ctrl-C prints."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,6 +63,9 @@ def _root(
     )
     if not verbose:
         quiet_library_warnings()
+        # MLflow logs its registry database's creation and migrations at INFO on a handler of
+        # its own; it reads this when first imported (in this process and the ones it starts).
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     ctx.obj = {"config_path": config}
 
 

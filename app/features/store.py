@@ -8,6 +8,7 @@ plus an entity, one FeatureView with the configured TTL and a versioned FeatureS
 from __future__ import annotations
 
 import logging
+import warnings
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from pathlib import Path
@@ -30,6 +31,17 @@ from app.files import atomic_write_parquet, atomic_write_text
 log = logging.getLogger(__name__)
 PARTITION_BYTES = 64 << 20  # per join task in the partitioned path
 MAX_BUCKETS = 1000  # pyarrow writes at most 1024 partitions from one block
+
+
+def import_feast() -> None:
+    """Import Feast with the process's warning filters put back afterwards.
+
+    Feast's modules call `warnings.simplefilter("once", DeprecationWarning)` when first
+    imported: ahead of every other filter, it would show every library's deprecation warnings
+    again (SQLAlchemy's, through MLflow) on a terminal that `--verbose` alone should open.
+    """
+    with warnings.catch_warnings():
+        import feast  # noqa: F401
 
 
 class FeatureClient:
@@ -101,6 +113,7 @@ class FeatureClient:
         }
 
     def definitions(self) -> list:
+        import_feast()
         from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
         from feast.types import Float64, Int64, String
 
@@ -134,6 +147,7 @@ class FeatureClient:
 
     @cached_property
     def store(self):
+        import_feast()
         from feast import FeatureStore, RepoConfig
 
         self.repo.mkdir(parents=True, exist_ok=True)

@@ -89,6 +89,12 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path):
     assert proc.stderr.strip().startswith("error: dataset.numeric.1: 'income-usd' cannot be a feature name")
 
 
+def test_a_new_registry_is_created_without_mlflows_info_lines(tmp_path):
+    proc = mlsys(tmp_path, "models", "list")
+    assert "registered models" in proc.stdout
+    assert "mlflow" not in proc.stderr.lower(), proc.stderr  # "Creating initial MLflow database tables"
+
+
 def test_features_before_etl_is_a_clear_error(tmp_path):
     proc = mlsys(tmp_path, "features", "apply", check=False)
     assert proc.returncode == 2

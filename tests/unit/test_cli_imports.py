@@ -39,3 +39,26 @@ def test_library_deprecations_are_hidden_from_the_terminal_and_ours_are_not():
         warnings.warn_explicit("ours", FutureWarning, "scoring.py", 1, module="app.serving.scoring")
         warnings.warn_explicit("not a deprecation", UserWarning, "feast.py", 1, module="feast.repo")
     assert [str(w.message) for w in seen] == ["ours", "not a deprecation"]
+
+
+def _library_deprecation_shown_after(importing: str) -> bool:
+    """Whether a library's DeprecationWarning reaches stderr in a fresh process where the CLI
+    hid them, then `importing` ran (SQLAlchemy's, raised from MLflow's store, as in a pipeline)."""
+    probe = (
+        "import warnings\nfrom app.cli.base import quiet_library_warnings\nquiet_library_warnings()\n"
+        f"{importing}\n"
+        "warnings.warn_explicit('noload is deprecated', DeprecationWarning, 'sqlalchemy_store.py', 327,"
+        " module='mlflow.store.tracking.sqlalchemy_store')"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return "noload is deprecated" in out.stderr
+
+
+def test_importing_feast_keeps_library_deprecations_hidden():
+    assert not _library_deprecation_shown_after("from app.features.store import import_feast\nimport_feast()")
+
+
+def test_feast_still_changes_the_warning_filters_when_imported():
+    """Canary: when a plain `import feast` leaves the filters alone, `import_feast` can go."""
+    assert _library_deprecation_shown_after("import feast")

@@ -1,10 +1,12 @@
-"""Which cluster a command joins: a live `ray start` head, never a stale record of a dead one."""
+"""Which cluster a command joins (a live `ray start` head, never a stale record of a dead one),
+and what of Ray's console output reaches the user."""
 
 from __future__ import annotations
 
+import logging
 import socket
 
-from app.cluster import answers, started_head_address
+from app.cluster import answers, not_progress_bar_notice, started_head_address
 
 
 def test_a_live_ray_start_record_is_joined_and_a_stale_one_ignored(tmp_path, monkeypatch):
@@ -24,3 +26,14 @@ def test_a_live_ray_start_record_is_joined_and_a_stale_one_ignored(tmp_path, mon
 def test_answers_rejects_what_is_not_host_and_port():
     assert not answers("no-port-here")
     assert not answers("127.0.0.1:notaport")
+
+
+def test_ray_datas_notice_that_progress_bars_are_off_stays_off_the_console():
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord(
+            "ray.data._internal.progress", logging.WARNING, "p.py", 28, message, None, None
+        )
+
+    assert not not_progress_bar_notice(record("Progress bars disabled. To enable, set ..."))
+    assert not_progress_bar_notice(record("Progress bars for operators disabled."))
+    assert not_progress_bar_notice(record("A task failed; retrying"))
