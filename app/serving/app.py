@@ -95,6 +95,10 @@ class ServiceNotReady(RuntimeError):
 
 def start(cfg: AppConfig, *, name: str = APP_NAME, route_prefix: str = "/", timeout_s: float = 180) -> str:
     """Deploy the app on the connected cluster and wait until /healthz answers; returns its URL."""
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:  # not --verbose
+        # Serve's own logger (set to INFO when Serve is imported) narrates starting, connecting
+        # to and deleting applications on this console; our commands say what they did.
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
     serve.start(http_options={"host": cfg.serve.http_host, "port": cfg.serve.http_port})
     # Not serve.run: it waits for the replicas without a time limit, so a replica that can never
     # be placed (more replicas than the cluster has CPUs) would hang the command in silence.

@@ -227,6 +227,7 @@ def test_demo_runs_the_whole_loop_twice(tmp_path):
         # The retrained challenger's rollout ran without a person, and the ledger shows it.
         assert re.search(r"rollout of v\d+: (promoted|rolled back|running)", out), out[-3000:]
         assert "promotion ledger" in out and "rollout controller" in out, out[-3000:]
+        assert "Started Serve in namespace" not in proc.stderr  # Serve's INFO, not --verbose
         if run == 1:
             assert "registered version 1 as champion" in out
             assert "challenger" in out.split("experiment exp-1")[-1]  # the new challenger served traffic
