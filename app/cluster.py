@@ -105,12 +105,17 @@ def connect(cfg: RayConfig) -> str | None:
     return f"http://{url}" if url else None
 
 
+def verbose_console() -> bool:
+    """Whether the user asked for libraries' INFO lines (`--verbose` sets the root logger to INFO)."""
+    return logging.getLogger().getEffectiveLevel() <= logging.INFO
+
+
 def quiet_ray_data_console() -> None:
     """Ray Data prints each dataset's plan and, when stdout is not a terminal (a log, `ray job
     submit`), its progress every 10 s at INFO on the console. Unless INFO is asked for
     (`--verbose`), only its warnings reach the console; the full log stays in the Ray
     session's `ray-data` log file."""
-    if logging.getLogger().getEffectiveLevel() <= logging.INFO:
+    if verbose_console():
         return
     import ray.data  # noqa: F401  (configures the "ray.data" loggers on import)
 

@@ -19,7 +19,7 @@ import urllib.request
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from app.cluster import ADMIN_TOKEN_ENV, secret
+from app.cluster import ADMIN_TOKEN_ENV, secret, verbose_console
 from app.config import AppConfig, load_config
 
 APP_NAME = "mlsys"
@@ -95,7 +95,7 @@ class ServiceNotReady(RuntimeError):
 
 def start(cfg: AppConfig, *, name: str = APP_NAME, route_prefix: str = "/", timeout_s: float = 180) -> str:
     """Deploy the app on the connected cluster and wait until /healthz answers; returns its URL."""
-    if logging.getLogger().getEffectiveLevel() > logging.INFO:  # not --verbose
+    if not verbose_console():
         # Serve's own logger (set to INFO when Serve is imported) narrates starting, connecting
         # to and deleting applications on this console; our commands say what they did.
         logging.getLogger("ray.serve").setLevel(logging.WARNING)

@@ -26,7 +26,7 @@ import ray.train.torch
 import torch
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 
-from app.cluster import connect
+from app.cluster import connect, verbose_console
 from app.config import AppConfig
 from app.model.net import ModelSpec, TabularMLP
 from app.model.preprocess import Preprocessor
@@ -238,7 +238,7 @@ def console_log_level() -> str:
     """What Ray Train may say on the console: its INFO lines (worker group started, a line per
     report with its metrics dict) only with `--verbose`, which sets the root logger to INFO.
     They are always in the Ray session's `logs/train` files."""
-    return "INFO" if logging.getLogger().getEffectiveLevel() <= logging.INFO else "WARNING"
+    return "INFO" if verbose_console() else "WARNING"
 
 
 def at_console_log_level(loop: Callable[[dict], None]) -> Callable[[dict], None]:
