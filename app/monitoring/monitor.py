@@ -30,6 +30,7 @@ from app.files import atomic_write_text
 from app.monitoring import retrain, snapshot
 from app.monitoring.abtest import experiment_report
 from app.monitoring.drift import DriftWindow
+from app.monitoring.records import TrafficRecord
 from app.monitoring.store import TrafficStore
 from app.monitoring.traffic import FEEDBACK, PREDICTIONS
 
@@ -233,11 +234,11 @@ class DriftMonitor:
 
     # ------------------------------------------------------------ calls from replicas
 
-    async def ingest(self, records: list[dict], dropped: int = 0) -> int:
+    async def ingest(self, records: list[TrafficRecord], dropped: int = 0) -> int:
         """Count, window and queue a batch of prediction records; returns how many were new."""
         self._start_flusher()
         self.store.counters["dropped_records"] += dropped
-        new = self._accept_predictions(records)
+        new = self._accept_predictions([r.row() for r in records])
         if len(self.store.unsaved[PREDICTIONS]) >= FLUSH_RECORDS:
             self.flush()
         return len(new)

@@ -21,13 +21,13 @@ import pyarrow.parquet as pq
 
 from app.files import atomic_write_parquet
 from app.monitoring.abtest import SHADOW_KEY, VariantStats, add_pair
+from app.monitoring.records import SHADOW_SUFFIX
 
 log = logging.getLogger(__name__)
 PREDICTIONS, FEEDBACK = "predictions", "feedback"
 SAMPLE = 20_000  # recent latencies / scored outcomes kept per variant for percentiles and AUC
 UNPAIRED_SHADOWS = 10_000
 SAMPLED = ("latency_ms", "scores", "labels", "all_scores")  # the VariantStats fields that are samples
-SHADOW_SUFFIX = "-shadow"  # a shadow prediction's request id: the live request's, suffixed
 HOUR_FORMAT = "hour=%Y-%m-%dT%H"  # sorts as time does
 UNREADABLE = (OSError, ValueError, pa.ArrowException)  # a truncated or garbled file
 # What the counts read of a prediction record, in `ExperimentCounts.count_prediction`'s order.
