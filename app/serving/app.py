@@ -57,7 +57,7 @@ def application(cfg: AppConfig, *, admin_token_sha256: str | None = None):
     """The app for this config; admin routes take the token whose digest is given, else the
     token in this process's environment (only its digest reaches the replicas)."""
     from app.serving.auth import token_digest
-    from app.serving.models import Model
+    from app.serving.model_set import Model
 
     token = secret(TOKEN_ENV)
     digest = admin_token_sha256 or (token_digest(token) if token else None)

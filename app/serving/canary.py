@@ -24,9 +24,10 @@ import time
 from dataclasses import asdict, replace
 
 from app.cluster import call_self_after_init, detached_actor
-from app.config import AppConfig
+from app.config import AppConfig, ExperimentConfig
 from app.files import atomic_write_text
 from app.monitoring import rollout
+from app.monitoring.experiment import ExperimentReport
 from app.registry import ledger
 from app.registry.registry import CHALLENGER, REJECTED, Registry
 
@@ -34,6 +35,15 @@ log = logging.getLogger(__name__)
 ROLLOUT = "rollout-controller"
 COUNTED = ("outcomes", "successes", "requests", "errors")
 SHADOW, LIVE = "shadow", "live"  # the phases of a rollout (shadow only with rollout.shadow_first)
+# What the rollout reads of the challenger in shadow (its evidence for going live).
+SHADOW_VIEW = (
+    "paired",
+    "score_correlation",
+    "label_agreement",
+    "mean_abs_score_diff",
+    "latency_diff_ms",
+    "estimated",
+)
 
 
 def policy(cfg: AppConfig) -> rollout.Policy:
@@ -53,16 +63,13 @@ def policy(cfg: AppConfig) -> rollout.Policy:
     )
 
 
-def counts(report: dict, variant: str) -> dict:
-    """What the monitor counted for a variant so far (successes by the experiment's metric)."""
-    v = report.get("variants", {}).get(variant) or {}
-    outcomes = int(v.get("outcomes") or 0)
-    return {
-        "outcomes": outcomes,
-        "successes": round((v.get("rate") or 0.0) * outcomes),
-        "requests": int(v.get("requests") or 0),
-        "errors": int(v.get("errors") or 0),
-    }
+def counts(report: ExperimentReport, variant: str) -> dict:
+    """What the monitor counted for a variant so far (successes by the experiment's metric),
+    as the state file keeps it."""
+    v = report.variants.get(variant)
+    if v is None:
+        return dict.fromkeys(COUNTED, 0)
+    return {"outcomes": v.outcomes, "successes": v.successes, "requests": v.requests, "errors": v.errors}
 
 
 def arm(now: dict, at_entry: dict | None, p99_ms: float | None = None) -> rollout.Arm:
@@ -71,19 +78,12 @@ def arm(now: dict, at_entry: dict | None, p99_ms: float | None = None) -> rollou
     return rollout.Arm(**{k: max(now[k] - base.get(k, 0), 0) for k in COUNTED}, p99_ms=p99_ms)
 
 
-def shadow_view(report: dict) -> dict:
+def shadow_view(report: ExperimentReport) -> dict:
     """The challenger in shadow as the report shows it: agreement with the live answers and
-    the label-free estimates."""
-    s = (report.get("shadow") or {}).get(CHALLENGER) or {}
-    keys = (
-        "paired",
-        "score_correlation",
-        "label_agreement",
-        "mean_abs_score_diff",
-        "latency_diff_ms",
-        "estimated",
-    )
-    return {k: s.get(k) for k in keys}
+    the label-free estimates (plain values: it is the ledger entry's evidence)."""
+    s = report.shadow.get(CHALLENGER)
+    shown = s.model_dump(include=set(SHADOW_VIEW)) if s is not None else {}
+    return {k: shown.get(k) for k in SHADOW_VIEW}
 
 
 def in_shadow(experiment: dict) -> dict:
@@ -116,7 +116,7 @@ class RolloutController:
         self.monitor = monitor or actors.monitor_actor(cfg)
         self.registry = Registry(cfg)
         self.state, self.at_entry, self.phase = self._load()
-        self.last: dict | None = None  # the last decision, for GET /experiment/rollout
+        self.last: rollout.LastDecision | None = None  # for GET /experiment/rollout
         self.lock = asyncio.Lock()
         self.loop: asyncio.Task | None = None
         if self.policy.mode == "auto":
@@ -141,7 +141,7 @@ class RolloutController:
 
     # ------------------------------------------------------------ the loop
 
-    async def ensure_running(self) -> dict:
+    async def ensure_running(self) -> rollout.RolloutStatus:
         if self.loop is None:
             self.loop = asyncio.get_running_loop().create_task(self._run())
         return self.status()
@@ -154,13 +154,13 @@ class RolloutController:
             except Exception:  # a registry or monitor hiccup: try again next time
                 log.exception("rollout check failed")
 
-    async def tick(self, now: float | None = None) -> dict:
+    async def tick(self, now: float | None = None) -> rollout.RolloutStatus:
         """One look: enter a new challenger, then decide and act. Returns the status."""
         async with self.lock:
             now = time.time() if now is None else now
             experiment = (await self.control.state.remote())["experiment"]
             version = await asyncio.to_thread(self.registry.alias_version, CHALLENGER)
-            report = await self.monitor.report.remote(experiment)
+            report = await self.monitor.report.remote(ExperimentConfig.model_validate(experiment))
             running = self.state.challenger is not None and self.state.status == rollout.RUNNING
             if running and version != self.state.challenger:
                 self.state = rollout.stop(self.state, now, f"the challenger alias moved to {version}")
@@ -177,21 +177,21 @@ class RolloutController:
             control = await self._arm(experiment, experiment["control"], report, "control")
             challenger = await self._arm(experiment, CHALLENGER, report, "challenger")
             decision = rollout.decide(self.policy, self.state, control, challenger, now)
-            self.last = {"at": now, **asdict(decision)}
+            self.last = rollout.LastDecision(at=now, **asdict(decision))
             if decision.action in (rollout.STEP_UP, rollout.PROMOTE, rollout.ROLL_BACK):
                 await self._act(decision, experiment)
                 self.state = rollout.advance(self.state, decision, challenger.outcomes, now)
                 self._save()
             return self.status()
 
-    async def _arm(self, experiment: dict, variant: str, report: dict, role: str) -> rollout.Arm:
+    async def _arm(self, experiment: dict, variant: str, report: ExperimentReport, role: str) -> rollout.Arm:
         """A variant's counts since the challenger entered, and the p99 of those requests only."""
         now = counts(report, variant)
         since = arm(now, self.at_entry.get(role))
         p99 = await self.monitor.recent_p99.remote(experiment["name"], variant, since.requests)
         return arm(now, self.at_entry.get(role), p99)
 
-    async def _enter(self, version: int, experiment: dict, report: dict, now: float) -> None:
+    async def _enter(self, version: int, experiment: dict, report: ExperimentReport, now: float) -> None:
         self.state = rollout.start(version, now)
         if self.cfg.rollout.shadow_first:
             self.phase = SHADOW
@@ -204,7 +204,9 @@ class RolloutController:
         else:
             await self._go_live(experiment, report, now, "new challenger enters", {})
 
-    async def _go_live(self, experiment: dict, report: dict, now: float, why: str, evidence: dict) -> None:
+    async def _go_live(
+        self, experiment: dict, report: ExperimentReport, now: float, why: str, evidence: dict
+    ) -> None:
         """The challenger's first live share; the arms count from here."""
         self.phase = LIVE
         self.state = replace(self.state, step=0, step_started_s=now, outcomes_at_step=0)
@@ -218,7 +220,7 @@ class RolloutController:
         self._save()
         log.info("rollout of version %d: live at %.0f%%", self.state.challenger, share * 100)
 
-    async def _shadow_step(self, experiment: dict, report: dict, now: float) -> None:
+    async def _shadow_step(self, experiment: dict, report: ExperimentReport, now: float) -> None:
         """In shadow: go live after `min_requests` paired predictions and `min_minutes`."""
         view = shadow_view(report)
         paired = (view["paired"] or 0) - self.at_entry.get("shadow_paired", 0)
@@ -227,7 +229,7 @@ class RolloutController:
         reason = (
             f"in shadow: {paired}/{need} predictions paired with the live answers, {minutes:.1f}/{wait:g} min"
         )
-        self.last = {"at": now, "action": rollout.HOLD, "share": 0.0, "reason": reason, "evidence": view}
+        self.last = rollout.LastDecision(at=now, action=rollout.HOLD, share=0.0, reason=reason, evidence=view)
         if paired >= need and minutes >= wait:
             why = f"shadow done ({paired} paired, label agreement {view['label_agreement']:.1%}); enters"
             await self._go_live(experiment, report, now, why, view)
@@ -273,23 +275,23 @@ class RolloutController:
 
     # ------------------------------------------------------------ status
 
-    def status(self) -> dict:
+    def status(self) -> rollout.RolloutStatus:
         """GET /experiment/rollout: the state, the challenger's share, the last decision."""
         s = self.state
-        return {
-            "mode": self.policy.mode,
-            "phase": self.phase if s.challenger is not None else None,
-            "challenger": s.challenger,
-            "status": s.status if s.challenger is not None else "idle",
-            "step": None if s.challenger is None else s.step + 1,
-            "steps": [round(x * 100, 6) for x in self.policy.steps],
-            "share": 0.0 if self.phase == SHADOW else s.share(self.policy),
-            "last_decision": self.last,
-            "history": [
-                {"at": at, "action": action, "share": share, "reason": reason}
+        return rollout.RolloutStatus(
+            mode=self.policy.mode,
+            phase=self.phase if s.challenger is not None else None,
+            challenger=s.challenger,
+            status=s.status if s.challenger is not None else "idle",
+            step=None if s.challenger is None else s.step + 1,
+            steps=tuple(round(x * 100, 6) for x in self.policy.steps),
+            share=0.0 if self.phase == SHADOW else s.share(self.policy),
+            last_decision=self.last,
+            history=tuple(
+                rollout.RolloutEvent(at=at, action=action, share=share, reason=reason)
                 for at, action, share, reason in s.history
-            ],
-        }
+            ),
+        )
 
 
 def get_rollout(cfg: AppConfig):

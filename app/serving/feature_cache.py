@@ -1,4 +1,4 @@
-"""A replica's read-through cache of online feature rows, in front of Feast.
+"""A replica's online feature rows: a read-through cache in front of Feast, and the client behind it.
 
 Feast stays the online store: a miss reads it (one call per batch for every missing entity)
 and the answer, an unknown entity included, is kept for at most `ttl_s`. `clear()` drops
@@ -57,3 +57,52 @@ class OnlineFeatureCache:
 
     def clear(self) -> None:
         self.rows.clear()
+
+
+class OnlineFeatures:
+    """A replica's online features: Feast's client (created on first use, so a replica that only
+    scores raw features never opens the store), the cache in front of it, and the registry
+    version the cached rows are as of."""
+
+    def __init__(self, cfg, client=None):
+        self.cfg = cfg
+        self._client = client
+        self._cache: OnlineFeatureCache | None = None
+        self._registry_version = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            from app.features.store import FeatureClient
+
+            self._client = FeatureClient(self.cfg)
+        return self._client
+
+    @property
+    def spec(self):
+        return self.client.spec
+
+    @property
+    def cache(self) -> OnlineFeatureCache:
+        if self._cache is None:
+            serve_cfg = self.cfg.serve
+            self._registry_version = self.client.registry_version()  # what the rows are as of
+            self._cache = OnlineFeatureCache(
+                lambda ids: self.client.online_columns(ids),  # whichever client is current
+                self.spec.names,
+                ttl_s=serve_cfg.online_cache_seconds,
+                max_entries=serve_cfg.online_cache_entries,
+            )
+        return self._cache
+
+    def columns(self, ids: list) -> dict[str, list]:
+        return self.cache.columns(ids)
+
+    def follow_registry(self) -> None:
+        """A new materialization changes the Feast registry: cached online rows go."""
+        if self._cache is None:
+            return
+        version = self.client.registry_version()
+        if version != self._registry_version:
+            self._cache.clear()
+            self._registry_version = version

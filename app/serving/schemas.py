@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, create_model, model_validator
 
 from app.config import AppConfig
+from app.serving.scoring import ScoreRow
 
 # Magnitude limit of a numeric feature: anything larger overflows float32 once scaled and would
 # score NaN; it is refused with the field's name instead.
@@ -84,6 +85,10 @@ def request_models(cfg: AppConfig) -> SimpleNamespace:
                 raise ValueError("key: only for a features row (an entity_id is its own key)")
             return self
 
+        def score_row(self) -> ScoreRow:
+            features = None if self.features is None else self.features.model_dump()
+            return ScoreRow(entity_id=self.entity_id, features=features, key=self.key)
+
     class PredictRequest(_Strict):
         entity_id: EntityId | None = None  # type: ignore[valid-type]
         features: FeaturesModel | None = None  # type: ignore[valid-type]
@@ -99,9 +104,11 @@ def request_models(cfg: AppConfig) -> SimpleNamespace:
                 raise ValueError("key: only for a features request")
             return self
 
-        def rows(self) -> list[Instance]:
+        def rows(self) -> list[ScoreRow]:
+            """The rows to score, all stamped with this request's arrival."""
             if self.instances is not None:
-                return self.instances
-            return [Instance(entity_id=self.entity_id, features=self.features, key=self.key)]
+                return [i.score_row() for i in self.instances]
+            features = None if self.features is None else self.features.model_dump()
+            return [ScoreRow(entity_id=self.entity_id, features=features, key=self.key)]
 
     return SimpleNamespace(Features=FeaturesModel, Instance=Instance, PredictRequest=PredictRequest)

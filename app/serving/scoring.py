@@ -1,17 +1,17 @@
-"""Pure batch scoring for the ingress: feature columns, variant routing, results, traffic records.
+"""Pure batch scoring: typed request rows, feature columns, variant assignment, typed answers.
 
-No Ray, no HTTP: the ingress (`ingress.py`) gathers a batch of requests and calls these, so
-each step is tested on plain lists and arrays. Raw rows go through `add_features`, the
-function training used, so time, bucket and cross features cannot be derived differently
-when serving.
+No Ray, no HTTP: the scoring pipeline (`pipeline.py`) calls these on a batch, so each step is
+tested on plain lists and arrays. Raw rows go through `add_features`, the function training
+used, so time, bucket and cross features cannot be derived differently when serving.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
@@ -19,30 +19,95 @@ import pandas as pd
 
 from app.config import AppConfig, ExperimentConfig
 from app.features.transforms import FeatureSpec, add_features
-from app.monitoring.traffic import SHADOW_SUFFIX
+from app.monitoring.records import ERROR, OK, TrafficRecord
 from app.serving.assignment import choose_variant, in_shadow_sample
 
 log = logging.getLogger(__name__)
-PUBLIC_FIELDS = ("request_id", "variant", "model_version", "score", "label")
 Columns = dict[str, np.ndarray]  # a batch's model features, one array per feature
 
 
 class RowError(Exception):
-    """A row that cannot be scored for a reason the client can fix (HTTP status + message)."""
+    """A row that cannot be scored: HTTP status and a message naming why (4xx: the client can fix it)."""
 
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
 
 
-@dataclass(frozen=True)
-class Routing:
-    """What one request is routed with: the experiment, its effective split, the models."""
+class ScoringFailed(RowError):
+    """The variant's model raised on this row: the service's failure (500), counted per variant."""
 
-    experiment: ExperimentConfig
-    split: dict
-    versions: dict
-    predictors: dict
+    def __init__(self, variant: str, exc: Exception):
+        super().__init__(500, f"the {variant} model could not score this row ({type(exc).__name__})")
+        self.variant = variant
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreRow:
+    """One row to score: an entity (features from the online store) or the dataset's raw
+    features, with the client's assignment key; `received` is when its request arrived."""
+
+    entity_id: int | str | None = None
+    features: Mapping[str, object] | None = None
+    key: int | str | None = None
+    received: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A scored row: what the client is answered, plus what the traffic log keeps."""
+
+    request_id: str
+    variant: str
+    model_version: int
+    score: float
+    label: int
+    key: str
+    features: Mapping[str, object]
+
+    def public(self, feedback_token: str | None = None) -> dict:
+        """What the client sees (the JSON of one prediction)."""
+        return {
+            "request_id": self.request_id,
+            "variant": self.variant,
+            "model_version": self.model_version,
+            "score": self.score,
+            "label": self.label,
+            "feedback_token": feedback_token,
+        }
+
+    def record(self, experiment: str, latency_ms: float, *, shadow: bool = False) -> TrafficRecord:
+        return TrafficRecord(
+            request_id=self.request_id,
+            experiment=experiment,
+            variant=self.variant,
+            model_version=self.model_version,
+            key=self.key,
+            score=self.score,
+            label=self.label,
+            latency_ms=latency_ms,
+            features=self.features,
+            shadow=shadow,
+            status=OK,
+        )
+
+
+def failure_record(
+    *, request_id: str, experiment: str, variant: str, key: str, latency_ms: float, shadow: bool = False
+) -> TrafficRecord:
+    """The traffic record of a row its variant's model failed on (counted as that variant's error)."""
+    return TrafficRecord(
+        request_id=request_id,
+        experiment=experiment,
+        variant=variant,
+        model_version=0,
+        key=key,
+        score=None,
+        label=None,
+        latency_ms=latency_ms,
+        shadow=shadow,
+        status=ERROR,
+    )
 
 
 def raw_rows_to_frame(rows: list[dict], cfg: AppConfig, *, now: datetime | None = None) -> pd.DataFrame:
@@ -64,7 +129,7 @@ def raw_rows_to_frame(rows: list[dict], cfg: AppConfig, *, now: datetime | None 
 
 
 def feature_columns(
-    rows: list, cfg: AppConfig, spec: FeatureSpec, online: Callable[[list], dict[str, list]]
+    rows: list[ScoreRow], cfg: AppConfig, spec: FeatureSpec, online: Callable[[list], dict[str, list]]
 ) -> tuple[Columns, list[RowError | None]]:
     """Model-feature columns for request rows (entity ids read with one `online` call, raw
     features derived); per row None or the RowError that stops it.
@@ -96,7 +161,7 @@ def feature_columns(
                         reason = f"entity_id {rows[i].entity_id!r}: no features in the online store"
                         errors[i] = RowError(404, reason)
     if raw_idx:
-        raw = raw_rows_to_frame([rows[i].features.model_dump() for i in raw_idx], cfg)
+        raw = raw_rows_to_frame([dict(rows[i].features) for i in raw_idx], cfg)
         for c in spec.names:
             cols[c][raw_idx] = raw[c].to_numpy()
     return cols, errors
@@ -117,7 +182,9 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-def assign(rows: list, experiment: str, split: dict[str, float]) -> tuple[list[str], list, np.ndarray]:
+def assign(
+    rows: list[ScoreRow], experiment: str, split: dict[str, float]
+) -> tuple[list[str], list, np.ndarray]:
     """Request ids, assignment keys and variants: an entity is its own key, then the client's
     `key`, else the request id (a one-off assignment)."""
     rids = [new_request_id() for _ in rows]
@@ -129,88 +196,44 @@ def assign(rows: list, experiment: str, split: dict[str, float]) -> tuple[list[s
     return rids, keys, variants
 
 
-def results(
+def answers(
     *,
     rids: list[str],
     keys: list,
     variants: np.ndarray,
     scores: np.ndarray,
     versions: np.ndarray,
-    errors: list,
+    errors: list[RowError | None],
     inputs: list[dict],
     threshold: float,
-) -> list:
-    """Per row its result (what is answered, plus what the traffic log needs) or its error."""
-    out: list = []
+) -> list[Answer | RowError]:
+    """Per row its answer or its error."""
+    out: list[Answer | RowError] = []
     for i, error in enumerate(errors):
         if error is not None:
             out.append(error)
-            continue
-        if not np.isfinite(scores[i]):  # never answer NaN as a prediction
+        elif not np.isfinite(scores[i]):  # never answer NaN as a prediction
             out.append(RowError(422, "these features give no finite score; check their magnitudes"))
-            continue
-        out.append(
-            {
-                "request_id": rids[i],
-                "variant": variants[i],
-                "model_version": int(versions[i]),
-                "score": float(scores[i]),
-                "label": int(scores[i] >= threshold),
-                "key": str(keys[i]),
-                "features": inputs[i],
-            }
-        )
+        else:
+            out.append(
+                Answer(
+                    request_id=rids[i],
+                    variant=str(variants[i]),
+                    model_version=int(versions[i]),
+                    score=float(scores[i]),
+                    label=int(scores[i] >= threshold),
+                    key=str(keys[i]),
+                    features=inputs[i],
+                )
+            )
     return out
 
 
 def shadow_indices(experiment: ExperimentConfig, rows: list) -> list[int]:
     """The answered rows whose copy the shadow variant scores (a sample independent of assignment)."""
+    fraction = experiment.shadow_fraction
     return [
         i
         for i, r in enumerate(rows)
-        if isinstance(r, dict)
-        and in_shadow_sample(experiment.name, r["request_id"], experiment.shadow_fraction)
+        if isinstance(r, Answer) and in_shadow_sample(experiment.name, r.request_id, fraction)
     ]
-
-
-def shadow_results(
-    answered: list[dict], *, variant: str, version: int, scores: np.ndarray, threshold: float
-) -> list[dict]:
-    """The shadow variant's results for copies of `answered` rows (logged, never returned)."""
-    return [
-        {
-            **r,
-            "variant": variant,
-            "model_version": int(version),
-            "score": float(s),
-            "label": int(s >= threshold),
-        }
-        for r, s in zip(answered, scores, strict=True)
-    ]
-
-
-def public(result: dict) -> dict:
-    """What the client sees of a result."""
-    return {k: result[k] for k in PUBLIC_FIELDS}
-
-
-def traffic_record(
-    result: dict, *, experiment: str, latency_ms: float, shadow: bool = False, status: str = "ok"
-) -> dict:
-    """A result as the traffic log keeps it (NaN features as nulls)."""
-    rec = {
-        "request_id": result["request_id"] + (SHADOW_SUFFIX if shadow else ""),
-        "logged_at": pd.Timestamp.now(tz="UTC"),
-        "experiment": experiment,
-        "variant": result["variant"],
-        "model_version": result["model_version"],
-        "shadow": shadow,
-        "pred_score": result["score"],
-        "pred_label": result["label"],
-        "latency_ms": latency_ms,
-        "status": status,
-        "key": result["key"],
-    }
-    for name, value in result["features"].items():
-        rec[name] = None if value is None or (isinstance(value, float) and np.isnan(value)) else value
-    return rec

@@ -27,7 +27,7 @@ from app.serving.ingress import Ingress
 from app.serving.routes import build_api
 from app.serving.routes.deps import current_ingress
 from app.serving.schemas import request_models
-from app.serving.scoring import RowError, raw_rows_to_frame
+from app.serving.scoring import Answer, RowError, ScoringFailed, raw_rows_to_frame
 from tests.conftest import make_config
 from tests.doubles import ActorDouble, Control
 from tests.helpers import quick_bundle
@@ -43,7 +43,7 @@ class Monitor:
         self.records, self.feedback_seen = [], []
 
     def ingest(self, batch, dropped):
-        self.records += batch
+        self.records += [r.row() for r in batch]
         return len(batch)
 
     def feedback(self, request_id, label, may_wait=True):
@@ -87,21 +87,26 @@ def setup(tmp_path):
     }
     for alias, bundle in bundles.items():
         registry.register(bundle, params={}, alias=alias)
-    control, monitor = Control(cfg.serve.experiment.model_dump()), Monitor()
-    ingress = Ingress(
-        cfg.model_dump(mode="json"),
-        {},
-        token_digest(TOKEN),
-        control=ActorDouble(control),
-        monitor=ActorDouble(monitor),
-        features=Features(cfg),
-    )
+    monitor = Monitor()
+    ingress = make_ingress(cfg, monitor=monitor)
     return {"cfg": cfg, "ingress": ingress, "bundles": bundles, "monitor": monitor, "registry": registry}
+
+
+def make_ingress(cfg, *, monitor=None, features=None, handles=None) -> Ingress:
+    """An Ingress over in-process doubles of its actors and online store (the registry is real)."""
+    return Ingress(
+        cfg.model_dump(mode="json"),
+        handles or {},
+        token_digest(TOKEN),
+        control=ActorDouble(Control(cfg.serve.experiment.model_dump())),
+        monitor=ActorDouble(monitor or Monitor()),
+        features=features or Features(cfg),
+    )
 
 
 def rows(cfg, items: list[dict]) -> list:
     Instance = request_models(cfg).Instance
-    return [Instance.model_validate(item) for item in items]
+    return [Instance.model_validate(item).score_row() for item in items]
 
 
 def run(coro):
@@ -171,55 +176,53 @@ def test_a_row_scores_the_same_whatever_else_is_in_its_batch(setup, placement):
     """An unknown entity (every feature missing) or a raw-features row in the same batch must
     not change how the others are coded: in a DataFrame, one missing hour turned the batch's
     integer hours into floats ("3.0"), which the vocabulary ("3") did not know."""
-    cfg, ingress = setup["cfg"], setup["ingress"]
+    cfg = setup["cfg"]
+    cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"unknown_entity": "impute"})})
+    handles = None
     if placement == "deployment":
-        ingress.handles = {
-            alias: ModelHandle(Predictor.from_bundle(b)) for alias, b in setup["bundles"].items()
-        }
-    ingress.cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"unknown_entity": "impute"})})
-    alone = run(ingress._score_rows(rows(cfg, [{"entity_id": 1}])))[0]
-    mixed = run(ingress._score_rows(rows(cfg, [{"entity_id": 999}, {"features": ROW}, {"entity_id": 1}])))
-    assert mixed[2]["variant"] == alone["variant"]
+        handles = {alias: ModelHandle(Predictor.from_bundle(b)) for alias, b in setup["bundles"].items()}
+    pipeline = make_ingress(cfg, handles=handles).pipeline
+    alone = run(pipeline.score(rows(cfg, [{"entity_id": 1}])))[0]
+    mixed = run(pipeline.score(rows(cfg, [{"entity_id": 999}, {"features": ROW}, {"entity_id": 1}])))
+    assert mixed[2].variant == alone.variant
     # The net computes in float32, and a batch of three may be summed in another order than a
     # batch of one (the BLAS kernel depends on the shape): the same row can differ by an ulp
     # (~3e-8 here). A mis-coded feature moves a score by orders of magnitude more.
-    assert mixed[2]["score"] == pytest.approx(alone["score"], abs=FLOAT32_SCORE_TOLERANCE)
-    assert mixed[2]["features"] == alone["features"]
-    expected = Predictor.from_bundle(setup["bundles"][alone["variant"]]).score(raw_rows_to_frame([ROW], cfg))[
-        0
-    ]
-    if mixed[1]["variant"] == alone["variant"]:
-        assert mixed[1]["score"] == pytest.approx(expected, abs=FLOAT32_SCORE_TOLERANCE)
+    assert mixed[2].score == pytest.approx(alone.score, abs=FLOAT32_SCORE_TOLERANCE)
+    assert mixed[2].features == alone.features
+    expected = Predictor.from_bundle(setup["bundles"][alone.variant]).score(raw_rows_to_frame([ROW], cfg))[0]
+    if mixed[1].variant == alone.variant:
+        assert mixed[1].score == pytest.approx(expected, abs=FLOAT32_SCORE_TOLERANCE)
 
 
 def test_cached_online_rows_are_served_until_a_materialization_changes_the_registry(setup):
     cfg, ingress = setup["cfg"], setup["ingress"]
-    features = ingress.features
-    before = run(ingress._score_rows(rows(cfg, [{"entity_id": 1}])))[0]
-    features.rows[1] = {**features.rows[1], "income": features.rows[1]["income"] * 5}
-    cached = run(ingress._score_rows(rows(cfg, [{"entity_id": 1}])))[0]
-    assert cached["features"] == before["features"], "within the TTL the replica's row is used"
-    features.version += 1  # what `features materialize` does to the registry file
-    ingress._follow_feature_store()
-    after = run(ingress._score_rows(rows(cfg, [{"entity_id": 1}])))[0]
-    assert after["features"]["income"] == features.rows[1]["income"] != before["features"]["income"]
+    store = ingress.features.client
+    before = run(ingress.pipeline.score(rows(cfg, [{"entity_id": 1}])))[0]
+    store.rows[1] = {**store.rows[1], "income": store.rows[1]["income"] * 5}
+    cached = run(ingress.pipeline.score(rows(cfg, [{"entity_id": 1}])))[0]
+    assert cached.features == before.features, "within the TTL the replica's row is used"
+    store.version += 1  # what `features materialize` does to the registry file
+    run(ingress.follow())
+    after = run(ingress.pipeline.score(rows(cfg, [{"entity_id": 1}])))[0]
+    assert after.features["income"] == store.rows[1]["income"] != before.features["income"]
 
 
 def test_a_new_split_and_a_promotion_change_routing_at_once(setup):
     cfg, ingress = setup["cfg"], setup["ingress"]
     exp = cfg.serve.experiment.model_copy(update={"split": {"champion": 0.0, "challenger": 1.0}})
-    view = run(ingress.set_experiment(exp))
+    view = run(ingress.admin.set_experiment(exp))
     assert view["effective_split"] == {CHALLENGER: 1.0}
     items = [{"features": ROW, "key": f"k{i}"} for i in range(10)]
     assert {a["variant"] for a in run(ingress.predict(rows(cfg, items), batch=True))} == {CHALLENGER}
-    after = run(ingress.promote(None))
+    after = run(ingress.admin.promote(None))
     assert after["models"] == {CHAMPION: 2}
     assert setup["registry"].alias_version(CHAMPION) == 2
     # Every share is on the challenger alias, which now names no model: the control answers
     # (the promoted model), not a 503 for every request.
     answers = run(ingress.predict(rows(cfg, items), batch=True))
     assert {(a["variant"], a["model_version"]) for a in answers} == {(CHAMPION, 2)}
-    run(ingress.set_experiment(cfg.serve.experiment))
+    run(ingress.admin.set_experiment(cfg.serve.experiment))
     answers = run(ingress.predict(rows(cfg, items), batch=True))
     assert {(a["variant"], a["model_version"]) for a in answers} == {(CHAMPION, 2)}
 
@@ -228,12 +231,12 @@ def test_admin_calls_need_the_token(setup):
     ingress = setup["ingress"]
     for header, status in ((None, 401), ("Basic x", 401), ("Bearer wrong", 403)):
         with pytest.raises(AdminError) as err:
-            ingress.check_admin(header)
+            ingress.admin.check(header)
         assert err.value.status == status
-    ingress.check_admin(f"Bearer {TOKEN}")
+    ingress.admin.check(f"Bearer {TOKEN}")
 
 
-def test_v2_infer_scores_with_the_control_variant(setup):
+def test_v2_infer_scores_with_the_model_it_was_assigned(setup):
     from app.serving.oip import InferRequest
 
     cfg, ingress = setup["cfg"], setup["ingress"]
@@ -248,7 +251,8 @@ def test_v2_infer_scores_with_the_control_variant(setup):
     ]
     out = run(ingress.v2_infer(cfg.registry.model_name, InferRequest.model_validate({"inputs": inputs})))
     scores = next(o for o in out["outputs"] if o["name"] == "score")["data"]
-    expected = Predictor.from_bundle(setup["bundles"][CHAMPION]).score(raw_rows_to_frame([ROW, ROW], cfg))
+    bundle = setup["bundles"][CHAMPION if out["model_version"] == "1" else CHALLENGER]
+    expected = Predictor.from_bundle(bundle).score(raw_rows_to_frame([ROW, ROW], cfg))
     np.testing.assert_allclose(scores, expected, rtol=1e-5)
 
 
@@ -297,7 +301,7 @@ def test_feedback_needs_the_receipt_of_its_prediction_and_counts_once(setup):
     assert again.status_code == 409 and "already recorded" in again.json()["error"]
     assert setup["monitor"].feedback_seen == [(first["request_id"], 1)]  # nothing else stored
 
-    key = ingress.feedback_key
+    key = ingress.outcomes.key
     old = receipts.issue(key, "forgotten-id", now=time.time() - 3600)  # ours, no longer remembered
     assert feedback("forgotten-id", old).json()["status"] == "recorded"  # for training, not the A/B count
     ancient = receipts.issue(key, "ancient-id", now=time.time() - (cfg.monitor.retention_days + 1) * 86400)
@@ -315,50 +319,94 @@ class FailingFeatures(Features):
 
 
 def test_an_unavailable_online_store_is_a_503_for_entity_rows_only(setup):
-    cfg, ingress = setup["cfg"], setup["ingress"]
-    ingress._features = FailingFeatures(cfg)
-    got = run(ingress._score_rows(rows(cfg, [{"entity_id": 1}, {"features": ROW}])))
+    cfg = setup["cfg"]
+    pipeline = make_ingress(cfg, features=FailingFeatures(cfg)).pipeline
+    got = run(pipeline.score(rows(cfg, [{"entity_id": 1}, {"features": ROW}])))
     assert isinstance(got[0], RowError) and got[0].status == 503
-    assert isinstance(got[1], dict) and np.isfinite(got[1]["score"])
+    assert isinstance(got[1], Answer) and np.isfinite(got[1].score)
 
 
-def test_one_failing_row_fails_alone_and_the_rest_of_its_batch_is_answered(setup, monkeypatch):
-    cfg, ingress = setup["cfg"], setup["ingress"]
-    run(ingress.set_experiment(cfg.serve.experiment.model_copy(update={"split": {"champion": 1.0}})))
-    predictor = ingress.routing.predictors[CHAMPION]
+class Metrics:
+    """The replica's metrics, as calls received."""
+
+    def __init__(self):
+        self.served_by, self.failed_by = [], []
+
+    def served(self, variant, version, seconds):
+        self.served_by.append(variant)
+
+    def failed(self, variant):
+        self.failed_by.append(variant)
+
+
+def test_a_row_its_model_fails_on_fails_alone_and_counts_as_that_variants_error(setup, monkeypatch):
+    """The rest of the batch is answered; the failure is the variant's in the metrics and in the
+    traffic log (where the rollout's error guardrail reads it), never "unknown"."""
+    cfg, ingress, monitor = setup["cfg"], setup["ingress"], setup["monitor"]
+    predictor = ingress.routing.current.predictors[CHALLENGER]
     score = predictor.score
 
-    def fails_on_age_13(frame):
-        if (frame["age"] == 13).any():
+    def fails_on_age_13(cols):
+        if (np.asarray(cols["age"]) == 13).any():
             raise RuntimeError("the model cannot score age 13")
-        return score(frame)
+        return score(cols)
 
     monkeypatch.setattr(predictor, "score", fails_on_age_13)
-    batched = Ingress._score_batched.__wrapped__  # the method under Serve's batch queue
-    items = [{"features": ROW}, {"features": {**ROW, "age": 13}}, {"entity_id": 1}]
-    got = run(batched(ingress, rows(cfg, items)))
-    assert isinstance(got[1], RuntimeError)
-    assert isinstance(got[0], dict) and isinstance(got[2], dict)
-    assert np.isfinite([got[0]["score"], got[2]["score"]]).all()
+    ingress.pipeline.metrics = metrics = Metrics()
+    items = [{"features": {**ROW, "age": 13 if i % 2 else 30}, "key": f"user-{i}"} for i in range(40)]
+    got = run(ingress.pipeline.score(rows(cfg, items)))
+    failed = [g for g in got if isinstance(g, ScoringFailed)]
+    answered = [g for g in got if isinstance(g, Answer)]
+    assert failed and len(failed) + len(answered) == len(items)
+    assert {f.variant for f in failed} == {CHALLENGER} and all(f.status == 500 for f in failed)
+    assert all(np.isfinite(a.score) for a in answered)
+    assert metrics.failed_by == [CHALLENGER] * len(failed)
+    ingress.shipper.pump()
+    errors = [r for r in monitor.records if r["status"] == "error"]
+    assert len(errors) == len(failed) and {r["variant"] for r in errors} == {CHALLENGER}
+    assert len([r for r in monitor.records if r["status"] == "ok"]) == len(answered)
+    with pytest.raises(RowError) as err:  # over HTTP: a 500 naming the variant
+        run(ingress.predict(rows(cfg, [items[1]]), batch=True))
+    assert err.value.status == 500 and CHALLENGER in str(err.value)
+
+
+def test_v2_goes_through_the_same_path_assignment_and_traffic_log_included(setup):
+    from app.serving.oip import InferRequest
+
+    cfg, ingress, monitor = setup["cfg"], setup["ingress"], setup["monitor"]
+    inputs = [
+        {
+            "name": c,
+            "shape": [3],
+            "datatype": "FP64" if c in cfg.dataset.numeric else "BYTES",
+            "data": [ROW[c]] * 3,
+        }
+        for c in cfg.dataset.features
+    ]
+    versions = set()
+    for i in range(16):
+        body = InferRequest.model_validate({"inputs": inputs, "parameters": {"key": f"client-{i}"}})
+        versions.add(run(ingress.v2_infer(cfg.registry.model_name, body))["model_version"])
+    assert versions == {"1", "2"}, "the split assigns v2 requests too"
+    ingress.shipper.pump()
+    assert len(monitor.records) == 16 * 3
+    by_request = {}
+    for r in monitor.records:
+        by_request.setdefault(r["key"], set()).add(r["variant"])
+    assert all(len(v) == 1 for v in by_request.values()), "one request's rows share one variant"
 
 
 def test_a_model_that_cannot_load_is_skipped_and_its_share_served_by_the_others(setup):
     cfg = setup["cfg"]
     # The replica loads from its downloaded copy of the registry's bundle.
     (cfg.storage.bundles / "v2" / "bundle" / "weights.pt").write_bytes(b"tampered")
-    fresh = Ingress(
-        cfg.model_dump(mode="json"),
-        {},
-        None,
-        control=ActorDouble(Control(cfg.serve.experiment.model_dump())),
-        monitor=ActorDouble(Monitor()),
-        features=Features(cfg),
-    )
-    assert fresh.routing.split == {CHAMPION: 1.0} and fresh.models.unloadable == {CHALLENGER: 2}
+    fresh = make_ingress(cfg)
+    models = fresh.routing.models
+    assert fresh.routing.current.split == {CHAMPION: 1.0} and models.unloadable == {CHALLENGER: 2}
     items = [{"features": ROW, "key": f"k{i}"} for i in range(20)]
     assert {a["variant"] for a in run(fresh.predict(rows(cfg, items), batch=True))} == {CHAMPION}
     # Not retried while the alias still names the broken version.
-    assert not fresh.models.changed([CHAMPION, CHALLENGER], fresh.models.generation)
+    assert not models.changed([CHAMPION, CHALLENGER], models.generation)
 
 
 def test_a_silent_monitor_is_a_503_not_a_hang(setup, monkeypatch):
@@ -371,12 +419,12 @@ def test_a_silent_monitor_is_a_503_not_a_hang(setup, monkeypatch):
     monkeypatch.setattr(actors, "MONITOR_TIMEOUT_S", 0.2)
     ingress = setup["ingress"]
     silent = Silent()
-    ingress.monitor = type(
+    ingress.outcomes.monitor = type(
         "M", (), {"feedback": type("F", (), {"remote": staticmethod(silent.feedback)})()}
     )()
     api = build_api(setup["cfg"])
     api.dependency_overrides[current_ingress] = lambda: ingress
-    receipt = receipts.issue(ingress.feedback_key, "abc")
+    receipt = receipts.issue(ingress.outcomes.key, "abc")
     answer = TestClient(api).post(
         "/feedback", json={"request_id": "abc", "label": 1, "feedback_token": receipt}
     )
@@ -384,7 +432,10 @@ def test_a_silent_monitor_is_a_503_not_a_hang(setup, monkeypatch):
 
 
 def test_v2_takes_json_without_a_content_type_and_binary_tensors(setup):
+    # (Two rows: a single row joins Serve's batch queue, which exists only inside a replica;
+    # the integration tests cover that path.)
     cfg, ingress = setup["cfg"], setup["ingress"]
+    run(ingress.admin.set_experiment(cfg.serve.experiment.model_copy(update={"split": {"champion": 1.0}})))
     api = build_api(cfg)
     api.dependency_overrides[current_ingress] = lambda: ingress
     client = TestClient(api)
@@ -392,9 +443,9 @@ def test_v2_takes_json_without_a_content_type_and_binary_tensors(setup):
     inputs = [
         {
             "name": c,
-            "shape": [1],
+            "shape": [2],
             "datatype": "FP64" if c in cfg.dataset.numeric else "BYTES",
-            "data": [ROW[c]],
+            "data": [ROW[c]] * 2,
         }
         for c in cfg.dataset.features
     ]
@@ -406,7 +457,7 @@ def test_v2_takes_json_without_a_content_type_and_binary_tensors(setup):
     score = next(o for o in plain.json()["outputs"] if o["name"] == "score")["data"][0]
     expected = Predictor.from_bundle(setup["bundles"][CHAMPION]).score(raw_rows_to_frame([ROW], cfg))[0]
     assert score == pytest.approx(expected, rel=1e-5)
-    huge = [{**t, "data": [10**400]} if t["name"] == "age" else t for t in inputs]
+    huge = [{**t, "data": [10**400, 1]} if t["name"] == "age" else t for t in inputs]
     bad = client.post(url, json={"inputs": huge})
     assert bad.status_code == 400 and "age" in bad.json()["error"]
 
@@ -423,6 +474,7 @@ def test_the_triton_http_client_works_unchanged_binary_and_json(setup):
     import uvicorn
 
     cfg, ingress = setup["cfg"], setup["ingress"]
+    run(ingress.admin.set_experiment(cfg.serve.experiment.model_copy(update={"split": {"champion": 1.0}})))
     api = build_api(cfg)
     api.dependency_overrides[current_ingress] = lambda: ingress
     with socket.socket() as sock:

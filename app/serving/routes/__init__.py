@@ -1,9 +1,10 @@
-"""The HTTP API: one router per resource over the replica's `Ingress`, assembled by `build_api`.
+"""The HTTP API: one router per resource over the replica's services, assembled by `build_api`.
 
-Routes are plain functions; each receives the replica's `Ingress` through the `current_ingress`
-dependency (under Serve, the replica's own object; in tests, any `Ingress` by
-`api.dependency_overrides`). They translate HTTP to `Ingress` calls and errors to 4xx bodies
-that name the field, and hold no logic of their own.
+Routes are plain functions; each receives what it needs (the `Ingress` for scoring, a service
+for the rest) through the dependencies in `deps.py`, which all start from `current_ingress`
+(under Serve, the replica's own object; in tests, any `Ingress` by `api.dependency_overrides`).
+They translate HTTP to calls and errors to 4xx bodies that name the field, and hold no logic
+of their own.
 """
 
 from fastapi import FastAPI, HTTPException

@@ -1,26 +1,49 @@
-"""The dependency every route uses to reach its replica's `Ingress`."""
+"""The routes' dependencies: the replica's `Ingress` and, through it, each service.
 
-from fastapi import Header, HTTPException
+Routes name what they need with the `Annotated` aliases below. Admin authentication is the
+`admin` dependency itself: a route that takes `AdminService` cannot run without the token.
+"""
+
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException
 
 from app.serving.auth import AdminError
 from app.serving.ingress import Ingress
+from app.serving.services import Admin, Outcomes, Reads
 
 
 async def current_ingress() -> Ingress:
     """The replica's `Ingress` (Serve's servable object; tests override this dependency).
 
-    `async` on purpose: FastAPI runs a plain `def` dependency in its thread pool, a thread
-    hop on every request that cost the replica a measurable share of its CPU under load."""
+    `async` on purpose, as are the dependencies below: FastAPI runs a plain `def` dependency
+    in its thread pool, a thread hop on every request that cost the replica a measurable
+    share of its CPU under load."""
     from ray import serve
 
     return serve.get_replica_context().servable_object
 
 
-def require_admin(ingress: Ingress, authorization: str | None) -> None:
+IngressDep = Annotated[Ingress, Depends(current_ingress)]
+
+
+async def reads(ingress: IngressDep) -> Reads:
+    return ingress.reads
+
+
+async def outcomes(ingress: IngressDep) -> Outcomes:
+    return ingress.outcomes
+
+
+async def admin(ingress: IngressDep, authorization: Annotated[str | None, Header()] = None) -> Admin:
+    """The admin service, for a caller that sent the admin token (401/403 otherwise)."""
     try:
-        ingress.check_admin(authorization)
+        ingress.admin.check(authorization)
     except AdminError as exc:
         raise HTTPException(exc.status, str(exc), headers=exc.headers) from None
+    return ingress.admin
 
 
-AuthHeader = Header(None)
+ReadsDep = Annotated[Reads, Depends(reads)]
+OutcomesDep = Annotated[Outcomes, Depends(outcomes)]
+AdminDep = Annotated[Admin, Depends(admin)]

@@ -1,11 +1,10 @@
 """POST /predict and POST /feedback."""
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, HTTPException
 from fastapi.responses import JSONResponse
 
-from app.serving.ingress import Ingress
 from app.serving.receipts import ReceiptError
-from app.serving.routes.deps import current_ingress
+from app.serving.routes.deps import IngressDep, OutcomesDep
 from app.serving.schemas import Feedback, FeedbackAck, Prediction, PredictionBatch
 from app.serving.scoring import RowError
 
@@ -15,7 +14,7 @@ def router(PredictRequest: type) -> APIRouter:
     api = APIRouter()
 
     @api.post("/predict", response_model=Prediction | PredictionBatch)
-    async def predict(body: PredictRequest, ingress: Ingress = Depends(current_ingress)):  # type: ignore[valid-type]
+    async def predict(body: PredictRequest, ingress: IngressDep):  # type: ignore[valid-type]
         batch = body.instances is not None
         try:
             out = await ingress.predict(body.rows(), batch=batch)
@@ -27,9 +26,9 @@ def router(PredictRequest: type) -> APIRouter:
         return JSONResponse({"predictions": out} if batch else out[0])
 
     @api.post("/feedback", response_model=FeedbackAck)
-    async def feedback(body: Feedback, ingress: Ingress = Depends(current_ingress)):
+    async def feedback(body: Feedback, outcomes: OutcomesDep):
         try:
-            status = await ingress.feedback(body.request_id, body.label, body.feedback_token)
+            status = await outcomes.record(body.request_id, body.label, body.feedback_token)
         except ReceiptError as exc:
             raise HTTPException(exc.status, {"error": str(exc), "field": "request_id"}) from None
         return {"request_id": body.request_id, "status": status}

@@ -1,13 +1,15 @@
-"""Open Inference Protocol v2 (KServe v2 / Triton HTTP) over the experiment's control variant."""
+"""Open Inference Protocol v2 (KServe v2 / Triton HTTP): metadata of the control variant; inference
+through the same scoring pipeline as /predict (assignment, batching, shadow, the traffic log)."""
 
 from importlib.metadata import version
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
 from app.serving import oip
 from app.serving.ingress import Ingress
-from app.serving.routes.deps import current_ingress
+from app.serving.routes.deps import IngressDep
+from app.serving.scoring import RowError
 
 router = APIRouter(prefix="/v2")
 
@@ -17,9 +19,11 @@ def _version(ingress: Ingress, name: str) -> int:
     served = ingress.cfg.registry.model_name
     if name != served:
         raise HTTPException(404, f"model {name!r} not found (this server has {served!r})")
-    version = ingress.routing.versions.get(ingress.experiment.control)
+    current = ingress.routing.current
+    control = current.experiment.control
+    version = current.versions.get(control)
     if version is None:
-        raise HTTPException(503, f"model {name!r} has no {ingress.experiment.control} version loaded")
+        raise HTTPException(503, f"model {name!r} has no {control} version loaded")
     return version
 
 
@@ -34,24 +38,25 @@ async def live() -> dict:
 
 
 @router.get("/health/ready")
-async def ready(ingress: Ingress = Depends(current_ingress)):
-    is_ready = ingress.experiment.control in ingress.routing.versions
+async def ready(ingress: IngressDep):
+    current = ingress.routing.current
+    is_ready = current.experiment.control in current.versions
     return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
 
 @router.get("/models/{name}")
-async def metadata(name: str, ingress: Ingress = Depends(current_ingress)) -> dict:
+async def metadata(name: str, ingress: IngressDep) -> dict:
     return oip.model_metadata(ingress.cfg, name, [_version(ingress, name)])
 
 
 @router.get("/models/{name}/ready")
-async def model_ready(name: str, ingress: Ingress = Depends(current_ingress)) -> dict:
+async def model_ready(name: str, ingress: IngressDep) -> dict:
     _version(ingress, name)
     return {"name": name, "ready": True}
 
 
 @router.post("/models/{name}/infer")
-async def infer(name: str, request: Request, ingress: Ingress = Depends(current_ingress)):
+async def infer(name: str, request: Request, ingress: IngressDep):
     """Tensors in the body as JSON (any content type) or with the binary tensor extension."""
     _version(ingress, name)  # 404 / 503 before any work
     try:
@@ -59,6 +64,8 @@ async def infer(name: str, request: Request, ingress: Ingress = Depends(current_
         resp = await ingress.v2_infer(name, body)
     except oip.OipError as exc:
         raise HTTPException(400, str(exc)) from None
+    except RowError as exc:  # the service's failure (a model that raised, no model loaded)
+        raise HTTPException(exc.status, str(exc)) from None
     if not oip.wants_binary(body):
         return resp
     content, header_length = oip.binary_response(resp)

@@ -1,8 +1,8 @@
 """The variants' models as one replica sees them, and the deployment that holds one outside the ingress.
 
 `ModelSet` resolves registry aliases to versions and loads the models behind them; the ingress
-uses it in-process (`serve.placement: ingress`), `Model` wraps it as one variant's own
-deployment (`deployment`).
+follows it through `routing.LiveRouting` (`serve.placement: ingress` loads the models in the
+replica), and `Model` wraps it as one variant's own deployment (`deployment`).
 """
 
 import asyncio
@@ -12,12 +12,10 @@ import time
 import pandas as pd
 from ray import serve
 
-from app.config import AppConfig, ExperimentConfig
+from app.config import AppConfig
 from app.model.bundle import BundleError
 from app.model.predictor import Predictor
 from app.registry.registry import Registry, RegistryError
-from app.serving.assignment import effective_split
-from app.serving.scoring import Routing
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +76,6 @@ class ModelSet:
         self.versions, self.predictors, self.generation = versions, predictors, generation
         self.unloadable = unloadable
         return versions
-
-    def apply(self, state: dict) -> Routing:
-        """Load what the control actor's state names; the routing requests then follow."""
-        exp = ExperimentConfig.model_validate(state["experiment"])
-        self.refresh(exp.aliases, state["generation"])
-        split = effective_split(exp.split, set(self.versions), exp.control)
-        return Routing(exp, split, self.versions, self.predictors)
 
 
 @serve.deployment(name="model", max_ongoing_requests=64, health_check_period_s=5)
