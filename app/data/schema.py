@@ -188,6 +188,20 @@ def _date_labels(ts: pd.Series) -> pd.Series:
     return pd.Series(labels[codes], index=ts.index, dtype=object)  # code -1 (NaT) -> None
 
 
+def _check_rules(out: pd.DataFrame, ds: DatasetConfig, reasons: pd.Series) -> None:
+    """Add the reason of each row that breaks one of the config's validation rules."""
+    for c, rule in ds.rules.items():
+        col = out[c]
+        if rule.required:
+            _add_reason(reasons, col.isna(), f"{c}: required value is missing")
+        if rule.min is not None:
+            _add_reason(reasons, col < rule.min, f"{c}: below minimum {rule.min:g}")
+        if rule.max is not None:
+            _add_reason(reasons, col > rule.max, f"{c}: above maximum {rule.max:g}")
+        if rule.allowed is not None:
+            _add_reason(reasons, col.notna() & ~col.isin(rule.allowed), f"{c}: value not in allowed list")
+
+
 def clean_batch(raw: pd.DataFrame, ds: DatasetConfig) -> pd.DataFrame:
     """Coerce a raw batch to the contract and mark each row's partition or rejection reason."""
     raw = raw.rename(columns=ds.rename)
@@ -229,17 +243,7 @@ def clean_batch(raw: pd.DataFrame, ds: DatasetConfig) -> pd.DataFrame:
         cat = raw[c].astype("string").str.strip()
         out[c] = cat.where(~_blank(raw[c])).astype(object)
 
-    for c, rule in ds.rules.items():
-        col = out[c]
-        if rule.required:
-            _add_reason(reasons, col.isna(), f"{c}: required value is missing")
-        if rule.min is not None:
-            _add_reason(reasons, col < rule.min, f"{c}: below minimum {rule.min:g}")
-        if rule.max is not None:
-            _add_reason(reasons, col > rule.max, f"{c}: above maximum {rule.max:g}")
-        if rule.allowed is not None:
-            _add_reason(reasons, col.notna() & ~col.isin(rule.allowed), f"{c}: value not in allowed list")
-
+    _check_rules(out, ds, reasons)
     bad = reasons.notna()
     out[REASON] = reasons.where(bad, None)
     out[RAW] = None

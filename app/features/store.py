@@ -8,7 +8,6 @@ plus an entity, one FeatureView with the configured TTL and a versioned FeatureS
 from __future__ import annotations
 
 import logging
-import warnings
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from pathlib import Path
@@ -25,23 +24,13 @@ from app.data.etl import WAREHOUSE_FILE, read_warehouse
 from app.data.schema import DataError
 from app.features.latest import latest_rows
 from app.features.pit import apply_ttl, asof_join, partitioned_asof_join
+from app.features.repo import definitions, fail_fast, import_feast, repo_config
 from app.features.transforms import FEATURE_TIMESTAMP, feature_spec, feature_table_batch, utc_us
 from app.files import atomic_write_parquet, atomic_write_text
 
 log = logging.getLogger(__name__)
 PARTITION_BYTES = 64 << 20  # per join task in the partitioned path
 MAX_BUCKETS = 1000  # pyarrow writes at most 1024 partitions from one block
-
-
-def import_feast() -> None:
-    """Import Feast with the process's warning filters put back afterwards.
-
-    Feast's modules call `warnings.simplefilter("once", DeprecationWarning)` when first
-    imported: ahead of every other filter, it would show every library's deprecation warnings
-    again (SQLAlchemy's, through MLflow) on a terminal that `--verbose` alone should open.
-    """
-    with warnings.catch_warnings():
-        import feast  # noqa: F401
 
 
 class FeatureClient:
@@ -81,87 +70,23 @@ class FeatureClient:
             total += sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
         return total
 
-    # ------------------------------------------------------------ Feast repo
-
-    def repo_config(self) -> dict:
-        online = self.cfg.features.online
-        online_store = (
-            {"type": "sqlite", "path": str(self.repo / "online.db")}
-            if online.type == "sqlite"
-            else {"type": "redis", "connection_string": _bounded_redis(online.connection_string)}
-        )
-        return {
-            "project": self.cfg.features.project,
-            "provider": "local",
-            "registry": {
-                "registry_type": "file",
-                "path": str(self.repo / "registry.db"),
-                "cache_ttl_seconds": 0,
-            },
-            "offline_store": {
-                "type": "ray",
-                "storage_path": str(self.repo / "ray_storage"),
-                "broadcast_join_threshold_mb": self.cfg.features.broadcast_join_threshold_mb,
-            },
-            "batch_engine": {
-                "type": "ray.engine",
-                # sqlite takes one writer at a time; redis takes many.
-                "write_concurrency": 1 if online.type == "sqlite" else 4,
-            },
-            "online_store": online_store,
-            "entity_key_serialization_version": 3,
-        }
-
-    def definitions(self) -> list:
-        import_feast()
-        from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
-        from feast.types import Float64, Int64, String
-
-        ds = self.cfg.dataset
-        entity = Entity(
-            name=ds.entity,
-            join_keys=[ds.entity],
-            value_type=ValueType.INT64 if ds.entity_type == "int64" else ValueType.STRING,
-        )
-        source = FileSource(
-            name=f"{self.view_name}_source", path=str(self.table), timestamp_field=ds.timestamp
-        )
-        schema = (
-            [Field(name=n, dtype=Float64) for n in self.spec.numeric]
-            + [Field(name=n, dtype=Int64) for n in self.spec.time]
-            + [Field(name=n, dtype=String) for n in self.spec.categorical]
-            + [Field(name=FEATURE_TIMESTAMP, dtype=Int64)]
-        )
-        view = FeatureView(
-            name=self.view_name,
-            entities=[entity],
-            source=source,
-            schema=schema,
-            ttl=timedelta(days=self.cfg.features.ttl_days),
-            online=True,
-        )
-        service = FeatureService(
-            name=self.service_name, features=[view], tags={"config": self.cfg.fingerprint()}
-        )
-        return [entity, source, view, service]
-
     @cached_property
     def store(self):
         import_feast()
         from feast import FeatureStore, RepoConfig
 
         self.repo.mkdir(parents=True, exist_ok=True)
-        config = self.repo_config()
+        config = repo_config(self.cfg)
         atomic_write_text(self.repo / "feature_store.yaml", yaml.safe_dump(config, sort_keys=False))
         store = FeatureStore(config=RepoConfig(repo_path=self.repo, **config))
         if self.cfg.features.online.type == "redis":
-            _fail_fast(store)
+            fail_fast(store)
         return store
 
     def apply(self) -> int:
         """Build the feature table and register the definitions; returns partitions rebuilt."""
         rebuilt = self.build_table()
-        self.store.apply(self.definitions())
+        self.store.apply(definitions(self.cfg, self.spec, view=self.view_name, service=self.service_name))
         return rebuilt
 
     def materialize(self, end: datetime | None = None) -> tuple[datetime, datetime] | None:
@@ -314,29 +239,6 @@ class FeatureClient:
             features=self._service, entity_rows=[{ent: e} for e in entity_ids]
         )
         return resp.to_dict()
-
-
-# A serving replica reads the online store inline: a Redis that is down or unreachable must
-# fail a read within a second (the request gets a 503 and the next one tries again), not block
-# the replica for the OS's connect timeout. Explicit settings in the connection string win.
-REDIS_TIMEOUTS = {"socket_connect_timeout": 1, "socket_timeout": 2}
-
-
-def _bounded_redis(connection_string: str) -> str:
-    given = {part.split("=", 1)[0] for part in connection_string.split(",") if "=" in part}
-    extra = [f"{k}={v}" for k, v in REDIS_TIMEOUTS.items() if k not in given]
-    return ",".join([connection_string, *extra])
-
-
-def _fail_fast(store) -> None:
-    """No retries on a refused connection: redis-py's default retries ten times with
-    exponential backoff, seconds during which every request to the replica waits."""
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    provider = store._get_provider()  # Feast exposes no public handle on its Redis client
-    client = provider.online_store._get_client(store.config.online_store)
-    client.set_retry(Retry(NoBackoff(), 0))
 
 
 def build_partition(warehouse_file: str, out_file: str, cfg: AppConfig) -> int:

@@ -56,7 +56,7 @@ def _library_deprecation_shown_after(importing: str) -> bool:
 
 
 def test_importing_feast_keeps_library_deprecations_hidden():
-    assert not _library_deprecation_shown_after("from app.features.store import import_feast\nimport_feast()")
+    assert not _library_deprecation_shown_after("from app.features.repo import import_feast\nimport_feast()")
 
 
 def test_feast_still_changes_the_warning_filters_when_imported():
