@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import re
 import shutil
 import time
 import uuid
@@ -41,13 +40,13 @@ from app.data.schema import (
     clean_batch,
     to_arrow,
 )
+from app.errors import cause_line
 from app.files import atomic_write_parquet, atomic_write_text
 
 log = logging.getLogger(__name__)
 WAREHOUSE_FILE = "part-0.parquet"
 _ROW = "__mlsys_row"  # a staged row's number while merging, never written
 BATCH_ROWS = 100_000  # large enough for vectorised pandas, small enough to stream
-_ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Invalid): (.+)$")  # "pkg.SomeError: msg"
 
 
 @dataclass
@@ -220,7 +219,7 @@ def _etl(cfg: AppConfig, source: str, paths: list[str], started: float) -> EtlRe
         )
     except Exception as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        raise DataError(f"reading {source} failed: {_first_line(exc)}") from None
+        raise DataError(f"reading {source} failed: {cause_line(exc)}") from None
     try:
         parts = _staged_partitions(staging)
         report.rows_read = sum(pq.ParquetFile(f).metadata.num_rows for fs in parts.values() for f in fs)
@@ -249,21 +248,6 @@ def _etl(cfg: AppConfig, source: str, paths: list[str], started: float) -> EtlRe
 
 def _write_report(report: EtlReport, folder: Path) -> Path:
     return atomic_write_text(folder / f"etl-{report.run_id}.json", json.dumps(report.to_dict(), indent=2))
-
-
-def _first_line(exc: BaseException) -> str:
-    """The useful line of an exception that may come wrapped in Ray's task traceback: the
-    user code's own `SomeError: message` (Ray's wrapper ends with a retry hint instead)."""
-    for line in str(exc).splitlines():
-        m = _ERROR_LINE.match(line)
-        if m and not line.startswith("ray."):
-            return m.group(1)
-    cause = exc
-    while getattr(cause, "cause", None) is not None and cause is not cause.cause:
-        cause = cause.cause
-    text = str(cause).strip()
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith((" ", "Traceback"))]
-    return lines[-1] if lines else type(cause).__name__
 
 
 def read_warehouse(cfg: AppConfig) -> ray.data.Dataset:

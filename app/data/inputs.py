@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from app.config import RAY_JOB_ENV, DatasetConfig
 from app.data.schema import DataError, missing_columns
+from app.errors import first_line
 
 FORMATS = {
     ".csv": "csv",
@@ -90,7 +91,7 @@ def _header(path: str) -> list[str]:
     except DataError:
         raise
     except Exception as exc:  # pyarrow / json raise many types for a corrupt file
-        raise DataError(f"{path}: not a readable {fmt} file ({str(exc).splitlines()[0]})") from None
+        raise DataError(f"{path}: not a readable {fmt} file ({first_line(exc)})") from None
 
 
 def check_inputs(paths: list[str], ds: DatasetConfig) -> None:

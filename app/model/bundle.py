@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from app.errors import first_line
 from app.files import atomic_path, atomic_write_text
 from app.model import trees
 from app.model.net import ModelSpec, TabularMLP
@@ -153,7 +154,7 @@ class ModelBundle:
             ValueError,
             RuntimeError,  # xgboost's XGBoostError is a ValueError
         ) as exc:
-            raise BundleError(f"{folder}: cannot load ({str(exc).splitlines()[0]})") from None
+            raise BundleError(f"{folder}: cannot load ({first_line(exc)})") from None
         return bundle
 
 
