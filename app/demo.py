@@ -15,7 +15,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.cluster import connect
 from app.config import AppConfig
@@ -23,6 +23,11 @@ from app.data.synthetic import Defects, generate, generate_chunks, write_dataset
 from app.files import atomic_write_text
 from app.pipeline import PipelineResult, console, run_pipeline, stage
 from app.registry.registry import CHALLENGER, Registry
+
+if TYPE_CHECKING:
+    from app.monitoring.experiment import ExperimentReport
+    from app.monitoring.messages import DriftReport
+    from app.monitoring.rollout import RolloutStatus
 
 CLEAN = Defects(0, 0, 0, 0, 0, 0)  # the demo's traffic: well-formed rows
 
@@ -34,13 +39,13 @@ class DemoResult:
     url: str | None = None
     served: dict[str, Any] = field(default_factory=dict)
     drift_before: dict | None = None
-    drift: dict | None = None
+    drift: DriftReport | None = None
     retrain_job: str | None = None
     retrain_status: str | None = None
-    report: dict | None = None
+    report: ExperimentReport | None = None
     report_file: Path | None = None
-    rollout: dict | None = None  # the rollout of the retrained challenger, as it ended
-    bad_rollout: dict | None = None  # the injected worse model's rollout
+    rollout: RolloutStatus | None = None  # the rollout of the retrained challenger, as it ended
+    bad_rollout: RolloutStatus | None = None  # the injected worse model's rollout
     ledger: list = field(default_factory=list)
 
     @property
@@ -101,6 +106,7 @@ def serve_and_replay(
     cfg: AppConfig, result: DemoResult, *, seed: int, traffic: int, bad_challenger: bool = False
 ) -> None:
     from app.monitoring import report
+    from app.monitoring.experiment import ExperimentReport
     from app.serving import app as serving_app
     from app.serving.client import ServiceClient
 
@@ -142,7 +148,7 @@ def serve_and_replay(
             cfg, client, result, worse, seed=seed + 505, traffic=traffic, what="worse "
         )
     result.ledger = registry.promotion_ledger()
-    result.report = client.report()
+    result.report = ExperimentReport.model_validate(client.report())
     result.report_file = atomic_write_text(
         cfg.storage.reports / "report.html", report.render(client.drift(), result.report)
     )
@@ -153,9 +159,11 @@ MAX_ROUNDS = 12  # rounds of `traffic` requests a rollout gets in the demo befor
 
 def roll_out(
     cfg: AppConfig, client, result: DemoResult, version: int, *, seed: int, traffic: int, what: str
-) -> dict:
+) -> RolloutStatus:
     """Traffic (drifted, with outcomes) round after round until the rollout controller has
     promoted or rolled back `version`; returns its last rollout status."""
+    from app.monitoring.rollout import RolloutStatus
+
     stage(
         result.stages,
         f"{what}challenger v{version} enters the rollout",
@@ -169,7 +177,7 @@ def roll_out(
         ),
     )
 
-    def until_decided() -> dict:
+    def until_decided() -> RolloutStatus:
         served: dict[str, int] = {}
         for i in range(MAX_ROUNDS):
             rows = generate(traffic, seed=seed + i, drift=1.0, defects=CLEAN, first_user=9_500_000)
@@ -179,7 +187,7 @@ def roll_out(
                 break
             time.sleep(1.5)  # the controller looks every second
         result.served[f"{what}rollout of v{version}"] = served
-        return client.rollout()
+        return RolloutStatus.model_validate(client.rollout())
 
     return stage(result.stages, f"{what}rollout of v{version}", until_decided)
 
@@ -211,9 +219,11 @@ def archive_monitoring(cfg: AppConfig) -> None:
             p.rename(archive / p.name)
 
 
-def _alert(client) -> dict | None:
-    report = client.drift()
-    return report if report["alert"] else None
+def _alert(client) -> DriftReport | None:
+    from app.monitoring.messages import DriftReport
+
+    report = DriftReport.model_validate(client.drift())
+    return report if report.alert else None
 
 
 def _job(client) -> dict | None:

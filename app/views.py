@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.table import Table
+
+if TYPE_CHECKING:  # the rollout's module imports scipy: the CLI stays light
+    from app.monitoring.experiment import ExperimentReport
+    from app.monitoring.messages import DriftReport
+    from app.monitoring.rollout import RolloutStatus
 
 
 def etl_table(report: dict) -> Table:
@@ -36,38 +43,35 @@ def training_summary(outcome) -> str:
     return f"{head}\nregistered version {outcome.version} as {outcome.alias} ({outcome.gate})"
 
 
-def drift_table(report: dict) -> Table:
-    alert = "[red]ALERT[/]" if report["alert"] else "ok"
+def drift_table(report: DriftReport) -> Table:
+    alert = "[red]ALERT[/]" if report.alert else "ok"
     table = Table(
-        title=f"drift vs champion v{report['reference_version']} ({alert}, PSI alert > {report['psi_alert']})"
+        title=f"drift vs champion v{report.reference_version} ({alert}, PSI alert > {report.psi_alert})"
     )
     for col in ("variant", "window", "feature", "PSI", "severity", "test", "statistic", "p (BH)", "missing"):
         table.add_column(col)
-    for variant, r in report["variants"].items():
-        for name, f in r["features"].items():
-            psi = "-" if f["psi"] is None else f"{f['psi']:.4f}"
-            p = f.get("p_adjusted")
+    for variant, r in report.variants.items():
+        for name, f in r.features.items():
+            psi = "-" if f.psi is None else f"{f.psi:.4f}"
+            p = f.p_adjusted
             table.add_row(
                 variant,
-                f"{r['window']} ({r['n']})",
+                f"{r.window} ({r.n})",
                 name,
                 psi,
-                str(f.get("severity") or f.get("reason"))
-                + (" (calendar, no alert)" if f.get("alerting") is False else ""),
-                f.get("test", "-"),
-                f"{f.get('statistic', float('nan')):.4f}",
+                str(f.severity or f.reason) + (" (calendar, no alert)" if f.alerting is False else ""),
+                f.test or "-",
+                f"{float('nan') if f.statistic is None else f.statistic:.4f}",
                 "-" if p is None else f"{p:.2g}",
-                str(f["missing"]),
+                str(f.missing),
             )
     return table
 
 
-def experiment_summary(report: dict | None) -> Table:
-    from app.monitoring.abtest import format_lift  # scipy: imported only when a report is shown
+def experiment_summary(report: ExperimentReport | None) -> Table:
+    from app.monitoring.experiment import format_lift  # pydantic models: imported when a report is shown
 
-    table = Table(
-        title=f"experiment {report.get('experiment') if report else ''}: {report and report['metric']}"
-    )
+    table = Table(title=f"experiment {report.experiment if report else ''}: {report and report.metric}")
     for col in (
         "variant",
         "requests",
@@ -82,23 +86,22 @@ def experiment_summary(report: dict | None) -> Table:
         table.add_column(col)
     if not report:
         return table
-    for name, v in report["variants"].items():
-        cmp = report["comparisons"].get(name)
-        lift = format_lift(cmp)
+    for name, v in report.variants.items():
+        cmp = report.comparisons.get(name)
 
         def fmt(x):
             return "-" if x is None else f"{x:.3f}"
 
         table.add_row(
             name,
-            str(v["requests"]),
-            str(v["outcomes"]),
-            fmt(v["accuracy"]),
-            fmt(v["conversion"]),
-            fmt(v["auc"]),
-            fmt(v["latency_ms"]["p99"]),
-            lift,
-            cmp["decision"] if cmp else "(control)",
+            str(v.requests),
+            str(v.outcomes),
+            fmt(v.accuracy),
+            fmt(v.conversion),
+            fmt(v.auc),
+            fmt(v.latency_ms.p99),
+            format_lift(cmp),
+            cmp.decision if cmp else "(control)",
         )
     return table
 
@@ -178,13 +181,13 @@ def models_table(versions: list) -> Table:
     return table
 
 
-def rollout_summary(status: dict) -> str:
+def rollout_summary(status: RolloutStatus) -> str:
     """One line: how the rollout of a challenger ended (or where it stands), and why."""
-    last = status.get("last_decision") or {}
-    n = (last.get("evidence") or {}).get("n", {})
+    last = status.last_decision
+    n = last.evidence.get("n", {}) if last else {}
     return (
-        f"rollout of v{status['challenger']}: {status['status']} at {status['share']:.0%} of the traffic "
-        f"after {n.get('challenger', 0)} outcomes on it ({last.get('reason', 'no decision yet')})"
+        f"rollout of v{status.challenger}: {status.status} at {status.share:.0%} of the traffic "
+        f"after {n.get('challenger', 0)} outcomes on it ({last.reason if last else 'no decision yet'})"
     )
 
 

@@ -85,13 +85,17 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     if header_length is None:
         header, rest = body, b""
     else:
-        if not header_length.isdigit() or not 0 < int(header_length) <= len(body):
+        # isascii: str.isdigit also accepts digits such as "²" that int() refuses
+        is_number = header_length.isascii() and header_length.isdigit()
+        if not is_number or not 0 < int(header_length) <= len(body):
             raise OipError(f"{HEADER_LENGTH}: {header_length!r} is not a length within the body")
         header, rest = body[: int(header_length)], body[int(header_length) :]
     try:
         req = InferRequest.model_validate(json.loads(header))
     except (ValueError, UnicodeDecodeError) as exc:  # ValidationError is a ValueError
         raise OipError(f"request: {_first_error(exc)}") from None
+    except RecursionError:
+        raise OipError("request: JSON nested too deeply") from None
     offset = 0
     for t in req.inputs:
         size = (t.parameters or {}).get("binary_data_size")
