@@ -45,8 +45,10 @@ from evidently.legacy.core import ColumnType  # noqa: E402
 from evidently.metrics import ValueDrift  # noqa: E402
 
 from app.model.profile import reference_profile  # noqa: E402
+from app.monitoring.counts import ExperimentCounts  # noqa: E402
 from app.monitoring.drift import FLOOR, DriftWindow, NumericWindow  # noqa: E402
-from app.monitoring.traffic import ExperimentCounts  # noqa: E402
+from app.monitoring.drift_tracker import DriftTracker  # noqa: E402
+from app.monitoring.records import TrafficRecord  # noqa: E402
 
 
 def raw_psi(ref: np.ndarray, cur: np.ndarray) -> float:
@@ -176,26 +178,26 @@ def ingest_benchmark(total: int) -> dict:
         }
     )
     profile = reference_profile(ref, ["age", "income"], ["country"])
-    counts, window, size = ExperimentCounts(), DriftWindow(profile), 5000
+    # The monitor's ingest path: the replica's record flattened, counted, then windowed.
+    counts, tracker = ExperimentCounts(), DriftTracker(window=5000, psi_alert=0.2)
+    tracker.follow(1, profile)
     batch_n = 2000
     proc = psutil.Process()
     rss0 = proc.memory_info().rss
     t0, done, rss_mid = time.perf_counter(), 0, None
     while done < total:
         batch = [
-            {
-                "request_id": uuid.uuid4().hex,
-                "experiment": "e",
-                "variant": "champion",
-                "model_version": 1,
-                "pred_score": 0.5,
-                "pred_label": 1,
-                "latency_ms": 3.0,
-                "status": "ok",
-                "age": float(a),
-                "income": float(i),
-                "country": c,
-            }
+            TrafficRecord(
+                request_id=uuid.uuid4().hex,
+                experiment="e",
+                variant="champion",
+                model_version=1,
+                key="k",
+                score=0.5,
+                label=1,
+                latency_ms=3.0,
+                features={"age": float(a), "income": float(i), "country": c},
+            ).row()
             for a, i, c in zip(
                 rng.integers(18, 80, batch_n),
                 rng.lognormal(10, 0.5, batch_n),
@@ -203,10 +205,7 @@ def ingest_benchmark(total: int) -> dict:
                 strict=True,
             )
         ]
-        new = [r for r in batch if counts.add_prediction(r)]
-        window.add(pd.DataFrame.from_records(new))
-        if window.n >= size:
-            window = DriftWindow(profile)
+        tracker.add([r for r in batch if counts.add_prediction(r)])
         done += batch_n
         if rss_mid is None and done >= total // 2:
             rss_mid = proc.memory_info().rss

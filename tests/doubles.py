@@ -1,5 +1,6 @@
 """In-process doubles of the cluster actors: `.method.remote(...)` answers like a Ray actor
-handle (awaitable in an event loop, `.result()` in a constructor), without Ray."""
+handle (awaitable in an event loop, `.result()` in a constructor), without Ray; and the
+messages they exchange, built with test defaults."""
 
 from __future__ import annotations
 
@@ -43,3 +44,78 @@ class Control:
     def bump(self):
         self.value = {**self.value, "generation": self.value["generation"] + 1}
         return self.value
+
+
+def traffic_record(
+    request_id: str,
+    *,
+    features: dict | None = None,
+    at=None,
+    experiment: str = "e",
+    variant: str = "champion",
+    score: float | None = 0.5,
+    label: int | None = 1,
+    status: str = "ok",
+    latency_ms: float = 1.0,
+    shadow: bool = False,
+):
+    """A TrafficRecord as a replica sends it to the monitor (features: the model's inputs)."""
+    from datetime import datetime, timezone
+
+    from app.monitoring.records import TrafficRecord
+
+    return TrafficRecord(
+        request_id=request_id,
+        experiment=experiment,
+        variant=variant,
+        model_version=1,
+        key=request_id,
+        score=score,
+        label=label,
+        latency_ms=latency_ms,
+        features=features or {},
+        shadow=shadow,
+        status=status,
+        logged_at=at or datetime.now(timezone.utc),
+    )
+
+
+def window_report(*, n: int = 1000, alert: bool = False, window: str = "complete", features=None):
+    """One variant's window report; `features` maps a name to its PSI (numeric, KS tested)."""
+    from app.monitoring.messages import FeatureDrift, WindowReport
+
+    features = {
+        name: FeatureDrift(kind="numeric", n=n, missing=0, psi=psi, reason=None, test="ks", statistic=psi / 2)
+        for name, psi in (features or {"x": 0.5 if alert else 0.01}).items()
+    }
+    psis = [f.psi for f in features.values()]
+    return WindowReport(
+        n=n,
+        features=features,
+        score=None,
+        max_psi=max(psis, default=None),
+        drifted=tuple(sorted(k for k, f in features.items() if f.psi > 0.2)) if alert else (),
+        alert=alert,
+        window=window,
+    )
+
+
+def drift_report(variants: dict | None = None, *, dropped: int = 0):
+    """The monitor's drift report over these window reports (a calm champion by default)."""
+    from app.monitoring.drift_tracker import alerting
+    from app.monitoring.messages import DriftReport, RetrainLog, TrafficLogState
+
+    variants = {"champion": window_report()} if variants is None else variants
+    return DriftReport(
+        reference_version=1,
+        window_size=1000,
+        psi_alert=0.2,
+        alert=alerting(variants),
+        variants=variants,
+        dropped_records=dropped,
+        traffic_log=TrafficLogState(
+            dropped_records=dropped, pending_feedback=0, pending_dropped=0, rebuilt=None
+        ),
+        history=(),
+        retrain=RetrainLog(incident_open=False, submitted=(), decisions=()),
+    )

@@ -209,14 +209,6 @@ def compare(
     }
 
 
-def format_lift(comparison: dict | None) -> str:
-    """ "+4.2% [+1.0%, +7.5%]" for a comparison with an interval; "-" otherwise."""
-    if not comparison or comparison["relative_improvement"] is None:
-        return "-"
-    low, high = comparison["ci"]
-    return f"{comparison['relative_improvement']:+.1%} [{low:+.1%}, {high:+.1%}]"
-
-
 def shadow_summary(s: VariantStats, control: VariantStats | None, metric: str) -> dict:
     """A shadow variant: its own summary, its agreement with the live answers and its latency
     next to the control's."""

@@ -57,11 +57,3 @@ class MonitorMetrics:
         )
         self.dropped = metrics.Gauge(DROPPED, "traffic records dropped before the monitor")
         self.retrains = metrics.Gauge(RETRAINS, "retrain jobs submitted by the controller")
-
-    def drift(self, variant: str, report: dict) -> None:
-        for name, r in report["features"].items():
-            if r.get("psi") is not None:
-                self.psi.set(r["psi"], tags={"variant": variant, "feature": name})
-            if r.get("test") == "ks":
-                self.ks.set(r["statistic"], tags={"variant": variant, "feature": name})
-        self.alert.set(float(report["alert"]), tags={"variant": variant})

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 from app.monitoring.abtest import always_valid_interval, msprt_p_value
+from app.monitoring.messages import Message
 
 HOLD, STEP_UP, PROMOTE, ROLL_BACK, PAUSED = "hold", "step up", "promote", "roll back", "paused"
 RUNNING, PROMOTED, ROLLED_BACK = "running", "promoted", "rolled back"
@@ -82,6 +84,36 @@ class Decision:
     share: float  # the challenger's share after the decision
     reason: str
     evidence: dict
+
+
+class RolloutEvent(Message):
+    """One step of a rollout's history: what the controller did, at what share, and why."""
+
+    at: float
+    action: str
+    share: float  # the challenger's share after it
+    reason: str
+
+
+class LastDecision(RolloutEvent):
+    """The controller's last look, with the evidence it read (also the ledger entry's)."""
+
+    evidence: dict[str, Any]
+
+
+class RolloutStatus(Message):
+    """`GET /experiment/rollout`: the challenger under rollout, its step and share, the last
+    decision and the history. `status` is "idle" and the step and phase None without one."""
+
+    mode: str
+    phase: str | None  # "shadow" or "live"
+    challenger: int | None
+    status: str
+    step: int | None  # 1-based
+    steps: tuple[float, ...]  # percent of the traffic at each step
+    share: float
+    last_decision: LastDecision | None
+    history: tuple[RolloutEvent, ...]
 
 
 def start(version: int, now: float) -> State:

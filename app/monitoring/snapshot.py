@@ -29,16 +29,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from app.files import atomic_write_parquet, atomic_write_text
-from app.monitoring.traffic import (
-    FEEDBACK,
-    PREDICTION_FIELDS,
-    PREDICTIONS,
-    UNREADABLE,
-    ExperimentCounts,
-    log_files,
-    quarantine,
-    read_part,
-)
+from app.monitoring.counts import PREDICTION_FIELDS, ExperimentCounts
+from app.monitoring.traffic import FEEDBACK, PREDICTIONS, UNREADABLE, log_files, quarantine, read_part
 
 log = logging.getLogger(__name__)
 SNAPSHOT, MANIFEST = "snapshot", "snapshot.json"

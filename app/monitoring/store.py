@@ -16,7 +16,8 @@ from pathlib import Path
 
 from app.config import MonitorConfig
 from app.monitoring import compaction, snapshot
-from app.monitoring.traffic import FEEDBACK, PREDICTIONS, ExperimentCounts, write_records
+from app.monitoring.counts import ExperimentCounts
+from app.monitoring.traffic import FEEDBACK, PREDICTIONS, write_records
 from app.monitoring.wal import WriteAheadLog
 
 log = logging.getLogger(__name__)

@@ -3,6 +3,7 @@ retrain decisions."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -15,7 +16,8 @@ from app.monitoring.monitor import MONITOR, DriftMonitor, get_monitor
 from app.monitoring.traffic import PREDICTIONS, read_records
 from app.registry.registry import CHAMPION, Registry
 from tests.conftest import make_config
-from tests.helpers import model_inputs, prediction_record, quick_bundle
+from tests.doubles import traffic_record
+from tests.helpers import model_inputs, quick_bundle
 
 pytestmark = pytest.mark.integration
 CLEAN = Defects(0, 0, 0, 0, 0, 0)
@@ -37,8 +39,7 @@ def cfg(tmp_path_factory):
 def records(cfg, n, *, seed, drift=0.0):
     frame = model_inputs(cfg, n, seed=seed, drift=drift).drop(columns=[cfg.dataset.label])
     return [
-        prediction_record(uuid.uuid4().hex, features=row, experiment="exp-1")
-        for row in frame.to_dict("records")
+        traffic_record(uuid.uuid4().hex, features=row, experiment="exp-1") for row in frame.to_dict("records")
     ]
 
 
@@ -53,7 +54,7 @@ def test_kill_and_restart_loses_and_double_counts_no_persisted_record(cfg):
     ray.kill(monitor, no_restart=False)  # a crash: Ray restarts it, its memory is gone
     time.sleep(1)
     monitor = ray.get_actor(actor_name(MONITOR, str(cfg.storage.path())), namespace=ACTOR_NAMESPACE)
-    exp = cfg.serve.experiment.model_dump()
+    exp = cfg.serve.experiment  # typed, as the ingress passes it
     deadline = time.time() + 60
     while True:  # calls fail until the restarted actor is up
         try:
@@ -62,20 +63,18 @@ def test_kill_and_restart_loses_and_double_counts_no_persisted_record(cfg):
         except ray.exceptions.RayActorError:
             assert time.time() < deadline
             time.sleep(0.5)
-    assert report["variants"]["champion"]["requests"] == 900  # rebuilt from the snapshot + the log
-    rebuilt = ray.get(monitor.drift.remote())["traffic_log"]["rebuilt"]
-    assert rebuilt["snapshot"] and rebuilt["records_read"] == 300  # only what the snapshot lacks
+    assert report.variants["champion"].requests == 900  # rebuilt from the snapshot + the log
+    rebuilt = ray.get(monitor.drift.remote()).traffic_log.rebuilt
+    assert rebuilt.snapshot and rebuilt.records_read == 300  # only what the snapshot lacks
     # A replica re-delivers a batch it was unsure about, plus new records.
     again = sent[2][:100] + records(cfg, 100, seed=9)
     assert ray.get(monitor.ingest.remote(again)) == 100
     ray.get(monitor.flush.remote())
-    assert ray.get(monitor.report.remote(exp))["variants"]["champion"]["requests"] == 1000
+    assert ray.get(monitor.report.remote(exp)).variants["champion"].requests == 1000
     persisted = read_records(cfg.storage.path("traffic"), PREDICTIONS)
     assert len(persisted) == 1000 and persisted["request_id"].is_unique
     drift = ray.get(monitor.drift.remote())
-    assert (
-        drift["reference_version"] == 1 and drift["variants"]["champion"]["n"] == 500
-    )  # rebuilt windows too
+    assert drift.reference_version == 1 and drift.variants["champion"].n == 500  # rebuilt windows too
 
 
 def test_drifted_traffic_alerts_and_one_incident_submits_one_retrain(cfg, tmp_path):
@@ -89,20 +88,20 @@ def test_drifted_traffic_alerts_and_one_incident_submits_one_retrain(cfg, tmp_pa
         cfg.model_copy(update={"storage": cfg.storage.model_copy(update={"root": str(tmp_path)})}),
         submit=submit,
     )
-    monitor.profile, monitor.reference_version = Registry(cfg).load(CHAMPION).profile, 1
-    calm = records(cfg, 500, seed=3)
-    monitor._window_add(calm)
-    report = monitor.check(now=1000)
-    assert not report["alert"] and submitted == []
-    monitor._window_add(records(cfg, 500, seed=4, drift=1.0))
-    report = monitor.check(now=1060)
-    variant = report["variants"]["champion"]
-    assert report["alert"] and {"income", "country"} <= set(variant["drifted"])
-    assert variant["features"]["income"]["psi"] > 0.2
-    monitor._window_add(records(cfg, 500, seed=5, drift=1.0))
+    monitor.tracker.follow(1, Registry(cfg).load(CHAMPION).profile)
+    asyncio.run(monitor.ingest(records(cfg, 500, seed=3)))
+    checked = monitor.check(now=1000)
+    assert not checked.drift.alert and checked.decision.trigger is None and submitted == []
+    asyncio.run(monitor.ingest(records(cfg, 500, seed=4, drift=1.0)))
+    checked = monitor.check(now=1060)
+    variant = checked.drift.variants["champion"]
+    assert checked.drift.alert and {"income", "country"} <= set(variant.drifted)
+    assert variant.features["income"].psi > 0.2
+    assert (checked.decision.trigger, checked.decision.job_id) == ("drift", "job-1")
+    asyncio.run(monitor.ingest(records(cfg, 500, seed=5, drift=1.0)))
     monitor.check(now=1120)  # still drifting: the same incident
     assert submitted and len(submitted) == 1
-    assert monitor.drift()["retrain"]["submitted"][0]["job_id"] == "job-1"
+    assert monitor.drift().retrain.submitted[0].job_id == "job-1"
 
 
 def _storage_copy(cfg, root):
@@ -110,29 +109,27 @@ def _storage_copy(cfg, root):
 
 
 def test_records_accepted_but_not_yet_flushed_survive_the_monitors_death(cfg, tmp_path):
-    import asyncio
-
     from app.monitoring.traffic import FEEDBACK
 
     local = _storage_copy(cfg, tmp_path)
     first = DriftMonitor(local)
     batch = records(cfg, 200, seed=11)
     assert asyncio.run(first.ingest(batch, dropped=7)) == 200  # the flusher never runs: the loop ends
-    assert asyncio.run(first.feedback(batch[0]["request_id"], 1)) == "joined"
+    assert asyncio.run(first.feedback(batch[0].request_id, 1)) == "joined"
     assert not read_records(local.storage.traffic, PREDICTIONS).shape[0]  # nothing in parquet yet
     wal = local.storage.traffic / "wal" / f"{PREDICTIONS}.jsonl"
     with wal.open("a") as f:
         f.write('{"request_id": "torn')  # killed mid-write
 
     second = DriftMonitor(local)  # the restarted actor: the first one's memory is gone
-    exp = local.serve.experiment.model_dump()
-    champion = asyncio.run(second.report(exp))["variants"]["champion"]
-    assert champion["requests"] == 200 and champion["outcomes"] == 1
+    exp = local.serve.experiment.model_dump()  # a mapping of its fields is accepted too
+    champion = asyncio.run(second.report(exp)).variants["champion"]
+    assert champion.requests == 200 and champion.outcomes == 1
     assert len(read_records(local.storage.traffic, PREDICTIONS)) == 200
     assert len(read_records(local.storage.traffic, FEEDBACK)) == 1
     assert wal.read_text() == ""
     third = DriftMonitor(local)  # recovered once: a second restart counts nothing twice
-    assert asyncio.run(third.report(exp))["variants"]["champion"]["requests"] == 200
+    assert asyncio.run(third.report(exp)).variants["champion"].requests == 200
 
 
 def test_a_replicas_records_reach_a_monitor_killed_mid_stream(cfg, tmp_path):
@@ -166,7 +163,7 @@ def test_a_quiet_monitor_still_checks_and_takes_a_reloaded_config(cfg, tmp_path)
     local = _storage_copy(cfg, tmp_path)
     monitor = get_monitor(local)
     deadline = time.time() + 60
-    while not ray.get(monitor.drift.remote())["retrain"]["decisions"]:  # the first check: ~10 s
+    while not ray.get(monitor.drift.remote()).retrain.decisions:  # the first check: ~10 s
         assert time.time() < deadline, "no check ran on a quiet monitor"
         time.sleep(1)
     changed = ray.get(
@@ -175,13 +172,13 @@ def test_a_quiet_monitor_still_checks_and_takes_a_reloaded_config(cfg, tmp_path)
             {**local.retrain.model_dump(), "schedule": "every 30m"},
         )
     )
-    assert changed == {"monitor.psi_alert": 0.35, "retrain.schedule": "every 30m"}
-    assert ray.get(monitor.drift.remote())["psi_alert"] == 0.35
+    assert changed.changed == {"monitor.psi_alert": 0.35, "retrain.schedule": "every 30m"}
+    assert ray.get(monitor.drift.remote()).psi_alert == 0.35
     ray.kill(monitor, no_restart=False)  # a restart keeps the reloaded sections
     deadline = time.time() + 60
     while True:
         try:
-            assert ray.get(monitor.drift.remote())["psi_alert"] == 0.35
+            assert ray.get(monitor.drift.remote()).psi_alert == 0.35
             break
         except ray.exceptions.RayActorError:
             assert time.time() < deadline
@@ -190,29 +187,25 @@ def test_a_quiet_monitor_still_checks_and_takes_a_reloaded_config(cfg, tmp_path)
 
 
 def test_no_retrain_is_submitted_while_the_last_one_runs(cfg, tmp_path):
-    submitted = []
+    submitted, running = [], ["job-1"]
     monitor = DriftMonitor(
         _storage_copy(cfg, tmp_path),
         submit=lambda cfg, reason: submitted.append(reason) or "job-2",
-        job_running=lambda cfg, state: "job-1",
+        job_running=lambda cfg, state: running[-1],
     )
-    monitor.profile, monitor.reference_version = Registry(cfg).load(CHAMPION).profile, 1
-    monitor._window_add(records(cfg, 500, seed=4, drift=1.0))
-    report = monitor.check(now=1000)
-    assert report["alert"] and submitted == []
-    assert (
-        monitor.drift()["retrain"]["decisions"][-1]["reason"]
-        == "the last retrain (job job-1) is still running"
-    )
-    monitor.job_running = lambda cfg, state: None  # it ended
-    monitor._window_add(records(cfg, 500, seed=5, drift=1.0))
+    monitor.tracker.follow(1, Registry(cfg).load(CHAMPION).profile)
+    asyncio.run(monitor.ingest(records(cfg, 500, seed=4, drift=1.0)))
+    checked = monitor.check(now=1000)
+    assert checked.drift.alert and submitted == []
+    assert checked.decision.reason == "the last retrain (job job-1) is still running"
+    assert monitor.drift().retrain.decisions[-1] == checked.decision
+    running.append(None)  # it ended
+    asyncio.run(monitor.ingest(records(cfg, 500, seed=5, drift=1.0)))
     monitor.check(now=1060)
     assert len(submitted) == 1
 
 
 def test_feedback_for_a_forgotten_prediction_is_recorded_for_training_not_counted(cfg, tmp_path):
-    import asyncio
-
     from app.monitoring.traffic import FEEDBACK
 
     monitor = DriftMonitor(_storage_copy(cfg, tmp_path))

@@ -9,8 +9,16 @@ import asyncio
 import pytest
 from rich.console import Console
 
+from app.config import ExperimentConfig
 from app.data.synthetic import Defects, generate
 from app.monitoring import rollout
+from app.monitoring.experiment import (
+    Estimated,
+    ExperimentReport,
+    Percentiles,
+    ShadowSummary,
+    VariantSummary,
+)
 from app.registry.registry import CHALLENGER, CHAMPION, REJECTED, Registry
 from app.serving.canary import RolloutController, split_with
 from app.views import ledger_table
@@ -22,12 +30,33 @@ CLEAN = Defects(0, 0, 0, 0, 0, 0)
 T0 = 1_000_000.0
 
 
+def summary(v: dict, **shadow) -> VariantSummary | ShadowSummary:
+    """A variant's summary as the monitor reports it, with what the rollout reads set."""
+    fields = {
+        "requests": v.get("requests", 0),
+        "errors": v.get("errors", 0),
+        "error_rate": None,
+        "outcomes": v.get("outcomes", 0),
+        "conversion": None,
+        "accuracy": v.get("rate"),
+        "auc": None,
+        "latency_ms": Percentiles(**v.get("latency_ms", {"p50": None, "p99": None})),
+        "model_versions": (),
+        "estimated": Estimated(accuracy=0.7, auc=None),
+        "metric": "accuracy",
+        "rate": v.get("rate"),
+    }
+    if not shadow:
+        return VariantSummary(**fields)
+    return ShadowSummary(**fields, score_correlation=None, mean_abs_score_diff=None, **shadow)
+
+
 class Monitor:
     """Counts per variant as the monitor's experiment report gives them."""
 
     def __init__(self):
         self.variants: dict[str, dict] = {}
-        self.shadow: dict[str, dict] = {}
+        self.shadow: dict[str, ShadowSummary] = {}
 
     def count(self, variant: str, *, outcomes: int, rate: float, requests: int, errors: int = 0, p99=20.0):
         v = self.variants.setdefault(variant, {"outcomes": 0, "rate": 0.0, "requests": 0, "errors": 0})
@@ -38,12 +67,23 @@ class Monitor:
         v["errors"] += errors
         v["latency_ms"] = {"p50": p99 / 2, "p99": p99}
 
+    def in_shadow(self, variant: str, *, paired: int, label_agreement: float) -> None:
+        self.shadow[variant] = summary({}, paired=paired, label_agreement=label_agreement)
+
     def recent_p99(self, experiment, variant, last):
         v = self.variants.get(variant)
         return v["latency_ms"]["p99"] if v and last > 0 else None
 
-    def report(self, experiment):
-        return {"variants": {k: dict(v) for k, v in self.variants.items()}, "shadow": dict(self.shadow)}
+    def report(self, experiment: ExperimentConfig) -> ExperimentReport:
+        return ExperimentReport(
+            experiment=experiment.name,
+            control=experiment.control,
+            metric=experiment.metric,
+            alpha=experiment.alpha,
+            variants={k: summary(v) for k, v in self.variants.items()},
+            comparisons={},
+            shadow=dict(self.shadow),
+        )
 
 
 @pytest.fixture
@@ -82,18 +122,18 @@ def serve_minute(monitor, *, champion_rate, challenger_rate, n, p99=20.0):
 def test_a_better_challenger_steps_up_and_is_promoted_with_its_ledger(served):
     cfg, registry, control, monitor, controller = served
     ctl = controller()
-    assert tick(ctl, T0)["status"] == "idle" and challenger_share(control) == 0.1  # nothing to roll out
+    assert tick(ctl, T0).status == "idle" and challenger_share(control) == 0.1  # nothing to roll out
     v2 = registry.register(
         quick_bundle(cfg, generate(1500, seed=2, defects=CLEAN), seed=2), params={}, alias=CHALLENGER
     )
     status = tick(ctl, T0)
-    assert (status["challenger"], status["step"], status["status"]) == (v2, 1, "running")
+    assert (status.challenger, status.step, status.status) == (v2, 1, "running")
     assert challenger_share(control) == pytest.approx(0.1)  # entered at steps[0]
-    assert status["last_decision"]["action"] == rollout.HOLD  # nothing counted since it entered
+    assert status.last_decision.action == rollout.HOLD  # nothing counted since it entered
 
     serve_minute(monitor, champion_rate=0.7, challenger_rate=0.7, n=150)
     status = tick(ctl, T0 + 120)
-    assert status["last_decision"]["action"] == rollout.STEP_UP and challenger_share(control) == 0.5
+    assert status.last_decision.action == rollout.STEP_UP and challenger_share(control) == 0.5
 
     ctl = controller()  # the actor restarted: it goes on from the saved state
     assert ctl.state.step == 1 and ctl.state.challenger == v2
@@ -102,7 +142,7 @@ def test_a_better_challenger_steps_up_and_is_promoted_with_its_ledger(served):
     assert challenger_share(control) == 1.0
     serve_minute(monitor, champion_rate=0.70, challenger_rate=0.80, n=3000)
     status = tick(ctl, T0 + 360)
-    assert status["status"] == rollout.PROMOTED and "better" in status["last_decision"]["reason"]
+    assert status.status == rollout.PROMOTED and "better" in status.last_decision.reason
     assert registry.alias_version(CHAMPION) == v2 and registry.alias_version(CHALLENGER) is None
     assert control.value["experiment"]["split"] == {"champion": 1.0, "challenger": 0.0}
 
@@ -132,13 +172,13 @@ def test_a_harmful_challenger_is_rolled_back_to_rejected_at_once(served):
     tick(ctl, T0)
     serve_minute(monitor, champion_rate=0.75, challenger_rate=0.55, n=400)
     status = tick(ctl, T0 + 10)  # before min_minutes: a breach does not wait
-    assert status["status"] == rollout.ROLLED_BACK and "harm" in status["last_decision"]["reason"]
+    assert status.status == rollout.ROLLED_BACK and "harm" in status.last_decision.reason
     assert registry.alias_version(REJECTED) == v2 and registry.alias_version(CHALLENGER) is None
     assert registry.alias_version(CHAMPION) == 1 and challenger_share(control) == 0.0
     reject = registry.promotion_ledger()[-1]
     assert (reject.event, reject.version, reject.by) == ("reject", v2, "rollout controller")
     assert reject.evidence["rate"]["challenger"] < reject.evidence["rate"]["control"]
-    assert tick(ctl, T0 + 600)["status"] == rollout.ROLLED_BACK  # stays out
+    assert tick(ctl, T0 + 600).status == rollout.ROLLED_BACK  # stays out
 
 
 def test_a_slow_challenger_is_rolled_back_once_enough_requests_show_it(served):
@@ -149,10 +189,10 @@ def test_a_slow_challenger_is_rolled_back_once_enough_requests_show_it(served):
     )
     tick(ctl, T0)
     serve_minute(monitor, champion_rate=0.7, challenger_rate=0.7, n=20, p99=500.0)
-    assert tick(ctl, T0 + 5)["status"] == rollout.RUNNING  # 20 requests judge nothing yet
+    assert tick(ctl, T0 + 5).status == rollout.RUNNING  # 20 requests judge nothing yet
     serve_minute(monitor, champion_rate=0.7, challenger_rate=0.7, n=200, p99=500.0)
     status = tick(ctl, T0 + 10)
-    assert status["status"] == rollout.ROLLED_BACK and "latency" in status["last_decision"]["reason"]
+    assert status.status == rollout.ROLLED_BACK and "latency" in status.last_decision.reason
 
 
 def test_manual_mode_reports_and_never_acts(served, tmp_path):
@@ -163,7 +203,7 @@ def test_manual_mode_reports_and_never_acts(served, tmp_path):
         quick_bundle(cfg, generate(1500, seed=2, defects=CLEAN), seed=2), params={}, alias=CHALLENGER
     )
     status = tick(ctl, T0)
-    assert status["status"] == "idle" and challenger_share(control) == 0.1
+    assert status.status == "idle" and challenger_share(control) == 0.1
 
 
 def test_an_operator_promoting_by_hand_ends_the_rollout(served):
@@ -177,7 +217,7 @@ def test_an_operator_promoting_by_hand_ends_the_rollout(served):
     tick(ctl, T0 + 120)  # step up: the challenger at 50 %
     registry.promote(v2)  # `mlsys models promote 2`
     status = tick(ctl, T0 + 240)
-    assert status["status"] == rollout.STOPPED and status["share"] == 0.0
+    assert status.status == rollout.STOPPED and status.share == 0.0
     assert control.value["experiment"]["split"] == {"champion": 1.0, "challenger": 0.0}  # its share back
     assert [e.by for e in registry.promotion_ledger() if e.event == "promote"][-1] == "cli"
 
@@ -191,25 +231,53 @@ def test_with_shadow_first_a_challenger_is_scored_in_shadow_before_any_live_shar
     )
     status = tick(ctl, T0)
     experiment = control.value["experiment"]
-    assert status["phase"] == "shadow" and status["share"] == 0.0
+    assert status.phase == "shadow" and status.share == 0.0
     assert experiment["shadow"] == CHALLENGER and CHALLENGER not in experiment["split"]
     assert experiment["split"]["champion"] == 1.0
-    monitor.shadow[CHALLENGER] = {"paired": 40, "label_agreement": 0.9, "estimated": {"accuracy": 0.7}}
+    monitor.in_shadow(CHALLENGER, paired=40, label_agreement=0.9)
     status = tick(ctl, T0 + 120)
-    assert status["phase"] == "shadow" and "40/100 predictions paired" in status["last_decision"]["reason"]
-    monitor.shadow[CHALLENGER] = {"paired": 150, "label_agreement": 0.9, "estimated": {"accuracy": 0.7}}
+    assert status.phase == "shadow" and "40/100 predictions paired" in status.last_decision.reason
+    monitor.in_shadow(CHALLENGER, paired=150, label_agreement=0.9)
     status = tick(ctl, T0 + 180)
     experiment = control.value["experiment"]
-    assert status["phase"] == "live" and status["step"] == 1 and experiment["shadow"] is None
+    assert status.phase == "live" and status.step == 1 and experiment["shadow"] is None
     assert challenger_share(control) == pytest.approx(0.1)
     went_live = registry.promotion_ledger()[-1]
     assert went_live.version == v2 and "shadow done" in went_live.reason
     assert went_live.evidence["label_agreement"] == 0.9  # the shadow's evidence, in the ledger
     serve_minute(monitor, champion_rate=0.7, challenger_rate=0.7, n=150)
-    assert tick(ctl, T0 + 300)["last_decision"]["action"] == rollout.STEP_UP  # then the usual steps
+    assert tick(ctl, T0 + 300).last_decision.action == rollout.STEP_UP  # then the usual steps
 
 
 def test_the_split_keeps_other_variants_shares():
     exp = {"control": "champion", "split": {"champion": 0.6, "challenger": 0.2, "other": 0.2}}
     assert split_with(exp, 0.25)["split"] == pytest.approx({"champion": 0.6, "challenger": 0.2, "other": 0.2})
     assert split_with(exp, 1.0)["split"] == pytest.approx({"champion": 0.0, "challenger": 0.8, "other": 0.2})
+
+
+def test_the_status_is_typed_and_its_json_keeps_the_routes_shape(served):
+    from app.views import rollout_summary
+
+    cfg, registry, control, monitor, controller = served
+    ctl = controller()
+    v2 = registry.register(
+        quick_bundle(cfg, generate(1500, seed=2, defects=CLEAN), seed=2), params={}, alias=CHALLENGER
+    )
+    status = tick(ctl, T0)
+    assert isinstance(status, rollout.RolloutStatus)
+    body = status.model_dump(mode="json")  # what GET /experiment/rollout answers
+    assert set(body) == {
+        "mode",
+        "phase",
+        "challenger",
+        "status",
+        "step",
+        "steps",
+        "share",
+        "last_decision",
+        "history",
+    }
+    assert set(body["last_decision"]) == {"at", "action", "share", "reason", "evidence"}
+    assert body["steps"] == [10.0, 50.0, 100.0] and body["history"] == []
+    assert rollout.RolloutStatus.model_validate(body) == status  # the HTTP client's copy
+    assert rollout_summary(status).startswith(f"rollout of v{v2}: running at 10% of the traffic after 0")

@@ -23,8 +23,9 @@ import pytest
 from app.config import MonitorConfig
 from app.files import atomic_write_parquet
 from app.monitoring import compaction, snapshot
+from app.monitoring.counts import ExperimentCounts
 from app.monitoring.store import TrafficStore
-from app.monitoring.traffic import FEEDBACK, HOUR_FORMAT, PREDICTIONS, ExperimentCounts, hour_key, log_files
+from app.monitoring.traffic import FEEDBACK, HOUR_FORMAT, PREDICTIONS, hour_key, log_files
 
 ROOT = Path(__file__).resolve().parents[2]
 START = datetime(2026, 3, 1, tzinfo=timezone.utc)

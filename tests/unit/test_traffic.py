@@ -1,106 +1,30 @@
-"""The traffic log and the experiment counts: idempotent, joined, persisted atomically."""
+"""The traffic log: hourly parquet parts written atomically, read back de-duplicated."""
 
 from __future__ import annotations
 
 import concurrent.futures
 from datetime import datetime, timedelta, timezone
 
-import numpy as np
 import pyarrow.parquet as pq
-import pytest
 
 from app.monitoring.shipper import TrafficShipper
-from app.monitoring.traffic import FEEDBACK, PREDICTIONS, ExperimentCounts, read_records, write_records
-from tests.helpers import prediction_record
+from app.monitoring.traffic import FEEDBACK, PREDICTIONS, read_records, write_records
+from tests.doubles import traffic_record
 
 
-def record(rid, variant="champion", label=1, status="ok", at=None):
-    return prediction_record(
-        rid, features={"age": 30.0}, at=at, variant=variant, pred_score=0.7, pred_label=label, status=status
+def record(rid, variant="champion", label=1, status="ok", at=None, shadow=False):
+    """The traffic log's row of a replica's record."""
+    row = traffic_record(
+        rid,
+        features={"age": 30.0},
+        at=at,
+        variant=variant,
+        score=0.7,
+        label=label,
+        status=status,
+        shadow=shadow,
     )
-
-
-def test_redelivered_predictions_and_feedback_count_once():
-    counts = ExperimentCounts()
-    assert counts.add_prediction(record("a"))
-    assert not counts.add_prediction(record("a"))
-    assert counts.add_feedback("a", 1) == "joined"
-    assert counts.add_feedback("a", 0) == "duplicate"
-    s = counts.for_experiment("e")["champion"]
-    assert (s.requests, s.outcomes, s.correct, s.positives) == (1, 1, 1, 1)
-
-
-def test_feedback_before_its_prediction_waits_and_then_joins():
-    counts = ExperimentCounts()
-    assert counts.add_feedback("b", 0) == "pending"
-    counts.add_prediction(record("b", variant="challenger", label=1))
-    s = counts.for_experiment("e")["challenger"]
-    assert (s.outcomes, s.correct, s.positives) == (1, 0, 0)
-    assert not counts.pending
-
-
-def test_errors_are_counted_apart_from_requests():
-    counts = ExperimentCounts()
-    counts.add_prediction(record("c", status="error"))
-    s = counts.for_experiment("e")["champion"]
-    assert (s.requests, s.errors) == (0, 1)
-
-
-def test_memory_stays_bounded_and_dropped_pending_feedback_is_counted():
-    counts = ExperimentCounts(capacity=100, pending_capacity=50)
-    for i in range(1000):
-        counts.add_prediction(record(f"r{i}"))
-        counts.add_feedback(f"x{i}", 1)
-    assert len(counts.predictions) == 100 and len(counts.pending) == 50
-    assert counts.pending_dropped == 950 and next(iter(counts.pending)) == "x950"  # the oldest went first
-
-
-def test_counts_survive_their_state_round_trip():
-    counts = ExperimentCounts(capacity=3)
-    for i in range(5):
-        counts.add_prediction(record(f"r{i}", variant="challenger" if i % 2 else "champion"))
-    counts.add_feedback("r4", 1)
-    counts.add_feedback("later", 0)
-    back = ExperimentCounts.from_state(counts.state(), capacity=3, pending_capacity=10)
-    assert back.for_experiment("e") == counts.for_experiment("e")
-    assert (
-        back.predictions == counts.predictions
-        and back.labelled == {"r4"}
-        and dict(back.pending) == {"later": 0}
-    )
-    assert back.add_feedback("r4", 1) == "duplicate" and back.add_feedback("r3", 0) == "joined"
-
-
-def test_shadow_predictions_count_apart_paired_with_the_live_answer():
-    from app.monitoring.abtest import experiment_report
-
-    counts = ExperimentCounts()
-    pairs = [(0.9, 0.8), (0.2, 0.3), (0.7, 0.4), (0.1, 0.05)]  # (live, shadow) scores
-    for i, (live, shadow) in enumerate(pairs):
-        records = [
-            prediction_record(f"r{i}", variant="champion", pred_score=live, pred_label=int(live >= 0.5)),
-            prediction_record(
-                f"r{i}-shadow", variant="challenger", pred_score=shadow, pred_label=int(shadow >= 0.5)
-            ),
-        ]
-        for r in records[:: -1 if i % 2 else 1]:  # a single /predict logs its shadow first
-            counts.add_prediction(r)
-    counts.add_feedback("r0", 1)
-    report = experiment_report(
-        counts.for_experiment("e"), control="champion", metric="accuracy", alpha=0.05, mde=0.05, power=0.8
-    )
-    assert set(report["variants"]) == {"champion"} and not report["comparisons"]  # shadows are not live
-    shadow = report["shadow"]["challenger"]
-    assert shadow["requests"] == 4 and shadow["outcomes"] == 0 and shadow["paired"] == 4
-    assert shadow["label_agreement"] == 0.75  # 0.7 -> 1 live, 0.4 -> 0 shadow
-    assert shadow["mean_abs_score_diff"] == pytest.approx(np.mean([0.1, 0.1, 0.3, 0.05]))
-    assert shadow["score_correlation"] == pytest.approx(np.corrcoef(*zip(*pairs, strict=True))[0, 1])
-    assert shadow["latency_diff_ms"]["p50"] == 0.0
-    assert report["variants"]["champion"]["estimated"]["accuracy"] == pytest.approx(
-        np.mean([0.9, 0.8, 0.7, 0.9])
-    )
-    back = ExperimentCounts.from_state(counts.state())
-    assert back.for_experiment("e") == counts.for_experiment("e")  # pairs and samples survive a restart
+    return row.row()
 
 
 def test_records_land_in_hour_partitions_and_read_back_deduplicated(tmp_path):
@@ -168,7 +92,7 @@ def test_feedback_joins_the_log_into_training_rows(tmp_path):
     from app.monitoring.traffic import labelled_traffic
 
     now = datetime.now(timezone.utc)
-    shadow = {**record("a-shadow", variant="challenger"), "shadow": True}
+    shadow = record("a", variant="challenger", shadow=True)
     write_records(tmp_path, PREDICTIONS, [record("a"), record("b"), shadow])
     write_records(
         tmp_path,

@@ -1,0 +1,242 @@
+"""ExperimentCounts: per-(experiment, variant) counts of the traffic, with the feedback join,
+in bounded memory - what the experiment report and the rollout's guardrails are computed from.
+
+A prediction record's `request_id` makes re-delivery idempotent (an id seen before is not
+counted again); a feedback is joined to its prediction by that id, and one that arrives first
+waits for it. `state`/`from_state` are what the monitor's snapshot saves and reads back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+
+import numpy as np
+
+from app.config import ExperimentConfig
+from app.monitoring.abtest import SHADOW_KEY, VariantStats, add_pair, experiment_report
+from app.monitoring.experiment import ExperimentReport
+from app.monitoring.records import OK, SHADOW_SUFFIX
+
+SAMPLE = 20_000  # recent latencies / scored outcomes kept per variant for percentiles and AUC
+UNPAIRED_SHADOWS = 10_000
+SAMPLED = ("latency_ms", "scores", "labels", "all_scores")  # the VariantStats fields that are samples
+# What the counts read of a prediction record, in `ExperimentCounts.count_prediction`'s order.
+PREDICTION_FIELDS = (
+    "request_id",
+    "experiment",
+    "variant",
+    "status",
+    "latency_ms",
+    "model_version",
+    "pred_label",
+    "pred_score",
+)
+
+
+class ExperimentCounts:
+    """Per-(experiment, variant) counts with the feedback join, in bounded memory.
+
+    Predictions are remembered by request_id (the most recent `capacity`) so a feedback can
+    find its variant; a feedback that arrives before its prediction waits in `pending` (the
+    most recent `pending_capacity`; older ones are dropped and counted in `pending_dropped`).
+    """
+
+    def __init__(self, capacity: int = 200_000, pending_capacity: int = 100_000):  # ~60 MB + ~10 MB
+        self.capacity = capacity
+        self.pending_capacity = pending_capacity
+        self.stats: dict[tuple[str, str], VariantStats] = {}
+        self.predictions: OrderedDict[str, tuple[str, str, int, float]] = OrderedDict()
+        self.labelled: set[str] = set()
+        self.pending: OrderedDict[str, int] = OrderedDict()
+        self.pending_dropped = 0
+        # Shadow predictions that arrived before their live answer, by the live request id:
+        # a single /predict logs its shadow's record first (bounded; not snapshotted).
+        self.unpaired_shadows: OrderedDict[str, tuple[str, str, int, float]] = OrderedDict()
+
+    def _variant(self, experiment: str, variant: str) -> VariantStats:
+        if (experiment, variant) not in self.stats:
+            self.stats[experiment, variant] = VariantStats(**{k: deque(maxlen=SAMPLE) for k in SAMPLED})
+        return self.stats[experiment, variant]
+
+    def add_prediction(self, rec: dict) -> bool:
+        """Count one prediction record; False if its request_id was seen before."""
+        return self.count_prediction(*(rec[c] for c in PREDICTION_FIELDS))
+
+    def count_prediction(
+        self,
+        rid: str,
+        experiment: str,
+        variant: str,
+        status: str,
+        latency_ms,
+        model_version,
+        pred_label,
+        score,
+    ) -> bool:
+        """`add_prediction` on a record's fields (PREDICTION_FIELDS): the rebuild's fast path."""
+        if rid in self.predictions:
+            return False
+        shadow = rid.endswith(SHADOW_SUFFIX)
+        s = self._variant(experiment, variant + SHADOW_KEY if shadow else variant)
+        if status != OK:
+            s.errors += 1
+            return True
+        s.requests += 1
+        s.latency_ms.append(float(latency_ms))
+        s.all_scores.append(float(score))
+        if shadow:
+            self._pair_shadow(
+                rid[: -len(SHADOW_SUFFIX)], (experiment, variant, int(pred_label), float(score))
+            )
+        elif rid in self.unpaired_shadows:
+            self._pair_shadow(rid, self.unpaired_shadows.pop(rid), live=(int(pred_label), float(score)))
+        if model_version not in s.model_versions:
+            s.model_versions.append(int(model_version))
+        self._remember(rid, (experiment, variant, int(pred_label), float(score)))
+        if rid in self.pending:
+            self.add_feedback(rid, self.pending.pop(rid))
+        return True
+
+    def _pair_shadow(self, live_rid: str, shadow: tuple[str, str, int, float], live=None) -> None:
+        """Count a shadow prediction against the live answer to the same request, whichever
+        arrived first; one whose live answer has not arrived waits (the oldest dropped)."""
+        if live is None:
+            known = self.predictions.get(live_rid)
+            if known is None:
+                self.unpaired_shadows[live_rid] = shadow
+                while len(self.unpaired_shadows) > UNPAIRED_SHADOWS:
+                    self.unpaired_shadows.popitem(last=False)
+                return
+            live = (known[2], known[3])
+        experiment, variant, label, score = shadow
+        add_pair(
+            self._variant(experiment, variant + SHADOW_KEY).agreement,
+            live_score=live[1],
+            live_label=live[0],
+            score=score,
+            label=label,
+        )
+
+    def _remember(self, rid: str, prediction: tuple[str, str, int, float]) -> None:
+        self.predictions[rid] = prediction
+        if len(self.predictions) > self.capacity:
+            old, _ = self.predictions.popitem(last=False)
+            self.labelled.discard(old)
+
+    def knows(self, request_id: str) -> bool:
+        """Whether a prediction with this id is remembered (or was labelled)."""
+        return request_id in self.predictions or request_id in self.labelled
+
+    def add_feedback(self, request_id: str, label: int) -> str:
+        """Join an outcome to its prediction: "joined", "duplicate" or "pending"."""
+        if request_id in self.labelled:
+            return "duplicate"
+        if request_id not in self.predictions:
+            self.pending[request_id] = int(label)
+            while len(self.pending) > self.pending_capacity:
+                self.pending.popitem(last=False)
+                self.pending_dropped += 1
+            return "pending"
+        experiment, variant, pred_label, score = self.predictions[request_id]
+        s = self._variant(experiment, variant)
+        s.outcomes += 1
+        s.positives += int(label == 1)
+        s.correct += int(label == pred_label)
+        s.scores.append(score)
+        s.labels.append(int(label))
+        self.labelled.add(request_id)
+        return "joined"
+
+    def for_experiment(self, experiment: str) -> dict[str, VariantStats]:
+        return {v: s for (e, v), s in self.stats.items() if e == experiment}
+
+    def report(
+        self, experiment: ExperimentConfig, *, dropped_records: int = 0, now: float | None = None
+    ) -> ExperimentReport:
+        """The experiment report for these experiment settings (abtest.py's statistics)."""
+        stats = experiment_report(
+            self.for_experiment(experiment.name),
+            control=experiment.control,
+            metric=experiment.metric,
+            alpha=experiment.alpha,
+            mde=experiment.mde,
+            power=experiment.power,
+        )
+        return ExperimentReport.model_validate(
+            {
+                **stats,
+                "experiment": experiment.name,
+                "dropped_records": dropped_records,
+                "pending_feedback": len(self.pending),
+                "pending_dropped": self.pending_dropped,
+                "generated_at": time.time() if now is None else now,
+            }
+        )
+
+    def recent_p99(self, experiment: str, variant: str, last: int) -> float | None:
+        """The p99 latency of a variant's last `last` requests (None before any)."""
+        s = self.stats.get((experiment, variant))
+        sample = list(s.latency_ms)[-last:] if s is not None and last > 0 else []
+        return float(np.percentile(sample, 99)) if sample else None
+
+    # ------------------------------------------------------------ snapshot state
+
+    def state(self) -> dict:
+        """Everything counted, as plain lists and columns (what `from_state` takes back)."""
+        stats = [
+            {
+                "experiment": e,
+                "variant": v,
+                **{k: list(x) if isinstance(x, deque) else x for k, x in vars(s).items()},
+            }
+            for (e, v), s in self.stats.items()
+        ]
+        rows = list(self.predictions.items())
+        predictions = {
+            "request_id": [r for r, _ in rows],
+            **{
+                c: [p[i] for _, p in rows]
+                for i, c in enumerate(("experiment", "variant", "pred_label", "pred_score"))
+            },
+            "labelled": [r in self.labelled for r, _ in rows],
+        }
+        pending = {"request_id": list(self.pending), "label": list(self.pending.values())}
+        return {
+            "stats": stats,
+            "predictions": predictions,
+            "pending": pending,
+            "pending_dropped": self.pending_dropped,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict, **capacities) -> ExperimentCounts:
+        counts = cls(**capacities)
+        for s in state["stats"]:
+            samples = {k: deque(s.get(k, ()), maxlen=SAMPLE) for k in SAMPLED}  # older snapshots lack some
+            fields = {k: s[k] for k in ("requests", "errors", "outcomes", "positives", "correct")}
+            stats = VariantStats(
+                **fields,
+                **samples,
+                model_versions=list(s["model_versions"]),
+                agreement=dict(s.get("agreement", {})),
+            )
+            counts.stats[s["experiment"], s["variant"]] = stats
+        p = state["predictions"]
+        columns = (
+            p["request_id"],
+            p["experiment"],
+            p["variant"],
+            p["pred_label"],
+            p["pred_score"],
+            p["labelled"],
+        )
+        for rid, experiment, variant, label, score, labelled in zip(*columns, strict=True):
+            counts._remember(rid, (experiment, variant, int(label), float(score)))
+            if labelled:
+                counts.labelled.add(rid)
+        counts.labelled &= counts.predictions.keys()
+        counts.pending_dropped = int(state["pending_dropped"])
+        for rid, label in zip(state["pending"]["request_id"], state["pending"]["label"], strict=True):
+            counts.add_feedback(rid, int(label))  # not remembered as a prediction: waits again
+        return counts

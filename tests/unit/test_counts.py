@@ -1,0 +1,139 @@
+"""The experiment counts: idempotent, joined to feedback, bounded, restored from their state,
+and the typed experiment report and recent latency computed from them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.config import ExperimentConfig
+from app.monitoring.counts import ExperimentCounts
+from app.monitoring.experiment import ExperimentReport, format_lift
+from tests.doubles import traffic_record
+
+EXPERIMENT = ExperimentConfig(name="e")
+
+
+def record(rid, variant="champion", label=1, status="ok", score=0.7, latency_ms=1.0, shadow=False):
+    """A replica's record as the monitor counts it (the traffic log's row)."""
+    failed = status != "ok"
+    return traffic_record(
+        rid,
+        features={"age": 30.0},
+        variant=variant,
+        score=None if failed else score,
+        label=None if failed else label,
+        status=status,
+        latency_ms=latency_ms,
+        shadow=shadow,
+    ).row()
+
+
+def test_redelivered_predictions_and_feedback_count_once():
+    counts = ExperimentCounts()
+    assert counts.add_prediction(record("a"))
+    assert not counts.add_prediction(record("a"))
+    assert counts.add_feedback("a", 1) == "joined"
+    assert counts.add_feedback("a", 0) == "duplicate"
+    s = counts.for_experiment("e")["champion"]
+    assert (s.requests, s.outcomes, s.correct, s.positives) == (1, 1, 1, 1)
+
+
+def test_feedback_before_its_prediction_waits_and_then_joins():
+    counts = ExperimentCounts()
+    assert counts.add_feedback("b", 0) == "pending"
+    counts.add_prediction(record("b", variant="challenger", label=1))
+    s = counts.for_experiment("e")["challenger"]
+    assert (s.outcomes, s.correct, s.positives) == (1, 0, 0)
+    assert not counts.pending
+
+
+def test_errors_are_counted_apart_from_requests():
+    counts = ExperimentCounts()
+    counts.add_prediction(record("c", status="error"))
+    s = counts.for_experiment("e")["champion"]
+    assert (s.requests, s.errors) == (0, 1)
+
+
+def test_memory_stays_bounded_and_dropped_pending_feedback_is_counted():
+    counts = ExperimentCounts(capacity=100, pending_capacity=50)
+    for i in range(1000):
+        counts.add_prediction(record(f"r{i}"))
+        counts.add_feedback(f"x{i}", 1)
+    assert len(counts.predictions) == 100 and len(counts.pending) == 50
+    assert counts.pending_dropped == 950 and next(iter(counts.pending)) == "x950"  # the oldest went first
+
+
+def test_counts_survive_their_state_round_trip():
+    counts = ExperimentCounts(capacity=3)
+    for i in range(5):
+        counts.add_prediction(record(f"r{i}", variant="challenger" if i % 2 else "champion"))
+    counts.add_feedback("r4", 1)
+    counts.add_feedback("later", 0)
+    back = ExperimentCounts.from_state(counts.state(), capacity=3, pending_capacity=10)
+    assert back.for_experiment("e") == counts.for_experiment("e")
+    assert (
+        back.predictions == counts.predictions
+        and back.labelled == {"r4"}
+        and dict(back.pending) == {"later": 0}
+    )
+    assert back.add_feedback("r4", 1) == "duplicate" and back.add_feedback("r3", 0) == "joined"
+
+
+def test_shadow_predictions_count_apart_paired_with_the_live_answer():
+    counts = ExperimentCounts()
+    pairs = [(0.9, 0.8), (0.2, 0.3), (0.7, 0.4), (0.1, 0.05)]  # (live, shadow) scores
+    for i, (live, shadow) in enumerate(pairs):
+        records = [
+            record(f"r{i}", score=live, label=int(live >= 0.5)),
+            record(f"r{i}", variant="challenger", score=shadow, label=int(shadow >= 0.5), shadow=True),
+        ]
+        for r in records[:: -1 if i % 2 else 1]:  # a single /predict logs its shadow first
+            counts.add_prediction(r)
+    counts.add_feedback("r0", 1)
+    report = counts.report(EXPERIMENT)
+    assert set(report.variants) == {"champion"} and not report.comparisons  # shadows are not live
+    shadow = report.shadow["challenger"]
+    assert shadow.requests == 4 and shadow.outcomes == 0 and shadow.paired == 4
+    assert shadow.label_agreement == 0.75  # 0.7 -> 1 live, 0.4 -> 0 shadow
+    assert shadow.mean_abs_score_diff == pytest.approx(np.mean([0.1, 0.1, 0.3, 0.05]))
+    assert shadow.score_correlation == pytest.approx(np.corrcoef(*zip(*pairs, strict=True))[0, 1])
+    assert shadow.latency_diff_ms.p50 == 0.0
+    assert report.variants["champion"].estimated.accuracy == pytest.approx(np.mean([0.9, 0.8, 0.7, 0.9]))
+    back = ExperimentCounts.from_state(counts.state())
+    assert back.for_experiment("e") == counts.for_experiment("e")  # pairs and samples survive a restart
+
+
+def test_the_experiment_report_is_typed_and_compares_each_challenger_with_the_control():
+    counts = ExperimentCounts()
+    for i in range(400):
+        variant = "champion" if i % 2 else "challenger"
+        counts.add_prediction(record(f"r{i}", variant=variant, label=1, latency_ms=float(i % 10)))
+        counts.add_feedback(f"r{i}", int(i % 4 == 1) if variant == "champion" else 1)
+    counts.add_feedback("not-yet", 1)
+    counts.add_prediction(record("other", variant="champion") | {"experiment": "another"})
+    report = counts.report(EXPERIMENT, dropped_records=3, now=1234.0)
+    assert isinstance(report, ExperimentReport)
+    assert (report.experiment, report.control, report.metric) == ("e", "champion", "accuracy")
+    assert (report.dropped_records, report.pending_feedback, report.generated_at) == (3, 1, 1234.0)
+    champion, challenger = report.variants["champion"], report.variants["challenger"]
+    assert (champion.requests, champion.outcomes, champion.successes) == (200, 200, 100)
+    assert challenger.rate == 1.0 and challenger.model_versions == (1,)
+    comparison = report.comparisons["challenger"]
+    assert comparison.relative_improvement == pytest.approx(1.0) and comparison.decision == "promote"
+    assert format_lift(comparison).startswith("+100.0% [") and format_lift(report.comparisons.get("x")) == "-"
+    again = ExperimentReport.model_validate_json(report.model_dump_json())  # the HTTP client's copy
+    assert again == report
+    with pytest.raises(ValueError):
+        report.experiment = "renamed"  # frozen: a report is a message, not a shared object
+
+
+def test_recent_p99_reads_only_the_last_requests_of_a_variant():
+    counts = ExperimentCounts()
+    for i in range(100):
+        counts.add_prediction(record(f"slow{i}", latency_ms=500.0))
+    for i in range(50):
+        counts.add_prediction(record(f"fast{i}", latency_ms=10.0))
+    assert counts.recent_p99("e", "champion", 50) == pytest.approx(10.0)
+    assert counts.recent_p99("e", "champion", 150) == pytest.approx(500.0)
+    assert counts.recent_p99("e", "champion", 0) is None and counts.recent_p99("e", "challenger", 10) is None
