@@ -1,14 +1,15 @@
 """DriftMonitor: the detached actor that receives the traffic log and answers for it.
 
 A shell over units that each do one job: replicas hand it `TrafficRecord` batches
-fire-and-forget; it counts them (counts.py), windows them on the champion's reference
-(drift_tracker.py), and persists them (store.py: write-ahead log, hourly parquet, snapshot).
-Its housekeeping loop flushes every `FLUSH_EVERY_S`; every `CHECK_EVERY_S` it follows the
-champion, exports the gauges (metrics_export.py) and lets the retrain trigger decide
-(retrain_trigger.py); every `monitor.snapshot_minutes` it snapshots, expires and compacts.
-A restarted actor re-runs its constructor, which reads the snapshot plus the log files it does
-not cover and the write-ahead log (snapshot.py, wal.py): records that reached either are never
-lost or counted twice. Every answer is a typed message (messages.py, experiment.py).
+fire-and-forget, and the intake (intake.py) counts them (counts.py), windows them on the
+champion's reference (drift_tracker.py) and persists them (store.py: write-ahead log, hourly
+parquet, snapshot). Its housekeeping loop flushes every `FLUSH_EVERY_S`; every `CHECK_EVERY_S`
+it follows the champion, exports the gauges (metrics_export.py) and lets the retrain trigger
+decide (retrain_trigger.py); every `monitor.snapshot_minutes` it snapshots, expires and
+compacts. A restarted actor re-runs its constructor, which reads the snapshot plus the log
+files it does not cover and the write-ahead log (snapshot.py, wal.py): records that reached
+either are never lost or counted twice. Every answer is a typed message (messages.py,
+experiment.py); reloaded settings are saved over the deployed ones (overrides.py).
 """
 
 from __future__ import annotations
@@ -16,18 +17,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Mapping
 from datetime import datetime, timezone
 
-import pandas as pd
 import ray
 
 from app.cluster import call_self_after_init, detached_actor
 from app.config import AppConfig, ExperimentConfig, MonitorConfig, RetrainConfig
-from app.monitoring import drift_tracker, overrides, snapshot
+from app.monitoring import drift_tracker, overrides
 from app.monitoring.drift_tracker import DriftTracker
 from app.monitoring.experiment import ExperimentReport
+from app.monitoring.intake import TrafficIntake
 from app.monitoring.messages import (
     CheckResult,
     DriftReport,
@@ -37,10 +37,10 @@ from app.monitoring.messages import (
     TrafficLogState,
 )
 from app.monitoring.metrics_export import MetricsExport
-from app.monitoring.records import OK, TrafficRecord
+from app.monitoring.records import TrafficRecord
 from app.monitoring.retrain_trigger import JobRunning, RetrainTrigger, Submit
 from app.monitoring.store import TrafficStore
-from app.monitoring.traffic import FEEDBACK, PREDICTIONS
+from app.monitoring.traffic import PREDICTIONS
 
 log = logging.getLogger(__name__)
 MONITOR = "monitor"  # the actor's kind, in its name
@@ -55,15 +55,15 @@ class DriftMonitor:
         self.store = TrafficStore(self.root, cfg.monitor)  # buffers sized by the deployed config
         self.cfg = overrides.load(cfg)
         self.store.cfg = self.cfg.monitor
-        self.keep = self.store.keep
         self.tracker = DriftTracker(**drift_tracker.settings(self.cfg))
         self.trigger = RetrainTrigger(cfg.storage.retrain_state, submit=submit, job_running=job_running)
         self.export = MetricsExport()
         self.registry = None
         self.flusher: asyncio.Task | None = None
-        self._follow_champion()
-        self._rebuild()
-        self._recover_unsaved()
+        self._follow_champion()  # first: the windows are replayed on the reference's bins
+        self.intake = TrafficIntake(self.store, self.tracker)
+        self.intake.replay_windows()
+        self.intake.recover()
         call_self_after_init("start")  # flushes, checks and the retrain schedule run on a quiet service too
 
     def _follow_champion(self) -> bool:
@@ -83,40 +83,9 @@ class DriftMonitor:
 
     # ------------------------------------------------------------ persistence
 
-    def _rebuild(self) -> None:
-        state = self.store.rebuild()
-        self.counts, self.recent = state.counts, state.recent
-        records = [rec for recs in self.recent.values() for rec in recs]
-        if records:  # the windows: the most recent records (two windows' worth per variant)
-            frame = pd.DataFrame.from_records(records)
-            frame["logged_at"] = pd.to_datetime(frame["logged_at"], utc=True)
-            self.tracker.add(frame.sort_values("logged_at", kind="stable").to_dict("records"), remember=False)
-        self.tracker.restore_history(state.history)
-
-    def _recover_unsaved(self) -> None:
-        """Accept again what a killed predecessor accepted but had not flushed (wal.py); the
-        records it had flushed are known by request id and skipped."""
-        found = self.store.wal.recover()
-        for records in found.values():
-            for r in records:
-                r["logged_at"] = pd.Timestamp(r["logged_at"])
-        self._accept_predictions(found[PREDICTIONS], logged=True)
-        for r in found[FEEDBACK]:
-            self._accept_feedback(r["request_id"], r["label"], at=r["logged_at"], logged=True)
-        if any(found.values()):
-            log.info("recovered %s unflushed records", {k: len(v) for k, v in found.items()})
-            try:
-                self.flush()
-            except OSError as exc:  # a full disk: they stay in the write-ahead log, counted
-                log.error("could not persist the recovered records yet: %s", exc)
-                return
-            for kind in found:  # all persisted now, or already in the log before
-                self.store.wal.clear(kind)
-
     def maintain(self, now: datetime | None = None) -> Housekeeping:
         """Snapshot the counts, delete expired hours, compact closed ones (store.py)."""
-        state = snapshot.MonitorState(self.counts, self.recent, self.tracker.history_rows())
-        return Housekeeping(**self.store.maintain(state, now=now))
+        return Housekeeping(**self.store.maintain(self.intake.state(), now=now))
 
     async def reload(
         self, monitor: MonitorConfig | Mapping, retrain_section: RetrainConfig | Mapping
@@ -166,7 +135,7 @@ class DriftMonitor:
         """Count, window and queue a batch of prediction records; returns how many were new."""
         self._start_flusher()
         self.store.counters["dropped_records"] += dropped
-        new = self._accept_predictions([r.row() for r in records])
+        new = self.intake.predictions([r.row() for r in records])
         if len(self.store.unsaved[PREDICTIONS]) >= FLUSH_RECORDS:
             self.flush()
         return len(new)
@@ -177,32 +146,10 @@ class DriftMonitor:
         where training joins it)."""
         self._start_flusher()
         now = datetime.now(timezone.utc)
-        if not may_wait and not self.counts.knows(request_id):
-            self._log_feedback(request_id, label, at=now)
+        if not may_wait and not self.intake.counts.knows(request_id):
+            self.intake.log_feedback(request_id, label, at=now)
             return "recorded"
-        return self._accept_feedback(request_id, label, at=now)
-
-    def _accept_predictions(self, records: list[dict], *, logged: bool = False) -> list[dict]:
-        if not logged:  # in the write-ahead log before anything counts them (a full disk refuses the batch)
-            self.store.wal.append(PREDICTIONS, records)
-        new = [r for r in records if self.counts.add_prediction(r)]
-        ok = [r for r in new if r.get("status") == OK]
-        self.tracker.add(ok)
-        for r in ok:
-            self.recent.setdefault(r["variant"], deque(maxlen=self.keep)).append(r)
-        self.store.add(PREDICTIONS, new, logged=True)
-        return new
-
-    def _accept_feedback(self, request_id: str, label: int, *, at, logged: bool = False) -> str:
-        status = self.counts.add_feedback(request_id, label)
-        if status != "duplicate":
-            self._log_feedback(request_id, label, at=at, logged=logged)
-        return status
-
-    def _log_feedback(self, request_id: str, label: int, *, at, logged: bool = False) -> None:
-        self.store.add(
-            FEEDBACK, [{"request_id": request_id, "label": int(label), "logged_at": at}], logged=logged
-        )
+        return self.intake.feedback(request_id, label, at=now)
 
     # ------------------------------------------------------------ reports and decisions
 
@@ -234,20 +181,20 @@ class DriftMonitor:
         """The experiment report for these experiment settings (a mapping of ExperimentConfig
         fields is validated into one)."""
         settings = ExperimentConfig.model_validate(experiment)
-        return self.counts.report(settings, dropped_records=self.store.counters["dropped_records"])
+        return self.intake.counts.report(settings, dropped_records=self.store.counters["dropped_records"])
 
     async def recent_p99(self, experiment: str, variant: str, last: int) -> float | None:
         """The p99 latency of a variant's last `last` requests: the rollout judges a challenger
         on its own requests, not on those of the challengers before it."""
-        return self.counts.recent_p99(experiment, variant, last)
+        return self.intake.counts.recent_p99(experiment, variant, last)
 
     def _log_state(self) -> TrafficLogState:
         """The traffic log's housekeeping, for `mlsys monitor status` and the report."""
         rebuilt = self.store.rebuilt
         return TrafficLogState(
             **self.store.counters,
-            pending_feedback=len(self.counts.pending),
-            pending_dropped=self.counts.pending_dropped,
+            pending_feedback=len(self.intake.counts.pending),
+            pending_dropped=self.intake.counts.pending_dropped,
             rebuilt=Rebuilt(**rebuilt) if rebuilt else None,
         )
 

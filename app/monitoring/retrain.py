@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from app.config import AppConfig, RetrainConfig
+from app.errors import first_line
 from app.files import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ def running_job(cfg: AppConfig, state: ControllerState) -> str | None:
     try:  # at most a few seconds: the monitor's loop waits for the answer
         status = pool.submit(lambda: jobs_client(cfg).get_job_status(job_id)).result(timeout=STATUS_TIMEOUT_S)
     except Exception as exc:  # the dashboard restarting or slow, a job from an earlier cluster
-        log.info("retrain job %s: status unknown (%s)", job_id, str(exc).splitlines()[0] if str(exc) else exc)
+        log.info("retrain job %s: status unknown (%s)", job_id, first_line(exc))
         return None
     finally:
         pool.shutdown(wait=False)  # a hung call is left behind, not waited for

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from app.config import AppConfig
+from app.errors import first_line
 from app.monitoring import retrain
 from app.monitoring.messages import COMPLETE, DriftReport, RetrainDecision, RetrainLog
 
@@ -21,12 +22,6 @@ SHOWN = 10  # submissions and decisions a drift report carries
 
 Submit = Callable[[AppConfig, str], str]  # (config, reason) -> job id
 JobRunning = Callable[[AppConfig, retrain.ControllerState], "str | None"]  # -> the running job's id
-
-
-def _first_line(exc: BaseException) -> str:
-    """An exception's first line (its type's name when it has no message)."""
-    lines = str(exc).splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 class RetrainTrigger:
@@ -62,7 +57,7 @@ class RetrainTrigger:
                 job_id = self.submit(cfg, reason)
                 log.warning("retrain submitted (%s): job %s", reason, job_id)
             except Exception as exc:  # the Jobs API down or refusing: the next check tries again
-                reason = f"{reason}; submission failed: {_first_line(exc)}"
+                reason = f"{reason}; submission failed: {first_line(exc)}"
                 trigger = None  # not counted as submitted
                 self.state.incident_open = False
         retrain.record(self.state, now=now, trigger=trigger, reason=reason, job_id=job_id)
