@@ -111,3 +111,19 @@ def test_a_headless_browser_loads_the_page_and_finds_the_charts(page, tmp_path):
     ).stdout
     assert dom.count("<svg") == 5, dom[:2000]
     assert dom.count('class="card chart"') == 5
+
+
+def test_the_terminal_tables_read_the_typed_reports(reports):
+    from rich.console import Console
+
+    from app.views import drift_table, experiment_summary
+
+    drift, experiment = reports
+    shown = Console(record=True, width=200)
+    shown.print(drift_table(drift))  # `mlsys monitor status`
+    shown.print(experiment_summary(experiment))
+    text = shown.export_text()
+    assert "drift vs champion v3 (ALERT, PSI alert > 0.2)" in text and "complete (2000)" in text
+    assert "income" in text and "country" in text and "ks" in text and "chi2" in text
+    lift = experiment.comparisons["challenger"].relative_improvement
+    assert "experiment exp-1: accuracy" in text and f"{lift:+.1%}" in text and "(control)" in text
