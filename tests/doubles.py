@@ -30,22 +30,6 @@ class ActorDouble:
         return type("Method", (), {"remote": staticmethod(lambda *a: Reply(method(*a)))})()
 
 
-class Control:
-    def __init__(self, experiment: dict):
-        self.value = {"experiment": experiment, "generation": 0}
-
-    def state(self):
-        return self.value
-
-    def set_experiment(self, experiment):
-        self.value = {"experiment": experiment, "generation": self.value["generation"] + 1}
-        return self.value
-
-    def bump(self):
-        self.value = {**self.value, "generation": self.value["generation"] + 1}
-        return self.value
-
-
 def traffic_record(
     request_id: str,
     *,

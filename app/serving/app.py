@@ -207,5 +207,5 @@ def live_report_html(cfg: AppConfig) -> str:
 
     join_running(cfg.ray)
     monitor = get_monitor(cfg)
-    experiment = ray.get(get_control(cfg).state.remote())["experiment"]
+    experiment = ray.get(get_control(cfg).state.remote()).experiment
     return report.render(ray.get(monitor.drift.remote()), ray.get(monitor.report.remote(experiment)))

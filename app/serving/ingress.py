@@ -17,7 +17,7 @@ import time
 
 from ray import serve
 
-from app.config import AppConfig
+from app.config import AppConfig, ExperimentConfig
 from app.serving import actors, oip
 from app.serving.feature_cache import OnlineFeatures
 from app.serving.model_set import ModelSet
@@ -87,9 +87,9 @@ class Ingress:
 
     @property
     def rollout(self):
-        """The rollout controller (serving/canary.py), created on first use: one per storage root."""
+        """The rollout controller (rollout_controller.py), created on first use: one per storage root."""
         if self._rollout is None:
-            from app.serving.canary import get_rollout
+            from app.serving.rollout_controller import get_rollout
 
             self._rollout = get_rollout(self.cfg)
         return self._rollout
@@ -125,7 +125,8 @@ class Ingress:
     async def reconfigure(self, user_config: dict) -> None:
         """`user_config.experiment` from the serve config: declared settings win on deploy."""
         if "experiment" in user_config:
-            state = await self.routing.control.declare.remote(user_config["experiment"])
+            declared = ExperimentConfig.model_validate(user_config["experiment"])
+            state = await self.routing.control.declare.remote(declared)
             await self.routing.apply_async(state)
 
     # ---------------------------------------------------------------- scoring

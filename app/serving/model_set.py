@@ -99,7 +99,7 @@ class Model:
         if time.monotonic() - self._last_sync < self.cfg.serve.poll_interval_s:
             return
         self._last_sync = time.monotonic()
-        generation = (await self.control.state.remote())["generation"]
+        generation = (await self.control.state.remote()).generation
         if await asyncio.to_thread(self.models.changed, [self.alias], generation):
             await asyncio.to_thread(self.models.refresh, [self.alias], generation)
 

@@ -30,6 +30,7 @@ from app.monitoring import rollout
 from app.monitoring.experiment import ExperimentReport
 from app.registry import ledger
 from app.registry.registry import CHALLENGER, REJECTED, Registry
+from app.serving.splits import in_shadow, split_with
 
 log = logging.getLogger(__name__)
 ROLLOUT = "rollout-controller"
@@ -86,25 +87,6 @@ def shadow_view(report: ExperimentReport) -> dict:
     return {k: shown.get(k) for k in SHADOW_VIEW}
 
 
-def in_shadow(experiment: dict) -> dict:
-    """The experiment with the challenger scored in shadow and no live share."""
-    split = {k: v for k, v in experiment["split"].items() if k != CHALLENGER}
-    control = experiment["control"]
-    split[control] = split.get(control, 0.0) + experiment["split"].get(CHALLENGER, 0.0)
-    return {**experiment, "split": split, "shadow": CHALLENGER}
-
-
-def split_with(experiment: dict, share: float) -> dict:
-    """The experiment with the challenger at `share` of what the control and it serve
-    together; other variants keep their shares."""
-    control, split = experiment["control"], dict(experiment["split"])
-    others = sum(v for k, v in split.items() if k not in (control, CHALLENGER))
-    split[CHALLENGER] = share * (1 - others)
-    split[control] = (1 - share) * (1 - others)
-    shadow = None if experiment.get("shadow") == CHALLENGER else experiment.get("shadow")
-    return {**experiment, "split": split, "shadow": shadow}
-
-
 class RolloutController:
     def __init__(self, cfg: AppConfig, *, control=None, monitor=None):
         from app.serving import actors
@@ -158,23 +140,23 @@ class RolloutController:
         """One look: enter a new challenger, then decide and act. Returns the status."""
         async with self.lock:
             now = time.time() if now is None else now
-            experiment = (await self.control.state.remote())["experiment"]
+            experiment = (await self.control.state.remote()).experiment
             version = await asyncio.to_thread(self.registry.alias_version, CHALLENGER)
-            report = await self.monitor.report.remote(ExperimentConfig.model_validate(experiment))
+            report = await self.monitor.report.remote(experiment)
             running = self.state.challenger is not None and self.state.status == rollout.RUNNING
             if running and version != self.state.challenger:
                 self.state = rollout.stop(self.state, now, f"the challenger alias moved to {version}")
                 self._save()
                 if self.policy.mode == "auto":  # the share it had goes back to the control
                     await self.control.set_experiment.remote(split_with(experiment, 0.0))
-                    experiment = (await self.control.state.remote())["experiment"]
+                    experiment = (await self.control.state.remote()).experiment
             if self.policy.mode == "auto" and version is not None and version != self.state.challenger:
                 await self._enter(version, experiment, report, now)
-                experiment = (await self.control.state.remote())["experiment"]
+                experiment = (await self.control.state.remote()).experiment
             if self.phase == SHADOW and self.state.status == rollout.RUNNING:
                 await self._shadow_step(experiment, report, now)
                 return self.status()
-            control = await self._arm(experiment, experiment["control"], report, "control")
+            control = await self._arm(experiment, experiment.control, report, "control")
             challenger = await self._arm(experiment, CHALLENGER, report, "challenger")
             decision = rollout.decide(self.policy, self.state, control, challenger, now)
             self.last = rollout.LastDecision(at=now, **asdict(decision))
@@ -184,14 +166,18 @@ class RolloutController:
                 self._save()
             return self.status()
 
-    async def _arm(self, experiment: dict, variant: str, report: ExperimentReport, role: str) -> rollout.Arm:
+    async def _arm(
+        self, experiment: ExperimentConfig, variant: str, report: ExperimentReport, role: str
+    ) -> rollout.Arm:
         """A variant's counts since the challenger entered, and the p99 of those requests only."""
         now = counts(report, variant)
         since = arm(now, self.at_entry.get(role))
-        p99 = await self.monitor.recent_p99.remote(experiment["name"], variant, since.requests)
+        p99 = await self.monitor.recent_p99.remote(experiment.name, variant, since.requests)
         return arm(now, self.at_entry.get(role), p99)
 
-    async def _enter(self, version: int, experiment: dict, report: ExperimentReport, now: float) -> None:
+    async def _enter(
+        self, version: int, experiment: ExperimentConfig, report: ExperimentReport, now: float
+    ) -> None:
         self.state = rollout.start(version, now)
         if self.cfg.rollout.shadow_first:
             self.phase = SHADOW
@@ -205,13 +191,13 @@ class RolloutController:
             await self._go_live(experiment, report, now, "new challenger enters", {})
 
     async def _go_live(
-        self, experiment: dict, report: ExperimentReport, now: float, why: str, evidence: dict
+        self, experiment: ExperimentConfig, report: ExperimentReport, now: float, why: str, evidence: dict
     ) -> None:
         """The challenger's first live share; the arms count from here."""
         self.phase = LIVE
         self.state = replace(self.state, step=0, step_started_s=now, outcomes_at_step=0)
         self.at_entry = {
-            "control": counts(report, experiment["control"]),
+            "control": counts(report, experiment.control),
             "challenger": counts(report, CHALLENGER),
         }
         share = self.policy.steps[0]
@@ -220,7 +206,7 @@ class RolloutController:
         self._save()
         log.info("rollout of version %d: live at %.0f%%", self.state.challenger, share * 100)
 
-    async def _shadow_step(self, experiment: dict, report: ExperimentReport, now: float) -> None:
+    async def _shadow_step(self, experiment: ExperimentConfig, report: ExperimentReport, now: float) -> None:
         """In shadow: go live after `min_requests` paired predictions and `min_minutes`."""
         view = shadow_view(report)
         paired = (view["paired"] or 0) - self.at_entry.get("shadow_paired", 0)
@@ -245,7 +231,7 @@ class RolloutController:
         )
         await asyncio.to_thread(self.registry.record, entry)
 
-    async def _act(self, decision: rollout.Decision, experiment: dict) -> None:
+    async def _act(self, decision: rollout.Decision, experiment: ExperimentConfig) -> None:
         version = self.state.challenger
         evidence = decision.evidence
         if decision.action == rollout.PROMOTE:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from app.config import ExperimentConfig
 from app.model.predictor import Predictor
 from app.serving.assignment import effective_split
+from app.serving.control import ControlState
 from app.serving.model_set import ModelSet
 
 
@@ -39,20 +40,20 @@ class LiveRouting:
     def experiment(self) -> ExperimentConfig:
         return self.current.experiment
 
-    def apply(self, state: dict) -> Routing:
+    def apply(self, state: ControlState) -> Routing:
         """Load what the control actor's state names; requests then follow the new routing."""
-        exp = ExperimentConfig.model_validate(state["experiment"])
-        self.models.refresh(exp.aliases, state["generation"])
+        exp = state.experiment
+        self.models.refresh(exp.aliases, state.generation)
         split = effective_split(exp.split, set(self.models.versions), exp.control)
         self.current = Routing(exp, split, self.models.versions, self.models.predictors)
         return self.current
 
-    async def apply_async(self, state: dict) -> Routing:
+    async def apply_async(self, state: ControlState) -> Routing:
         return await asyncio.to_thread(self.apply, state)
 
     async def sync(self) -> None:
         """Follow the control actor, and the registry: a retrain job that registers a new
         challenger moves an alias without telling anyone."""
         state = await self.control.state.remote()
-        if await asyncio.to_thread(self.models.changed, self.experiment.aliases, state["generation"]):
+        if await asyncio.to_thread(self.models.changed, self.experiment.aliases, state.generation):
             await self.apply_async(state)

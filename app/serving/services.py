@@ -63,7 +63,7 @@ class Reads:
 
     async def experiment_report(self):
         self.shipper.pump()
-        return await actors.within(self.monitor.report.remote(self.routing.experiment.model_dump()))
+        return await actors.within(self.monitor.report.remote(self.routing.experiment))
 
     async def rollout_status(self):
         return await actors.within(self.rollout().status.remote())
@@ -111,7 +111,7 @@ class Admin:
         check_admin(authorization, required=self.cfg.serve.admin_auth, token_sha256=self.admin_sha)
 
     async def set_experiment(self, experiment: ExperimentConfig) -> dict:
-        state = await self.routing.control.set_experiment.remote(experiment.model_dump())
+        state = await self.routing.control.set_experiment.remote(experiment)
         await self.routing.apply_async(state)
         return experiment_view(self.routing)
 

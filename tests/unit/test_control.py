@@ -12,10 +12,10 @@ from app.serving.control import ServeControl, load_saved
 def test_settings_survive_a_restart(cfg):
     control = ServeControl(cfg)
     control.set_experiment(
-        {**cfg.serve.experiment.model_dump(), "split": {"champion": 0.5, "challenger": 0.5}}
+        cfg.serve.experiment.model_copy(update={"split": {"champion": 0.5, "challenger": 0.5}})
     )
     again = ServeControl(cfg)
-    assert again.generation == 1 and again.experiment["split"] == {"champion": 0.5, "challenger": 0.5}
+    assert again.generation == 1 and again.experiment.split == {"champion": 0.5, "challenger": 0.5}
 
 
 @pytest.mark.parametrize(
@@ -29,13 +29,13 @@ def test_settings_survive_a_restart(cfg):
 def test_an_unreadable_state_file_is_treated_as_absent(cfg, caplog, content):
     control = ServeControl(cfg)
     control.set_experiment(
-        {**cfg.serve.experiment.model_dump(), "split": {"champion": 0.5, "challenger": 0.5}}
+        cfg.serve.experiment.model_copy(update={"split": {"champion": 0.5, "challenger": 0.5}})
     )
     path = cfg.storage.experiment_state
     path.write_text(content(path.read_text()))
     assert load_saved(path) is None
     restarted = ServeControl(cfg)  # no crash: the config's settings
-    assert restarted.experiment == cfg.serve.experiment.model_dump()
+    assert restarted.experiment == cfg.serve.experiment
     assert restarted.generation > control.generation  # every replica reloads
     assert any(str(path) in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
     restarted.bump()

@@ -25,13 +25,14 @@ from app.registry.registry import CHALLENGER, CHAMPION, Registry
 from app.serving import receipts
 from app.serving.app import ingress_deployment
 from app.serving.auth import AdminError, token_digest
+from app.serving.control import ServeControl
 from app.serving.ingress import Ingress
 from app.serving.routes import build_api
 from app.serving.routes.deps import current_ingress
 from app.serving.schemas import request_models
 from app.serving.scoring import Answer, RowError, ScoringFailed, raw_rows_to_frame
 from tests.conftest import make_config
-from tests.doubles import ActorDouble, Control
+from tests.doubles import ActorDouble
 from tests.helpers import quick_bundle
 
 CLEAN = Defects(0, 0, 0, 0, 0, 0)
@@ -100,7 +101,7 @@ def make_ingress(cfg, *, monitor=None, features=None, handles=None) -> Ingress:
         cfg.model_dump(mode="json"),
         handles or {},
         token_digest(TOKEN),
-        control=ActorDouble(Control(cfg.serve.experiment.model_dump())),
+        control=ActorDouble(ServeControl(cfg)),
         monitor=ActorDouble(monitor or Monitor()),
         features=features or Features(cfg),
     )

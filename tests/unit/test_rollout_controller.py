@@ -20,10 +20,12 @@ from app.monitoring.experiment import (
     VariantSummary,
 )
 from app.registry.registry import CHALLENGER, CHAMPION, REJECTED, Registry
-from app.serving.canary import RolloutController, split_with
+from app.serving.control import ServeControl
+from app.serving.rollout_controller import RolloutController
+from app.serving.splits import split_with
 from app.views import ledger_table
 from tests.conftest import make_config
-from tests.doubles import ActorDouble, Control
+from tests.doubles import ActorDouble
 from tests.helpers import quick_bundle
 
 CLEAN = Defects(0, 0, 0, 0, 0, 0)
@@ -97,7 +99,7 @@ def served(tmp_path):
     registry.register(
         quick_bundle(cfg, generate(1500, seed=1, defects=CLEAN), seed=1), params={}, alias=CHAMPION
     )
-    control, monitor = Control(cfg.serve.experiment.model_dump()), Monitor()
+    control, monitor = ServeControl(cfg), Monitor()
     monitor.count("champion", outcomes=2000, rate=0.7, requests=2000)  # before any challenger
 
     def controller():  # a (re)started actor: its state comes from disk
@@ -111,7 +113,7 @@ def tick(controller, now):
 
 
 def challenger_share(control) -> float:
-    return control.value["experiment"]["split"][CHALLENGER]
+    return control.experiment.split[CHALLENGER]
 
 
 def serve_minute(monitor, *, champion_rate, challenger_rate, n, p99=20.0):
@@ -144,7 +146,7 @@ def test_a_better_challenger_steps_up_and_is_promoted_with_its_ledger(served):
     status = tick(ctl, T0 + 360)
     assert status.status == rollout.PROMOTED and "better" in status.last_decision.reason
     assert registry.alias_version(CHAMPION) == v2 and registry.alias_version(CHALLENGER) is None
-    assert control.value["experiment"]["split"] == {"champion": 1.0, "challenger": 0.0}
+    assert control.experiment.split == {"champion": 1.0, "challenger": 0.0}
 
     entries = [e for e in registry.promotion_ledger() if e.version == v2]
     assert [(e.event, e.by) for e in entries] == [
@@ -218,7 +220,7 @@ def test_an_operator_promoting_by_hand_ends_the_rollout(served):
     registry.promote(v2)  # `mlsys models promote 2`
     status = tick(ctl, T0 + 240)
     assert status.status == rollout.STOPPED and status.share == 0.0
-    assert control.value["experiment"]["split"] == {"champion": 1.0, "challenger": 0.0}  # its share back
+    assert control.experiment.split == {"champion": 1.0, "challenger": 0.0}  # its share back
     assert [e.by for e in registry.promotion_ledger() if e.event == "promote"][-1] == "cli"
 
 
@@ -230,17 +232,17 @@ def test_with_shadow_first_a_challenger_is_scored_in_shadow_before_any_live_shar
         quick_bundle(cfg, generate(1500, seed=2, defects=CLEAN), seed=2), params={}, alias=CHALLENGER
     )
     status = tick(ctl, T0)
-    experiment = control.value["experiment"]
+    experiment = control.experiment
     assert status.phase == "shadow" and status.share == 0.0
-    assert experiment["shadow"] == CHALLENGER and CHALLENGER not in experiment["split"]
-    assert experiment["split"]["champion"] == 1.0
+    assert experiment.shadow == CHALLENGER and CHALLENGER not in experiment.split
+    assert experiment.split["champion"] == 1.0
     monitor.in_shadow(CHALLENGER, paired=40, label_agreement=0.9)
     status = tick(ctl, T0 + 120)
     assert status.phase == "shadow" and "40/100 predictions paired" in status.last_decision.reason
     monitor.in_shadow(CHALLENGER, paired=150, label_agreement=0.9)
     status = tick(ctl, T0 + 180)
-    experiment = control.value["experiment"]
-    assert status.phase == "live" and status.step == 1 and experiment["shadow"] is None
+    experiment = control.experiment
+    assert status.phase == "live" and status.step == 1 and experiment.shadow is None
     assert challenger_share(control) == pytest.approx(0.1)
     went_live = registry.promotion_ledger()[-1]
     assert went_live.version == v2 and "shadow done" in went_live.reason
@@ -250,9 +252,9 @@ def test_with_shadow_first_a_challenger_is_scored_in_shadow_before_any_live_shar
 
 
 def test_the_split_keeps_other_variants_shares():
-    exp = {"control": "champion", "split": {"champion": 0.6, "challenger": 0.2, "other": 0.2}}
-    assert split_with(exp, 0.25)["split"] == pytest.approx({"champion": 0.6, "challenger": 0.2, "other": 0.2})
-    assert split_with(exp, 1.0)["split"] == pytest.approx({"champion": 0.0, "challenger": 0.8, "other": 0.2})
+    exp = ExperimentConfig(control="champion", split={"champion": 0.6, "challenger": 0.2, "other": 0.2})
+    assert split_with(exp, 0.25).split == pytest.approx({"champion": 0.6, "challenger": 0.2, "other": 0.2})
+    assert split_with(exp, 1.0).split == pytest.approx({"champion": 0.0, "challenger": 0.8, "other": 0.2})
 
 
 def test_the_status_is_typed_and_its_json_keeps_the_routes_shape(served):
