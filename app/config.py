@@ -11,6 +11,7 @@ import hashlib
 import itertools
 import json
 import keyword
+import logging
 import os
 import re
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path("deployments/config/local.yaml")
 ENV_PREFIX = "MLSYS_"
@@ -315,8 +318,10 @@ class RayConfig(_Section):
     serve_proxy: Literal["haproxy", "default"] = "haproxy"
 
 
-class TrainConfig(_Section):
-    num_workers: int = Field(default=2, ge=1)
+class MlpConfig(_Section):
+    """The torch MLP (`model.family: mlp`), trained data-parallel (DDP) on Ray Train."""
+
+    num_workers: int = Field(default=2, ge=1)  # Ray Train workers of an MLP run
     use_gpu: bool = False
     epochs: int = Field(default=10, ge=1)
     batch_size: int = Field(default=512, ge=1)
@@ -325,31 +330,35 @@ class TrainConfig(_Section):
     depth: int = Field(default=2, ge=1)
     dropout: float = Field(default=0.1, ge=0, lt=1)
     patience: int = Field(default=3, ge=1)  # epochs without a better validation loss before stopping
-    max_failures: int = Field(default=2, ge=0)  # worker failures a run survives (resumes from checkpoint)
-    # The most recent slice is the holdout, the one before it validation: no future leaks into training.
-    valid_fraction: float = Field(default=0.15, gt=0, lt=0.5)
-    holdout_fraction: float = Field(default=0.15, gt=0, lt=0.5)
-    min_rows: int = Field(default=200, ge=10)  # per split; fewer is refused before any worker starts
     # Each worker's shard handed over in memory through the object store; false: streamed
     # from a Ray Dataset every epoch, for shards larger than a worker's memory.
     cache_shards: bool = True
 
 
-class TuneConfig(_Section):
-    num_samples: int = Field(default=8, ge=1)
-    max_concurrent: int = Field(default=1, ge=1)
-    scheduler: Literal["asha", "fifo"] = "asha"
-    in_pipeline: bool = False  # search before the final training run in `mlsys pipeline`
-
-
 class ModelConfig(_Section):
-    """Which model family `mlsys train` fits, and the gradient-boosted trees' settings.
+    """Which model family `mlsys train` fits, and the settings every family's run shares.
 
-    `mlp`: the torch MLP (its settings are in `train`); `gbdt`: XGBoost trees, trained
-    data-parallel on Ray Train; `auto`: the family whose best search trial has the lower
+    `mlp`: the torch MLP (settings in `mlp`); `gbdt`: XGBoost trees, trained data-parallel on
+    Ray Train (settings in `gbdt`); `auto`: the family whose best search trial has the lower
     validation log loss (`mlsys tune`, or a search run first when there is none)."""
 
     family: Literal["mlp", "gbdt", "auto"] = "mlp"
+    # The split is shared, not per family: the families (and `auto`'s verdict) compare on the
+    # same validation rows, and the gate scores every candidate on the same holdout. The most
+    # recent slice is the holdout, the one before it validation: no future leaks into training.
+    valid_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+    holdout_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+    # Per split, checked on the split before a family is chosen; fewer is refused before any
+    # worker starts.
+    min_rows: int = Field(default=200, ge=10)
+    # Worker failures a run survives (resumes from its checkpoint); every family's Ray Train
+    # run shares one run configuration.
+    max_failures: int = Field(default=2, ge=0)
+
+
+class GbdtConfig(_Section):
+    """XGBoost's gradient-boosted trees (`model.family: gbdt`), trained data-parallel on Ray Train."""
+
     num_workers: int = Field(default=2, ge=1)  # Ray Train workers of a gbdt run
     cpus_per_worker: int = Field(default=1, ge=1)  # xgboost threads per worker
     use_gpu: bool = False  # refused before any worker starts when the cluster has no GPU
@@ -359,6 +368,13 @@ class ModelConfig(_Section):
     early_stopping_rounds: int = Field(default=20, ge=1)  # rounds without a better validation loss
     reg_lambda: float = Field(default=1.0, ge=0)  # L2 penalty on leaf weights
     min_child_weight: float = Field(default=1.0, ge=0)
+
+
+class TuneConfig(_Section):
+    num_samples: int = Field(default=8, ge=1)
+    max_concurrent: int = Field(default=1, ge=1)
+    scheduler: Literal["asha", "fifo"] = "asha"
+    in_pipeline: bool = False  # search before the final training run in `mlsys pipeline`
 
 
 class ExperimentConfig(_Section):
@@ -471,7 +487,7 @@ class MonitorConfig(_Section):
 
 
 class RolloutConfig(_Section):
-    """The automatic canary rollout of a new challenger (serving/canary.py, monitoring/rollout.py).
+    """The automatic canary rollout of a new challenger (serving/rollout_controller.py, monitoring/rollout.py).
 
     A challenger enters at `steps[0]` percent of the traffic and moves up a step after
     `min_outcomes` labelled outcomes and `min_minutes` at its step while the guardrails hold;
@@ -569,9 +585,10 @@ class AppConfig(_Section):
     features: FeaturesConfig = FeaturesConfig()
     storage: StorageConfig = StorageConfig()
     ray: RayConfig = RayConfig()
-    train: TrainConfig = TrainConfig()
-    tune: TuneConfig = TuneConfig()
     model: ModelConfig = ModelConfig()
+    mlp: MlpConfig = MlpConfig()
+    gbdt: GbdtConfig = GbdtConfig()
+    tune: TuneConfig = TuneConfig()
     serve: ServeConfig = ServeConfig()
     registry: RegistryConfig = RegistryConfig()
     monitor: MonitorConfig = MonitorConfig()
@@ -634,6 +651,92 @@ def apply_env_overrides(data: dict[str, Any], environ: dict[str, str]) -> dict[s
     return merged
 
 
+# ---------------------------------------------------------------- the previous layout
+# Before `model:`/`mlp:`/`gbdt:`, `train:` held the MLP's settings with the shared ones and
+# `model:` also held the trees'. For one release such configs, and MLSYS_TRAIN__* /
+# MLSYS_MODEL__* overrides, still load: each old key is moved to its new place, with one
+# deprecation line per old place. The release after refuses them as unknown keys.
+_SHARED_KEYS = frozenset(ModelConfig.model_fields) - {"family"}
+_TREE_KEYS = frozenset(GbdtConfig.model_fields)
+_GONE = "old names stop loading in the next release"
+
+
+def _new_section(section: str, key: str) -> str | None:
+    """The section that an old `section.key` now belongs to; None when it did not move."""
+    if section == "train":
+        return "model" if key in _SHARED_KEYS else "mlp"
+    if section == "model" and key in _TREE_KEYS:
+        return "gbdt"
+    return None
+
+
+def _moves(pairs: list[tuple[str, str]]) -> str:
+    """`a, b to mlp:; c to model:` for (key, new section) pairs."""
+    by_section: dict[str, list[str]] = {}
+    for key, section in pairs:
+        by_section.setdefault(section, []).append(key)
+    return "; ".join(f"{', '.join(keys)} to `{section}:`" for section, keys in by_section.items())
+
+
+def move_old_sections(data: dict[str, Any]) -> dict[str, Any]:
+    """The config with a `train:` section, and tree settings under `model:`, moved to `mlp:`,
+    `model:` and `gbdt:`; a key set in both its old and its new place is an error naming both."""
+    moved = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    if "train" in moved and not isinstance(moved["train"] or {}, dict):
+        raise ConfigError("train: must be a mapping of settings (now the `mlp:` and `model:` sections)")
+    old_train = moved.pop("train", None) or {}
+    old_model = moved.get("model")
+    old_trees = {k: v for k, v in old_model.items() if k in _TREE_KEYS} if isinstance(old_model, dict) else {}
+    clashes: list[str] = []
+    said: list[str] = []
+    for old, values in (("train", old_train), ("model", old_trees)):
+        pairs = []
+        for key, value in values.items():
+            new = _new_section(old, key)
+            target = moved.setdefault(new, {})
+            if not isinstance(target, dict):
+                continue  # the new section's own problem, reported by validation
+            if old == "model":
+                moved["model"].pop(key)
+            if key in target:
+                clashes.append(
+                    f"{old}.{key} and {new}.{key}: both set; {old}.{key} is the old name, keep {new}.{key}"
+                )
+                continue
+            target[key] = value
+            pairs.append((key, new))
+        if pairs:
+            where = "`train:` section is" if old == "train" else "tree settings under `model:` are"
+            said.append(f"the config's {where} deprecated ({_GONE}): move {_moves(pairs)}")
+    if clashes:
+        raise ConfigError("\n".join(clashes))
+    for line in said:
+        log.warning(line)
+    return moved
+
+
+def rename_old_env(environ: dict[str, str]) -> dict[str, str]:
+    """The environment with MLSYS_TRAIN__KEY and MLSYS_MODEL__<tree key> overrides renamed to
+    the sections they now set (MLSYS_MLP__EPOCHS, MLSYS_GBDT__ROUNDS, ...)."""
+    renamed, said, clashes = dict(environ), [], []
+    for name in sorted(environ):
+        path = name[len(ENV_PREFIX) :].split("__") if name.startswith(ENV_PREFIX) else []
+        new = _new_section(path[0].lower(), path[1].lower()) if len(path) > 1 else None
+        if new is None:
+            continue
+        new_name = "__".join([ENV_PREFIX + new.upper(), *path[1:]])
+        if new_name in environ:
+            clashes.append(f"{name} and {new_name}: both set; {name} is the old name, keep {new_name}")
+            continue
+        renamed[new_name] = renamed.pop(name)
+        said.append(f"{name} read as {new_name}")
+    if clashes:
+        raise ConfigError("\n".join(clashes))
+    if said:
+        log.warning("old config names in the environment are deprecated (%s): %s", _GONE, ", ".join(said))
+    return renamed
+
+
 def _format_errors(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
@@ -649,8 +752,9 @@ def _format_errors(exc: ValidationError) -> str:
 
 def parse_config(data: Any, environ: dict[str, str] | None = None) -> AppConfig:
     if not isinstance(data, dict):
-        raise ConfigError("config: the file must hold a mapping of sections (dataset:, train:, ...)")
-    data = apply_env_overrides(data, dict(os.environ) if environ is None else environ)
+        raise ConfigError("config: the file must hold a mapping of sections (dataset:, model:, ...)")
+    environ = rename_old_env(dict(os.environ) if environ is None else environ)
+    data = apply_env_overrides(move_old_sections(data), environ)
     try:
         return AppConfig.model_validate(data)
     except ValidationError as exc:

@@ -114,8 +114,14 @@ def train_and_register(
     if not passed:
         return outcome
     alias = CHAMPION if champion is None else CHALLENGER
-    settings = cfg.model if family == trees.FAMILY else cfg.train
-    params = {**settings.model_dump(), **overrides, "family": family, "hyperparameters_from": source}
+    settings = cfg.gbdt if family == trees.FAMILY else cfg.mlp
+    params = {
+        **cfg.model.model_dump(),
+        **settings.model_dump(),
+        **overrides,
+        "family": family,
+        "hyperparameters_from": source,
+    }
     outcome.version, outcome.alias = registry.register(bundle, params=params, alias=alias), alias
     return outcome
 

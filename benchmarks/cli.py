@@ -40,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         bad = Path(tmp) / "bad.yaml"
-        bad.write_text("train:\n  epochs: 3\n  epoch: 4\n")
+        bad.write_text("mlp:\n  epochs: 3\n  epoch: 4\n")
         results = {
             "mlsys --help": wall([str(BIN / "mlsys"), "--help"], args.repeat),
             "mlsys train (config error)": wall(

@@ -7,7 +7,7 @@
    and Ray Train V1 for reference.
 3. The MLP's training run (`app.training.train.train` with the pipeline's settings: 2 DDP
    workers, up to 10 epochs with early stopping) on the built-in generator's rows: workers
-   taking their shards from the object store (`train.cache_shards`, the default) against
+   taking their shards from the object store (`mlp.cache_shards`, the default) against
    streaming them from Ray Data every epoch.
 
 Each variant runs in a fresh process with a fresh local cluster (the poll interval is read
@@ -102,7 +102,7 @@ def time_training(rows: int, cache_shards: bool) -> dict[str, float]:
     from app.training.train import train
 
     cfg = load_config()
-    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"cache_shards": cache_shards})})
+    cfg = cfg.model_copy(update={"mlp": cfg.mlp.model_copy(update={"cache_shards": cache_shards})})
     frame = generate(rows, seed=0)
     cut, end = int(rows * 0.7), int(rows * 0.85)
     pre = Preprocessor(["age", "income", "score"], ["country", "gender"]).fit(frame[:cut])

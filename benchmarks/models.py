@@ -102,7 +102,8 @@ def configure(name: str, work: Path, rows: int, tune_samples: int):
             "categorical": categorical,
         },
         "features": {"time": [], "ttl_days": 3650},
-        "train": {"num_workers": 2, "min_rows": 50},
+        "model": {**tuning["model"], "min_rows": 50},
+        "mlp": {"num_workers": 2},
     }
     return parse_config(data, environ={})
 
@@ -112,11 +113,11 @@ def gbdt_timings(cfg, splits, overrides: dict) -> dict:
     and in one process with 1 and 2 threads: total wall time and boosting time."""
     from app.model.trees import TreeSpec
     from app.training.fit import make_preprocessor
-    from app.training.gbdt import arrays_dmatrix, boost, frame_arrays, hyperparameters
+    from app.training.gbdt import arrays_dmatrix, boost, frame_arrays, gbdt_hyperparameters
     from app.training.train_gbdt import train_gbdt
 
     pre = make_preprocessor(cfg, splits.train)
-    hp = {**hyperparameters(cfg), **overrides}
+    hp = {**gbdt_hyperparameters(cfg), **overrides}
     out: dict = {}
     for workers in (1, 2):
         started = time.perf_counter()

@@ -45,7 +45,7 @@ def env(work: Path) -> dict:
         "MLSYS_RAY__INCLUDE_DASHBOARD": "false",
         "MLSYS_SERVE__HTTP_PORT": str(PORT),
         "MLSYS_SERVE__EXPERIMENT__NAME": "bench",
-        "MLSYS_TRAIN__EPOCHS": "2",
+        "MLSYS_MLP__EPOCHS": "2",
         "RAY_ADDRESS": "",
     }
 

@@ -87,7 +87,7 @@ def main() -> None:
     from app.pipeline import search, train_and_register
     from app.training.fit import make_preprocessor
     from app.training.loop import model_arrays
-    from app.training.train import hyperparameters, model_spec, train
+    from app.training.train import mlp_hyperparameters, model_spec, train
 
     work = Path(tempfile.mkdtemp(prefix="mlsys-train-bench-"))
     cfg, splits = prepare(args.rows, work)
@@ -95,7 +95,7 @@ def main() -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
     pre = make_preprocessor(cfg, splits.train)
     label = cfg.dataset.label
-    hp = hyperparameters(cfg)
+    hp = mlp_hyperparameters(cfg)
     arrays = model_arrays(splits.train, pre, label)
     spec = model_spec(pre, hp)
     n = len(splits.train)
@@ -125,7 +125,7 @@ def main() -> None:
         results[f"ray_task_mmap_{name}_samples_per_s"] = n / statistics.median(epoch_s[1:])
     for workers in (1, 2):
         data = cfg.model_dump(mode="json")
-        data["train"].update(num_workers=workers, epochs=args.epochs, patience=args.epochs + 1)
+        data["mlp"].update(num_workers=workers, epochs=args.epochs, patience=args.epochs + 1)
         run = train(parse_config(data, environ={}), splits.train, splits.valid, pre)
         epoch_s = run.epoch_seconds[1:]
         results[f"ray_{workers}w_samples_per_s"] = n / statistics.median(epoch_s)

@@ -112,7 +112,7 @@ def small_cli_env() -> dict:
         **os.environ,
         "MLSYS_RAY__NUM_CPUS": "4",
         "MLSYS_RAY__INCLUDE_DASHBOARD": "false",
-        "MLSYS_TRAIN__EPOCHS": "3",
+        "MLSYS_MLP__EPOCHS": "3",
         "RAY_ADDRESS": "",
     }
 

@@ -47,7 +47,7 @@ def time_split(df: pd.DataFrame, cfg: AppConfig) -> Splits:
     """Split by timestamp quantiles: train < valid < holdout in time."""
     ts = cfg.dataset.timestamp
     df = df.sort_values(ts, kind="stable").reset_index(drop=True)
-    t = cfg.train
+    t = cfg.model
     valid_at = df[ts].quantile(1 - t.valid_fraction - t.holdout_fraction)
     holdout_at = df[ts].quantile(1 - t.holdout_fraction)
     return Splits(
@@ -61,9 +61,9 @@ def check_splits(splits: Splits, cfg: AppConfig) -> None:
     label, names = cfg.dataset.label, feature_spec(cfg).names
     for name in ("train", "valid", "holdout"):
         part = getattr(splits, name)
-        if len(part) < cfg.train.min_rows:
+        if len(part) < cfg.model.min_rows:
             raise TrainingDataError(
-                f"the {name} split has {len(part)} rows, fewer than train.min_rows={cfg.train.min_rows}; "
+                f"the {name} split has {len(part)} rows, fewer than model.min_rows={cfg.model.min_rows}; "
                 "load more data or lower the split fractions"
             )
     for name in ("train", "valid"):

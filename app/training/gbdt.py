@@ -22,7 +22,7 @@ from app.model.trees import TreeSpec
 
 # What a search may override; the rest of a run's settings come from the config.
 SEARCHABLE = ("learning_rate", "max_depth", "reg_lambda", "min_child_weight")
-# For a bundle whose spec lacks a setting: the model section's defaults.
+# For a bundle whose spec lacks a setting: the gbdt section's defaults.
 DEFAULTS = {"learning_rate": 0.1, "max_depth": 6, "reg_lambda": 1.0, "min_child_weight": 1.0}
 
 
@@ -34,9 +34,9 @@ class BoostResult:
     best_iteration: int = -1
 
 
-def hyperparameters(cfg: AppConfig) -> dict:
-    """A gbdt run's settings from the `model` section (overridable per run, e.g. by a search)."""
-    m = cfg.model
+def gbdt_hyperparameters(cfg: AppConfig) -> dict:
+    """A gbdt run's settings from the `gbdt` section (overridable per run, e.g. by a search)."""
+    m = cfg.gbdt
     return {
         "learning_rate": m.learning_rate,
         "max_depth": m.max_depth,

@@ -1,7 +1,7 @@
 """Distributed training with Ray Train's TorchTrainer (DDP): gloo on CPU, nccl on GPU.
 
 Workers take their shard of the preprocessed rows from the object store (or, with
-`train.cache_shards` off, stream it from a Ray Dataset every epoch), checkpoint every epoch (rank 0),
+`mlp.cache_shards` off, stream it from a Ray Dataset every epoch), checkpoint every epoch (rank 0),
 stop early on validation loss, and resume from the last checkpoint when a worker dies
 (`FailureConfig`). The best epoch's weights are what the run returns.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import tempfile
 import threading
 import time
@@ -84,7 +83,6 @@ def train_loop_per_worker(config: dict) -> None:
     train_batches = _epoch_batches("train", config, rank, batch_size=config["batch_size"], shuffle=True)
     valid_batches = _epoch_batches("valid", config, rank, batch_size=8192)
     for epoch in range(state["epoch"] + 1, config["epochs"]):
-        _maybe_inject_failure(config, epoch, rank)
         started = time.perf_counter()
         train_loss, rows = train_epoch(
             model, train_batches(epoch), optimizer, device=device, amp=config["amp"]
@@ -141,18 +139,9 @@ def _epoch_batches(name: str, config: dict, rank: int, *, batch_size: int, shuff
     return batches
 
 
-def _maybe_inject_failure(config: dict, epoch: int, rank: int) -> None:
-    """Test hook: kill this worker process once, at the configured epoch, on the last rank."""
-    marker = config.get("fail_once_marker")
-    last_rank = rank == config["num_workers"] - 1
-    if marker and epoch == config["fail_at_epoch"] and last_rank and not os.path.exists(marker):
-        Path(marker).write_text(str(os.getpid()))
-        os._exit(1)
-
-
-def hyperparameters(cfg: AppConfig) -> dict:
-    """The searchable and schedule settings of a run, from the config (overridable per run)."""
-    t = cfg.train
+def mlp_hyperparameters(cfg: AppConfig) -> dict:
+    """An MLP run's searchable and schedule settings, from the `mlp` section (overridable per run)."""
+    t = cfg.mlp
     return {
         "lr": t.lr,
         "batch_size": t.batch_size,
@@ -187,15 +176,10 @@ def train(
 ) -> TrainResult:
     """Fit a TabularMLP with Ray Train; returns the best epoch's weights and the history."""
     connect(cfg.ray)
-    t = cfg.train
-    config = {**hyperparameters(cfg), **(overrides or {})}
+    t = cfg.mlp
+    config = {**mlp_hyperparameters(cfg), **(overrides or {})}
     spec = model_spec(pre, config)
-    loop_config = {
-        **config,
-        "spec": spec.to_dict(),
-        "amp": t.use_gpu,
-        "num_workers": t.num_workers,
-    }
+    loop_config = {**config, "spec": spec.to_dict(), "amp": t.use_gpu}
     label = cfg.dataset.label
     frames = {"train": train_df, "valid": valid_df}
     datasets = {}
@@ -262,7 +246,7 @@ def run_config(cfg: AppConfig, name: str) -> RunConfig:
     return RunConfig(
         name=name,
         storage_path=str(cfg.storage.checkpoints),
-        failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+        failure_config=FailureConfig(max_failures=cfg.model.max_failures),
         checkpoint_config=CheckpointConfig(num_to_keep=2),
         logging_config=LoggingConfig(log_level=console_log_level()),
     )

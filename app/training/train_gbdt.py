@@ -12,7 +12,6 @@ starts when the cluster has no GPU.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from app.config import AppConfig, ConfigError
 from app.model import trees
 from app.model.preprocess import Preprocessor
 from app.model.trees import TreeSpec
-from app.training.gbdt import arrays_dmatrix, boost, hyperparameters, tree_spec
+from app.training.gbdt import arrays_dmatrix, boost, gbdt_hyperparameters, tree_spec
 from app.training.train import at_console_log_level, fit_with_ctrl_c_left_to_python, model_dataset, run_config
 
 # Seconds of boosting between checkpoints: a restarted run loses about this much work. A
@@ -57,15 +56,15 @@ class GbdtResult:
 
 
 def check_gpu(cfg: AppConfig) -> None:
-    """Refuse `model.use_gpu` on a cluster that has no GPU now (workers would wait forever)."""
-    if not cfg.model.use_gpu:
+    """Refuse `gbdt.use_gpu` on a cluster that has no GPU now (workers would wait forever)."""
+    if not cfg.gbdt.use_gpu:
         return
     connect(cfg.ray)
     gpus = ray.cluster_resources().get("GPU", 0)
     if gpus < 1:
         raise NoGpu(
-            "model.use_gpu: GPU trees were asked for, but the Ray cluster has no GPU; set "
-            "model.use_gpu: false (MLSYS_MODEL__USE_GPU=false) or run on a cluster with a GPU node up"
+            "gbdt.use_gpu: GPU trees were asked for, but the Ray cluster has no GPU; set "
+            "gbdt.use_gpu: false (MLSYS_GBDT__USE_GPU=false) or run on a cluster with a GPU node up"
         )
 
 
@@ -76,7 +75,7 @@ def _shard_arrays(name: str) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]).astype(t, copy=False) for k, t in ARRAYS.items()}
 
 
-def checkpoint_callback(every_s: float, history: list[dict] | None = None, *, fail: dict | None = None):
+def checkpoint_callback(every_s: float, history: list[dict] | None = None):
     """An XGBoost callback that reports to Ray Train only with a checkpoint: once at least
     `every_s` seconds passed since the last one, and at the end (the early-stopped, trimmed
     trees). A report is a barrier across the workers, about a second on a busy 2-core machine:
@@ -101,7 +100,6 @@ def checkpoint_callback(every_s: float, history: list[dict] | None = None, *, fa
 
         def after_iteration(self, model, epoch: int, evals_log) -> bool:
             epoch += self.offset
-            _maybe_inject_failure(fail or {}, epoch)
             self.history.append({"round": epoch, "val_loss": float(evals_log["valid"]["logloss"][-1])})
             if (epoch + 1) % CHECK_EVERY == 0:
                 due = time.perf_counter() - self.last >= every_s
@@ -126,17 +124,6 @@ def checkpoint_callback(every_s: float, history: list[dict] | None = None, *, fa
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
     return Checkpoints()
-
-
-def _maybe_inject_failure(config: dict, epoch: int) -> None:
-    """Test hook: kill this worker process once, at the configured round, on the last rank."""
-    marker = config.get("fail_once_marker")
-    if not marker or epoch != config.get("fail_at_round") or os.path.exists(marker):
-        return
-    ctx = ray.train.get_context()
-    if ctx.get_world_rank() == ctx.get_world_size() - 1:
-        Path(marker).write_text(str(os.getpid()))
-        os._exit(1)
 
 
 def read_checkpoint(checkpoint: ray.train.Checkpoint) -> tuple[object, dict]:
@@ -166,7 +153,7 @@ def gbdt_loop_per_worker(config: dict) -> None:
         dvalid,
         nthread=config["nthread"],
         use_gpu=config["use_gpu"],
-        callbacks=[checkpoint_callback(config["checkpoint_seconds"], history, fail=config)],
+        callbacks=[checkpoint_callback(config["checkpoint_seconds"], history)],
         start=start,
     )
 
@@ -187,8 +174,8 @@ def train_gbdt(
     trees.xgboost()  # a missing library is one line, before anything starts
     check_gpu(cfg)
     connect(cfg.ray)
-    m = cfg.model
-    hp = {**hyperparameters(cfg), **(overrides or {})}
+    m = cfg.gbdt
+    hp = {**gbdt_hyperparameters(cfg), **(overrides or {})}
     spec = TreeSpec.for_preprocessor(pre)
     label = cfg.dataset.label
     workers = num_workers or m.num_workers

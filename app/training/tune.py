@@ -104,7 +104,7 @@ def tune_torch(
     base = {
         "n_numeric": pre.n_numeric,
         "cardinalities": pre.cardinalities,
-        "epochs": cfg.train.epochs,
+        "epochs": cfg.mlp.epochs,
         "seed": 0,
     }
     tuner = tune.Tuner(
@@ -118,7 +118,7 @@ def tune_torch(
             mode="min",
             num_samples=num_samples or cfg.tune.num_samples,
             max_concurrent_trials=max_concurrent_trials(cfg, 1),
-            scheduler=_scheduler(cfg, cfg.train.epochs),
+            scheduler=_scheduler(cfg, cfg.mlp.epochs),
         ),
         run_config=tune_run_config(cfg, "tune-torch", family="mlp"),
     )

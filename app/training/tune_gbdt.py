@@ -19,7 +19,7 @@ from app.config import AppConfig
 from app.model import trees
 from app.model.preprocess import Preprocessor
 from app.model.trees import TreeSpec
-from app.training.gbdt import SEARCHABLE, arrays_dmatrix, boost, frame_arrays, hyperparameters
+from app.training.gbdt import SEARCHABLE, arrays_dmatrix, boost, frame_arrays, gbdt_hyperparameters
 from app.training.tune import SearchResult, max_concurrent_trials, summarise, tune_run_config
 
 GBDT_SPACE = {
@@ -53,7 +53,7 @@ def tune_gbdt(
     trees.xgboost()  # a missing library is one line, before any trial starts
     connect(cfg.ray)
     label = cfg.dataset.label
-    hp = hyperparameters(cfg)
+    hp = gbdt_hyperparameters(cfg)
     base = {"spec": TreeSpec.for_preprocessor(pre).to_dict(), "hp": hp}
     data = {"train": frame_arrays(train_df, pre, label), "valid": frame_arrays(valid_df, pre, label)}
     tuner = tune.Tuner(

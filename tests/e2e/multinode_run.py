@@ -40,7 +40,8 @@ def main(work: Path) -> None:
         data.update(
             storage={"root": str(work / "store")},
             ray={"address": cluster.address},
-            train={"epochs": 12, "num_workers": 2, "max_failures": 3, "patience": 20},
+            model={**data["model"], "max_failures": 3},
+            mlp={**data["mlp"], "epochs": 12, "num_workers": 2, "patience": 20},
             serve={"http_port": 8128},
         )
         cfg = parse_config(data, environ={})
@@ -78,7 +79,7 @@ def main(work: Path) -> None:
                     "nodes": len([n for n in ray.nodes() if n["Alive"]]),
                     "train_worker_nodes": len(train_nodes),
                     "last_epoch": max(h["epoch"] for h in bundle.metrics["training"]["history"]),
-                    "epochs": cfg.train.epochs,
+                    "epochs": cfg.mlp.epochs,
                     "prediction_variant": prediction["variant"],
                 }
             ),

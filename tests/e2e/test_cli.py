@@ -127,7 +127,7 @@ def test_pipeline_registers_a_champion_visible_in_models_list(tmp_path):
 def pipeline_interrupted_while_training(tmp_path, raw) -> tuple[int, str]:
     """`mlsys pipeline`, Ctrl-C once training has begun; returns its exit code and stderr."""
     # Epochs enough that training cannot finish before the signal, however fast Ray Train runs.
-    many_epochs = {"MLSYS_TRAIN__EPOCHS": "200", "MLSYS_TRAIN__PATIENCE": "200"}
+    many_epochs = {"MLSYS_MLP__EPOCHS": "200", "MLSYS_MLP__PATIENCE": "200"}
     proc = mlsys_process(
         tmp_path,
         "pipeline",
@@ -197,7 +197,7 @@ def test_demo_runs_the_whole_loop_twice(tmp_path):
         "MLSYS_RAY__DASHBOARD_PORT": "8266",
         "MLSYS_RETRAIN__JOBS_ADDRESS": "http://127.0.0.1:8266",
         "MLSYS_SERVE__HTTP_PORT": "8125",
-        "MLSYS_TRAIN__EPOCHS": "2",
+        "MLSYS_MLP__EPOCHS": "2",
     }
     for run in (1, 2):
         proc = subprocess.run(

@@ -46,7 +46,7 @@ def test_the_readmes_cluster_block_runs_the_pipeline_as_a_ray_job(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLSYS_", "VIRTUAL_ENV"))}
-    env.update(HOME=str(home), RAY_TMPDIR=temp_dir, MLSYS_TRAIN__EPOCHS="2")
+    env.update(HOME=str(home), RAY_TMPDIR=temp_dir, MLSYS_MLP__EPOCHS="2")
     block = readme_cluster_block()
     try:
         done = subprocess.run(

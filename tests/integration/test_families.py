@@ -4,6 +4,8 @@ both families and registering the better one."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import requests
@@ -16,12 +18,14 @@ from app.model.predictor import Predictor
 from app.registry.registry import CHAMPION, Registry
 from app.training.dataset import build_splits
 from tests.conftest import make_config
+from tests.integration.train_workers import BackgroundRun, CheckpointWatch
 
 pytestmark = pytest.mark.integration
 PORT = 8131  # its own port: the serving tests use 8123
 FEATURES = {"age": 41, "income": 52000.0, "score": 0.4, "country": "US", "gender": "F"}
 SECTIONS = {
-    "train": {"epochs": 2, "batch_size": 256, "num_workers": 2, "patience": 10},
+    "mlp": {"epochs": 2, "batch_size": 256, "num_workers": 2, "patience": 10},
+    "gbdt": {"num_workers": 2, "rounds": 300},
     "tune": {"num_samples": 1, "max_concurrent": 4},
     "registry": {"gate_margin": 0.05},
     "serve": {"http_port": PORT, "experiment": {"name": "exp-families", "split": {"champion": 1.0}}},
@@ -29,7 +33,7 @@ SECTIONS = {
 
 
 def _config(root, family: str):
-    return make_config(root, **SECTIONS, model={"family": family, "num_workers": 2, "rounds": 300})
+    return make_config(root, **SECTIONS, model={"family": family})
 
 
 @pytest.fixture(scope="module")
@@ -124,25 +128,36 @@ def test_auto_searches_both_families_and_registers_the_better(prepared, gbdt_cha
     assert trials and all(r.data.tags.get(FAMILY_TAG) == "gbdt" for r in trials)
 
 
-def test_a_gbdt_worker_killed_mid_run_resumes_from_the_last_checkpoint(prepared, tmp_path):
+def _last_round(checkpoint) -> int:
+    from app.training.train_gbdt import HISTORY_FILE
+
+    return json.loads((checkpoint / HISTORY_FILE).read_text())["history"][-1]["round"]
+
+
+def test_a_gbdt_worker_killed_mid_run_resumes_from_the_last_checkpoint(prepared):
     from app.training.fit import make_preprocessor
-    from app.training.train_gbdt import train_gbdt
+    from app.training.train_gbdt import CHECK_EVERY, train_gbdt
 
     cfg, splits = prepared
-    marker = tmp_path / "killed"
-    result = train_gbdt(
-        cfg,
-        splits.train,
-        splits.valid,
-        make_preprocessor(cfg, splits.train),
-        overrides={
-            "learning_rate": 0.05,
-            "checkpoint_seconds": 0,  # a checkpoint every CHECK_EVERY rounds
-            "fail_once_marker": str(marker),
-            "fail_at_round": 25,
-        },
+    name = "killed-gbdt"
+    pre = make_preprocessor(cfg, splits.train)
+    overrides = {"learning_rate": 0.05, "checkpoint_seconds": 0}  # a checkpoint every CHECK_EVERY rounds
+    run = BackgroundRun(
+        lambda: train_gbdt(cfg, splits.train, splits.valid, pre, overrides=overrides, name=name)
     )
-    assert marker.exists(), "the worker was killed"
-    assert result.spec.rounds > 20, "the trees of the checkpoint before the kill were kept"
+    watch = CheckpointWatch(cfg.storage.checkpoints / name, _last_round)
+    superseded = run.wait_until(watch.superseded, what="a registered checkpoint")
+    old = watch.on_disk() | set(watch.seen)
+    run.kill_a_worker()
+    # The restarted workers' first checkpoint is CHECK_EVERY rounds past the registered one they
+    # resumed from, so past `superseded`; workers starting over from no trees would checkpoint
+    # round CHECK_EVERY - 1 again.
+    first_new = run.wait_until(
+        lambda: [r for d, r in sorted(watch.poll().items()) if d not in old],
+        what="a checkpoint of the restarted workers",
+    )[0]
+    result = run.result()
+    assert first_new > superseded >= CHECK_EVERY - 1, "resumed from a checkpoint, not from scratch"
     rounds = [h["round"] for h in result.history]
-    assert rounds[:20] == list(range(20)) and max(rounds) > 25, "resumed and went on past the kill"
+    assert rounds == list(range(len(rounds))), "one learning curve across the restart"
+    assert max(rounds) >= first_new, "went on past the kill"

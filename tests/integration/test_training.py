@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from app.data.etl import run_etl
 from app.data.synthetic import generate, write_dataset
@@ -15,8 +16,9 @@ from app.pipeline import train_and_register
 from app.registry.registry import CHALLENGER, CHAMPION, Registry, RegistryError
 from app.training.dataset import build_splits
 from app.training.fit import evaluate_bundle
-from app.training.train import train
+from app.training.train import STATE_FILE, train
 from tests.conftest import make_config
+from tests.integration.train_workers import BackgroundRun, CheckpointWatch
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +28,7 @@ def prepared(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("training")
     cfg = make_config(
         tmp,
-        train={"epochs": 3, "batch_size": 256, "num_workers": 2, "patience": 10},
+        mlp={"epochs": 3, "batch_size": 256, "num_workers": 2, "patience": 10},
         registry={"gate_margin": 0.05},
     )
     write_dataset(iter([generate(12_000, seed=3)]), tmp / "raw.parquet")
@@ -35,29 +37,36 @@ def prepared(tmp_path_factory):
     return cfg, build_splits(cfg)
 
 
-def test_worker_killed_mid_run_resumes_and_finishes_every_epoch(prepared, tmp_path):
+def test_a_worker_killed_mid_run_resumes_from_its_checkpoint_and_finishes_every_epoch(prepared):
     cfg, splits = prepared
     pre = Preprocessor(["age", "income", "score"], ["country", "gender"]).fit(splits.train)
-    marker = tmp_path / "killed"
-    result = train(
-        cfg,
-        splits.train,
-        splits.valid,
-        pre,
-        overrides={"epochs": 4, "fail_once_marker": str(marker), "fail_at_epoch": 2},
+    name, epochs = "killed-mlp", 12
+    run = BackgroundRun(
+        lambda: train(cfg, splits.train, splits.valid, pre, overrides={"epochs": epochs}, name=name)
     )
-    assert marker.exists(), "the worker was killed"
-    assert result.epochs_completed == 4
+    # Each epoch's measured time travels in the checkpoint: the times of the epochs before the
+    # kill survive only if the restarted workers resume from a checkpoint, not from scratch.
+    watch = CheckpointWatch(
+        cfg.storage.checkpoints / name,
+        lambda d: torch.load(d / STATE_FILE, weights_only=True)["epoch_seconds"],
+    )
+    before = run.wait_until(watch.superseded, what="a registered checkpoint")
+    run.kill_a_worker()
+    result = run.result()
+    assert len(before) < epochs, "the worker was killed mid-run"
+    assert result.epochs_completed == epochs
+    assert result.epoch_seconds[: len(before)] == before, (result.epoch_seconds, before)
+    assert len(result.epoch_seconds) == epochs
     assert np.isfinite(result.best_val_loss)
 
 
 @pytest.mark.parametrize("cache_shards", [True, False], ids=["object-store", "ray-data-stream"])
 def test_every_epoch_trains_on_every_row(prepared, cache_shards, capfd):
     cfg, splits = prepared
-    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"cache_shards": cache_shards})})
+    cfg = cfg.model_copy(update={"mlp": cfg.mlp.model_copy(update={"cache_shards": cache_shards})})
     pre = Preprocessor(["age", "income", "score"], ["country", "gender"]).fit(splits.train)
     result = train(cfg, splits.train, splits.valid, pre, overrides={"epochs": 2})
-    n, workers = len(splits.train), cfg.train.num_workers
+    n, workers = len(splits.train), cfg.mlp.num_workers
     rows = [int(h["rows"]) for h in result.history]
     if cache_shards:  # dealt into equal shards, the last topped up with repeated rows
         assert rows == [-(-n // workers) * workers] * 2
@@ -81,7 +90,7 @@ def test_register_gate_promote_rollback(prepared):
     assert (second.version, second.alias) == (2, CHALLENGER)
 
     strict = make_config(
-        cfg.storage.path().parent, train={"num_workers": 2, "batch_size": 256}, registry={"gate_margin": 0.0}
+        cfg.storage.path().parent, mlp={"num_workers": 2, "batch_size": 256}, registry={"gate_margin": 0.0}
     )
     bad = train_and_register(strict, splits=splits, overrides={"epochs": 1, "lr": 1e-7})
     assert bad.version is None and "beyond margin" in bad.gate
@@ -120,7 +129,7 @@ def test_search_runs_tracked_trials_for_each_family_and_the_forest(prepared):
     cfg, splits = prepared
     fast = make_config(
         cfg.storage.path().parent,
-        train={"epochs": 2, "num_workers": 2},
+        mlp={"epochs": 2, "num_workers": 2},
         tune={"num_samples": 2, "max_concurrent": 4},
     )
     result = search(fast, splits, num_samples=2)

@@ -1,6 +1,10 @@
 import copy
+import logging
+import subprocess
+import sys
 
 import pytest
+import yaml
 
 from app.config import ConfigError, apply_env_overrides, load_config, parse_config
 from tests.conftest import LOCAL_CONFIG, config_dict
@@ -25,7 +29,7 @@ def test_unknown_key_is_named():
 
 
 def test_wrong_type_is_named():
-    assert _error(lambda d: d["train"].update(epochs="ten")).startswith("train.epochs:")
+    assert _error(lambda d: d["mlp"].update(epochs="ten")).startswith("mlp.epochs:")
 
 
 def test_missing_dataset_section():
@@ -67,27 +71,27 @@ def test_split_must_sum_to_one():
 
 def test_one_line_per_problem():
     def two_problems(d):
-        d["train"]["epochs"] = "x"
+        d["mlp"]["epochs"] = "x"
         d["tune"]["bogus"] = 1
 
     assert len(_error(two_problems).splitlines()) == 2
 
 
 def test_env_overrides_nested_keys_and_parse_values():
-    env = {"MLSYS_TRAIN__EPOCHS": "3", "MLSYS_FEATURES__ONLINE__TYPE": "redis", "OTHER": "x"}
+    env = {"MLSYS_MLP__EPOCHS": "3", "MLSYS_FEATURES__ONLINE__TYPE": "redis", "OTHER": "x"}
     cfg = parse_config(config_dict(), environ=env)
-    assert cfg.train.epochs == 3
+    assert cfg.mlp.epochs == 3
     assert cfg.features.online.type == "redis"
 
 
 def test_env_override_of_unknown_key_is_refused():
-    with pytest.raises(ConfigError, match="train.epoch: unknown key"):
-        parse_config(config_dict(), environ={"MLSYS_TRAIN__EPOCH": "3"})
+    with pytest.raises(ConfigError, match="mlp.epoch: unknown key"):
+        parse_config(config_dict(), environ={"MLSYS_MLP__EPOCH": "3"})
 
 
 def test_env_override_cannot_descend_into_a_value():
     with pytest.raises(ConfigError, match="does not name a config section"):
-        apply_env_overrides({"train": {"epochs": 3}}, {"MLSYS_TRAIN__EPOCHS__X": "1"})
+        apply_env_overrides({"mlp": {"epochs": 3}}, {"MLSYS_MLP__EPOCHS__X": "1"})
 
 
 def test_missing_file_and_bad_yaml(tmp_path):
@@ -101,9 +105,89 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 def test_fingerprint_changes_with_config():
     a = parse_config(config_dict(), environ={})
-    b = parse_config(config_dict(), environ={"MLSYS_TRAIN__EPOCHS": "2"})
+    b = parse_config(config_dict(), environ={"MLSYS_MLP__EPOCHS": "2"})
     assert a.fingerprint() == parse_config(config_dict(), environ={}).fingerprint()
     assert a.fingerprint() != b.fingerprint()
+
+
+# ---------------------------------------------------------------- the previous section names
+
+
+def _old_layout() -> dict:
+    """The shipped config as the previous release spelled it: `train:` held the MLP's and the
+    shared settings, `model:` the family and the trees' settings."""
+    d = copy.deepcopy(config_dict())
+    d["train"] = {**d.pop("mlp"), "min_rows": 150, "max_failures": 1, "valid_fraction": 0.2}
+    d["model"] = {"family": d["model"]["family"], **d.pop("gbdt"), "cpus_per_worker": 2}
+    return d
+
+
+def _deprecations(caplog) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if r.name == "app.config" and "deprecated" in r.getMessage()
+    ]
+
+
+def test_the_shipped_config_uses_the_new_sections_and_says_nothing(caplog):
+    d = config_dict()
+    assert {"model", "mlp", "gbdt"} <= set(d) and "train" not in d
+    with caplog.at_level(logging.WARNING):
+        parse_config(d, environ={})
+    assert _deprecations(caplog) == []
+
+
+def test_an_old_config_loads_as_the_new_one_with_one_line_per_old_section(caplog):
+    with caplog.at_level(logging.WARNING):
+        old = parse_config(_old_layout(), environ={})
+    new = parse_config(config_dict(), environ={})
+    assert old.mlp == new.mlp
+    assert (old.model.min_rows, old.model.max_failures, old.model.valid_fraction) == (150, 1, 0.2)
+    assert old.gbdt == new.gbdt.model_copy(update={"cpus_per_worker": 2})
+    lines = _deprecations(caplog)
+    assert len(lines) == 2 and all("\n" not in line for line in lines)
+    assert "`train:`" in lines[0] and "epochs" in lines[0] and "`mlp:`" in lines[0]
+    assert "min_rows" in lines[0] and "`model:`" in lines[0]
+    assert "`model:`" in lines[1] and "rounds" in lines[1] and "`gbdt:`" in lines[1]
+
+
+def test_old_environment_names_set_the_new_keys_over_the_file(caplog):
+    env = {"MLSYS_TRAIN__EPOCHS": "3", "MLSYS_TRAIN__MIN_ROWS": "60", "MLSYS_MODEL__ROUNDS": "7"}
+    with caplog.at_level(logging.WARNING):
+        cfg = parse_config(config_dict(), environ=env)
+        also_old_file = parse_config(_old_layout(), environ=env)
+    assert (cfg.mlp.epochs, cfg.model.min_rows, cfg.gbdt.rounds) == (3, 60, 7)
+    assert (also_old_file.mlp.epochs, also_old_file.model.min_rows, also_old_file.gbdt.rounds) == (3, 60, 7)
+    env_lines = [line for line in _deprecations(caplog) if "MLSYS_" in line]
+    assert len(env_lines) == 2  # one line per load, naming each old variable and its new name
+    assert "MLSYS_TRAIN__EPOCHS read as MLSYS_MLP__EPOCHS" in env_lines[0]
+    assert "MLSYS_MODEL__ROUNDS read as MLSYS_GBDT__ROUNDS" in env_lines[0]
+
+
+def test_a_key_in_both_its_old_and_new_place_is_an_error_naming_both():
+    def both(d):
+        d["train"] = {"epochs": 4}
+
+    assert _error(both).startswith("train.epochs and mlp.epochs: both set")
+
+    def trees_in_both(d):
+        d["model"]["rounds"] = 5
+
+    assert _error(trees_in_both).startswith("model.rounds and gbdt.rounds: both set")
+    with pytest.raises(ConfigError, match="MLSYS_TRAIN__EPOCHS and MLSYS_MLP__EPOCHS"):
+        parse_config(config_dict(), environ={"MLSYS_TRAIN__EPOCHS": "3", "MLSYS_MLP__EPOCHS": "4"})
+
+
+def test_the_cli_shows_an_old_config_deprecation_once_on_one_line(tmp_path):
+    old = _old_layout()
+    old["dataset"]["colour"] = "red"  # fails right after loading: nothing heavy runs
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump(old))
+    code = f"import sys\nfrom app.cli import main\nsys.argv = ['mlsys', '--config', {str(path)!r}, 'train']\nmain()"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    lines = out.stderr.splitlines()
+    assert out.returncode == 2 and "dataset.colour: unknown key" in out.stderr
+    assert sum("`train:` section is deprecated" in line for line in lines) == 1, out.stderr
+    assert sum("`model:` are deprecated" in line for line in lines) == 1, out.stderr
 
 
 # ---------------------------------------------------------------- derived feature names

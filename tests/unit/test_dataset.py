@@ -25,7 +25,7 @@ def test_split_is_by_time_with_the_holdout_last(cfg):
     assert s.train["event_timestamp"].max() < s.valid["event_timestamp"].min()
     assert s.valid["event_timestamp"].max() < s.holdout["event_timestamp"].min()
     assert len(s.train) + len(s.valid) + len(s.holdout) == 3000
-    assert abs(len(s.holdout) / 3000 - cfg.train.holdout_fraction) < 0.01
+    assert abs(len(s.holdout) / 3000 - cfg.model.holdout_fraction) < 0.01
     check_splits(s, cfg)
 
 
@@ -36,7 +36,7 @@ def test_one_class_is_refused(cfg):
 
 
 def test_too_few_rows_is_refused(cfg):
-    with pytest.raises(TrainingDataError, match="fewer than train.min_rows"):
+    with pytest.raises(TrainingDataError, match="fewer than model.min_rows"):
         check_splits(time_split(_frame(cfg, n=500), cfg), cfg)
 
 

@@ -27,7 +27,7 @@ def test_ray_up_cluster_config_passes_the_autoscaler_schema():
 def test_cluster_config_is_a_valid_mlsys_config():
     cfg = parse_config(yaml.safe_load((ROOT / "deployments/config/cluster.yaml").read_text()), environ={})
     assert cfg.features.online.type == "redis" and cfg.registry.tracking_uri.startswith("http")
-    assert cfg.dataset.source.startswith("s3://") and cfg.train.use_gpu
+    assert cfg.dataset.source.startswith("s3://") and cfg.mlp.use_gpu
 
 
 def test_rayjob_runs_a_real_command():

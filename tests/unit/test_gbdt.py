@@ -14,7 +14,7 @@ from app.model import trees
 from app.model.preprocess import Preprocessor
 from app.model.trees import TreeSpec, tree_inputs
 from app.training import choice as verdict
-from app.training.gbdt import SEARCHABLE, arrays_dmatrix, boost, frame_arrays, hyperparameters
+from app.training.gbdt import SEARCHABLE, arrays_dmatrix, boost, frame_arrays, gbdt_hyperparameters
 from tests.conftest import make_config
 
 
@@ -109,9 +109,9 @@ def test_continued_boosting_learns_from_new_rows_and_keeps_the_bundle_contract(t
     np.testing.assert_array_equal(Predictor.from_bundle(loaded).score(valid), after)
 
 
-def test_hyperparameters_come_from_the_model_section(tmp_path):
-    cfg = make_config(tmp_path, model={"learning_rate": 0.05, "max_depth": 4, "rounds": 200})
-    hp = hyperparameters(cfg)
+def test_hyperparameters_come_from_the_gbdt_section(tmp_path):
+    cfg = make_config(tmp_path, gbdt={"learning_rate": 0.05, "max_depth": 4, "rounds": 200})
+    hp = gbdt_hyperparameters(cfg)
     assert (hp["learning_rate"], hp["max_depth"], hp["rounds"]) == (0.05, 4, 200)
     assert set(SEARCHABLE) <= set(hp)
 
@@ -124,7 +124,7 @@ def test_the_search_space_is_what_a_run_can_override():
 
 def test_model_config_defaults_and_bad_family(tmp_path):
     cfg = make_config(tmp_path)
-    assert cfg.model.family == "mlp" and cfg.model.num_workers >= 1 and not cfg.model.use_gpu
+    assert cfg.model.family == "mlp" and cfg.gbdt.num_workers >= 1 and not cfg.gbdt.use_gpu
     with pytest.raises(ConfigError, match="model.family"):
         make_config(tmp_path, model={"family": "catboost"})
 
@@ -150,10 +150,10 @@ def test_gpu_trees_on_a_cluster_without_gpu_are_refused_before_any_worker(tmp_pa
 
     from app.training import train_gbdt
 
-    cfg = make_config(tmp_path, model={"family": "gbdt", "use_gpu": True})
+    cfg = make_config(tmp_path, model={"family": "gbdt"}, gbdt={"use_gpu": True})
     monkeypatch.setattr(train_gbdt, "connect", lambda _: None)
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0})
-    with pytest.raises(ConfigError, match="model.use_gpu.*no GPU"):
+    with pytest.raises(ConfigError, match="gbdt.use_gpu.*no GPU"):
         train_gbdt.check_gpu(cfg)
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 1.0})
     train_gbdt.check_gpu(cfg)  # a GPU is there: no refusal
