@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import ray
 from ray.exceptions import RayActorError
 
+from app.errors import first_line
+
 log = logging.getLogger(__name__)
 
 
@@ -85,10 +87,12 @@ class TrafficShipper:
             try:
                 sent.answer.result()
             except RayActorError as exc:  # the monitor died or is restarting: send again later
-                log.warning("monitor unavailable, resending %d records: %s", len(sent.records), _first(exc))
+                log.warning(
+                    "monitor unavailable, resending %d records: %s", len(sent.records), first_line(exc)
+                )
                 self._take_back(sent.records, sent.dropped)
             except Exception as exc:  # the monitor answered with an error: not retried
-                log.warning("monitor refused %d records: %s", len(sent.records), _first(exc))
+                log.warning("monitor refused %d records: %s", len(sent.records), first_line(exc))
                 self.dropped += sent.dropped
                 self._drop(len(sent.records))
         self.in_flight = still
@@ -104,7 +108,7 @@ class TrafficShipper:
             try:
                 ref = self.send(batch, self.dropped)
             except Exception as exc:
-                log.warning("cannot reach the monitor: %s", _first(exc))
+                log.warning("cannot reach the monitor: %s", first_line(exc))
                 self._take_back(batch, 0)
                 break
             answer = ref.future() if isinstance(ref, ray.ObjectRef) else ref
@@ -112,7 +116,3 @@ class TrafficShipper:
             self.dropped = 0
             sent += len(batch)
         return sent
-
-
-def _first(exc: Exception) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
