@@ -20,6 +20,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from app.errors import first_line
+
 log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path("deployments/config/local.yaml")
@@ -422,6 +424,9 @@ class ServeConfig(_Section):
     experiment: ExperimentConfig = ExperimentConfig()
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)
+    # The Open Inference Protocol over gRPC (Triton's and KServe's clients), beside HTTP on the
+    # same host; 0 turns it off.
+    grpc_port: int = Field(default=9000, ge=0, le=65535)
     # "ingress": the variants' models live in the ingress replica (one hop; right for small CPU
     # models); "deployment": one model deployment per variant (for GPU or large models).
     placement: Literal["ingress", "deployment"] = "ingress"
@@ -487,7 +492,8 @@ class MonitorConfig(_Section):
 
 
 class RolloutConfig(_Section):
-    """The automatic canary rollout of a new challenger (serving/rollout_controller.py, monitoring/rollout.py).
+    """The automatic canary rollout of a new challenger (serving/rollout_controller.py; decisions:
+    monitoring/rollout.py).
 
     A challenger enters at `steps[0]` percent of the traffic and moves up a step after
     `min_outcomes` labelled outcomes and `min_minutes` at its step while the guardrails hold;
@@ -784,5 +790,5 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"{path}: not valid YAML: {first_line(exc)}") from None
     return with_absolute_paths(parse_config(data, environ))

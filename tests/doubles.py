@@ -103,3 +103,49 @@ def drift_report(variants: dict | None = None, *, dropped: int = 0):
         history=(),
         retrain=RetrainLog(incident_open=False, submitted=(), decisions=()),
     )
+
+
+SERVED_ROW = {"age": 41, "income": 52000.0, "score": 0.4, "country": "US", "gender": "F"}
+
+
+class MonitorDouble:
+    """The drift monitor as a serving replica sees it: records kept as the log's rows, feedback
+    joined once per request id."""
+
+    def __init__(self):
+        self.records, self.feedback_seen = [], []
+
+    def ingest(self, batch, dropped):
+        self.records += [r.row() for r in batch]
+        return len(batch)
+
+    def feedback(self, request_id, label, may_wait=True):
+        """Like the monitor: known ids join once; an unknown one waits only if it may."""
+        if any(rid == request_id for rid, _ in self.feedback_seen):
+            return "duplicate"
+        if not may_wait and not any(r["request_id"] == request_id for r in self.records):
+            return "recorded"
+        self.feedback_seen.append((request_id, label))
+        return "joined"
+
+
+class OnlineStoreDouble:
+    """Feast's online store for two known entities, 1 and 2 (an unknown one has every feature
+    missing); `version` is the registry's, which a materialization moves."""
+
+    version = 0
+
+    def __init__(self, cfg):
+        from app.features.transforms import feature_spec
+        from app.serving.scoring import raw_rows_to_frame
+
+        self.spec = feature_spec(cfg)
+        frame = raw_rows_to_frame([SERVED_ROW, {**SERVED_ROW, "age": 70, "country": "DE"}], cfg)
+        self.rows = dict(zip([1, 2], frame[self.spec.names].to_dict("records"), strict=True))
+
+    def online_columns(self, ids):
+        rows = [self.rows.get(i, dict.fromkeys(self.spec.names)) for i in ids]
+        return {name: [r[name] for r in rows] for name in self.spec.names}
+
+    def registry_version(self):
+        return self.version

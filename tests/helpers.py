@@ -150,3 +150,24 @@ def served_entities(cfg, tmp) -> tuple[list[int], pd.DataFrame]:
     features.materialize()
     clean = generate(2000, seed=6, defects=Defects(0, 0, 0, 0, 0, 0))
     return [int(e) for e in raw["user_id"].dropna().unique()[:50]], clean
+
+
+ADMIN_TOKEN = "unit-admin-token"
+
+
+def make_ingress(cfg, *, monitor=None, features=None, handles=None):
+    """A serving replica's `Ingress` over in-process doubles of its actors and online store (the
+    registry and the control actor's class are real); admin routes take ADMIN_TOKEN."""
+    from app.serving.auth import token_digest
+    from app.serving.control import ServeControl
+    from app.serving.ingress import Ingress
+    from tests.doubles import ActorDouble, MonitorDouble, OnlineStoreDouble
+
+    return Ingress(
+        cfg.model_dump(mode="json"),
+        handles or {},
+        token_digest(ADMIN_TOKEN),
+        control=ActorDouble(ServeControl(cfg)),
+        monitor=ActorDouble(monitor or MonitorDouble()),
+        features=features or OnlineStoreDouble(cfg),
+    )

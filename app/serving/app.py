@@ -99,7 +99,10 @@ def start(cfg: AppConfig, *, name: str = APP_NAME, route_prefix: str = "/", time
         # Serve's own logger (set to INFO when Serve is imported) narrates starting, connecting
         # to and deleting applications on this console; our commands say what they did.
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
-    serve.start(http_options={"host": cfg.serve.http_host, "port": cfg.serve.http_port})
+    serve.start(
+        http_options={"host": cfg.serve.http_host, "port": cfg.serve.http_port},
+        grpc_options=grpc_options(cfg),
+    )
     # Not serve.run: it waits for the replicas without a time limit, so a replica that can never
     # be placed (more replicas than the cluster has CPUs) would hang the command in silence.
     serve.run_many(
@@ -115,6 +118,13 @@ def start(cfg: AppConfig, *, name: str = APP_NAME, route_prefix: str = "/", time
     except TimeoutError as exc:
         raise ServiceNotReady(f"{exc}; Serve reports: {deployment_messages(name)}") from None
     return url
+
+
+def grpc_options(cfg: AppConfig) -> dict:
+    """Serve's gRPC proxy with the Open Inference Protocol's service (off when the port is 0)."""
+    from app.serving.oip_grpc import SERVICER
+
+    return {"port": cfg.serve.grpc_port, "grpc_servicer_functions": [SERVICER] if cfg.serve.grpc_port else []}
 
 
 def wait_running(name: str, deadline: float) -> None:

@@ -21,6 +21,7 @@ from app.config import AppConfig, ExperimentConfig
 from app.serving import actors, oip
 from app.serving.feature_cache import OnlineFeatures
 from app.serving.model_set import ModelSet
+from app.serving.oip_grpc import OipGrpcMethods
 from app.serving.pipeline import ScoringPipeline
 from app.serving.placement import placement_for
 from app.serving.routing import LiveRouting
@@ -40,7 +41,7 @@ def _freeze_heap() -> None:
     gc.freeze()
 
 
-class Ingress:
+class Ingress(OipGrpcMethods):
     def __init__(
         self,
         cfg_data: dict,
@@ -152,6 +153,11 @@ class Ingress:
         # One caller's row must not fail the others batched with it: each row on its own.
         log.warning("a batch of %d rows failed; scoring them one by one", len(rows))
         return [(await self._score_batched.__wrapped__(self, [row]))[0] for row in rows]
+
+    def v2_version(self, name: str) -> int:
+        """The control variant's version behind the v2 model `name` (oip.ModelNotServed otherwise)."""
+        current = self.routing.current
+        return oip.control_version(self.cfg, name, current.versions, current.experiment.control)
 
     async def v2_infer(self, name: str, body: oip.InferRequest) -> dict:
         """Score v2 tensors through the same pipeline as /predict: the rows of one request share

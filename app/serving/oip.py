@@ -50,10 +50,29 @@ LITTLE_ENDIAN = {
     "UINT64": "<u8",
 }
 HEADER_LENGTH = "Inference-Header-Content-Length"
+OUTPUT_DTYPES = {"FP32": "<f4", "INT64": "<i8"}  # score and label, as raw little-endian bytes
 
 
 class OipError(ValueError):
     """A v2 request that does not fit the model; the message names the tensor and the reason."""
+
+
+class ModelNotServed(Exception):
+    """A v2 model name that is not this server's (404), or that has no version loaded (503)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def control_version(cfg: AppConfig, name: str, versions: dict[str, int], control: str) -> int:
+    """The control variant's version behind the v2 model `name` (ModelNotServed otherwise)."""
+    served = cfg.registry.model_name
+    if name != served:
+        raise ModelNotServed(404, f"model {name!r} not found (this server has {served!r})")
+    if control not in versions:
+        raise ModelNotServed(503, f"model {name!r} has no {control} version loaded")
+    return versions[control]
 
 
 class InferInput(BaseModel):
@@ -93,7 +112,7 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     try:
         req = InferRequest.model_validate(json.loads(header))
     except (ValueError, UnicodeDecodeError) as exc:  # ValidationError is a ValueError
-        raise OipError(f"request: {_first_error(exc)}") from None
+        raise OipError(f"request: {first_error(exc)}") from None
     except RecursionError:
         raise OipError("request: JSON nested too deeply") from None
     offset = 0
@@ -105,21 +124,21 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
             continue
         if not isinstance(size, int) or size < 0 or offset + size > len(rest):
             raise OipError(f"input {t.name!r}: binary_data_size {size!r} exceeds the binary data sent")
-        t.data = _decode(t, rest[offset : offset + size])
+        t.data = decode_binary(t, rest[offset : offset + size])
         offset += size
     if offset != len(rest):
         raise OipError(f"request: {len(rest) - offset} bytes of binary data belong to no input")
     return req
 
 
-def _first_error(exc: Exception) -> str:
+def first_error(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         err = exc.errors()[0]
         return f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
     return f"not JSON ({exc})"
 
 
-def _decode(t: InferInput, raw: bytes) -> list:
+def decode_binary(t: InferInput, raw: bytes) -> list:
     if t.datatype == "BYTES":
         values, i = [], 0
         while i < len(raw):
@@ -238,10 +257,9 @@ def wants_binary(req: InferRequest) -> bool:
 
 def binary_response(resp: dict) -> tuple[bytes, int]:
     """`resp` with its output data moved behind the JSON header: (body, header length)."""
-    dtypes = {"FP32": "<f4", "INT64": "<i8"}
     header, chunks = {**resp, "outputs": []}, []
     for out in resp["outputs"]:
-        raw = np.asarray(out["data"], dtype=dtypes[out["datatype"]]).tobytes()
+        raw = np.asarray(out["data"], dtype=OUTPUT_DTYPES[out["datatype"]]).tobytes()
         chunks.append(raw)
         meta = {k: v for k, v in out.items() if k != "data"}
         header["outputs"].append({**meta, "parameters": {"binary_data_size": len(raw)}})

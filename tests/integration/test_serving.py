@@ -23,6 +23,7 @@ from tests.helpers import ab_service
 
 pytestmark = pytest.mark.integration
 PORT = 8123
+GRPC_PORT = 9123
 TOKEN = "test-admin-token"
 FEATURES = {"age": 41, "income": 52000.0, "score": 0.4, "country": "US", "gender": "F"}
 
@@ -34,6 +35,7 @@ def service(tmp_path_factory):
         tmp,
         serve={
             "http_port": PORT,
+            "grpc_port": GRPC_PORT,
             "poll_interval_s": 0.2,
             "max_body_bytes": 200_000,
             "experiment": {"name": "exp-test", "split": {"champion": 0.5, "challenger": 0.5}},
@@ -353,3 +355,40 @@ def test_request_metrics_reach_rays_metrics_endpoint(service):
         time.sleep(2)
     assert "ray_mlsys_requests_total" in text and 'variant="champion"' in text
     assert "ray_mlsys_request_latency_seconds_bucket" in text
+
+
+def test_oip_v2_over_grpc_through_serves_proxy(service):
+    """Triton's gRPC client, unchanged, through Serve's gRPC proxy: the same path as HTTP
+    (assignment, the traffic log), status codes for bad input, and the service keeps serving."""
+    import numpy as np
+    import tritonclient.grpc as triton
+    from tritonclient.utils import InferenceServerException
+
+    cfg = service["cfg"]
+    client = triton.InferenceServerClient(f"127.0.0.1:{GRPC_PORT}")
+    name = cfg.registry.model_name
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(name)
+    rows = [FEATURES, {**FEATURES, "age": 70, "country": "DE"}]
+    inputs = []
+    for spec in client.get_model_metadata(name, as_json=True)["inputs"]:
+        dtype = np.float32 if spec["datatype"] == "FP32" else np.object_
+        tensor = triton.InferInput(spec["name"], [len(rows)], spec["datatype"])
+        tensor.set_data_from_numpy(np.array([r[spec["name"]] for r in rows], dtype=dtype))
+        inputs.append(tensor)
+    for i in range(8):  # assigned as /predict assigns the same key
+        key = f"grpc-client-{i}"
+        result = client.infer(name, inputs, parameters={"key": key})
+        scores = result.as_numpy("score")
+        assert scores.shape == (2,) and np.isfinite(scores).all()
+        http = post(service, "/predict", {"features": FEATURES, "key": key}).json()
+        assert result.get_response(as_json=True)["model_version"] == str(http["model_version"])
+        assert scores[0] == pytest.approx(http["score"], abs=1e-6)
+    bad = [t for t in inputs if t.name() != "age"] + [triton.InferInput("age", [2], "BYTES")]
+    bad[-1].set_data_from_numpy(np.array(["41", "70"], dtype=np.object_))
+    with pytest.raises(InferenceServerException) as err:
+        client.infer(name, bad)
+    assert err.value.status() == "StatusCode.INVALID_ARGUMENT" and "age" in err.value.message()
+    with pytest.raises(InferenceServerException) as err:
+        client.infer("another-model", inputs)
+    assert err.value.status() == "StatusCode.NOT_FOUND"
+    assert client.infer(name, inputs).as_numpy("score").shape == (2,)

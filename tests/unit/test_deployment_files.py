@@ -10,6 +10,7 @@ from ray.serve.schema import ServeDeploySchema
 
 from app.cli import app as cli_app
 from app.config import parse_config
+from app.serving.oip_grpc import SERVICER
 from tests.conftest import ROOT
 
 COMMANDS = {c.name or c.callback.__name__ for c in cli_app.registered_commands}
@@ -46,3 +47,5 @@ def test_serve_configs_pass_serves_schema(path):
     (application,) = schema.applications
     assert application.import_path == "app.serving.app:build_app"
     assert (ROOT / application.args["config"]).is_file()
+    # the servicer `mlsys serve` starts, by the import path Serve resolves in each replica
+    assert schema.grpc_options.grpc_servicer_functions == [SERVICER]

@@ -1,8 +1,9 @@
 """The ingress replica without HTTP and without Ray: its class, called directly.
 
-The control and monitor actors are in-process doubles answering like Ray actor handles
-(`.method.remote(...)` returns an awaitable); the registry is a real MLflow store holding
-two small models, so routing, scoring, shadow and promotion run the real code.
+The monitor and the online store are in-process doubles answering like Ray actor handles
+(`.method.remote(...)` returns an awaitable); the control actor's class and the registry are
+real (an MLflow store holding two small models), so routing, scoring, shadow and promotion run
+the real code (the `replica` fixture, tests/unit/conftest.py).
 """
 
 from __future__ import annotations
@@ -18,93 +19,21 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.data.synthetic import Defects, generate
-from app.features.transforms import feature_spec
 from app.model.predictor import Predictor
-from app.registry.registry import CHALLENGER, CHAMPION, Registry
+from app.registry.registry import CHALLENGER, CHAMPION
 from app.serving import receipts
 from app.serving.app import ingress_deployment
-from app.serving.auth import AdminError, token_digest
-from app.serving.control import ServeControl
+from app.serving.auth import AdminError
 from app.serving.ingress import Ingress
 from app.serving.routes import build_api
 from app.serving.routes.deps import current_ingress
 from app.serving.schemas import request_models
 from app.serving.scoring import Answer, RowError, ScoringFailed, raw_rows_to_frame
-from tests.conftest import make_config
-from tests.doubles import ActorDouble
-from tests.helpers import quick_bundle
+from tests.doubles import SERVED_ROW, OnlineStoreDouble
+from tests.helpers import ADMIN_TOKEN, make_ingress
 
-CLEAN = Defects(0, 0, 0, 0, 0, 0)
-TOKEN = "unit-admin-token"
 FLOAT32_SCORE_TOLERANCE = 1e-6
-ROW = {"age": 41, "income": 52000.0, "score": 0.4, "country": "US", "gender": "F"}
-
-
-class Monitor:
-    def __init__(self):
-        self.records, self.feedback_seen = [], []
-
-    def ingest(self, batch, dropped):
-        self.records += [r.row() for r in batch]
-        return len(batch)
-
-    def feedback(self, request_id, label, may_wait=True):
-        """Like the monitor: known ids join once; an unknown one waits only if it may."""
-        if any(rid == request_id for rid, _ in self.feedback_seen):
-            return "duplicate"
-        if not may_wait and not any(r["request_id"] == request_id for r in self.records):
-            return "recorded"
-        self.feedback_seen.append((request_id, label))
-        return "joined"
-
-
-class Features:
-    """The online store for two known entities (an unknown one has every feature missing)."""
-
-    def __init__(self, cfg):
-        self.spec = feature_spec(cfg)
-        frame = raw_rows_to_frame([ROW, {**ROW, "age": 70, "country": "DE"}], cfg)
-        self.rows = dict(zip([1, 2], frame[self.spec.names].to_dict("records"), strict=True))
-
-    def online_columns(self, ids):
-        rows = [self.rows.get(i, dict.fromkeys(self.spec.names)) for i in ids]
-        return {name: [r[name] for r in rows] for name in self.spec.names}
-
-    version = 0
-
-    def registry_version(self):
-        return self.version
-
-
-@pytest.fixture
-def setup(tmp_path):
-    cfg = make_config(
-        tmp_path,
-        serve={"experiment": {"name": "exp-unit", "split": {"champion": 0.5, "challenger": 0.5}}},
-    )
-    registry = Registry(cfg)
-    bundles = {
-        alias: quick_bundle(cfg, generate(1500, seed=seed, defects=CLEAN), seed=seed)
-        for alias, seed in ((CHAMPION, 1), (CHALLENGER, 2))
-    }
-    for alias, bundle in bundles.items():
-        registry.register(bundle, params={}, alias=alias)
-    monitor = Monitor()
-    ingress = make_ingress(cfg, monitor=monitor)
-    return {"cfg": cfg, "ingress": ingress, "bundles": bundles, "monitor": monitor, "registry": registry}
-
-
-def make_ingress(cfg, *, monitor=None, features=None, handles=None) -> Ingress:
-    """An Ingress over in-process doubles of its actors and online store (the registry is real)."""
-    return Ingress(
-        cfg.model_dump(mode="json"),
-        handles or {},
-        token_digest(TOKEN),
-        control=ActorDouble(ServeControl(cfg)),
-        monitor=ActorDouble(monitor or Monitor()),
-        features=features or Features(cfg),
-    )
+ROW = SERVED_ROW
 
 
 def rows(cfg, items: list[dict]) -> list:
@@ -116,32 +45,32 @@ def run(coro):
     return asyncio.run(coro)
 
 
-def test_the_serve_deployment_wraps_this_class(setup):
-    assert issubclass(ingress_deployment(setup["cfg"]).func_or_class, Ingress)
+def test_the_serve_deployment_wraps_this_class(replica):
+    assert issubclass(ingress_deployment(replica.cfg).func_or_class, Ingress)
 
 
-def test_a_batch_scores_each_row_with_its_variants_model_and_logs_every_answer(setup):
-    cfg, ingress = setup["cfg"], setup["ingress"]
+def test_a_batch_scores_each_row_with_its_variants_model_and_logs_every_answer(replica):
+    cfg, ingress = replica.cfg, replica.ingress
     items = [{"features": {**ROW, "age": 20 + i}, "key": f"user-{i}"} for i in range(40)]
     answers = run(ingress.predict(rows(cfg, items), batch=True))
     assert {a["variant"] for a in answers} == {CHAMPION, CHALLENGER}
     frame = raw_rows_to_frame([it["features"] for it in items], cfg)
     for variant, version in ((CHAMPION, 1), (CHALLENGER, 2)):
         idx = [i for i, a in enumerate(answers) if a["variant"] == variant]
-        expected = Predictor.from_bundle(setup["bundles"][variant]).score(frame.iloc[idx])
+        expected = Predictor.from_bundle(replica.bundles[variant]).score(frame.iloc[idx])
         np.testing.assert_allclose([answers[i]["score"] for i in idx], expected, rtol=1e-6)
         assert {answers[i]["model_version"] for i in idx} == {version}
     assert all(a["label"] == int(a["score"] >= cfg.serve.threshold) for a in answers)
     ingress.shipper.pump()
-    logged = setup["monitor"].records
+    logged = replica.monitor.records
     assert sorted(r["request_id"] for r in logged) == sorted(a["request_id"] for a in answers)
     assert {r["experiment"] for r in logged} == {"exp-unit"}
 
 
-def test_assignment_is_sticky_per_key(setup):
+def test_assignment_is_sticky_per_key(replica):
     # (A single request joins Serve's batch queue, which exists only inside a replica: the
     # integration tests cover that path.)
-    cfg, ingress = setup["cfg"], setup["ingress"]
+    cfg, ingress = replica.cfg, replica.ingress
 
     async def twice():
         one = await ingress.predict(rows(cfg, [{"features": ROW, "key": "alice"}]), batch=True)
@@ -153,8 +82,8 @@ def test_assignment_is_sticky_per_key(setup):
     assert first["request_id"] != second["request_id"]
 
 
-def test_an_unknown_entity_is_a_404_row_error_and_known_ones_score(setup):
-    cfg, ingress = setup["cfg"], setup["ingress"]
+def test_an_unknown_entity_is_a_404_row_error_and_known_ones_score(replica):
+    cfg, ingress = replica.cfg, replica.ingress
     answers = run(ingress.predict(rows(cfg, [{"entity_id": 1}, {"entity_id": 2}]), batch=True))
     assert [a["model_version"] in (1, 2) for a in answers] == [True, True]
     with pytest.raises(RowError) as err:
@@ -175,15 +104,15 @@ class ModelHandle:
 
 
 @pytest.mark.parametrize("placement", ["ingress", "deployment"])
-def test_a_row_scores_the_same_whatever_else_is_in_its_batch(setup, placement):
+def test_a_row_scores_the_same_whatever_else_is_in_its_batch(replica, placement):
     """An unknown entity (every feature missing) or a raw-features row in the same batch must
     not change how the others are coded: in a DataFrame, one missing hour turned the batch's
     integer hours into floats ("3.0"), which the vocabulary ("3") did not know."""
-    cfg = setup["cfg"]
+    cfg = replica.cfg
     cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"unknown_entity": "impute"})})
     handles = None
     if placement == "deployment":
-        handles = {alias: ModelHandle(Predictor.from_bundle(b)) for alias, b in setup["bundles"].items()}
+        handles = {alias: ModelHandle(Predictor.from_bundle(b)) for alias, b in replica.bundles.items()}
     pipeline = make_ingress(cfg, handles=handles).pipeline
     alone = run(pipeline.score(rows(cfg, [{"entity_id": 1}])))[0]
     mixed = run(pipeline.score(rows(cfg, [{"entity_id": 999}, {"features": ROW}, {"entity_id": 1}])))
@@ -193,13 +122,13 @@ def test_a_row_scores_the_same_whatever_else_is_in_its_batch(setup, placement):
     # (~3e-8 here). A mis-coded feature moves a score by orders of magnitude more.
     assert mixed[2].score == pytest.approx(alone.score, abs=FLOAT32_SCORE_TOLERANCE)
     assert mixed[2].features == alone.features
-    expected = Predictor.from_bundle(setup["bundles"][alone.variant]).score(raw_rows_to_frame([ROW], cfg))[0]
+    expected = Predictor.from_bundle(replica.bundles[alone.variant]).score(raw_rows_to_frame([ROW], cfg))[0]
     if mixed[1].variant == alone.variant:
         assert mixed[1].score == pytest.approx(expected, abs=FLOAT32_SCORE_TOLERANCE)
 
 
-def test_cached_online_rows_are_served_until_a_materialization_changes_the_registry(setup):
-    cfg, ingress = setup["cfg"], setup["ingress"]
+def test_cached_online_rows_are_served_until_a_materialization_changes_the_registry(replica):
+    cfg, ingress = replica.cfg, replica.ingress
     store = ingress.features.client
     before = run(ingress.pipeline.score(rows(cfg, [{"entity_id": 1}])))[0]
     store.rows[1] = {**store.rows[1], "income": store.rows[1]["income"] * 5}
@@ -211,8 +140,8 @@ def test_cached_online_rows_are_served_until_a_materialization_changes_the_regis
     assert after.features["income"] == store.rows[1]["income"] != before.features["income"]
 
 
-def test_a_new_split_and_a_promotion_change_routing_at_once(setup):
-    cfg, ingress = setup["cfg"], setup["ingress"]
+def test_a_new_split_and_a_promotion_change_routing_at_once(replica):
+    cfg, ingress = replica.cfg, replica.ingress
     exp = cfg.serve.experiment.model_copy(update={"split": {"champion": 0.0, "challenger": 1.0}})
     view = run(ingress.admin.set_experiment(exp))
     assert view["effective_split"] == {CHALLENGER: 1.0}
@@ -220,7 +149,7 @@ def test_a_new_split_and_a_promotion_change_routing_at_once(setup):
     assert {a["variant"] for a in run(ingress.predict(rows(cfg, items), batch=True))} == {CHALLENGER}
     after = run(ingress.admin.promote(None))
     assert after["models"] == {CHAMPION: 2}
-    assert setup["registry"].alias_version(CHAMPION) == 2
+    assert replica.registry.alias_version(CHAMPION) == 2
     # Every share is on the challenger alias, which now names no model: the control answers
     # (the promoted model), not a 503 for every request.
     answers = run(ingress.predict(rows(cfg, items), batch=True))
@@ -230,19 +159,19 @@ def test_a_new_split_and_a_promotion_change_routing_at_once(setup):
     assert {(a["variant"], a["model_version"]) for a in answers} == {(CHAMPION, 2)}
 
 
-def test_admin_calls_need_the_token(setup):
-    ingress = setup["ingress"]
+def test_admin_calls_need_the_token(replica):
+    ingress = replica.ingress
     for header, status in ((None, 401), ("Basic x", 401), ("Bearer wrong", 403)):
         with pytest.raises(AdminError) as err:
             ingress.admin.check(header)
         assert err.value.status == status
-    ingress.admin.check(f"Bearer {TOKEN}")
+    ingress.admin.check(f"Bearer {ADMIN_TOKEN}")
 
 
-def test_v2_infer_scores_with_the_model_it_was_assigned(setup):
+def test_v2_infer_scores_with_the_model_it_was_assigned(replica):
     from app.serving.oip import InferRequest
 
-    cfg, ingress = setup["cfg"], setup["ingress"]
+    cfg, ingress = replica.cfg, replica.ingress
     inputs = [
         {
             "name": c,
@@ -254,15 +183,15 @@ def test_v2_infer_scores_with_the_model_it_was_assigned(setup):
     ]
     out = run(ingress.v2_infer(cfg.registry.model_name, InferRequest.model_validate({"inputs": inputs})))
     scores = next(o for o in out["outputs"] if o["name"] == "score")["data"]
-    bundle = setup["bundles"][CHAMPION if out["model_version"] == "1" else CHALLENGER]
+    bundle = replica.bundles[CHAMPION if out["model_version"] == "1" else CHALLENGER]
     expected = Predictor.from_bundle(bundle).score(raw_rows_to_frame([ROW, ROW], cfg))
     np.testing.assert_allclose(scores, expected, rtol=1e-5)
 
 
-def test_the_routers_map_errors_to_4xx_bodies(setup):
+def test_the_routers_map_errors_to_4xx_bodies(replica):
     """The HTTP face over the same object, in-process (FastAPI's test client, no Serve)."""
-    api = build_api(setup["cfg"])
-    api.dependency_overrides[current_ingress] = lambda: setup["ingress"]
+    api = build_api(replica.cfg)
+    api.dependency_overrides[current_ingress] = lambda: replica.ingress
     client = TestClient(api)
     unknown = client.post("/predict", json={"instances": [{"entity_id": 999}]})
     assert unknown.status_code == 404 and unknown.json()["field"] == "entity_id"
@@ -270,18 +199,20 @@ def test_the_routers_map_errors_to_4xx_bodies(setup):
     assert known.status_code == 200 and len(known.json()["predictions"]) == 1
     assert client.post("/predict", json={"entity_id": "one"}).status_code == 422
     assert client.post("/admin/promote").status_code == 401
-    assert client.post("/admin/rollback", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 409
+    assert (
+        client.post("/admin/rollback", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).status_code == 409
+    )
     one = {"inputs": [{"name": "age", "shape": [1], "datatype": "FP64", "data": [41]}]}
     assert client.post("/v2/models/nope/infer", json=one).status_code == 404
     answer = known.json()["predictions"][0]
     rid, receipt = answer["request_id"], answer["feedback_token"]
     ok = client.post("/feedback", json={"request_id": rid, "label": 1, "feedback_token": receipt})
     assert ok.json() == {"request_id": rid, "status": "joined"}
-    assert setup["monitor"].feedback_seen == [(rid, 1)]
+    assert replica.monitor.feedback_seen == [(rid, 1)]
 
 
-def test_feedback_needs_the_receipt_of_its_prediction_and_counts_once(setup):
-    cfg, ingress = setup["cfg"], setup["ingress"]
+def test_feedback_needs_the_receipt_of_its_prediction_and_counts_once(replica):
+    cfg, ingress = replica.cfg, replica.ingress
     api = build_api(cfg)
     api.dependency_overrides[current_ingress] = lambda: ingress
     client = TestClient(api)
@@ -302,7 +233,7 @@ def test_feedback_needs_the_receipt_of_its_prediction_and_counts_once(setup):
     assert feedback(first["request_id"], first["feedback_token"]).status_code == 200
     again = feedback(first["request_id"], first["feedback_token"], label=0)
     assert again.status_code == 409 and "already recorded" in again.json()["error"]
-    assert setup["monitor"].feedback_seen == [(first["request_id"], 1)]  # nothing else stored
+    assert replica.monitor.feedback_seen == [(first["request_id"], 1)]  # nothing else stored
 
     key = ingress.outcomes.key
     old = receipts.issue(key, "forgotten-id", now=time.time() - 3600)  # ours, no longer remembered
@@ -314,15 +245,15 @@ def test_feedback_needs_the_receipt_of_its_prediction_and_counts_once(setup):
     assert receipts.load_key(cfg.storage.feedback_key) == key  # every replica reads the same key
 
 
-class FailingFeatures(Features):
+class FailingFeatures(OnlineStoreDouble):
     """An online store that is down."""
 
     def online_columns(self, ids):
         raise ConnectionError("online store down")
 
 
-def test_an_unavailable_online_store_is_a_503_for_entity_rows_only(setup):
-    cfg = setup["cfg"]
+def test_an_unavailable_online_store_is_a_503_for_entity_rows_only(replica):
+    cfg = replica.cfg
     pipeline = make_ingress(cfg, features=FailingFeatures(cfg)).pipeline
     got = run(pipeline.score(rows(cfg, [{"entity_id": 1}, {"features": ROW}])))
     assert isinstance(got[0], RowError) and got[0].status == 503
@@ -342,10 +273,10 @@ class Metrics:
         self.failed_by.append(variant)
 
 
-def test_a_row_its_model_fails_on_fails_alone_and_counts_as_that_variants_error(setup, monkeypatch):
+def test_a_row_its_model_fails_on_fails_alone_and_counts_as_that_variants_error(replica, monkeypatch):
     """The rest of the batch is answered; the failure is the variant's in the metrics and in the
     traffic log (where the rollout's error guardrail reads it), never "unknown"."""
-    cfg, ingress, monitor = setup["cfg"], setup["ingress"], setup["monitor"]
+    cfg, ingress, monitor = replica.cfg, replica.ingress, replica.monitor
     predictor = ingress.routing.current.predictors[CHALLENGER]
     score = predictor.score
 
@@ -373,10 +304,10 @@ def test_a_row_its_model_fails_on_fails_alone_and_counts_as_that_variants_error(
     assert err.value.status == 500 and CHALLENGER in str(err.value)
 
 
-def test_v2_goes_through_the_same_path_assignment_and_traffic_log_included(setup):
+def test_v2_goes_through_the_same_path_assignment_and_traffic_log_included(replica):
     from app.serving.oip import InferRequest
 
-    cfg, ingress, monitor = setup["cfg"], setup["ingress"], setup["monitor"]
+    cfg, ingress, monitor = replica.cfg, replica.ingress, replica.monitor
     inputs = [
         {
             "name": c,
@@ -399,8 +330,8 @@ def test_v2_goes_through_the_same_path_assignment_and_traffic_log_included(setup
     assert all(len(v) == 1 for v in by_request.values()), "one request's rows share one variant"
 
 
-def test_a_model_that_cannot_load_is_skipped_and_its_share_served_by_the_others(setup):
-    cfg = setup["cfg"]
+def test_a_model_that_cannot_load_is_skipped_and_its_share_served_by_the_others(replica):
+    cfg = replica.cfg
     # The replica loads from its downloaded copy of the registry's bundle.
     (cfg.storage.bundles / "v2" / "bundle" / "weights.pt").write_bytes(b"tampered")
     fresh = make_ingress(cfg)
@@ -412,7 +343,7 @@ def test_a_model_that_cannot_load_is_skipped_and_its_share_served_by_the_others(
     assert not models.changed([CHAMPION, CHALLENGER], models.generation)
 
 
-def test_a_silent_monitor_is_a_503_not_a_hang(setup, monkeypatch):
+def test_a_silent_monitor_is_a_503_not_a_hang(replica, monkeypatch):
     from app.serving import actors
 
     class Silent:
@@ -420,12 +351,12 @@ def test_a_silent_monitor_is_a_503_not_a_hang(setup, monkeypatch):
             return asyncio.sleep(3600)
 
     monkeypatch.setattr(actors, "MONITOR_TIMEOUT_S", 0.2)
-    ingress = setup["ingress"]
+    ingress = replica.ingress
     silent = Silent()
     ingress.outcomes.monitor = type(
         "M", (), {"feedback": type("F", (), {"remote": staticmethod(silent.feedback)})()}
     )()
-    api = build_api(setup["cfg"])
+    api = build_api(replica.cfg)
     api.dependency_overrides[current_ingress] = lambda: ingress
     receipt = receipts.issue(ingress.outcomes.key, "abc")
     answer = TestClient(api).post(
@@ -434,10 +365,10 @@ def test_a_silent_monitor_is_a_503_not_a_hang(setup, monkeypatch):
     assert answer.status_code == 503 and "did not answer" in answer.json()["error"]
 
 
-def test_v2_takes_json_without_a_content_type_and_binary_tensors(setup):
+def test_v2_takes_json_without_a_content_type_and_binary_tensors(replica):
     # (Two rows: a single row joins Serve's batch queue, which exists only inside a replica;
     # the integration tests cover that path.)
-    cfg, ingress = setup["cfg"], setup["ingress"]
+    cfg, ingress = replica.cfg, replica.ingress
     run(ingress.admin.set_experiment(cfg.serve.experiment.model_copy(update={"split": {"champion": 1.0}})))
     api = build_api(cfg)
     api.dependency_overrides[current_ingress] = lambda: ingress
@@ -456,14 +387,14 @@ def test_v2_takes_json_without_a_content_type_and_binary_tensors(setup):
     plain = client.post(url, content=json.dumps({"inputs": inputs}).encode(), headers={"content-type": ""})
     assert plain.status_code == 200, plain.text
     score = next(o for o in plain.json()["outputs"] if o["name"] == "score")["data"][0]
-    expected = Predictor.from_bundle(setup["bundles"][CHAMPION]).score(raw_rows_to_frame([ROW], cfg))[0]
+    expected = Predictor.from_bundle(replica.bundles[CHAMPION]).score(raw_rows_to_frame([ROW], cfg))[0]
     assert score == pytest.approx(expected, rel=1e-5)
     huge = [{**t, "data": [10**400, 1]} if t["name"] == "age" else t for t in inputs]
     bad = client.post(url, json={"inputs": huge})
     assert bad.status_code == 400 and "age" in bad.json()["error"]
 
 
-def test_the_triton_http_client_works_unchanged_binary_and_json(setup):
+def test_the_triton_http_client_works_unchanged_binary_and_json(replica):
     """Triton's own client, built only from the model metadata, against the routers on a real
     HTTP server (uvicorn; Serve adds nothing to the protocol): its default binary tensors and
     JSON tensors, a string feature among them."""
@@ -474,7 +405,7 @@ def test_the_triton_http_client_works_unchanged_binary_and_json(setup):
     import tritonclient.http as triton
     import uvicorn
 
-    cfg, ingress = setup["cfg"], setup["ingress"]
+    cfg, ingress = replica.cfg, replica.ingress
     run(ingress.admin.set_experiment(cfg.serve.experiment.model_copy(update={"split": {"champion": 1.0}})))
     api = build_api(cfg)
     api.dependency_overrides[current_ingress] = lambda: ingress
@@ -493,7 +424,7 @@ def test_the_triton_http_client_works_unchanged_binary_and_json(setup):
         assert client.is_server_live() and client.is_model_ready(name)
         meta = client.get_model_metadata(name)
         rows_ = [ROW, {**ROW, "age": 70, "country": "DE"}]
-        expected = Predictor.from_bundle(setup["bundles"][CHAMPION]).score(raw_rows_to_frame(rows_, cfg))
+        expected = Predictor.from_bundle(replica.bundles[CHAMPION]).score(raw_rows_to_frame(rows_, cfg))
         for binary in (True, False):
             inputs = []
             for spec in meta["inputs"]:
@@ -543,12 +474,12 @@ def _tensor(cfg):
     )
 
 
-def test_malformed_v2_and_predict_requests_get_4xx_never_a_500(setup):
+def test_malformed_v2_and_predict_requests_get_4xx_never_a_500(replica):
     """Generated bodies and headers: any mix of wrong shapes, types, sizes, nesting and
     lengths is refused with a 4xx (or answered), and the service keeps answering."""
     from hypothesis import HealthCheck, given, settings
 
-    cfg, ingress = setup["cfg"], setup["ingress"]
+    cfg, ingress = replica.cfg, replica.ingress
     api = build_api(cfg)
     api.dependency_overrides[current_ingress] = lambda: ingress
     client = TestClient(api, raise_server_exceptions=False)

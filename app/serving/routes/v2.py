@@ -16,15 +16,10 @@ router = APIRouter(prefix="/v2")
 
 def _version(ingress: Ingress, name: str) -> int:
     """The control variant's version behind the v2 model `name` (404 unknown, 503 none loaded)."""
-    served = ingress.cfg.registry.model_name
-    if name != served:
-        raise HTTPException(404, f"model {name!r} not found (this server has {served!r})")
-    current = ingress.routing.current
-    control = current.experiment.control
-    version = current.versions.get(control)
-    if version is None:
-        raise HTTPException(503, f"model {name!r} has no {control} version loaded")
-    return version
+    try:
+        return ingress.v2_version(name)
+    except oip.ModelNotServed as exc:
+        raise HTTPException(exc.status, str(exc)) from None
 
 
 @router.get("")
