@@ -142,7 +142,7 @@ def gbdt_timings(cfg, splits, overrides: dict) -> dict:
 
 
 def predictor_throughput(cfg, splits, champion_family: str, champion) -> dict:
-    """Rows/s of Predictor.score for a bundle of each family, batch 1 and 1,000 (in process)."""
+    """Rows/s of Predictor.predict_proba for a bundle of each family, batch 1 and 1,000 (in process)."""
     from app.model.predictor import Predictor
     from app.training.fit import fit_candidate
 
@@ -154,10 +154,10 @@ def predictor_throughput(cfg, splits, champion_family: str, champion) -> dict:
         predictor = Predictor.from_bundle(bundle)
         for batch, repeats in ((1, 300), (1000, 20)):
             frame = rows.head(batch)
-            predictor.score(frame)  # warm
+            predictor.predict_proba(frame)  # warm
             started = time.perf_counter()
             for _ in range(repeats):
-                predictor.score(frame)
+                predictor.predict_proba(frame)
             out[f"{family}_batch{batch}_rows_per_s"] = batch * repeats / (time.perf_counter() - started)
     return out
 
@@ -245,7 +245,7 @@ def main() -> None:
         )
     for r in results:
         if "gbdt_batch1_rows_per_s" in r:
-            print("\n| Predictor.score, in process | batch 1 rows/s | batch 1,000 rows/s |")
+            print("\n| Predictor.predict_proba, in process | batch 1 rows/s | batch 1,000 rows/s |")
             print("|---|---:|---:|")
             for family in ("gbdt", "mlp"):
                 print(

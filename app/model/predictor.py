@@ -44,7 +44,7 @@ class Predictor:
     def family(self) -> str:
         return self.bundle.family
 
-    def score(self, frame: pd.DataFrame | Mapping[str, np.ndarray]) -> np.ndarray:
+    def predict_proba(self, frame: pd.DataFrame | Mapping[str, np.ndarray]) -> np.ndarray:
         """Positive-class probability (float64) per row of a frame, or of equally long columns,
         holding the model's features."""
         arrays = self.bundle.preprocessor.transform_batch(frame)

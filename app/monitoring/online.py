@@ -73,7 +73,7 @@ def partial_fit(
 
 
 def log_loss(bundle: ModelBundle, frame: pd.DataFrame, labels: np.ndarray) -> float:
-    return float(binary_metrics(labels, Predictor.from_bundle(bundle).score(frame))["log_loss"])
+    return float(binary_metrics(labels, Predictor.from_bundle(bundle).predict_proba(frame))["log_loss"])
 
 
 def last_step(path: Path) -> str | None:
@@ -106,8 +106,8 @@ def publish(
         holdout = build_splits(cfg).holdout
     label = cfg.dataset.label
     y = holdout[label].to_numpy(int)
-    candidate = binary_metrics(y, Predictor.from_bundle(updated).score(holdout))
-    champion = binary_metrics(y, Predictor.from_bundle(parent).score(holdout))
+    candidate = binary_metrics(y, Predictor.from_bundle(updated).predict_proba(holdout))
+    champion = binary_metrics(y, Predictor.from_bundle(parent).predict_proba(holdout))
     passed, gate = passes_gate(
         candidate, champion, metric=cfg.registry.gate_metric, margin=cfg.registry.gate_margin
     )

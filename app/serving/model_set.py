@@ -111,4 +111,4 @@ class Model:
         predictor = self.models.predictors.get(self.alias)
         if predictor is None:
             raise RuntimeError(f"no model behind alias {self.alias!r}")
-        return predictor.version, predictor.score(data).tolist()
+        return predictor.version, predictor.predict_proba(data).tolist()

@@ -23,7 +23,7 @@ class InReplica:
 
     async def score(self, variant: str, cols: Columns, routing: Routing) -> tuple[np.ndarray, int]:
         predictor = routing.predictors[variant]
-        return predictor.score(cols), predictor.version
+        return predictor.predict_proba(cols), predictor.version
 
 
 class ModelDeployments:

@@ -40,7 +40,7 @@ def git_sha() -> str:
 
 def evaluate_bundle(bundle: ModelBundle, splits: Splits, label: str) -> dict:
     y = splits.holdout[label].to_numpy(dtype=int)
-    p = Predictor.from_bundle(bundle).score(splits.holdout)
+    p = Predictor.from_bundle(bundle).predict_proba(splits.holdout)
     return {
         "holdout": binary_metrics(y, p),
         "calibration": calibration_table(y, p),
@@ -98,7 +98,9 @@ def fit_candidate(
         training = {"epochs": len(result.history)}
     bundle.metrics = evaluate_bundle(bundle, splits, label)
     # The score distribution on the holdout: the reference for prediction drift.
-    bundle.profile["score"] = numeric_profile(pd.Series(Predictor.from_bundle(bundle).score(splits.holdout)))
+    bundle.profile["score"] = numeric_profile(
+        pd.Series(Predictor.from_bundle(bundle).predict_proba(splits.holdout))
+    )
     y = splits.holdout[label].to_numpy(dtype=int)
     bundle.metrics["baseline_hgb"] = binary_metrics(y, hgb_baseline(splits.train, splits.holdout, pre, label))
     bundle.metrics["training"] = {

@@ -74,8 +74,8 @@ def test_gbdt_trains_on_ray_train_and_the_registered_bundle_scores_identically(p
     loaded = registry.load(version)
     assert loaded.family == "gbdt"
     np.testing.assert_array_equal(
-        Predictor.from_bundle(bundle).score(splits.holdout),
-        Predictor.from_bundle(loaded).score(splits.holdout),
+        Predictor.from_bundle(bundle).predict_proba(splits.holdout),
+        Predictor.from_bundle(loaded).predict_proba(splits.holdout),
     )
     info = {v.version: v for v in registry.versions()}[version]
     assert info.family == "gbdt"
@@ -100,7 +100,7 @@ def test_the_served_gbdt_champion_scores_as_its_bundle(prepared, gbdt_champion):
         body = got.json()
         assert body["model_version"] == version
         frame = raw_rows_to_frame([FEATURES], cfg)
-        expected = Predictor.from_bundle(Registry(cfg).load(version)).score(frame)[0]
+        expected = Predictor.from_bundle(Registry(cfg).load(version)).predict_proba(frame)[0]
         assert abs(body["score"] - expected) < 1e-6  # time features as of now: same hour either way
     finally:
         serve.shutdown()

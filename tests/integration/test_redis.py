@@ -128,7 +128,7 @@ def test_scores_from_redis_equal_those_from_sqlite(redis_service):
     s = redis_service
     entities = s["entities"][:20]
     from_sqlite = pd.DataFrame.from_records(FeatureClient(s["sqlite"]).online(entities))
-    expected = Predictor.from_bundle(s["bundle"]).score(from_sqlite)
+    expected = Predictor.from_bundle(s["bundle"]).predict_proba(from_sqlite)
     served = [predict(s["url"], e).json()["score"] for e in entities]
     np.testing.assert_allclose(served, expected, rtol=1e-6)
 

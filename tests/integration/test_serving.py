@@ -100,7 +100,7 @@ def test_the_same_features_score_the_same_as_the_bundle(service):
     got = post(service, "/predict", {"features": FEATURES, "key": "k"}).json()
     bundle = service["registry"].load(got["model_version"])
     frame = raw_rows_to_frame([FEATURES], service["cfg"])
-    expected = Predictor.from_bundle(bundle).score(frame)[0]
+    expected = Predictor.from_bundle(bundle).predict_proba(frame)[0]
     assert abs(got["score"] - expected) < 1e-6  # time features as of now: same hour either way
 
 

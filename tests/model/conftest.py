@@ -2,7 +2,7 @@
 
 The model is trained once for the folder from the same public pieces the pipeline uses
 (features, preprocessor, network, training epoch, bundle) and scored only through
-`Predictor.from_bundle(bundle).score(...)`, the project's one inference path; raw rows become
+`Predictor.from_bundle(bundle).predict_proba(...)`, the project's one inference path; raw rows become
 model inputs through `raw_rows_to_frame`, the serving path.
 
 What the tests may expect follows from `app.data.synthetic._label_logit`: the label's logit
@@ -88,10 +88,10 @@ def probe(holdout) -> pd.DataFrame:
 
 @pytest.fixture(scope="package")
 def score(predictor, model_cfg) -> Score:
-    """Score raw rows as a request would be: dicts -> `raw_rows_to_frame` -> `Predictor.score`."""
+    """Score raw rows as a request would be: dicts -> `raw_rows_to_frame` -> `Predictor.predict_proba`."""
 
     def run(rows: pd.DataFrame | list[dict]) -> np.ndarray:
         records = rows.to_dict("records") if isinstance(rows, pd.DataFrame) else rows
-        return predictor.score(raw_rows_to_frame(records, model_cfg))
+        return predictor.predict_proba(raw_rows_to_frame(records, model_cfg))
 
     return run

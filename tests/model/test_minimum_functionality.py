@@ -21,7 +21,7 @@ MIN_AUC, MIN_GAIN_OVER_ONE_COLUMN = 0.69, 0.07
 @pytest.fixture(scope="module")
 def scored(predictor, model_cfg, holdout):
     frame = add_features(holdout, model_cfg)
-    return frame, predictor.score(frame), holdout["label"].to_numpy(dtype=int)
+    return frame, predictor.predict_proba(frame), holdout["label"].to_numpy(dtype=int)
 
 
 def test_holdout_auc_is_close_to_what_the_signal_allows(scored):

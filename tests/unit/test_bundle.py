@@ -34,7 +34,7 @@ def test_round_trip_gives_identical_predictions(tmp_path):
     bundle.save(tmp_path / "b")
     loaded = ModelBundle.load(tmp_path / "b")
     np.testing.assert_array_equal(
-        Predictor.from_bundle(bundle).score(frame), Predictor.from_bundle(loaded).score(frame)
+        Predictor.from_bundle(bundle).predict_proba(frame), Predictor.from_bundle(loaded).predict_proba(frame)
     )
     assert loaded.metrics["holdout"]["auc"] == 0.7 and loaded.profile["numeric"]["x"]["edges"]
 
@@ -125,7 +125,10 @@ def test_tree_bundle_round_trip_scores_identically_in_float64(tmp_path):
     assert not (folder / WEIGHTS).exists()
     loaded = ModelBundle.load(folder)
     assert loaded.family == "gbdt" and loaded.spec == bundle.spec
-    before, after = Predictor.from_bundle(bundle).score(frame), Predictor.from_bundle(loaded).score(frame)
+    before, after = (
+        Predictor.from_bundle(bundle).predict_proba(frame),
+        Predictor.from_bundle(loaded).predict_proba(frame),
+    )
     assert after.dtype == np.float64 and np.all((after > 0) & (after < 1))
     np.testing.assert_array_equal(before, after)
     # The predictor scores exactly what the booster itself gives on the preprocessor's outputs.
@@ -170,7 +173,7 @@ def test_an_mlp_bundle_in_the_format_before_families_still_loads(tmp_path):
     loaded = ModelBundle.load(folder)
     assert loaded.family == "mlp" and loaded.booster is None
     np.testing.assert_array_equal(
-        Predictor.from_bundle(bundle).score(frame), Predictor.from_bundle(loaded).score(frame)
+        Predictor.from_bundle(bundle).predict_proba(frame), Predictor.from_bundle(loaded).predict_proba(frame)
     )
 
 
@@ -181,11 +184,11 @@ def test_predictor_scores_every_family_in_float64(family):
     else:
         bundle, _, frame = _tree_bundle()
     predictor = Predictor.from_bundle(bundle, version=3)
-    scores = predictor.score(frame)
+    scores = predictor.predict_proba(frame)
     assert predictor.family == family and predictor.features == bundle.features
     assert scores.dtype == np.float64 and scores.shape == (len(frame),)
     assert np.all((scores >= 0) & (scores <= 1))
-    assert predictor.score(frame.iloc[:0]).shape == (0,)
+    assert predictor.predict_proba(frame.iloc[:0]).shape == (0,)
 
 
 def test_an_unknown_family_is_refused(tmp_path):

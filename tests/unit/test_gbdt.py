@@ -97,8 +97,8 @@ def test_continued_boosting_learns_from_new_rows_and_keeps_the_bundle_contract(t
     )
     updated = continue_boosting(bundle, valid, valid["label"].to_numpy(), rounds=10)
     assert updated.spec.rounds == bundle.spec.rounds + 10 and bundle.booster != updated.booster
-    before = Predictor.from_bundle(bundle).score(valid)
-    after = Predictor.from_bundle(updated).score(valid)
+    before = Predictor.from_bundle(bundle).predict_proba(valid)
+    after = Predictor.from_bundle(updated).predict_proba(valid)
     y = valid["label"].to_numpy()
 
     def loss(p):
@@ -106,7 +106,7 @@ def test_continued_boosting_learns_from_new_rows_and_keeps_the_bundle_contract(t
 
     assert loss(after) < loss(before), "the new trees count when scoring"
     loaded = ModelBundle.load(updated.save(tmp_path / "b"))
-    np.testing.assert_array_equal(Predictor.from_bundle(loaded).score(valid), after)
+    np.testing.assert_array_equal(Predictor.from_bundle(loaded).predict_proba(valid), after)
 
 
 def test_hyperparameters_come_from_the_gbdt_section(tmp_path):

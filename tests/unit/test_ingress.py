@@ -57,7 +57,7 @@ def test_a_batch_scores_each_row_with_its_variants_model_and_logs_every_answer(r
     frame = raw_rows_to_frame([it["features"] for it in items], cfg)
     for variant, version in ((CHAMPION, 1), (CHALLENGER, 2)):
         idx = [i for i, a in enumerate(answers) if a["variant"] == variant]
-        expected = Predictor.from_bundle(replica.bundles[variant]).score(frame.iloc[idx])
+        expected = Predictor.from_bundle(replica.bundles[variant]).predict_proba(frame.iloc[idx])
         np.testing.assert_allclose([answers[i]["score"] for i in idx], expected, rtol=1e-6)
         assert {answers[i]["model_version"] for i in idx} == {version}
     assert all(a["label"] == int(a["score"] >= cfg.serve.threshold) for a in answers)
@@ -100,7 +100,7 @@ class ModelHandle:
 
     async def _score(self, data):
         data = pickle.loads(pickle.dumps(data))
-        return self.predictor.version, self.predictor.score(data).tolist()
+        return self.predictor.version, self.predictor.predict_proba(data).tolist()
 
 
 @pytest.mark.parametrize("placement", ["ingress", "deployment"])
@@ -122,7 +122,9 @@ def test_a_row_scores_the_same_whatever_else_is_in_its_batch(replica, placement)
     # (~3e-8 here). A mis-coded feature moves a score by orders of magnitude more.
     assert mixed[2].score == pytest.approx(alone.score, abs=FLOAT32_SCORE_TOLERANCE)
     assert mixed[2].features == alone.features
-    expected = Predictor.from_bundle(replica.bundles[alone.variant]).score(raw_rows_to_frame([ROW], cfg))[0]
+    expected = Predictor.from_bundle(replica.bundles[alone.variant]).predict_proba(
+        raw_rows_to_frame([ROW], cfg)
+    )[0]
     if mixed[1].variant == alone.variant:
         assert mixed[1].score == pytest.approx(expected, abs=FLOAT32_SCORE_TOLERANCE)
 
@@ -184,7 +186,7 @@ def test_v2_infer_scores_with_the_model_it_was_assigned(replica):
     out = run(ingress.v2_infer(cfg.registry.model_name, InferRequest.model_validate({"inputs": inputs})))
     scores = next(o for o in out["outputs"] if o["name"] == "score")["data"]
     bundle = replica.bundles[CHAMPION if out["model_version"] == "1" else CHALLENGER]
-    expected = Predictor.from_bundle(bundle).score(raw_rows_to_frame([ROW, ROW], cfg))
+    expected = Predictor.from_bundle(bundle).predict_proba(raw_rows_to_frame([ROW, ROW], cfg))
     np.testing.assert_allclose(scores, expected, rtol=1e-5)
 
 
@@ -278,14 +280,14 @@ def test_a_row_its_model_fails_on_fails_alone_and_counts_as_that_variants_error(
     traffic log (where the rollout's error guardrail reads it), never "unknown"."""
     cfg, ingress, monitor = replica.cfg, replica.ingress, replica.monitor
     predictor = ingress.routing.current.predictors[CHALLENGER]
-    score = predictor.score
+    predict_proba = predictor.predict_proba
 
     def fails_on_age_13(cols):
         if (np.asarray(cols["age"]) == 13).any():
             raise RuntimeError("the model cannot score age 13")
-        return score(cols)
+        return predict_proba(cols)
 
-    monkeypatch.setattr(predictor, "score", fails_on_age_13)
+    monkeypatch.setattr(predictor, "predict_proba", fails_on_age_13)
     ingress.pipeline.metrics = metrics = Metrics()
     items = [{"features": {**ROW, "age": 13 if i % 2 else 30}, "key": f"user-{i}"} for i in range(40)]
     got = run(ingress.pipeline.score(rows(cfg, items)))
@@ -387,7 +389,9 @@ def test_v2_takes_json_without_a_content_type_and_binary_tensors(replica):
     plain = client.post(url, content=json.dumps({"inputs": inputs}).encode(), headers={"content-type": ""})
     assert plain.status_code == 200, plain.text
     score = next(o for o in plain.json()["outputs"] if o["name"] == "score")["data"][0]
-    expected = Predictor.from_bundle(replica.bundles[CHAMPION]).score(raw_rows_to_frame([ROW], cfg))[0]
+    expected = Predictor.from_bundle(replica.bundles[CHAMPION]).predict_proba(raw_rows_to_frame([ROW], cfg))[
+        0
+    ]
     assert score == pytest.approx(expected, rel=1e-5)
     huge = [{**t, "data": [10**400, 1]} if t["name"] == "age" else t for t in inputs]
     bad = client.post(url, json={"inputs": huge})
@@ -424,7 +428,9 @@ def test_the_triton_http_client_works_unchanged_binary_and_json(replica):
         assert client.is_server_live() and client.is_model_ready(name)
         meta = client.get_model_metadata(name)
         rows_ = [ROW, {**ROW, "age": 70, "country": "DE"}]
-        expected = Predictor.from_bundle(replica.bundles[CHAMPION]).score(raw_rows_to_frame(rows_, cfg))
+        expected = Predictor.from_bundle(replica.bundles[CHAMPION]).predict_proba(
+            raw_rows_to_frame(rows_, cfg)
+        )
         for binary in (True, False):
             inputs = []
             for spec in meta["inputs"]:

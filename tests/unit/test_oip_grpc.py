@@ -110,7 +110,7 @@ def test_triton_grpc_client_infers_through_the_same_path_as_http(replica, grpc_u
     assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(name)
     meta = client.get_model_metadata(name, as_json=True)
     assert meta["versions"] == ["1"] and {t["name"] for t in meta["inputs"]} == set(cfg.dataset.features)
-    expected = Predictor.from_bundle(replica.bundles[CHAMPION]).score(raw_rows_to_frame(ROWS, cfg))
+    expected = Predictor.from_bundle(replica.bundles[CHAMPION]).predict_proba(raw_rows_to_frame(ROWS, cfg))
     result = client.infer(name, _inputs(client, name, ROWS))
     np.testing.assert_allclose(result.as_numpy("score"), expected, rtol=1e-4)
     assert result.as_numpy("label").tolist() == [int(s >= cfg.serve.threshold) for s in expected]
