@@ -16,20 +16,25 @@ from rich.console import Console
 
 from app.config import AppConfig, load_config
 
+# Help texts are the commands' docstrings, read as Markdown: a paragraph wrapped in the source
+# is one paragraph on the terminal, and the first paragraph (one sentence) is the command's line
+# in its group's list.
+HELP_MARKUP = "markdown"
 app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     help="mlsys: a Ray-native ML system (ETL, features, training, serving, drift).",
+    rich_markup_mode=HELP_MARKUP,
 )
-data_app = typer.Typer(no_args_is_help=True, help="Built-in data set.")
-features_app = typer.Typer(no_args_is_help=True, help="Feast feature store.")
+data_app = typer.Typer(no_args_is_help=True, help="Built-in data set.", rich_markup_mode=HELP_MARKUP)
+features_app = typer.Typer(no_args_is_help=True, help="Feast feature store.", rich_markup_mode=HELP_MARKUP)
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
 # Piped output (logs, scripts, tests) gets wide lines instead of rich's 80-column default,
 # so tables are not truncated mid-word.
 out = Console(width=None if sys.stdout.isatty() else 200)
-models_app = typer.Typer(no_args_is_help=True, help="MLflow model registry.")
+models_app = typer.Typer(no_args_is_help=True, help="MLflow model registry.", rich_markup_mode=HELP_MARKUP)
 app.add_typer(models_app, name="models")
 
 # Why a Ctrl-C'd pipeline is safe to run again: every write it makes is atomic (warehouse
@@ -56,7 +61,9 @@ def rerun_hint_on_ctrl_c(what: str) -> Iterator[None]:
 def _root(
     ctx: typer.Context,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="config YAML")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="also show the log lines of Ray, Tune, Serve and MLflow")
+    ] = False,
 ) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"

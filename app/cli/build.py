@@ -40,7 +40,7 @@ def etl(
     ctx: typer.Context,
     input_path: Annotated[str | None, typer.Option("--input", help="path, glob or URI")] = None,
 ) -> None:
-    """Raw files -> validated, de-duplicated warehouse; bad rows to quarantine."""
+    """Load raw files into the warehouse, validated and de-duplicated; bad rows go to quarantine."""
     cfg = cfg_of(ctx)  # first: a config error answers before any import
     from app.data.etl import run_etl
 
@@ -77,8 +77,11 @@ def features_materialize(ctx: typer.Context) -> None:
 
 @app.command()
 def train(ctx: typer.Context) -> None:
-    """Train model.family (or the search's best for auto) on the point-in-time training set with
-    Ray Train, evaluate, gate, register."""
+    """Train a model with Ray Train, then evaluate, gate and register it.
+
+    The family is `model.family` (for `auto`, the family the last search found best), with the
+    search's hyperparameters where there are some, trained on the point-in-time training set.
+    """
     cfg = cfg_of(ctx)  # first: a config error answers before any import
     from app.pipeline import train_and_register
 
@@ -91,8 +94,12 @@ def train(ctx: typer.Context) -> None:
 def tune(
     ctx: typer.Context, samples: Annotated[int | None, typer.Option(help="trials per search")] = None
 ) -> None:
-    """Ray Tune over each model family (MLP, XGBoost trees) and the random-forest baseline; the
-    best family and hyperparameters are what `train` fits next (tracked in MLflow)."""
+    """Search each model family's hyperparameters with Ray Tune.
+
+    The MLP, the XGBoost trees and the random-forest baseline are searched on the same split,
+    every trial tracked in MLflow; the best family and its hyperparameters are what `train`
+    fits next.
+    """
     cfg = cfg_of(ctx)  # first: a config error answers before any import
     from app.pipeline import search
 
@@ -104,8 +111,11 @@ def tune(
 def evaluate(
     ctx: typer.Context, ref: Annotated[str, typer.Option("--model", help="alias or version")] = "champion"
 ) -> None:
-    """Score a registered model on the current holdout: overall, per slice, calibration, and
-    beside the best model of each family and HistGradientBoosting."""
+    """Score a registered model on the current holdout.
+
+    Overall, per slice and for calibration, beside the best registered model of each family
+    and a HistGradientBoosting baseline.
+    """
     cfg = cfg_of(ctx)  # first: a config error answers before any import
     from app.pipeline import evaluate_registered
 
@@ -116,7 +126,7 @@ def evaluate(
 
 @app.command()
 def pipeline(ctx: typer.Context, input_path: Annotated[str | None, typer.Option("--input")] = None) -> None:
-    """Every stage in order (the `ray job submit` entry point)."""
+    """Run every stage in order (the `ray job submit` entry point)."""
     cfg = cfg_of(ctx)  # first: a config error answers before any import
     from app.pipeline import run_pipeline
 
@@ -138,7 +148,11 @@ def demo(
         bool, typer.Option("--bad-challenger", help="then inject a worse model: the rollout rolls it back")
     ] = False,
 ) -> None:
-    """The whole loop on the built-in data: pipeline, serving, A/B, drift, retrain, rollout."""
+    """Run the whole loop on the built-in data: pipeline, serving, A/B, drift, retrain, rollout.
+
+    Prints each stage as it finishes and the results at the end; `--verbose` adds the lines of
+    Ray, Tune, Serve and the other libraries.
+    """
     cfg = cfg_of(ctx)  # first: a config error answers before any import
     import time
 

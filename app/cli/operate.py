@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from app.cli.base import app, cfg_of, models_app, out
+from app.cli.base import HELP_MARKUP, app, cfg_of, models_app, out
 from app.views import drift_table, ledger_table, models_table
 
 
@@ -86,13 +86,19 @@ def serve(
         serving_app.stop()
 
 
-monitor_app = typer.Typer(no_args_is_help=True, help="Drift monitor and retraining.")
+monitor_app = typer.Typer(
+    no_args_is_help=True, help="Drift monitor and retraining.", rich_markup_mode=HELP_MARKUP
+)
 app.add_typer(monitor_app, name="monitor")
 
 
 @monitor_app.command("status")
 def monitor_status(ctx: typer.Context) -> None:
-    """The drift monitor's last windows (PSI / KS / chi-square), alerts and retrain decisions."""
+    """Show the drift monitor's last windows, its alerts and its retrain decisions.
+
+    Per variant and feature: PSI, and a KS or chi-square test with Benjamini-Hochberg adjusted
+    p-values.
+    """
     cfg = cfg_of(ctx)  # first: a config error answers before any import
     from app.monitoring.monitor import drift_report
 
@@ -104,8 +110,11 @@ def monitor_status(ctx: typer.Context) -> None:
 
 @monitor_app.command("reload")
 def monitor_reload(ctx: typer.Context) -> None:
-    """Give the running monitor this config's `monitor` and `retrain` sections (thresholds,
-    schedule, cooldown) without restarting it or losing its counts."""
+    """Give the running monitor this config's thresholds, retrain schedule and cooldown.
+
+    The `monitor` and `retrain` sections reach the monitor without a restart; its counts are
+    kept.
+    """
     cfg = cfg_of(ctx)  # first: a config error answers before any import
     from app.monitoring.monitor import reload_config
 
@@ -145,8 +154,10 @@ def online(
     every: Annotated[float | None, typer.Option(help="repeat every N seconds (Ctrl-C stops)")] = None,
     min_rows: Annotated[int, typer.Option(min=10)] = 200,
 ) -> None:
-    """Online learning: fine-tune the champion on new feedback; an improvement that passes the
-    gate becomes the challenger."""
+    """Fine-tune the champion on new feedback (online learning).
+
+    An improvement that passes the evaluation gate becomes the challenger.
+    """
     cfg = cfg_of(ctx)  # first: a config error answers before any import
     import time
 
