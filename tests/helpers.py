@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -113,6 +114,7 @@ def small_cli_env() -> dict:
         "MLSYS_RAY__NUM_CPUS": "4",
         "MLSYS_RAY__INCLUDE_DASHBOARD": "false",
         "MLSYS_MLP__EPOCHS": "3",
+        "MLSYS_SERVE__GRPC_PORT": "0",  # 9000 may be a live service's
         "RAY_ADDRESS": "",
     }
 
@@ -153,6 +155,13 @@ def served_entities(cfg, tmp) -> tuple[list[int], pd.DataFrame]:
 
 
 ADMIN_TOKEN = "unit-admin-token"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (the OS's pick), for a server a test starts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def make_ingress(cfg, *, monitor=None, features=None, handles=None):

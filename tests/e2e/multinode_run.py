@@ -23,7 +23,7 @@ from app.serving import app as serving_app
 from app.serving.client import ServiceClient
 from app.training.dataset import build_splits
 from app.training.fit import fit_candidate
-from tests.conftest import config_dict
+from tests.configs import config_dict
 
 
 def main(work: Path) -> None:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.configs import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

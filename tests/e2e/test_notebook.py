@@ -8,7 +8,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.conftest import ROOT
+from tests.configs import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT
+from tests.configs import ROOT
 from tests.helpers import small_cli_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

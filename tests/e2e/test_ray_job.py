@@ -17,7 +17,7 @@ import time
 import psutil
 import pytest
 
-from tests.conftest import ROOT
+from tests.configs import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -29,7 +29,7 @@ import psutil
 import pytest
 import yaml
 
-from tests.conftest import ROOT, config_dict
+from tests.configs import ROOT, config_dict
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 GCS_PORT = 6391
@@ -37,6 +37,7 @@ DASHBOARD_PORT = 8275
 AGENT_PORT = 52375
 CLIENT_PORT = 20012  # outside Ray's default worker ports (10002-19999)
 HTTP_PORT = 8142
+GRPC_PORT = 9142
 BIN = Path(sys.executable).parent  # the venv's `ray` and `serve`
 DASHBOARD = f"http://127.0.0.1:{DASHBOARD_PORT}"
 URL = f"http://127.0.0.1:{HTTP_PORT}"
@@ -75,12 +76,13 @@ def serve_config(tmp_path: Path, digest: str) -> Path:
     """deployments/serve_config.yaml with this test's mlsys config, port and token digest."""
     mlsys = config_dict()
     mlsys["storage"] = {"root": str(tmp_path / "store")}
-    mlsys["serve"] = {**mlsys.get("serve", {}), "http_port": HTTP_PORT}
+    mlsys["serve"] = {**mlsys.get("serve", {}), "http_port": HTTP_PORT, "grpc_port": GRPC_PORT}
     mlsys["retrain"] = {**mlsys.get("retrain", {}), "schedule": "none", "on_drift": False}
     config = tmp_path / "mlsys.yaml"
     config.write_text(yaml.safe_dump(mlsys))
     deploy = yaml.safe_load((ROOT / "deployments" / "serve_config.yaml").read_text())
     deploy["http_options"]["port"] = HTTP_PORT
+    deploy["grpc_options"]["port"] = GRPC_PORT
     (application,) = deploy["applications"]
     application["args"] = {"config": str(config), "admin_token_sha256": digest}
     path = tmp_path / "serve_config.yaml"
@@ -125,7 +127,7 @@ def files_holding(folder: str, needle: bytes) -> list[str]:
 
 
 def test_serve_deploy_with_the_token_digest_guards_admin_routes_and_the_token_stays_out(tmp_path):
-    ports = (GCS_PORT, DASHBOARD_PORT, AGENT_PORT, CLIENT_PORT, HTTP_PORT)
+    ports = (GCS_PORT, DASHBOARD_PORT, AGENT_PORT, CLIENT_PORT, HTTP_PORT, GRPC_PORT)
     if any(busy(p) for p in ports) and not os.environ.get("CI"):
         pytest.skip(f"one of the ports {ports} is taken")
     token = "deploy-" + secrets.token_hex(16)

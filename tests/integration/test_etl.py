@@ -12,7 +12,7 @@ from app.data.etl import WAREHOUSE_FILE, run_etl
 from app.data.inputs import json_lines_frame
 from app.data.schema import RAW, REASON, DataError
 from app.data.synthetic import generate, generate_chunks, write_dataset
-from tests.conftest import make_config
+from tests.configs import make_config
 
 pytestmark = pytest.mark.integration
 START = "2026-01-05"

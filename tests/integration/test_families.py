@@ -17,11 +17,12 @@ from app.model.bundle import FAMILY_TAG
 from app.model.predictor import Predictor
 from app.registry.registry import CHAMPION, Registry
 from app.training.dataset import build_splits
-from tests.conftest import make_config
+from tests.configs import make_config
+from tests.helpers import free_port
 from tests.integration.train_workers import BackgroundRun, CheckpointWatch
 
 pytestmark = pytest.mark.integration
-PORT = 8131  # its own port: the serving tests use 8123
+PORT = free_port()
 FEATURES = {"age": 41, "income": 52000.0, "score": 0.4, "country": "US", "gender": "F"}
 SECTIONS = {
     "mlp": {"epochs": 2, "batch_size": 256, "num_workers": 2, "patience": 10},

@@ -20,7 +20,7 @@ from app.data.schema import DataError
 from app.data.synthetic import generate, write_dataset
 from app.features.store import FeatureClient
 from app.features.transforms import feature_spec
-from tests.conftest import make_config
+from tests.configs import make_config
 
 pytestmark = pytest.mark.integration
 TTL_DAYS = 7  # short, so entity rows a week after a user's last event must come back empty

@@ -15,7 +15,7 @@ from app.data.synthetic import Defects, generate
 from app.monitoring.monitor import MONITOR, DriftMonitor, get_monitor
 from app.monitoring.traffic import PREDICTIONS, read_records
 from app.registry.registry import CHAMPION, Registry
-from tests.conftest import make_config
+from tests.configs import make_config
 from tests.doubles import traffic_record
 from tests.helpers import model_inputs, quick_bundle
 

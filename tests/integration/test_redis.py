@@ -24,8 +24,8 @@ from app.features.store import FeatureClient
 from app.model.predictor import Predictor
 from app.registry.registry import CHAMPION, Registry
 from app.serving import app as serving_app
-from tests.conftest import make_config
-from tests.helpers import quick_bundle, served_entities
+from tests.configs import make_config
+from tests.helpers import free_port, quick_bundle, served_entities
 
 REDIS = shutil.which("redis-server")
 pytestmark = [
@@ -34,13 +34,7 @@ pytestmark = [
         not REDIS and not os.environ.get("CI"), reason="redis-server not installed (CI installs it)"
     ),
 ]
-PORT = 8134
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+PORT = free_port()
 
 
 class RedisServer:

@@ -17,11 +17,11 @@ import ray
 from app.registry.registry import CHALLENGER, CHAMPION
 from app.serving import app as serving_app
 from app.serving.client import ServiceClient, ServiceError
-from tests.conftest import make_config
-from tests.helpers import ab_service
+from tests.configs import make_config
+from tests.helpers import ab_service, free_port
 
 pytestmark = pytest.mark.integration
-PORT = 8129
+PORT = free_port()
 TOKEN = "resilience-token"
 SERVE_NAMESPACE = "serve"  # where Serve names its replica actors
 

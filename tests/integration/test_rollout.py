@@ -13,11 +13,11 @@ import requests
 
 from app.data.synthetic import Defects, generate
 from app.registry.registry import CHALLENGER, CHAMPION, REJECTED, Registry
-from tests.conftest import make_config
-from tests.helpers import quick_bundle, served_entities
+from tests.configs import make_config
+from tests.helpers import free_port, quick_bundle, served_entities
 
 pytestmark = pytest.mark.integration
-PORT = 8137  # its own port: the other serving tests use 8123-8134
+PORT = free_port()
 CLEAN = Defects(0, 0, 0, 0, 0, 0)
 
 

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from tests.conftest import LOCAL_CONFIG
+from tests.configs import LOCAL_CONFIG
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
 """The Serve application over real HTTP: A/B routing, feedback, admin, OIP v2, bad input.
 
-One application for the module on a non-default port (8123), over a real Feast online store
+One application for the module on free ports, over a real Feast online store
 and a real MLflow registry holding two small models (champion and challenger).
 """
 
@@ -18,12 +18,11 @@ from hypothesis import strategies as st
 
 from app.registry.registry import CHALLENGER, CHAMPION
 from app.serving import app as serving_app
-from tests.conftest import make_config
-from tests.helpers import ab_service
+from tests.configs import make_config
+from tests.helpers import ab_service, free_port
 
 pytestmark = pytest.mark.integration
-PORT = 8123
-GRPC_PORT = 9123
+PORT, GRPC_PORT = free_port(), free_port()
 TOKEN = "test-admin-token"
 FEATURES = {"age": 41, "income": 52000.0, "score": 0.4, "country": "US", "gender": "F"}
 

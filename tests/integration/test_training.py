@@ -17,7 +17,7 @@ from app.registry.registry import CHALLENGER, CHAMPION, Registry, RegistryError
 from app.training.dataset import build_splits
 from app.training.fit import evaluate_bundle
 from app.training.train import STATE_FILE, train
-from tests.conftest import make_config
+from tests.configs import make_config
 from tests.integration.train_workers import BackgroundRun, CheckpointWatch
 
 pytestmark = pytest.mark.integration

@@ -29,7 +29,7 @@ from app.model.predictor import Predictor
 from app.model.preprocess import Preprocessor
 from app.serving.scoring import raw_rows_to_frame
 from app.training.loop import array_batches, train_epoch
-from tests.conftest import make_config
+from tests.configs import make_config
 from tests.model.probes import CLEAN, START
 
 TRAIN_ROWS, HOLDOUT_ROWS, PROBE_ROWS = 25_000, 10_000, 4_000

@@ -11,7 +11,7 @@ from app.data.synthetic import Defects, generate
 from app.model.bundle import ModelBundle
 from app.registry.registry import CHALLENGER, CHAMPION, Registry
 from app.serving.ingress import Ingress
-from tests.conftest import make_config
+from tests.configs import make_config
 from tests.doubles import MonitorDouble
 from tests.helpers import make_ingress, quick_bundle
 

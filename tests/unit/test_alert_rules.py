@@ -16,7 +16,7 @@ import yaml
 
 from app.config import ConfigError, MonitorConfig, load_config, parse_config
 from app.monitoring import alerts, metrics
-from tests.conftest import LOCAL_CONFIG, ROOT
+from tests.configs import LOCAL_CONFIG, ROOT
 
 PROM = ROOT / "deployments" / "prometheus"
 PROMTOOL = shutil.which("promtool")

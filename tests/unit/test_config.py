@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from app.config import ConfigError, apply_env_overrides, load_config, parse_config
-from tests.conftest import LOCAL_CONFIG, config_dict
+from tests.configs import LOCAL_CONFIG, config_dict
 
 
 def _error(mutate) -> str:

@@ -4,7 +4,7 @@ import pytest
 
 from app.config import load_config
 from app.demo import demo_config
-from tests.conftest import LOCAL_CONFIG
+from tests.configs import LOCAL_CONFIG
 
 
 @pytest.mark.parametrize("traffic", [500, 1000, 2000, 10_000])

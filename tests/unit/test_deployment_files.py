@@ -11,7 +11,7 @@ from ray.serve.schema import ServeDeploySchema
 from app.cli import app as cli_app
 from app.config import parse_config
 from app.serving.oip_grpc import SERVICER
-from tests.conftest import ROOT
+from tests.configs import ROOT
 
 COMMANDS = {c.name or c.callback.__name__ for c in cli_app.registered_commands}
 

@@ -15,7 +15,7 @@ from app.model.preprocess import Preprocessor
 from app.model.trees import TreeSpec, tree_inputs
 from app.training import choice as verdict
 from app.training.gbdt import SEARCHABLE, arrays_dmatrix, boost, frame_arrays, gbdt_hyperparameters
-from tests.conftest import make_config
+from tests.configs import make_config
 
 
 def _frame(n: int, seed: int) -> pd.DataFrame:

@@ -30,7 +30,7 @@ from app.serving.routes.deps import current_ingress
 from app.serving.schemas import request_models
 from app.serving.scoring import Answer, RowError, ScoringFailed, raw_rows_to_frame
 from tests.doubles import SERVED_ROW, OnlineStoreDouble
-from tests.helpers import ADMIN_TOKEN, make_ingress
+from tests.helpers import ADMIN_TOKEN, free_port, make_ingress
 
 FLOAT32_SCORE_TOLERANCE = 1e-6
 ROW = SERVED_ROW
@@ -402,7 +402,6 @@ def test_the_triton_http_client_works_unchanged_binary_and_json(replica):
     """Triton's own client, built only from the model metadata, against the routers on a real
     HTTP server (uvicorn; Serve adds nothing to the protocol): its default binary tensors and
     JSON tensors, a string feature among them."""
-    import socket
     import threading
     import time
 
@@ -413,9 +412,7 @@ def test_the_triton_http_client_works_unchanged_binary_and_json(replica):
     run(ingress.admin.set_experiment(cfg.serve.experiment.model_copy(update={"split": {"champion": 1.0}})))
     api = build_api(cfg)
     api.dependency_overrides[current_ingress] = lambda: ingress
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import socket
 import threading
 
 import grpc
@@ -24,6 +23,7 @@ from app.registry.registry import CHAMPION
 from app.serving.oip_grpc import SERVICE, add_inference_service_to_server, infer_request
 from app.serving.scoring import raw_rows_to_frame
 from tests.doubles import SERVED_ROW
+from tests.helpers import free_port
 
 ROWS = [SERVED_ROW, {**SERVED_ROW, "age": 70, "country": "DE"}]
 
@@ -50,9 +50,7 @@ class Replica:
 
 @pytest.fixture
 def grpc_url(replica):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     loop = asyncio.new_event_loop()
     started, stop = threading.Event(), None
 

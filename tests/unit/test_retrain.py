@@ -50,7 +50,7 @@ def test_nothing_triggers_while_the_last_retrain_still_runs():
 
 
 def test_the_running_job_is_asked_of_the_jobs_api_and_an_unknown_one_never_blocks(tmp_path, monkeypatch):
-    from tests.conftest import make_config
+    from tests.configs import make_config
 
     cfg = make_config(tmp_path)
     state = retrain.ControllerState(started_at=0.0)

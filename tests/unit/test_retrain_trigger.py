@@ -7,7 +7,7 @@ import pytest
 
 from app.monitoring.messages import RetrainDecision
 from app.monitoring.retrain_trigger import SHOWN, RetrainTrigger
-from tests.conftest import make_config
+from tests.configs import make_config
 from tests.doubles import drift_report, window_report
 
 DRIFTED = drift_report({"champion": window_report(n=1000, alert=True)})

@@ -24,7 +24,7 @@ from app.serving.control import ServeControl
 from app.serving.rollout_controller import RolloutController
 from app.serving.splits import split_with
 from app.views import ledger_table
-from tests.conftest import make_config
+from tests.configs import make_config
 from tests.doubles import ActorDouble
 from tests.helpers import quick_bundle
 

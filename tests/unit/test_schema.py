@@ -19,7 +19,7 @@ from app.data.schema import (
     coerce_int_ids,
     to_arrow,
 )
-from tests.conftest import config_dict
+from tests.configs import config_dict
 
 
 def _cfg(**dataset):

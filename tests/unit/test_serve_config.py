@@ -10,7 +10,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from app.config import ExperimentConfig, load_config
-from tests.conftest import LOCAL_CONFIG, ROOT
+from tests.configs import LOCAL_CONFIG, ROOT
 
 SERVE_CONFIG = ROOT / "deployments" / "serve_config.yaml"
 

@@ -3,7 +3,7 @@ import logging
 import pytest
 
 from app.training.train import console_log_level, mlp_hyperparameters, run_config
-from tests.conftest import make_config
+from tests.configs import make_config
 
 
 @pytest.fixture
