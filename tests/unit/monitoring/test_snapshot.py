@@ -27,7 +27,7 @@ from app.monitoring.counts import ExperimentCounts
 from app.monitoring.store import TrafficStore
 from app.monitoring.traffic import FEEDBACK, HOUR_FORMAT, PREDICTIONS, hour_key, log_files
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 START = datetime(2026, 3, 1, tzinfo=timezone.utc)
 CFG = MonitorConfig(retention_days=365, window=500)
 
