@@ -7,6 +7,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 
+from app.config import ExperimentConfig
+from app.monitoring.experiment import (
+    Estimated,
+    ExperimentReport,
+    Percentiles,
+    ShadowSummary,
+    VariantSummary,
+)
+
 
 class Reply(concurrent.futures.Future):
     """A finished actor call: awaitable in the event loop, `.result()` in a constructor."""
@@ -149,3 +158,60 @@ class OnlineStoreDouble:
 
     def registry_version(self):
         return self.version
+
+
+def variant_summary(v: dict, **shadow) -> VariantSummary | ShadowSummary:
+    """A variant's summary as the monitor reports it, with what the rollout reads set."""
+    fields = {
+        "requests": v.get("requests", 0),
+        "errors": v.get("errors", 0),
+        "error_rate": None,
+        "outcomes": v.get("outcomes", 0),
+        "conversion": None,
+        "accuracy": v.get("rate"),
+        "auc": None,
+        "latency_ms": Percentiles(**v.get("latency_ms", {"p50": None, "p99": None})),
+        "model_versions": (),
+        "estimated": Estimated(accuracy=0.7, auc=None),
+        "metric": "accuracy",
+        "rate": v.get("rate"),
+    }
+    if not shadow:
+        return VariantSummary(**fields)
+    return ShadowSummary(**fields, score_correlation=None, mean_abs_score_diff=None, **shadow)
+
+
+class ReportingMonitorDouble:
+    """The drift monitor as the rollout controller reads it: the experiment report and recent
+    p99 built from counts a test sets per variant."""
+
+    def __init__(self):
+        self.variants: dict[str, dict] = {}
+        self.shadow: dict[str, ShadowSummary] = {}
+
+    def count(self, variant: str, *, outcomes: int, rate: float, requests: int, errors: int = 0, p99=20.0):
+        v = self.variants.setdefault(variant, {"outcomes": 0, "rate": 0.0, "requests": 0, "errors": 0})
+        successes = v["rate"] * v["outcomes"] + rate * outcomes
+        v["outcomes"] += outcomes
+        v["rate"] = successes / v["outcomes"] if v["outcomes"] else 0.0
+        v["requests"] += requests
+        v["errors"] += errors
+        v["latency_ms"] = {"p50": p99 / 2, "p99": p99}
+
+    def in_shadow(self, variant: str, *, paired: int, label_agreement: float) -> None:
+        self.shadow[variant] = variant_summary({}, paired=paired, label_agreement=label_agreement)
+
+    def recent_p99(self, experiment, variant, last):
+        v = self.variants.get(variant)
+        return v["latency_ms"]["p99"] if v and last > 0 else None
+
+    def report(self, experiment: ExperimentConfig) -> ExperimentReport:
+        return ExperimentReport(
+            experiment=experiment.name,
+            control=experiment.control,
+            metric=experiment.metric,
+            alpha=experiment.alpha,
+            variants={k: variant_summary(v) for k, v in self.variants.items()},
+            comparisons={},
+            shadow=dict(self.shadow),
+        )

@@ -12,80 +12,17 @@ from rich.console import Console
 from app.config import ExperimentConfig
 from app.data.synthetic import Defects, generate
 from app.monitoring import rollout
-from app.monitoring.experiment import (
-    Estimated,
-    ExperimentReport,
-    Percentiles,
-    ShadowSummary,
-    VariantSummary,
-)
 from app.registry.registry import CHALLENGER, CHAMPION, REJECTED, Registry
 from app.serving.control import ServeControl
 from app.serving.rollout_controller import RolloutController
 from app.serving.splits import split_with
 from app.views import ledger_table
 from tests.configs import make_config
-from tests.doubles import ActorDouble
+from tests.doubles import ActorDouble, ReportingMonitorDouble
 from tests.helpers import quick_bundle
 
 CLEAN = Defects(0, 0, 0, 0, 0, 0)
 T0 = 1_000_000.0
-
-
-def summary(v: dict, **shadow) -> VariantSummary | ShadowSummary:
-    """A variant's summary as the monitor reports it, with what the rollout reads set."""
-    fields = {
-        "requests": v.get("requests", 0),
-        "errors": v.get("errors", 0),
-        "error_rate": None,
-        "outcomes": v.get("outcomes", 0),
-        "conversion": None,
-        "accuracy": v.get("rate"),
-        "auc": None,
-        "latency_ms": Percentiles(**v.get("latency_ms", {"p50": None, "p99": None})),
-        "model_versions": (),
-        "estimated": Estimated(accuracy=0.7, auc=None),
-        "metric": "accuracy",
-        "rate": v.get("rate"),
-    }
-    if not shadow:
-        return VariantSummary(**fields)
-    return ShadowSummary(**fields, score_correlation=None, mean_abs_score_diff=None, **shadow)
-
-
-class Monitor:
-    """Counts per variant as the monitor's experiment report gives them."""
-
-    def __init__(self):
-        self.variants: dict[str, dict] = {}
-        self.shadow: dict[str, ShadowSummary] = {}
-
-    def count(self, variant: str, *, outcomes: int, rate: float, requests: int, errors: int = 0, p99=20.0):
-        v = self.variants.setdefault(variant, {"outcomes": 0, "rate": 0.0, "requests": 0, "errors": 0})
-        successes = v["rate"] * v["outcomes"] + rate * outcomes
-        v["outcomes"] += outcomes
-        v["rate"] = successes / v["outcomes"] if v["outcomes"] else 0.0
-        v["requests"] += requests
-        v["errors"] += errors
-        v["latency_ms"] = {"p50": p99 / 2, "p99": p99}
-
-    def in_shadow(self, variant: str, *, paired: int, label_agreement: float) -> None:
-        self.shadow[variant] = summary({}, paired=paired, label_agreement=label_agreement)
-
-    def recent_p99(self, experiment, variant, last):
-        v = self.variants.get(variant)
-        return v["latency_ms"]["p99"] if v and last > 0 else None
-
-    def report(self, experiment: ExperimentConfig) -> ExperimentReport:
-        return ExperimentReport(
-            experiment=experiment.name,
-            control=experiment.control,
-            metric=experiment.metric,
-            alpha=experiment.alpha,
-            variants={k: summary(v) for k, v in self.variants.items()},
-            comparisons={},
-            shadow=dict(self.shadow),
-        )
 
 
 @pytest.fixture
@@ -99,7 +36,7 @@ def served(tmp_path):
     registry.register(
         quick_bundle(cfg, generate(1500, seed=1, defects=CLEAN), seed=1), params={}, alias=CHAMPION
     )
-    control, monitor = ServeControl(cfg), Monitor()
+    control, monitor = ServeControl(cfg), ReportingMonitorDouble()
     monitor.count("champion", outcomes=2000, rate=0.7, requests=2000)  # before any challenger
 
     def controller():  # a (re)started actor: its state comes from disk
