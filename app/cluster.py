@@ -43,6 +43,10 @@ WORKER_ENV = {
     "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",
 }
 
+# A raylet starts as many workers at once as there are cores and warns in every driver's terminal
+# at 4x that; ours may start as many as its logical CPUs, at least 8 (the demo's peak: 20 workers).
+STARTUP_CONCURRENCY_ENV = "RAY_worker_maximum_startup_concurrency"
+
 SERVE_PROXY_ENV = {
     "haproxy": {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
@@ -85,12 +89,14 @@ def connect(cfg: RayConfig) -> str | None:
         return None
     withhold_secrets()
     address = cfg.address or os.environ.get("RAY_ADDRESS") or started_head_address()
+    quiet_ray_console()
     if address:
         log.info("connecting to Ray at %s", address)
-        ctx = ray.init(address=address, log_to_driver=True)
+        ctx = ray.init(address=address, log_to_driver=verbose_console())
     else:
-        # Serve reads these when its processes start, so they go in before the cluster does.
-        os.environ.update(SERVE_PROXY_ENV[cfg.serve_proxy])
+        raylet = {STARTUP_CONCURRENCY_ENV: str(max(cfg.num_cpus, 8))}
+        # Serve and the raylet read these when they start, so they go in before the cluster does.
+        os.environ.update({**SERVE_PROXY_ENV[cfg.serve_proxy], **raylet})
         ctx = ray.init(
             address="local",  # a new cluster, whatever a stale `ray start` record says
             num_cpus=cfg.num_cpus,
@@ -98,6 +104,7 @@ def connect(cfg: RayConfig) -> str | None:
             dashboard_host=cfg.dashboard_host,
             dashboard_port=cfg.dashboard_port,
             logging_level=logging.WARNING,
+            log_to_driver=verbose_console(),
             runtime_env={"env_vars": {**WORKER_ENV, **SERVE_PROXY_ENV[cfg.serve_proxy]}},
         )
     quiet_ray_data_console()
@@ -108,6 +115,13 @@ def connect(cfg: RayConfig) -> str | None:
 def verbose_console() -> bool:
     """Whether the user asked for libraries' INFO lines (`--verbose` sets the root logger to INFO)."""
     return logging.getLogger().getEffectiveLevel() <= logging.INFO
+
+
+def quiet_ray_console() -> None:
+    """Unless `--verbose`, workers' output (`log_to_driver`: trial workers' tracebacks as Tune ends
+    them, Serve's and the Jobs API's INFO lines) and Ray's token-auth notice stay in Ray's logs."""
+    if not verbose_console():
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
 
 
 def quiet_ray_data_console() -> None:
@@ -159,7 +173,9 @@ def read_parquet(paths: str | list[str], **kwargs: Any) -> ray.data.Dataset:
 def join_running(cfg: RayConfig) -> None:
     """Join the cluster a service runs on (never start one: there would be nothing to read)."""
     withhold_secrets()
-    ray.init(address=cfg.address or os.environ.get("RAY_ADDRESS") or "auto", logging_level=logging.WARNING)
+    quiet_ray_console()
+    address = cfg.address or os.environ.get("RAY_ADDRESS") or "auto"
+    ray.init(address=address, logging_level=logging.WARNING, log_to_driver=verbose_console())
 
 
 def started_head_address() -> str | None:

@@ -11,12 +11,14 @@ serving (or keeps it up).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app import progress
 from app.cluster import connect
 from app.config import AppConfig
 from app.data.synthetic import Defects, generate, generate_chunks, write_dataset
@@ -115,14 +117,14 @@ def serve_and_replay(
     client = ServiceClient(result.url)
     normal = generate(traffic, seed=seed + 101, defects=CLEAN, first_user=5_000_000).head(traffic)
     result.served["normal"] = stage(
-        result.stages, f"replay {traffic:,} requests + feedback", lambda: client.replay(normal, cfg)
+        result.stages, f"replay {traffic:,} requests + feedback", lambda: replay(client, normal, cfg)
     )
     result.drift_before = client.drift()
     # New data arrives drifted: it lands in the source (the retrain learns from it) and in traffic.
     drifted = generate(traffic, seed=seed + 202, drift=1.0, defects=CLEAN, first_user=9_000_000).head(traffic)
     write_dataset(iter([drifted]), cfg.storage.raw / f"drifted-{seed}.parquet")
     result.served["drifted"] = stage(
-        result.stages, f"replay {traffic:,} drifted requests + feedback", lambda: client.replay(drifted, cfg)
+        result.stages, f"replay {traffic:,} drifted requests + feedback", lambda: replay(client, drifted, cfg)
     )
     result.drift = stage(
         result.stages, "drift alert", lambda: _wait(lambda: _alert(client), "a drift alert", 90)
@@ -154,6 +156,20 @@ def serve_and_replay(
     )
 
 
+REPLAY_BATCH = 250  # requests per /predict call
+
+
+def replay(client, rows, cfg: AppConfig) -> dict[str, int]:
+    """`client.replay(rows)` a batch at a time, under a bar of the requests answered so far;
+    returns how many predictions each variant served."""
+    served: Counter = Counter()
+    with progress.steps("requests", len(rows)) as done:
+        for start in range(0, len(rows), REPLAY_BATCH):
+            served.update(client.replay(rows.iloc[start : start + REPLAY_BATCH], cfg, batch=REPLAY_BATCH))
+            done(min(start + REPLAY_BATCH, len(rows)))
+    return dict(served)
+
+
 MAX_ROUNDS = 12  # rounds of `traffic` requests a rollout gets in the demo before it is left running
 
 
@@ -181,7 +197,7 @@ def roll_out(
         served: dict[str, int] = {}
         for i in range(MAX_ROUNDS):
             rows = generate(traffic, seed=seed + i, drift=1.0, defects=CLEAN, first_user=9_500_000)
-            for variant, n in client.replay(rows.head(traffic), cfg).items():
+            for variant, n in replay(client, rows.head(traffic), cfg).items():
                 served[variant] = served.get(variant, 0) + n
             if client.rollout()["status"] != "running":
                 break

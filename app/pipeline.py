@@ -13,14 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rich.console import Console
-
 from app.cluster import connect
 from app.config import AppConfig
 from app.data.etl import EtlReport, run_etl
 from app.features.store import FeatureClient
 from app.model import trees
 from app.model.bundle import FAMILIES
+from app.progress import console  # the stages' spinner and the bars inside it share it
 from app.registry.registry import CHALLENGER, CHAMPION, Registry
 from app.training import choice as verdict
 from app.training.baselines import hgb_baseline
@@ -28,8 +27,6 @@ from app.training.dataset import Splits, build_splits
 from app.training.evaluate import binary_metrics, passes_gate
 from app.training.fit import evaluate_bundle, fit_candidate, make_preprocessor, preflight
 from app.training.tune import TORCH_SPACE, SearchResult, tune_random_forest, tune_torch
-
-console = Console(stderr=True)
 
 
 @dataclass

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
+from app.config import FEATURE_TIMESTAMP
+
 if TYPE_CHECKING:  # the rollout's module imports scipy: the CLI stays light
     from app.monitoring.experiment import ExperimentReport
     from app.monitoring.messages import DriftReport
@@ -228,9 +230,9 @@ def demo_report(result, *, online_sample: list, mlflow_uri: str) -> list:
     """What the demo prints at its end, in order."""
     out: list = [
         etl_table(result.pipeline.etl.to_dict()),
-        f"online features for users 1-3: {online_sample}",
+        online_table(online_sample),
         training_summary(result.pipeline.training),
-        f"served: {dict(result.served)}",
+        served_table(result.served),
     ]
     if result.drift:
         out.append(drift_table(result.drift))
@@ -242,7 +244,7 @@ def demo_report(result, *, online_sample: list, mlflow_uri: str) -> list:
         out.append(ledger_table(result.ledger))
     out += [
         experiment_summary(result.report),
-        f"stages (s): {result.stages}",
+        f"the whole loop: {sum(result.stages.values()):.0f} s (each stage's time is on its line above)",
         f"API docs: {result.url}/docs   experiment report: {result.url}/experiment/report",
         f"report (drift + A/B, HTML): {result.report_file}",
         f"MLflow UI: mlflow ui --backend-store-uri {mlflow_uri}",
@@ -250,3 +252,32 @@ def demo_report(result, *, online_sample: list, mlflow_uri: str) -> list:
     if result.dashboard_url:
         out.append(f"Ray dashboard (while this process runs): {result.dashboard_url}")
     return out
+
+
+def online_table(rows: list[dict]) -> Table:
+    """Feature rows from the online store, one per entity, as the service reads them (without
+    the row's own time, which the store keeps for its TTL)."""
+    table = Table(title="online features, as /predict reads them")
+    cols = [c for c in (rows[0] if rows else ()) if c != FEATURE_TIMESTAMP]
+    for col in cols:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(_cell(row[c]) for c in cols))
+    return table
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+    return str(value)
+
+
+def served_table(served: dict[str, dict[str, int]]) -> Table:
+    """Predictions each variant served, per phase of traffic."""
+    variants = sorted({v for counts in served.values() for v in counts})
+    table = Table(title="predictions served")
+    for col in ("traffic", *variants):
+        table.add_column(col)
+    for phase, counts in served.items():
+        table.add_row(phase, *(f"{counts.get(v, 0):,}" for v in variants))
+    return table

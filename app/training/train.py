@@ -25,6 +25,7 @@ import ray.train.torch
 import torch
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 
+from app import progress
 from app.cluster import connect, verbose_console
 from app.config import AppConfig
 from app.model.net import ModelSpec, TabularMLP
@@ -193,16 +194,19 @@ def train(
         }
     else:
         datasets = {name: model_dataset(df, pre, label) for name, df in frames.items()}
+    name = name or f"train-{time.strftime('%Y%m%dT%H%M%S')}"
     trainer = ray.train.torch.TorchTrainer(
         at_console_log_level(train_loop_per_worker),
         train_loop_config=loop_config,
         torch_config=ray.train.torch.TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu),
         datasets=datasets,
-        run_config=run_config(cfg, name or f"train-{time.strftime('%Y%m%dT%H%M%S')}"),
+        run_config=run_config(cfg, name),
     )
     started = time.perf_counter()
-    result = fit_with_ctrl_c_left_to_python(trainer)
+    with progress.steps("epochs", config["epochs"]) as done:  # rank 0 checkpoints every epoch
+        epochs = progress.files_seen(cfg.storage.checkpoints / name, "checkpoint_*", done)
+        result = fit_with_ctrl_c_left_to_python(trainer, poll=epochs)
     with result.checkpoint.as_directory() as d:
         state = torch.load(Path(d) / STATE_FILE, weights_only=True)
     history = [] if result.metrics_dataframe is None else result.metrics_dataframe.to_dict("records")
@@ -252,13 +256,14 @@ def run_config(cfg: AppConfig, name: str) -> RunConfig:
     )
 
 
-def fit_with_ctrl_c_left_to_python(trainer: ray.train.torch.TorchTrainer) -> ray.train.Result:
+def fit_with_ctrl_c_left_to_python(trainer, *, poll: Callable[[], None] = lambda: None) -> ray.train.Result:
     """`trainer.fit()`, on a thread of its own so that Ctrl-C stays a KeyboardInterrupt.
 
     On the main thread Ray Train (2.60) installs its own SIGINT handler, which aborts the run and
     exits the whole process with status 1 and no message; from another thread it installs none,
     so the CLI can say what happened and how to go on. The thread is a daemon: an interrupted
     driver exits without waiting for it, and the run's actors, owned by the driver, end with it.
+    `poll` runs every half second while the run lasts (a progress bar's update).
     """
     outcome: dict = {}
 
@@ -272,6 +277,7 @@ def fit_with_ctrl_c_left_to_python(trainer: ray.train.torch.TorchTrainer) -> ray
     thread.start()
     while thread.is_alive():  # short waits: a signal caught by another thread still gets seen
         thread.join(0.5)
+        poll()
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]

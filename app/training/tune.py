@@ -10,6 +10,7 @@ capped by what the cluster can hold at once.
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,9 +19,12 @@ import ray
 import torch
 from ray import tune
 from ray.air.integrations.mlflow import MLflowLoggerCallback
+from ray.tune.experimental.output import AirVerbosity
+from ray.tune.experimental.output import ProgressReporter as AirProgressReporter
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from app.cluster import connect
+from app import progress
+from app.cluster import connect, verbose_console
 from app.config import AppConfig
 from app.model.bundle import FAMILY_TAG
 from app.model.net import ModelSpec, TabularMLP
@@ -166,16 +170,72 @@ def tune_random_forest(
 
 def tune_run_config(cfg: AppConfig, name: str, *, family: str) -> tune.RunConfig:
     """Trials checkpoint under the storage root and are logged to MLflow experiment
-    `mlsys-<name>`, each run tagged `mlsys.family`."""
+    `mlsys-<name>`, each run tagged `mlsys.family`. The terminal shows a bar of finished
+    trials; Tune's own experiment header and trial tables (a few hundred lines a search) only
+    with `--verbose`."""
+    verbose = verbose_console()
     return tune.RunConfig(
         name=f"{name}-{time.strftime('%Y%m%dT%H%M%S')}",
         storage_path=str(cfg.storage.checkpoints),
         callbacks=[
             MLflowLoggerCallback(
                 tracking_uri=cfg.mlflow_uri, experiment_name=f"mlsys-{name}", tags={FAMILY_TAG: family}
-            )
+            ),
+            *([] if verbose else [TrialsBar(f"{family} trials")]),
         ],
+        verbose=None if verbose else 0,  # None: Tune's default
     )
+
+
+class TrialsBar(AirProgressReporter):
+    """The search's display: a bar of finished trials (completed, stopped early or failed), from
+    the experiment's start to its end, which Tune also reaches on an error.
+
+    It is a progress reporter of Tune's output engine, so that Tune takes it as the search's
+    reporter (the first one among the callbacks) instead of its own, which prints the
+    experiment's header and paths even when `verbose=0`."""
+
+    # Tune's per-trial lines (start, result, checkpoint) need more than this reporter's SILENT.
+    _start_end_verbosity = AirVerbosity.DEFAULT
+    _intermediate_result_verbosity = AirVerbosity.VERBOSE
+
+    def __init__(self, what: str) -> None:
+        super().__init__(verbosity=AirVerbosity.SILENT)
+        self.what = what
+        self.finished = 0
+        self._bar: ExitStack | None = None
+
+    def setup(self, start_time: float | None = None, **info) -> None:
+        # Called twice: as a callback (with `total_num_samples`), then as the reporter.
+        total = info.get("total_num_samples", info.get("total_samples"))
+        if self._bar is None:
+            self._bar = ExitStack()
+            self._done = self._bar.enter_context(progress.steps(self.what, total))
+
+    def experiment_started(self, *args, **kwargs) -> None:
+        """Tune's reporter prints the experiment's header here: the bar is enough."""
+
+    def print_heartbeat(self, trials: list, *sys_info, force: bool = False) -> None:
+        """Tune's reporter prints its trial table here, every 30 s and at the end."""
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self._finished()
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self._finished()
+
+    def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
+        """A failed trial that Tune starts again: not finished."""
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def _finished(self) -> None:
+        self.finished += 1
+        if self._bar is not None:
+            self._done(self.finished)
 
 
 def summarise(grid, metric: str, *, mode: str, scope: str = "last") -> SearchResult:

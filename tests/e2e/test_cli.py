@@ -222,12 +222,12 @@ def test_demo_runs_the_whole_loop_twice(tmp_path):
         )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         out = proc.stdout
+        assert_reads_as_our_stages_and_results(proc.stdout + proc.stderr)
         assert "drift vs champion" in out and "ALERT" in out, out[-3000:]
         assert "retrain job raysubmit_" in out and ": SUCCEEDED" in out, out[-3000:]
         # The retrained challenger's rollout ran without a person, and the ledger shows it.
         assert re.search(r"rollout of v\d+: (promoted|rolled back|running)", out), out[-3000:]
         assert "promotion ledger" in out and "rollout controller" in out, out[-3000:]
-        assert "Started Serve in namespace" not in proc.stderr  # Serve's INFO, not --verbose
         if run == 1:
             assert "registered version 1 as champion" in out
             assert "challenger" in out.split("experiment exp-1")[-1]  # the new challenger served traffic
@@ -235,3 +235,30 @@ def test_demo_runs_the_whole_loop_twice(tmp_path):
             worse = re.findall(r"rollout of v\d+: (\w+(?: \w+)?)", out)[-1]
             assert worse == "rolled back", out[-3000:]
     assert (tmp_path / "store" / "archive").is_dir()  # the first run's traffic log, kept
+
+
+# Lines the libraries print that a demo without --verbose must not show.
+LIBRARY_NOISE = {
+    "a Tune trial table or experiment header": re.compile(
+        r"Trial status:|Trial name|Configuration for experiment"
+    ),
+    "a trial worker's SystemExit": re.compile(r"SystemExit"),
+    "the Jobs API's supervisor": re.compile(r"JobSupervisor"),
+    "the raylet's worker-pool warning": re.compile(r"worker processes have been started"),
+    "Train's preemption watcher": re.compile(r"(?i)preemption"),
+    "Serve's start-up lines": re.compile(r"Started Serve in namespace|ServeController|ServeReplica"),
+    "a library's INFO line": re.compile(r"(^|\s)INFO(\s|$)"),
+    "a raw dict or list of dicts": re.compile(r"[\[(]\{'|^\{'"),
+}
+
+
+def assert_reads_as_our_stages_and_results(terminal: str) -> None:
+    """What `mlsys demo` leaves in a terminal (stdout and stderr): our stages and result tables,
+    under 100 lines, with no traceback and none of the libraries' own lines."""
+    lines = terminal.splitlines()
+    assert len(lines) < 100, f"{len(lines)} lines:\n{terminal[-6000:]}"
+    assert "Traceback" not in terminal, terminal[-6000:]
+    for what, pattern in LIBRARY_NOISE.items():
+        noisy = [line for line in lines if pattern.search(line)]
+        assert not noisy, f"{what}: {noisy[:5]}"
+    assert "✓ tune" in terminal and "✓ train + evaluate + register" in terminal, terminal[-3000:]
