@@ -298,6 +298,10 @@ class StorageConfig(_Section):
         return self.path("serving", "feedback.key")
 
     @property
+    def producers(self) -> Path:
+        return self.path("serving", "producers.json")
+
+    @property
     def rollout_state(self) -> Path:
         return self.path("serving", "rollout.json")
 
@@ -451,8 +455,12 @@ class ServeConfig(_Section):
     # Admin routes need `Authorization: Bearer $MLSYS_ADMIN_TOKEN`; with no token set they are
     # refused, unless this is turned off for local use.
     admin_auth: bool = True
-    # /predict returns a receipt (an HMAC of the request id) that /feedback must echo, so only
-    # the client that got a prediction can report its outcome (serving/receipts.py).
+    # Outcomes steer the rollout, online learning and retraining, so /feedback takes them only
+    # from a named producer's token (`mlsys outcomes producer add NAME`; serving/producers.py),
+    # never from whoever got a prediction. Off: anyone may post outcomes (local experiments only).
+    outcomes_auth: bool = True
+    # /predict returns a receipt (an HMAC of the request id) that /feedback must echo: a
+    # binding check that the outcome is for a prediction this service made (serving/receipts.py).
     feedback_auth: bool = True
     poll_interval_s: float = Field(default=1.0, gt=0)  # replicas check for promotions this often
 
@@ -534,6 +542,12 @@ class RetrainConfig(_Section):
     on_drift: bool = True
     cooldown_minutes: float = Field(default=60, ge=0)
     min_samples: int = Field(default=1000, ge=1)  # a drift incident needs a window this large
+    # Drift retrains only when it persists: this many consecutive complete windows over the
+    # alert level, the first at least `drift_minutes` before the last. One burst of shifted
+    # requests, which any caller can send, never starts a job.
+    drift_windows: int = Field(default=2, ge=1)
+    drift_minutes: float = Field(default=10, ge=0)
+    max_per_day: int = Field(default=4, ge=0)  # retrain jobs submitted in any 24 hours, at most
     jobs_address: str = "http://127.0.0.1:8265"  # the cluster's Jobs API (its dashboard)
 
     @model_validator(mode="after")

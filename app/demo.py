@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +49,8 @@ class DemoResult:
     report_file: Path | None = None
     rollout: RolloutStatus | None = None  # the rollout of the retrained challenger, as it ended
     bad_rollout: RolloutStatus | None = None  # the injected worse model's rollout
-    ledger: list = field(default_factory=list)
+    ledger: list = field(default_factory=list)  # this run's entries of the promotion ledger
+    started_at: str = ""  # ISO time in UTC, as the ledger's entries have it
 
     @property
     def stages(self) -> dict[str, float]:
@@ -66,12 +68,15 @@ def run_demo(
 ) -> DemoResult:
     """The main job on the built-in data: the pipeline, then serving, drift and the retrain."""
     cfg = demo_config(cfg, traffic)
+    started_at = datetime.now(timezone.utc).isoformat()
     raw = cfg.storage.raw
     dashboard = connect(cfg.ray)
     if not any(raw.glob("*.parquet")):  # written whole or not at all (see write_dataset)
         write_dataset(generate_chunks(rows, seed=seed), raw)
     result = DemoResult(
-        run_pipeline(cfg, source=str(raw), tune_samples=tune_samples), dashboard_url=dashboard
+        run_pipeline(cfg, source=str(raw), tune_samples=tune_samples),
+        dashboard_url=dashboard,
+        started_at=started_at,
     )
     serve_and_replay(cfg, result, seed=seed, traffic=traffic, bad_challenger=bad_challenger)
     return result
@@ -87,7 +92,10 @@ def demo_config(cfg: AppConfig, traffic: int) -> AppConfig:
         update={
             "dataset": cfg.dataset.model_copy(update={"source": str(cfg.storage.raw)}),
             "monitor": cfg.monitor.model_copy(update={"window": window}),
-            "retrain": cfg.retrain.model_copy(update={"schedule": "none", "min_samples": window}),
+            # drift_minutes 0: the demo's drifted windows arrive within seconds of each other
+            "retrain": cfg.retrain.model_copy(
+                update={"schedule": "none", "min_samples": window, "drift_minutes": 0}
+            ),
             # Minutes of traffic, not days: steps on outcomes alone, a look every second, and
             # promotion when the challenger is better or no more than 5 points worse.
             "rollout": cfg.rollout.model_copy(
@@ -111,10 +119,13 @@ def serve_and_replay(
     from app.monitoring.experiment import ExperimentReport
     from app.serving import app as serving_app
     from app.serving.client import ServiceClient
+    from app.serving.producers import ProducerStore
 
     archive_monitoring(cfg)
     result.url = stage(result.stages, "serve champion + challenger (A/B)", lambda: serving_app.start(cfg))
-    client = ServiceClient(result.url)
+    # The replay reports outcomes as a system of record would: with a producer's token.
+    demo_producer = ProducerStore(cfg.storage.producers).token_for("demo")
+    client = ServiceClient(result.url, outcomes_token=demo_producer)
     normal = generate(traffic, seed=seed + 101, defects=CLEAN, first_user=5_000_000).head(traffic)
     result.served["normal"] = stage(
         result.stages, f"replay {traffic:,} requests + feedback", lambda: replay(client, normal, cfg)
@@ -149,7 +160,7 @@ def serve_and_replay(
         result.bad_rollout = roll_out(
             cfg, client, result, worse, seed=seed + 505, traffic=traffic, what="worse "
         )
-    result.ledger = registry.promotion_ledger()
+    result.ledger = [e for e in registry.promotion_ledger() if e.at >= result.started_at]
     result.report = ExperimentReport.model_validate(client.report())
     result.report_file = atomic_write_text(
         cfg.storage.reports / "report.html", report.render(client.drift(), result.report)

@@ -151,8 +151,9 @@ class Log:
 class Traffic:
     """Worker threads, each sending one kind of traffic at its own pace until stopped."""
 
-    def __init__(self, url: str, entities: list[int], rows: list[dict], log: Log):
+    def __init__(self, url: str, entities: list[int], rows: list[dict], log: Log, outcomes_token: str):
         self.url, self.entities, self.rows, self.log = url, entities, rows, log
+        self.producer = {"Authorization": f"Bearer {outcomes_token}"}  # feedback comes from a producer
         self.stop = threading.Event()
         self.threads: list[threading.Thread] = []
 
@@ -239,7 +240,7 @@ class Traffic:
         kind = "feedback_known" if known else "feedback_unknown"
         rid, receipt = known or (uuid.uuid4().hex, "1." + "0" * 32)
         body = {"request_id": rid, "label": rng.randint(0, 1), "feedback_token": receipt}
-        resp = self._send(session, kind, "POST", "/feedback", json=body)
+        resp = self._send(session, kind, "POST", "/feedback", json=body, headers=self.producer)
         if resp is not None:
             with self.log.lock:
                 self.log.acked[rid] = self.log.now()
@@ -571,7 +572,10 @@ def soak(args) -> dict:
         chaos = threading.Thread(
             target=run_faults, args=(cfg, log, sorted(schedule), args.replicas, faults), daemon=True
         )
-        traffic = Traffic(url, entities, rows, log)
+        from app.serving.producers import ProducerStore
+
+        token = ProducerStore(cfg.storage.producers).token_for("soak")
+        traffic = Traffic(url, entities, rows, log, token)
         traffic.start()
         sampler.start()
         chaos.start()

@@ -36,7 +36,7 @@ class ActorDouble:
 
     def __getattr__(self, name):
         method = getattr(self._obj, name)
-        return type("Method", (), {"remote": staticmethod(lambda *a: Reply(method(*a)))})()
+        return type("Method", (), {"remote": staticmethod(lambda *a, **kw: Reply(method(*a, **kw)))})()
 
 
 def traffic_record(
@@ -93,7 +93,7 @@ def window_report(*, n: int = 1000, alert: bool = False, window: str = "complete
     )
 
 
-def drift_report(variants: dict | None = None, *, dropped: int = 0):
+def drift_report(variants: dict | None = None, *, dropped: int = 0, history: tuple = ()):
     """The monitor's drift report over these window reports (a calm champion by default)."""
     from app.monitoring.drift_tracker import alerting
     from app.monitoring.messages import DriftReport, RetrainLog, TrafficLogState
@@ -109,7 +109,7 @@ def drift_report(variants: dict | None = None, *, dropped: int = 0):
         traffic_log=TrafficLogState(
             dropped_records=dropped, pending_feedback=0, pending_dropped=0, rebuilt=None
         ),
-        history=(),
+        history=history,
         retrain=RetrainLog(incident_open=False, submitted=(), decisions=()),
     )
 
@@ -128,13 +128,13 @@ class MonitorDouble:
         self.records += [r.row() for r in batch]
         return len(batch)
 
-    def feedback(self, request_id, label, may_wait=True):
+    def feedback(self, request_id, label, may_wait=True, *, producer):
         """Like the monitor: known ids join once; an unknown one waits only if it may."""
-        if any(rid == request_id for rid, _ in self.feedback_seen):
+        if any(rid == request_id for rid, _, _ in self.feedback_seen):
             return "duplicate"
         if not may_wait and not any(r["request_id"] == request_id for r in self.records):
             return "recorded"
-        self.feedback_seen.append((request_id, label))
+        self.feedback_seen.append((request_id, label, producer))
         return "joined"
 
 
@@ -175,6 +175,7 @@ def variant_summary(v: dict, **shadow) -> VariantSummary | ShadowSummary:
         "estimated": Estimated(accuracy=0.7, auc=None),
         "metric": "accuracy",
         "rate": v.get("rate"),
+        "outcomes_by_producer": {"tests": v["outcomes"]} if v.get("outcomes") else {},
     }
     if not shadow:
         return VariantSummary(**fields)

@@ -134,7 +134,9 @@ def ab_service(cfg, tmp, *, token: str) -> Iterator[dict]:
     env = pytest.MonkeyPatch()
     env.setenv(serving_app.TOKEN_ENV, token)
     try:
-        yield {"url": serving_app.start(cfg), "cfg": cfg, "entities": entities, "registry": registry}
+        outcomes = {"Authorization": f"Bearer {producer_token(cfg)}"}  # an outcome producer's header
+        url = serving_app.start(cfg)
+        yield {"url": url, "cfg": cfg, "entities": entities, "registry": registry, "outcomes": outcomes}
     finally:
         env.undo()
         serve.shutdown()
@@ -155,6 +157,13 @@ def served_entities(cfg, tmp) -> tuple[list[int], pd.DataFrame]:
 
 
 ADMIN_TOKEN = "unit-admin-token"
+
+
+def producer_token(cfg, name: str = "tests") -> str:
+    """A token of the outcome producer `name` (added on first use) for /feedback calls."""
+    from app.serving.producers import ProducerStore
+
+    return ProducerStore(cfg.storage.producers).token_for(name)
 
 
 def free_port() -> int:

@@ -11,7 +11,7 @@ import sys
 
 from rich.console import Console
 
-from app.cli import build, operate  # noqa: F401  (registers their commands, in this order)
+from app.cli import build, operate, outcomes  # noqa: F401  (registers their commands, in this order)
 from app.cli.base import app
 from app.config import ConfigError
 
@@ -23,10 +23,11 @@ def user_errors() -> tuple[type[Exception], ...]:
     from app.model.bundle import BundleError
     from app.registry.registry import RegistryError
     from app.serving.app import NothingToServe, ServiceNotReady
+    from app.serving.producers import ProducerError
     from app.training.dataset import TrainingDataError
 
     fixable = (ConfigError, DataError, TrainingDataError, RegistryError, BundleError)
-    return (*fixable, NothingToServe, ServiceNotReady)
+    return (*fixable, NothingToServe, ServiceNotReady, ProducerError)
 
 
 def main() -> None:

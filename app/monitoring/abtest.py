@@ -39,6 +39,7 @@ class VariantStats:
     )  # of every prediction (recent): label-free estimates
     # A shadow variant only: sums over its predictions paired with the live answer to the same request.
     agreement: dict = field(default_factory=dict)
+    producers: dict = field(default_factory=dict)  # outcomes counted per producer
 
 
 # Shadow predictions are counted apart from the variant's live ones, under "<variant>:shadow"
@@ -175,6 +176,7 @@ def variant_summary(s: VariantStats, metric: str) -> dict:
         "estimated": estimates(s.all_scores),  # from the scores alone (CBPE, estimate.py)
         "metric": metric,
         "rate": rate(successes(s, metric), s.outcomes),
+        "outcomes_by_producer": dict(sorted(s.producers.items())),
     }
 
 

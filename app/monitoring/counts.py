@@ -16,7 +16,7 @@ import numpy as np
 from app.config import ExperimentConfig
 from app.monitoring.abtest import SHADOW_KEY, VariantStats, add_pair, experiment_report
 from app.monitoring.experiment import ExperimentReport
-from app.monitoring.records import OK, SHADOW_SUFFIX
+from app.monitoring.records import OK, SHADOW_SUFFIX, UNATTRIBUTED
 
 SAMPLE = 20_000  # recent latencies / scored outcomes kept per variant for percentiles and AUC
 UNPAIRED_SHADOWS = 10_000
@@ -48,7 +48,7 @@ class ExperimentCounts:
         self.stats: dict[tuple[str, str], VariantStats] = {}
         self.predictions: OrderedDict[str, tuple[str, str, int, float]] = OrderedDict()
         self.labelled: set[str] = set()
-        self.pending: OrderedDict[str, int] = OrderedDict()
+        self.pending: OrderedDict[str, tuple[int, str]] = OrderedDict()  # -> (label, producer)
         self.pending_dropped = 0
         # Shadow predictions that arrived before their live answer, by the live request id:
         # a single /predict logs its shadow's record first (bounded; not snapshotted).
@@ -83,7 +83,8 @@ class ExperimentCounts:
             s.errors += 1
             return True
         s.requests += 1
-        s.latency_ms.append(float(latency_ms))
+        if latency_ms is not None and latency_ms == latency_ms:  # once per request (not NaN)
+            s.latency_ms.append(float(latency_ms))
         s.all_scores.append(float(score))
         if shadow:
             self._pair_shadow(
@@ -95,7 +96,7 @@ class ExperimentCounts:
             s.model_versions.append(int(model_version))
         self._remember(rid, (experiment, variant, int(pred_label), float(score)))
         if rid in self.pending:
-            self.add_feedback(rid, self.pending.pop(rid))
+            self.add_feedback(rid, *self.pending.pop(rid))
         return True
 
     def _pair_shadow(self, live_rid: str, shadow: tuple[str, str, int, float], live=None) -> None:
@@ -128,12 +129,12 @@ class ExperimentCounts:
         """Whether a prediction with this id is remembered (or was labelled)."""
         return request_id in self.predictions or request_id in self.labelled
 
-    def add_feedback(self, request_id: str, label: int) -> str:
+    def add_feedback(self, request_id: str, label: int, producer: str) -> str:
         """Join an outcome to its prediction: "joined", "duplicate" or "pending"."""
         if request_id in self.labelled:
             return "duplicate"
         if request_id not in self.predictions:
-            self.pending[request_id] = int(label)
+            self.pending[request_id] = (int(label), producer)
             while len(self.pending) > self.pending_capacity:
                 self.pending.popitem(last=False)
                 self.pending_dropped += 1
@@ -145,6 +146,7 @@ class ExperimentCounts:
         s.correct += int(label == pred_label)
         s.scores.append(score)
         s.labels.append(int(label))
+        s.producers[producer] = s.producers.get(producer, 0) + 1
         self.labelled.add(request_id)
         return "joined"
 
@@ -201,7 +203,11 @@ class ExperimentCounts:
             },
             "labelled": [r in self.labelled for r, _ in rows],
         }
-        pending = {"request_id": list(self.pending), "label": list(self.pending.values())}
+        pending = {
+            "request_id": list(self.pending),
+            "label": [label for label, _ in self.pending.values()],
+            "producer": [producer for _, producer in self.pending.values()],
+        }
         return {
             "stats": stats,
             "predictions": predictions,
@@ -220,6 +226,7 @@ class ExperimentCounts:
                 **samples,
                 model_versions=list(s["model_versions"]),
                 agreement=dict(s.get("agreement", {})),
+                producers=dict(s.get("producers", {})),
             )
             counts.stats[s["experiment"], s["variant"]] = stats
         p = state["predictions"]
@@ -237,6 +244,8 @@ class ExperimentCounts:
                 counts.labelled.add(rid)
         counts.labelled &= counts.predictions.keys()
         counts.pending_dropped = int(state["pending_dropped"])
-        for rid, label in zip(state["pending"]["request_id"], state["pending"]["label"], strict=True):
-            counts.add_feedback(rid, int(label))  # not remembered as a prediction: waits again
+        pending = state["pending"]
+        producers = pending.get("producer") or [UNATTRIBUTED] * len(pending["request_id"])
+        for rid, label, producer in zip(pending["request_id"], pending["label"], producers, strict=True):
+            counts.add_feedback(rid, int(label), producer)  # not remembered as a prediction: waits again
         return counts

@@ -39,6 +39,7 @@ class VariantSummary(Message):
     estimated: Estimated
     metric: str
     rate: float | None  # the experiment's metric
+    outcomes_by_producer: dict[str, int] = Field(default_factory=dict)  # who reported the outcomes
 
     @property
     def successes(self) -> int:

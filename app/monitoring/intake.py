@@ -17,7 +17,7 @@ import pandas as pd
 
 from app.monitoring import snapshot
 from app.monitoring.drift_tracker import DriftTracker
-from app.monitoring.records import OK
+from app.monitoring.records import OK, UNATTRIBUTED
 from app.monitoring.store import TrafficStore
 from app.monitoring.traffic import FEEDBACK, PREDICTIONS
 
@@ -49,7 +49,8 @@ class TrafficIntake:
                 r["logged_at"] = pd.Timestamp(r["logged_at"])
         self.predictions(found[PREDICTIONS], logged=True)
         for r in found[FEEDBACK]:
-            self.feedback(r["request_id"], r["label"], at=r["logged_at"], logged=True)
+            producer = r.get("producer") or UNATTRIBUTED
+            self.feedback(r["request_id"], r["label"], producer=producer, at=r["logged_at"], logged=True)
         if any(found.values()):
             log.info("recovered %s unflushed records", {k: len(v) for k, v in found.items()})
             try:
@@ -73,18 +74,21 @@ class TrafficIntake:
         self.store.add(PREDICTIONS, new, logged=True)
         return new
 
-    def feedback(self, request_id: str, label: int, *, at: datetime, logged: bool = False) -> str:
+    def feedback(
+        self, request_id: str, label: int, *, producer: str, at: datetime, logged: bool = False
+    ) -> str:
         """Join an outcome to its prediction and log it: "joined", "duplicate" or "pending"."""
-        status = self.counts.add_feedback(request_id, label)
+        status = self.counts.add_feedback(request_id, label, producer)
         if status != "duplicate":
-            self.log_feedback(request_id, label, at=at, logged=logged)
+            self.log_feedback(request_id, label, producer=producer, at=at, logged=logged)
         return status
 
-    def log_feedback(self, request_id: str, label: int, *, at: datetime, logged: bool = False) -> None:
-        """Log an outcome for training without counting it."""
-        self.store.add(
-            FEEDBACK, [{"request_id": request_id, "label": int(label), "logged_at": at}], logged=logged
-        )
+    def log_feedback(
+        self, request_id: str, label: int, *, producer: str, at: datetime, logged: bool = False
+    ) -> None:
+        """Log an outcome (and who reported it) for training, without counting it."""
+        row = {"request_id": request_id, "label": int(label), "producer": producer, "logged_at": at}
+        self.store.add(FEEDBACK, [row], logged=logged)
 
     def state(self) -> snapshot.MonitorState:
         """What the snapshot saves: the counts, the recent rows and the drift history."""

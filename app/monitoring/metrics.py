@@ -34,9 +34,11 @@ class ReplicaMetrics:
             LATENCY, "prediction latency in the ingress", boundaries=LATENCY_BUCKETS, tag_keys=("variant",)
         )
 
-    def served(self, variant: str, version: int, seconds: float) -> None:
+    def served(self, variant: str, version: int, seconds: float | None) -> None:
+        """A row answered; `seconds`: its request's latency, given for a request's first row only."""
         self.requests.inc(tags={"variant": variant, "model_version": str(version)})
-        self.latency.observe(seconds, tags={"variant": variant})
+        if seconds is not None:
+            self.latency.observe(seconds, tags={"variant": variant})
 
     def failed(self, variant: str) -> None:
         self.errors.inc(tags={"variant": variant})

@@ -140,16 +140,16 @@ class DriftMonitor:
             self.flush()
         return len(new)
 
-    async def feedback(self, request_id: str, label: int, may_wait: bool = True) -> str:
-        """ "joined", "duplicate", "pending" (kept until its prediction arrives, if `may_wait`)
-        or "recorded" (its prediction is no longer remembered: the outcome goes to the log only,
-        where training joins it)."""
+    async def feedback(self, request_id: str, label: int, may_wait: bool = True, *, producer: str) -> str:
+        """An outcome from `producer`: "joined", "duplicate", "pending" (kept until its
+        prediction arrives, if `may_wait`) or "recorded" (its prediction is no longer
+        remembered: the outcome goes to the log only, where training joins it)."""
         self._start_flusher()
         now = datetime.now(timezone.utc)
         if not may_wait and not self.intake.counts.knows(request_id):
-            self.intake.log_feedback(request_id, label, at=now)
+            self.intake.log_feedback(request_id, label, producer=producer, at=now)
             return "recorded"
-        return self.intake.feedback(request_id, label, at=now)
+        return self.intake.feedback(request_id, label, producer=producer, at=now)
 
     # ------------------------------------------------------------ reports and decisions
 

@@ -15,11 +15,15 @@ from datetime import datetime, timezone
 
 SHADOW_SUFFIX = "-shadow"  # a shadow prediction's request id: the live request's, suffixed
 OK, ERROR = "ok", "error"
+# The producer of an outcome logged before outcomes named theirs.
+UNATTRIBUTED = "unattributed"
 
 
 @dataclass(frozen=True, slots=True)
 class TrafficRecord:
-    """One scored (or failed) row. `score` and `label` are None for a row that failed."""
+    """One scored (or failed) row. `score` and `label` are None for a row that failed;
+    `latency_ms` is the request's, on its first row only (None on the others), so a request
+    counts once in a latency sample however many rows it holds."""
 
     request_id: str
     experiment: str
@@ -28,7 +32,7 @@ class TrafficRecord:
     key: str
     score: float | None
     label: int | None
-    latency_ms: float
+    latency_ms: float | None
     features: Mapping[str, object] = field(default_factory=dict)
     shadow: bool = False
     status: str = OK
@@ -50,7 +54,7 @@ class TrafficRecord:
             "shadow": self.shadow,
             "pred_score": self.score,
             "pred_label": self.label,
-            "latency_ms": float(self.latency_ms),
+            "latency_ms": None if self.latency_ms is None else float(self.latency_ms),
             "status": self.status,
             "key": self.key,
         }

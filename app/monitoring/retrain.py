@@ -29,6 +29,7 @@ from app.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 MAX_DECISIONS = 50
+DAY_S = 86400.0
 STATUS_TIMEOUT_S = 5.0
 
 
@@ -50,22 +51,36 @@ def decide(
     drift_alert: bool,
     window_samples: int,
     running_job: str | None = None,
+    persisted: tuple[int, float] = (1, 0.0),
 ) -> tuple[str | None, str]:
     """("drift" | "schedule" | None, reason). Mutates the incident bookkeeping in `state`.
     While `running_job` (the last retrain, still pending or running) is set, nothing triggers:
-    two pipelines would train on the same data and race to register."""
+    two pipelines would train on the same data and race to register. `persisted`: the drift's
+    consecutive complete windows and the seconds they span (`drift_run`)."""
     cooling = state.last_submit_at is not None and now - state.last_submit_at < cfg.cooldown_minutes * 60
     if running_job is not None:
         return None, f"the last retrain (job {running_job}) is still running"
+    spent = sum(1 for s in state.submitted if now - s["at"] < DAY_S)
+    if spent >= cfg.max_per_day and (drift_alert or schedule_due(state, cfg, now)):
+        return None, f"the retrain budget is spent: {spent} jobs in the last 24 h (retrain.max_per_day)"
     if cfg.on_drift and drift_alert:
         if window_samples < cfg.min_samples:
             return None, f"drift seen on {window_samples} records, fewer than min_samples {cfg.min_samples}"
+        windows, span_s = max(persisted[0], 1), persisted[1]  # the alerting window is one
+        if windows < cfg.drift_windows or span_s < cfg.drift_minutes * 60:
+            return None, (
+                f"drift on {windows} window(s) over {span_s / 60:.1f} min; a retrain needs "
+                f"{cfg.drift_windows} over at least {cfg.drift_minutes:g} min (retrain.drift_windows)"
+            )
         if state.incident_open:
             return None, "drift incident already handled; waiting for a clean window"
         if cooling:
             return None, "drift, but within the cooldown after the last retrain"
         state.incident_open = True
-        return "drift", f"PSI over the alert level on a complete window of {window_samples} records"
+        return "drift", (
+            f"PSI over the alert level on {windows} consecutive complete windows over "
+            f"{span_s / 60:.1f} min (the last of {window_samples} records)"
+        )
     if not drift_alert and state.incident_open:
         state.incident_open = False
     if schedule_due(state, cfg, now) and not cooling:
@@ -73,6 +88,16 @@ def decide(
         state.last_scheduled_at = now
         return "schedule", f"schedule {cfg.schedule!r}: {now - since:.0f} s since the last run"
     return None, "no trigger"
+
+
+def drift_run(points: list[tuple[float, str, bool]]) -> tuple[int, float]:
+    """(windows, seconds): the longest run of consecutive drifted complete windows that a
+    variant is in now, from (completed at, variant, drifted) in time order."""
+    runs: dict[str, list[float]] = {}
+    for at, variant, drifted in points:
+        runs[variant] = [*runs.get(variant, []), at] if drifted else []
+    best = max(runs.values(), key=len, default=[])
+    return len(best), (best[-1] - best[0]) if best else 0.0
 
 
 def schedule_due(state: ControllerState, cfg: RetrainConfig, now: float) -> bool:

@@ -50,6 +50,7 @@ class RetrainTrigger:
             drift_alert=drift.alert,
             window_samples=samples,
             running_job=self.job_running(cfg, self.state) if could_trigger else None,
+            persisted=retrain.drift_run([(h.at, h.variant, bool(h.drifted)) for h in drift.history]),
         )
         job_id = None
         if trigger:

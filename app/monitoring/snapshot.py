@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from app.files import atomic_write_parquet, atomic_write_text
 from app.monitoring.counts import PREDICTION_FIELDS, ExperimentCounts
+from app.monitoring.records import UNATTRIBUTED
 from app.monitoring.traffic import FEEDBACK, PREDICTIONS, UNREADABLE, log_files, quarantine, read_part
 
 log = logging.getLogger(__name__)
@@ -200,7 +201,10 @@ def _count_predictions(
 
 
 def _count_feedback(counts: ExperimentCounts, frame: pd.DataFrame, seen: set[str]) -> None:
-    for rid, label in zip(frame["request_id"].tolist(), frame["label"].tolist(), strict=True):
+    n = len(frame)  # files written before outcomes named their producer have no column
+    producers = frame["producer"].fillna(UNATTRIBUTED).tolist() if "producer" in frame else [UNATTRIBUTED] * n
+    rows = zip(frame["request_id"].tolist(), frame["label"].tolist(), producers, strict=True)
+    for rid, label, producer in rows:
         if rid not in seen:
             seen.add(rid)
-            counts.add_feedback(rid, int(label))
+            counts.add_feedback(rid, int(label), producer)

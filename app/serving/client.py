@@ -1,7 +1,7 @@
 """A small HTTP client of the service, for the demo and the notebook: what a caller does.
 
 It replays labelled rows as prediction requests (raw features, the entity as the A/B key)
-and posts each row's true outcome as feedback, over real HTTP.
+and posts each row's true outcome as feedback with an outcome producer's token, over real HTTP.
 """
 
 from __future__ import annotations
@@ -22,8 +22,11 @@ class ServiceError(RuntimeError):
 
 
 class ServiceClient:
-    def __init__(self, url: str, *, timeout: float = 30):
+    def __init__(self, url: str, *, outcomes_token: str | None = None, timeout: float = 30):
+        """`outcomes_token`: an outcome producer's token, which `feedback` sends (the service
+        takes outcomes from producers only; `mlsys outcomes producer add NAME`)."""
         self.url = url.rstrip("/")
+        self.outcomes_token = outcomes_token
         self.session = requests.Session()
         # A replica that dies mid-request, or a proxy reload that closes an idle keep-alive
         # connection, costs a retry, not a failed call: every call made here is replay-safe
@@ -93,7 +96,8 @@ class ServiceClient:
         body = {"request_id": prediction["request_id"], "label": label}
         if prediction.get("feedback_token"):
             body["feedback_token"] = prediction["feedback_token"]
-        return self._call("POST", "/feedback", body, accept=(409,))
+        headers = {"Authorization": f"Bearer {self.outcomes_token}"} if self.outcomes_token else None
+        return self._call("POST", "/feedback", body, headers, accept=(409,))
 
     def drift(self) -> dict:
         return self._call("GET", "/monitor/drift")

@@ -166,7 +166,11 @@ class Ingress(OipGrpcMethods):
         key = (body.parameters or {}).get("key", new_request_id())
         if isinstance(key, bool) or not isinstance(key, (str, int)) or len(str(key)) > MAX_KEY_CHARS:
             raise oip.OipError(f"parameters.key: a string or integer of at most {MAX_KEY_CHARS} characters")
-        rows = [ScoreRow(features=raw, key=key) for raw in oip.request_rows(body, self.cfg)]
+        received = time.perf_counter()
+        raws = oip.request_rows(body, self.cfg)
+        rows = [
+            ScoreRow(features=raw, key=key, received=received, first=i == 0) for i, raw in enumerate(raws)
+        ]
         self.ensure_background()
         results = await self.pipeline.score(rows) if len(rows) > 1 else [await self._score_batched(rows[0])]
         try:

@@ -98,9 +98,10 @@ class ScoringPipeline:
         now = time.perf_counter()
         for row, result, rid, key, variant in zip(rows, out, rids, keys, variants, strict=True):
             seconds = now - row.received
+            latency_ms = seconds * 1000 if row.first else None  # a request's latency counts once
             if isinstance(result, Answer):
-                self.metrics.served(result.variant, result.model_version, seconds)
-                self.emit(result.record(experiment, seconds * 1000))
+                self.metrics.served(result.variant, result.model_version, seconds if row.first else None)
+                self.emit(result.record(experiment, latency_ms))
                 continue
             if result.status >= 500:
                 self.metrics.failed(str(variant))
@@ -111,7 +112,7 @@ class ScoringPipeline:
                         experiment=experiment,
                         variant=result.variant,
                         key=str(key),
-                        latency_ms=seconds * 1000,
+                        latency_ms=latency_ms,
                     )
                 )
 
@@ -137,6 +138,7 @@ class ScoringPipeline:
             scores, version = None, 0
         ms = (time.perf_counter() - t0) * 1000
         for i, live in enumerate(answered):
+            latency_ms = ms if i == 0 else None  # one shadow call, one latency
             if scores is None:
                 self.emit(
                     scoring.failure_record(
@@ -144,7 +146,7 @@ class ScoringPipeline:
                         experiment=exp.name,
                         variant=exp.shadow,
                         key=live.key,
-                        latency_ms=ms,
+                        latency_ms=latency_ms,
                         shadow=True,
                     )
                 )
@@ -158,4 +160,4 @@ class ScoringPipeline:
                 key=live.key,
                 features=live.features,
             )
-            self.emit(copy.record(exp.name, ms, shadow=True))
+            self.emit(copy.record(exp.name, latency_ms, shadow=True))

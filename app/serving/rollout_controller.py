@@ -73,6 +73,11 @@ def counts(report: ExperimentReport, variant: str) -> dict:
     return {"outcomes": v.outcomes, "successes": v.successes, "requests": v.requests, "errors": v.errors}
 
 
+def producers(report: ExperimentReport) -> dict[str, dict[str, int]]:
+    """Who reported the outcomes behind a decision, per variant (the ledger's evidence)."""
+    return {name: dict(v.outcomes_by_producer) for name, v in report.variants.items()}
+
+
 def arm(now: dict, at_entry: dict | None, p99_ms: float | None = None) -> rollout.Arm:
     """A variant's counts since the challenger entered (and the p99 of those requests)."""
     base = at_entry or {}
@@ -159,6 +164,7 @@ class RolloutController:
             control = await self._arm(experiment, experiment.control, report, "control")
             challenger = await self._arm(experiment, CHALLENGER, report, "challenger")
             decision = rollout.decide(self.policy, self.state, control, challenger, now)
+            decision = replace(decision, evidence={**decision.evidence, "producers": producers(report)})
             self.last = rollout.LastDecision(at=now, **asdict(decision))
             if decision.action in (rollout.STEP_UP, rollout.PROMOTE, rollout.ROLL_BACK):
                 await self._act(decision, experiment)

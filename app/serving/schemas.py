@@ -6,6 +6,7 @@ is refused with the field's name, and the OpenAPI spec at /docs lists every fiel
 (No postponed annotations: the request models are classes built at run time.)
 """
 
+import time
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Annotated, Literal
@@ -85,9 +86,10 @@ def request_models(cfg: AppConfig) -> SimpleNamespace:
                 raise ValueError("key: only for a features row (an entity_id is its own key)")
             return self
 
-        def score_row(self) -> ScoreRow:
+        def score_row(self, received: float | None = None, *, first: bool = True) -> ScoreRow:
             features = None if self.features is None else self.features.model_dump()
-            return ScoreRow(entity_id=self.entity_id, features=features, key=self.key)
+            received = time.perf_counter() if received is None else received
+            return ScoreRow(self.entity_id, features, self.key, received, first)
 
     class PredictRequest(_Strict):
         entity_id: EntityId | None = None  # type: ignore[valid-type]
@@ -107,7 +109,8 @@ def request_models(cfg: AppConfig) -> SimpleNamespace:
         def rows(self) -> list[ScoreRow]:
             """The rows to score, all stamped with this request's arrival."""
             if self.instances is not None:
-                return [i.score_row() for i in self.instances]
+                received = time.perf_counter()
+                return [i.score_row(received, first=n == 0) for n, i in enumerate(self.instances)]
             features = None if self.features is None else self.features.model_dump()
             return [ScoreRow(entity_id=self.entity_id, features=features, key=self.key)]
 

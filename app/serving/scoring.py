@@ -45,12 +45,14 @@ class ScoringFailed(RowError):
 @dataclass(frozen=True, slots=True)
 class ScoreRow:
     """One row to score: an entity (features from the online store) or the dataset's raw
-    features, with the client's assignment key; `received` is when its request arrived."""
+    features, with the client's assignment key; `received` is when its request arrived, and
+    `first` marks the request's first row (the one that carries its latency)."""
 
     entity_id: int | str | None = None
     features: Mapping[str, object] | None = None
     key: int | str | None = None
     received: float = field(default_factory=time.perf_counter)
+    first: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +78,7 @@ class Answer:
             "feedback_token": feedback_token,
         }
 
-    def record(self, experiment: str, latency_ms: float, *, shadow: bool = False) -> TrafficRecord:
+    def record(self, experiment: str, latency_ms: float | None, *, shadow: bool = False) -> TrafficRecord:
         return TrafficRecord(
             request_id=self.request_id,
             experiment=experiment,
@@ -93,7 +95,13 @@ class Answer:
 
 
 def failure_record(
-    *, request_id: str, experiment: str, variant: str, key: str, latency_ms: float, shadow: bool = False
+    *,
+    request_id: str,
+    experiment: str,
+    variant: str,
+    key: str,
+    latency_ms: float | None,
+    shadow: bool = False,
 ) -> TrafficRecord:
     """The traffic record of a row its variant's model failed on (counted as that variant's error)."""
     return TrafficRecord(

@@ -17,7 +17,8 @@ from app.monitoring.shipper import TrafficShipper
 from app.registry import ledger
 from app.registry.registry import CHALLENGER, RegistryError
 from app.serving import actors, receipts
-from app.serving.auth import check_admin
+from app.serving.auth import check_admin, check_producer
+from app.serving.producers import ProducerStore
 from app.serving.routing import LiveRouting
 
 # A prediction reaches the monitor within a second or two (the replicas' shippers), longer
@@ -25,6 +26,7 @@ from app.serving.routing import LiveRouting
 # monitor does not know yet waits for it when younger than this; older, the monitor has
 # forgotten it (past `remembered_predictions`) and the outcome is only recorded in the log.
 PENDING_GRACE_S = 120.0
+UNAUTHENTICATED = "unauthenticated"  # the producer of outcomes taken without a credential
 
 
 def experiment_view(routing: LiveRouting) -> dict:
@@ -70,18 +72,26 @@ class Reads:
 
 
 class Outcomes:
-    """Receipts on answers, and the outcomes reported for them."""
+    """Receipts on answers, and the outcomes producers report for them."""
 
     def __init__(self, cfg: AppConfig, monitor, shipper: TrafficShipper):
         self.cfg = cfg
         self.monitor = monitor
         self.shipper = shipper
         self.key = receipts.load_key(cfg.storage.feedback_key) if cfg.serve.feedback_auth else None
+        self.producers = ProducerStore(cfg.storage.producers)
 
     def receipt(self, request_id: str) -> str | None:
         return None if self.key is None else receipts.issue(self.key, request_id)
 
-    async def record(self, request_id: str, label: int, receipt: str | None = None) -> str:
+    def producer(self, authorization: str | None) -> str:
+        """Who reports: the producer whose token the header holds (AuthError otherwise), or
+        UNAUTHENTICATED where `serve.outcomes_auth` is off."""
+        if not self.cfg.serve.outcomes_auth:
+            return UNAUTHENTICATED
+        return check_producer(authorization, self.producers)
+
+    async def record(self, request_id: str, label: int, receipt: str | None = None, *, producer: str) -> str:
         """Record an outcome: "joined" (counted in the experiment), "pending" (its prediction is
         on its way to the monitor) or "recorded" (a prediction the monitor no longer remembers:
         kept in the feedback log, where retraining and online learning join it). ReceiptError
@@ -93,14 +103,16 @@ class Outcomes:
             issued = receipts.verify(self.key, request_id, receipt, max_age_s=max_age)
             may_wait = time.time() - issued < PENDING_GRACE_S
         self.shipper.pump()  # this replica's predictions reach the monitor first
-        status = await actors.within(self.monitor.feedback.remote(request_id, label, may_wait))
+        status = await actors.within(
+            self.monitor.feedback.remote(request_id, label, may_wait, producer=producer)
+        )
         if status == "duplicate":
             raise receipts.ReceiptError(409, "feedback for this request_id was already recorded")
         return status
 
 
 class Admin:
-    """Experiment and model changes; `check` first (AdminError unless the token is right)."""
+    """Experiment and model changes; `check` first (AuthError unless the token is right)."""
 
     def __init__(self, cfg: AppConfig, routing: LiveRouting, admin_token_sha256: str | None):
         self.cfg = cfg

@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from tests.conftest import LOCAL_CONFIG, ROOT
+from tests.configs import LOCAL_CONFIG, ROOT
 from tests.helpers import small_cli_env
 
 pytestmark = pytest.mark.e2e

@@ -115,7 +115,7 @@ def test_records_accepted_but_not_yet_flushed_survive_the_monitors_death(cfg, tm
     first = DriftMonitor(local)
     batch = records(cfg, 200, seed=11)
     assert asyncio.run(first.ingest(batch, dropped=7)) == 200  # the flusher never runs: the loop ends
-    assert asyncio.run(first.feedback(batch[0].request_id, 1)) == "joined"
+    assert asyncio.run(first.feedback(batch[0].request_id, 1, producer="tests")) == "joined"
     assert not read_records(local.storage.traffic, PREDICTIONS).shape[0]  # nothing in parquet yet
     wal = local.storage.traffic / "wal" / f"{PREDICTIONS}.jsonl"
     with wal.open("a") as f:
@@ -209,8 +209,8 @@ def test_feedback_for_a_forgotten_prediction_is_recorded_for_training_not_counte
     from app.monitoring.traffic import FEEDBACK
 
     monitor = DriftMonitor(_storage_copy(cfg, tmp_path))
-    assert asyncio.run(monitor.feedback("long-gone", 1, False)) == "recorded"
-    assert asyncio.run(monitor.feedback("on-its-way", 0, True)) == "pending"
+    assert asyncio.run(monitor.feedback("long-gone", 1, False, producer="tests")) == "recorded"
+    assert asyncio.run(monitor.feedback("on-its-way", 0, True, producer="tests")) == "pending"
     monitor.flush()
     kept = read_records(monitor.root, FEEDBACK)
     assert sorted(kept["request_id"]) == ["long-gone", "on-its-way"]

@@ -14,7 +14,7 @@ import requests
 from app.data.synthetic import Defects, generate
 from app.registry.registry import CHALLENGER, CHAMPION, REJECTED, Registry
 from tests.configs import make_config
-from tests.helpers import free_port, quick_bundle, served_entities
+from tests.helpers import free_port, producer_token, quick_bundle, served_entities
 
 pytestmark = pytest.mark.integration
 PORT = free_port()
@@ -52,7 +52,8 @@ def service(tmp_path_factory):
     fair = generate(30_000, seed=1, defects=CLEAN)  # enough for a fair champion
     registry.register(quick_bundle(cfg, fair, seed=1), params={}, alias=CHAMPION)
     try:
-        yield {"url": serving_app.start(cfg), "cfg": cfg, "registry": registry}
+        outcomes = {"Authorization": f"Bearer {producer_token(cfg)}"}
+        yield {"url": serving_app.start(cfg), "cfg": cfg, "registry": registry, "outcomes": outcomes}
     finally:
         serve.shutdown()
 
@@ -84,7 +85,8 @@ def drive(service, rows, *, until=None, timeout_s=180, label=None) -> list[int]:
                     "label": int(outcomes[start + i]),
                     "feedback_token": p["feedback_token"],
                 }
-                statuses.append(requests.post(f"{url}/feedback", json=body, timeout=60).status_code)
+                sent = requests.post(f"{url}/feedback", json=body, headers=service["outcomes"], timeout=60)
+                statuses.append(sent.status_code)
             if until is None:
                 continue
             status = requests.get(f"{url}/experiment/rollout", timeout=60).json()

@@ -35,6 +35,9 @@ def service(tmp_path_factory):
         serve={
             "http_port": PORT,
             "grpc_port": GRPC_PORT,
+            # One replica, whatever the load tests do: a second one would hold the CPU that
+            # the module's other applications (placement: deployment) need on 4 logical CPUs.
+            "ingress": {"min_replicas": 1, "max_replicas": 1},
             "poll_interval_s": 0.2,
             "max_body_bytes": 200_000,
             "experiment": {"name": "exp-test", "split": {"champion": 0.5, "challenger": 0.5}},
@@ -176,20 +179,33 @@ def test_feedback_joins_and_the_report_compares_variants(service):
     for entity in service["entities"]:
         row = post(service, "/predict", {"entity_id": entity}).json()
         labels[row["request_id"]], receipts[row["request_id"]] = row["label"], row["feedback_token"]
-    for rid, label in labels.items():
-        ack = post(service, "/feedback", {"request_id": rid, "label": label, "feedback_token": receipts[rid]})
-        assert ack.status_code == 200 and ack.json()["status"] in ("joined", "pending")
+    producer = service["outcomes"]
+
+    def feedback(rid, label, receipt, headers=producer):
+        return post(
+            service, "/feedback", {"request_id": rid, "label": label, "feedback_token": receipt}, headers
+        )
+
     first = next(iter(labels))
-    again = post(service, "/feedback", {"request_id": first, "label": 1, "feedback_token": receipts[first]})
+    anonymous = feedback(first, 1 - labels[first], receipts[first], headers={})
+    assert anonymous.status_code == 401, "a caller with its receipt is not an outcome producer"
+    assert feedback(first, 1 - labels[first], receipts[first], headers=admin()).status_code == 403
+    for rid, label in labels.items():
+        ack = feedback(rid, label, receipts[rid])
+        assert ack.status_code == 200 and ack.json()["status"] in ("joined", "pending")
+    again = feedback(first, 1, receipts[first])
     assert again.status_code == 409, again.text  # counted once
-    forged = post(service, "/feedback", {"request_id": first, "label": 0, "feedback_token": "1." + "0" * 32})
+    forged = feedback(first, 0, "1." + "0" * 32)
     assert forged.status_code == 403
-    assert post(service, "/feedback", {"request_id": "x y", "label": 1}).status_code == 422
+    assert post(service, "/feedback", {"request_id": "x y", "label": 1}, producer).status_code == 422
     time.sleep(0.5)
     report = requests.get(service["url"] + "/experiment/report").json()
     variants = report["variants"]
     assert variants["champion"]["outcomes"] + variants["challenger"]["outcomes"] >= len(labels) - 1
     assert variants["champion"]["accuracy"] == 1.0  # feedback equal to the predicted label
+    assert set(variants["champion"]["outcomes_by_producer"]) == {"tests"}, (
+        "only the producer's outcomes count"
+    )
     comparison = report["comparisons"]["challenger"]
     assert comparison["decision"] in ("keep running", "promote", "stop")
     assert comparison["min_sample_size"] > 0

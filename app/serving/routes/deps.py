@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException
 
-from app.serving.auth import AdminError
+from app.serving.auth import AuthError
 from app.serving.ingress import Ingress
 from app.serving.services import Admin, Outcomes, Reads
 
@@ -39,11 +39,21 @@ async def admin(ingress: IngressDep, authorization: Annotated[str | None, Header
     """The admin service, for a caller that sent the admin token (401/403 otherwise)."""
     try:
         ingress.admin.check(authorization)
-    except AdminError as exc:
+    except AuthError as exc:
         raise HTTPException(exc.status, str(exc), headers=exc.headers) from None
     return ingress.admin
 
 
+async def producer(ingress: IngressDep, authorization: Annotated[str | None, Header()] = None) -> str:
+    """The outcome producer whose token the caller sent (401/403 otherwise): outcomes are an
+    input of their own, never taken from whoever got a prediction, nor with the admin token."""
+    try:
+        return ingress.outcomes.producer(authorization)
+    except AuthError as exc:
+        raise HTTPException(exc.status, str(exc), headers=exc.headers) from None
+
+
 ReadsDep = Annotated[Reads, Depends(reads)]
+ProducerDep = Annotated[str, Depends(producer)]
 OutcomesDep = Annotated[Outcomes, Depends(outcomes)]
 AdminDep = Annotated[Admin, Depends(admin)]

@@ -4,7 +4,7 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import JSONResponse
 
 from app.serving.receipts import ReceiptError
-from app.serving.routes.deps import IngressDep, OutcomesDep
+from app.serving.routes.deps import IngressDep, OutcomesDep, ProducerDep
 from app.serving.schemas import Feedback, FeedbackAck, Prediction, PredictionBatch
 from app.serving.scoring import RowError
 
@@ -26,9 +26,11 @@ def router(PredictRequest: type) -> APIRouter:
         return JSONResponse({"predictions": out} if batch else out[0])
 
     @api.post("/feedback", response_model=FeedbackAck)
-    async def feedback(body: Feedback, outcomes: OutcomesDep):
+    async def feedback(body: Feedback, outcomes: OutcomesDep, producer: ProducerDep):
         try:
-            status = await outcomes.record(body.request_id, body.label, body.feedback_token)
+            status = await outcomes.record(
+                body.request_id, body.label, body.feedback_token, producer=producer
+            )
         except ReceiptError as exc:
             raise HTTPException(exc.status, {"error": str(exc), "field": "request_id"}) from None
         return {"request_id": body.request_id, "status": status}

@@ -33,15 +33,15 @@ def test_redelivered_predictions_and_feedback_count_once():
     counts = ExperimentCounts()
     assert counts.add_prediction(record("a"))
     assert not counts.add_prediction(record("a"))
-    assert counts.add_feedback("a", 1) == "joined"
-    assert counts.add_feedback("a", 0) == "duplicate"
+    assert counts.add_feedback("a", 1, "tests") == "joined"
+    assert counts.add_feedback("a", 0, "tests") == "duplicate"
     s = counts.for_experiment("e")["champion"]
     assert (s.requests, s.outcomes, s.correct, s.positives) == (1, 1, 1, 1)
 
 
 def test_feedback_before_its_prediction_waits_and_then_joins():
     counts = ExperimentCounts()
-    assert counts.add_feedback("b", 0) == "pending"
+    assert counts.add_feedback("b", 0, "tests") == "pending"
     counts.add_prediction(record("b", variant="challenger", label=1))
     s = counts.for_experiment("e")["challenger"]
     assert (s.outcomes, s.correct, s.positives) == (1, 0, 0)
@@ -59,7 +59,7 @@ def test_memory_stays_bounded_and_dropped_pending_feedback_is_counted():
     counts = ExperimentCounts(capacity=100, pending_capacity=50)
     for i in range(1000):
         counts.add_prediction(record(f"r{i}"))
-        counts.add_feedback(f"x{i}", 1)
+        counts.add_feedback(f"x{i}", 1, "tests")
     assert len(counts.predictions) == 100 and len(counts.pending) == 50
     assert counts.pending_dropped == 950 and next(iter(counts.pending)) == "x950"  # the oldest went first
 
@@ -68,16 +68,18 @@ def test_counts_survive_their_state_round_trip():
     counts = ExperimentCounts(capacity=3)
     for i in range(5):
         counts.add_prediction(record(f"r{i}", variant="challenger" if i % 2 else "champion"))
-    counts.add_feedback("r4", 1)
-    counts.add_feedback("later", 0)
+    counts.add_feedback("r4", 1, "tests")
+    counts.add_feedback("later", 0, "tests")
     back = ExperimentCounts.from_state(counts.state(), capacity=3, pending_capacity=10)
     assert back.for_experiment("e") == counts.for_experiment("e")
     assert (
         back.predictions == counts.predictions
         and back.labelled == {"r4"}
-        and dict(back.pending) == {"later": 0}
+        and dict(back.pending) == {"later": (0, "tests")}
     )
-    assert back.add_feedback("r4", 1) == "duplicate" and back.add_feedback("r3", 0) == "joined"
+    assert (
+        back.add_feedback("r4", 1, "tests") == "duplicate" and back.add_feedback("r3", 0, "tests") == "joined"
+    )
 
 
 def test_shadow_predictions_count_apart_paired_with_the_live_answer():
@@ -90,7 +92,7 @@ def test_shadow_predictions_count_apart_paired_with_the_live_answer():
         ]
         for r in records[:: -1 if i % 2 else 1]:  # a single /predict logs its shadow first
             counts.add_prediction(r)
-    counts.add_feedback("r0", 1)
+    counts.add_feedback("r0", 1, "tests")
     report = counts.report(EXPERIMENT)
     assert set(report.variants) == {"champion"} and not report.comparisons  # shadows are not live
     shadow = report.shadow["challenger"]
@@ -109,8 +111,8 @@ def test_the_experiment_report_is_typed_and_compares_each_challenger_with_the_co
     for i in range(400):
         variant = "champion" if i % 2 else "challenger"
         counts.add_prediction(record(f"r{i}", variant=variant, label=1, latency_ms=float(i % 10)))
-        counts.add_feedback(f"r{i}", int(i % 4 == 1) if variant == "champion" else 1)
-    counts.add_feedback("not-yet", 1)
+        counts.add_feedback(f"r{i}", int(i % 4 == 1) if variant == "champion" else 1, "tests")
+    counts.add_feedback("not-yet", 1, "tests")
     counts.add_prediction(record("other", variant="champion") | {"experiment": "another"})
     report = counts.report(EXPERIMENT, dropped_records=3, now=1234.0)
     assert isinstance(report, ExperimentReport)
@@ -137,3 +139,18 @@ def test_recent_p99_reads_only_the_last_requests_of_a_variant():
     assert counts.recent_p99("e", "champion", 50) == pytest.approx(10.0)
     assert counts.recent_p99("e", "champion", 150) == pytest.approx(500.0)
     assert counts.recent_p99("e", "champion", 0) is None and counts.recent_p99("e", "challenger", 10) is None
+
+
+def test_each_outcome_is_counted_for_its_producer_through_a_pending_wait_and_a_restart():
+    counts = ExperimentCounts()
+    for i in range(3):
+        counts.add_prediction(record(f"p{i}"))
+    counts.add_feedback("p0", 1, "crm")
+    counts.add_feedback("p1", 0, "billing")
+    counts.add_feedback("p3", 1, "billing")  # before its prediction: waits with its producer
+    back = ExperimentCounts.from_state(counts.state())
+    back.add_prediction(record("p3"))
+    back.add_feedback("p2", 1, "crm")
+    report = back.report(EXPERIMENT)
+    assert report.variants["champion"].outcomes_by_producer == {"billing": 2, "crm": 2}
+    assert report.model_dump()["variants"]["champion"]["outcomes_by_producer"] == {"billing": 2, "crm": 2}

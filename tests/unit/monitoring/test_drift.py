@@ -116,7 +116,10 @@ def test_psi_and_severity():
 
 
 def test_one_incident_triggers_one_retrain_and_cooldown_holds():
-    cfg = RetrainConfig(schedule="none", cooldown_minutes=60, min_samples=1000)
+    # One alerting window is enough here (persistence: tests/unit/monitoring/test_retrain_trigger.py).
+    cfg = RetrainConfig(
+        schedule="none", cooldown_minutes=60, min_samples=1000, drift_windows=1, drift_minutes=0
+    )
     state = retrain.ControllerState(started_at=0)
     triggers = []
     for minute, alert in enumerate([False, True, True, True, False, True, True]):

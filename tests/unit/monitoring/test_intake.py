@@ -67,7 +67,10 @@ def test_records_are_counted_once_windowed_when_ok_and_logged_on_flush(tmp_path,
     assert (report.requests, report.errors) == (150, 10)
     assert intake.tracker.windows()["champion"].window == "complete"  # errors are never windowed
     assert intake.tracker.current["champion"].n == 50
-    assert intake.feedback("r1", 1, at=NOW) == "joined" and intake.feedback("r1", 1, at=NOW) == "duplicate"
+    assert (
+        intake.feedback("r1", 1, producer="tests", at=NOW) == "joined"
+        and intake.feedback("r1", 1, producer="tests", at=NOW) == "duplicate"
+    )
     assert intake.store.flush() == 161  # 160 predictions and one outcome
     assert len(read_records(tmp_path, PREDICTIONS)) == 160 and len(read_records(tmp_path, FEEDBACK)) == 1
 
@@ -85,8 +88,8 @@ def test_a_restart_rebuilds_the_counts_and_the_windows_from_the_log(tmp_path, pr
 def test_what_was_accepted_but_never_flushed_is_accepted_again_once(tmp_path, profile):
     first = start(tmp_path, profile)
     first.predictions(rows(40))
-    first.feedback("r0", 1, at=NOW)
-    first.log_feedback("gone", 0, at=NOW)  # logged for training, never counted
+    first.feedback("r0", 1, producer="tests", at=NOW)
+    first.log_feedback("gone", 0, producer="tests", at=NOW)  # logged for training, never counted
     assert read_records(tmp_path, PREDICTIONS).empty  # killed before its flush
     second = start(tmp_path, profile)
     assert requests(second) == 40 and second.counts.report(EXPERIMENT).variants["champion"].outcomes == 1

@@ -39,7 +39,14 @@ def test_an_unreadable_state_file_is_treated_as_absent(tmp_path, caplog, text):
 def test_nothing_triggers_while_the_last_retrain_still_runs():
     from app.config import RetrainConfig
 
-    cfg = RetrainConfig(schedule="every 1h", on_drift=True, cooldown_minutes=0, min_samples=10)
+    cfg = RetrainConfig(
+        schedule="every 1h",
+        on_drift=True,
+        cooldown_minutes=0,
+        min_samples=10,
+        drift_windows=1,
+        drift_minutes=0,
+    )
     state = retrain.ControllerState(started_at=0.0)
     busy = retrain.decide(
         state, cfg, now=7200, drift_alert=True, window_samples=100, running_job="raysubmit_1"

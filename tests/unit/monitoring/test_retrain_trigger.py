@@ -34,7 +34,15 @@ class Jobs:
 
 @pytest.fixture
 def cfg(tmp_path):
-    return make_config(tmp_path, retrain={"schedule": "none", "min_samples": 400, "cooldown_minutes": 60})
+    # One complete window is enough here: persistence has tests of its own below.
+    retrain = {
+        "schedule": "none",
+        "min_samples": 400,
+        "cooldown_minutes": 60,
+        "drift_windows": 1,
+        "drift_minutes": 0,
+    }
+    return make_config(tmp_path, retrain=retrain)
 
 
 def trigger(cfg, jobs: Jobs) -> RetrainTrigger:
@@ -46,7 +54,7 @@ def test_one_incident_submits_one_retrain_even_across_a_restart(cfg):
     first = trigger(cfg, jobs)
     decision = first.check(cfg, DRIFTED, now=1000.0)
     assert decision == RetrainDecision(at=1000.0, trigger="drift", reason=decision.reason, job_id="job-1")
-    assert "complete window of 1000 records" in decision.reason and first.submitted == 1
+    assert "(the last of 1000 records)" in decision.reason and first.submitted == 1
     restarted = trigger(cfg, jobs)  # the state was saved: the incident is still open
     again = restarted.check(cfg, DRIFTED, now=1060.0)
     assert again.trigger is None and "already handled" in again.reason and jobs.submitted == [decision.reason]
@@ -119,3 +127,50 @@ def test_the_log_shows_the_latest_decisions_only(cfg):
     assert len(decisions) == SHOWN and decisions[-1].reason.startswith(
         f"drift seen on {100 + SHOWN + 4} records"
     )
+
+
+def drifted_windows(*minutes: float):
+    """A drift report whose history holds drifted complete windows ending at these minutes."""
+    from app.monitoring.messages import HistoryPoint
+
+    points = tuple(
+        HistoryPoint(at=m * 60, variant="champion", n=1000, max_psi=0.5, score_psi=None, drifted=("x",))
+        for m in minutes
+    )
+    return drift_report({"champion": window_report(n=1000, alert=True)}, history=points)
+
+
+def test_one_burst_of_shifted_requests_starts_no_job_and_persistent_drift_does(tmp_path):
+    """Anyone can send a burst that fills a window with shifted rows: a job needs the drift to
+    hold over `drift_windows` consecutive windows spanning `drift_minutes`."""
+    cfg = make_config(
+        tmp_path, retrain={"schedule": "none", "min_samples": 400, "drift_windows": 2, "drift_minutes": 10}
+    )
+    jobs = Jobs()
+    t = trigger(cfg, jobs)
+    burst = t.check(cfg, drifted_windows(0), now=60.0)
+    assert burst.trigger is None and "retrain.drift_windows" in burst.reason
+    quick = t.check(cfg, drifted_windows(0, 0.5), now=90.0)  # a second burst at once: too short
+    assert quick.trigger is None and jobs.submitted == []
+    held = t.check(cfg, drifted_windows(0, 5, 11), now=11 * 60.0)
+    assert held.trigger == "drift" and len(jobs.submitted) == 1 and "3 consecutive" in held.reason
+
+
+def test_the_daily_budget_bounds_jobs_whatever_triggers_them(tmp_path):
+    retrain = {
+        "schedule": "none",
+        "min_samples": 400,
+        "cooldown_minutes": 0,
+        "drift_windows": 1,
+        "drift_minutes": 0,
+    }
+    cfg = make_config(tmp_path, retrain={**retrain, "max_per_day": 2})
+    jobs = Jobs()
+    t = trigger(cfg, jobs)
+    for hour in range(6):  # a new incident every hour: drift, then a clean window
+        t.check(cfg, DRIFTED, now=hour * 3600.0)
+        t.check(cfg, CALM, now=hour * 3600.0 + 600)
+    assert len(jobs.submitted) == 2
+    assert "budget" in t.log().decisions[-2].reason
+    t.check(cfg, DRIFTED, now=25 * 3600.0)  # a day after the first: budget again
+    assert len(jobs.submitted) == 3

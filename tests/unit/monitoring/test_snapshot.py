@@ -148,7 +148,7 @@ def run_mode(root: str | Path, mode: str) -> dict:
         for rec in preds.to_dict("records"):
             counts.add_prediction(rec)
         for rec in read_records(root, FEEDBACK).to_dict("records"):
-            counts.add_feedback(rec["request_id"], int(rec["label"]))
+            counts.add_feedback(rec["request_id"], int(rec["label"]), "tests")
         out.update(summary=summary(counts), records_read=len(preds))
     out.update(seconds=time.perf_counter() - started, cpu_seconds=time.process_time() - cpu)
     out.update(base_mb=base, peak_mb=_peak_mb())
@@ -223,11 +223,11 @@ def test_windows_history_and_pending_feedback_survive_a_restart(tmp_path):
 
 def test_recent_records_of_mixed_types_do_not_stop_the_snapshot(tmp_path, caplog):
     counts = ExperimentCounts()
-    counts.add_feedback("early", 1)
+    counts.add_feedback("early", 1, "tests")
     recent = {"champion": [{"variant": "champion", "x": 1}, {"variant": "champion", "x": "one"}]}
     snapshot.save(tmp_path, snapshot.MonitorState(counts, recent))
     back = snapshot.load(tmp_path, keep=10, capacity=10, pending_capacity=10)
-    assert back is not None and dict(back.counts.pending) == {"early": 1} and back.recent == {}
+    assert back is not None and dict(back.counts.pending) == {"early": (1, "tests")} and back.recent == {}
     assert any("recent records" in r.getMessage() for r in caplog.records)
 
 

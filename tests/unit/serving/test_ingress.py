@@ -23,22 +23,22 @@ from app.model.predictor import Predictor
 from app.registry.registry import CHALLENGER, CHAMPION
 from app.serving import receipts
 from app.serving.app import ingress_deployment
-from app.serving.auth import AdminError
+from app.serving.auth import AuthError
 from app.serving.ingress import Ingress
 from app.serving.routes import build_api
 from app.serving.routes.deps import current_ingress
 from app.serving.schemas import request_models
 from app.serving.scoring import Answer, RowError, ScoringFailed, raw_rows_to_frame
 from tests.doubles import SERVED_ROW, OnlineStoreDouble
-from tests.helpers import ADMIN_TOKEN, free_port, make_ingress
+from tests.helpers import ADMIN_TOKEN, free_port, make_ingress, producer_token
 
 FLOAT32_SCORE_TOLERANCE = 1e-6
 ROW = SERVED_ROW
 
 
 def rows(cfg, items: list[dict]) -> list:
-    Instance = request_models(cfg).Instance
-    return [Instance.model_validate(item).score_row() for item in items]
+    """The rows of one /predict request with these instances."""
+    return request_models(cfg).PredictRequest.model_validate({"instances": items}).rows()
 
 
 def run(coro):
@@ -164,7 +164,7 @@ def test_a_new_split_and_a_promotion_change_routing_at_once(replica):
 def test_admin_calls_need_the_token(replica):
     ingress = replica.ingress
     for header, status in ((None, 401), ("Basic x", 401), ("Bearer wrong", 403)):
-        with pytest.raises(AdminError) as err:
+        with pytest.raises(AuthError) as err:
             ingress.admin.check(header)
         assert err.value.status == status
     ingress.admin.check(f"Bearer {ADMIN_TOKEN}")
@@ -208,9 +208,11 @@ def test_the_routers_map_errors_to_4xx_bodies(replica):
     assert client.post("/v2/models/nope/infer", json=one).status_code == 404
     answer = known.json()["predictions"][0]
     rid, receipt = answer["request_id"], answer["feedback_token"]
-    ok = client.post("/feedback", json={"request_id": rid, "label": 1, "feedback_token": receipt})
+    body = {"request_id": rid, "label": 1, "feedback_token": receipt}
+    crm = {"Authorization": f"Bearer {producer_token(replica.cfg, 'crm')}"}
+    ok = client.post("/feedback", json=body, headers=crm)
     assert ok.json() == {"request_id": rid, "status": "joined"}
-    assert replica.monitor.feedback_seen == [(rid, 1)]
+    assert replica.monitor.feedback_seen == [(rid, 1, "crm")], "the outcome names its producer"
 
 
 def test_feedback_needs_the_receipt_of_its_prediction_and_counts_once(replica):
@@ -222,10 +224,13 @@ def test_feedback_needs_the_receipt_of_its_prediction_and_counts_once(replica):
         "predictions"
     ]
 
-    def feedback(rid, receipt, label=1):
-        return client.post("/feedback", json={"request_id": rid, "label": label, "feedback_token": receipt})
+    producer = {"Authorization": f"Bearer {producer_token(cfg)}"}
 
-    missing = client.post("/feedback", json={"request_id": first["request_id"], "label": 1})
+    def feedback(rid, receipt, label=1):
+        body = {"request_id": rid, "label": label, "feedback_token": receipt}
+        return client.post("/feedback", json=body, headers=producer)
+
+    missing = client.post("/feedback", json={"request_id": first["request_id"], "label": 1}, headers=producer)
     assert missing.status_code == 403 and "missing" in missing.json()["error"]
     swapped = feedback(first["request_id"], second["feedback_token"])  # another prediction's receipt
     assert swapped.status_code == 403 and "does not belong" in swapped.json()["error"]
@@ -235,7 +240,7 @@ def test_feedback_needs_the_receipt_of_its_prediction_and_counts_once(replica):
     assert feedback(first["request_id"], first["feedback_token"]).status_code == 200
     again = feedback(first["request_id"], first["feedback_token"], label=0)
     assert again.status_code == 409 and "already recorded" in again.json()["error"]
-    assert replica.monitor.feedback_seen == [(first["request_id"], 1)]  # nothing else stored
+    assert replica.monitor.feedback_seen == [(first["request_id"], 1, "tests")]  # nothing else stored
 
     key = ingress.outcomes.key
     old = receipts.issue(key, "forgotten-id", now=time.time() - 3600)  # ours, no longer remembered
@@ -245,6 +250,38 @@ def test_feedback_needs_the_receipt_of_its_prediction_and_counts_once(replica):
     fresh = receipts.issue(key, "in-flight-id")  # its prediction may still be on its way
     assert feedback("in-flight-id", fresh).json()["status"] == "joined"
     assert receipts.load_key(cfg.storage.feedback_key) == key  # every replica reads the same key
+
+
+def test_only_a_current_producers_token_reports_outcomes_and_rotation_needs_no_restart(replica):
+    """A caller who got a prediction, or the admin, cannot report its outcome; a producer can,
+    with its current token, and a rotated or revoked token stops working in the running replica."""
+    from app.serving.producers import ProducerStore
+
+    cfg, ingress = replica.cfg, replica.ingress
+    api = build_api(cfg)
+    api.dependency_overrides[current_ingress] = lambda: ingress
+    client = TestClient(api)
+    answers = client.post("/predict", json={"instances": [{"entity_id": 1}] * 4}).json()["predictions"]
+    store = ProducerStore(cfg.storage.producers)
+    old = store.add("billing")
+
+    def feedback(answer, token):
+        body = {"request_id": answer["request_id"], "label": 1, "feedback_token": answer["feedback_token"]}
+        headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+        return client.post("/feedback", json=body, headers=headers)
+
+    assert feedback(answers[0], None).status_code == 401  # the receipt alone is no credential
+    assert feedback(answers[0], ADMIN_TOKEN).status_code == 403  # admin is not an outcomes scope
+    assert feedback(answers[0], "mlsys-out-made-up").status_code == 403
+    assert feedback(answers[0], old).status_code == 200
+    new = store.rotate("billing", overlap_s=3600)
+    assert feedback(answers[1], old).status_code == 200, "the old token works during the overlap"
+    assert feedback(answers[2], new).status_code == 200
+    store.rotate("billing", overlap_s=0)
+    assert feedback(answers[3], new).status_code == 403, "rotated out: refused without a restart"
+    store.revoke("billing")
+    assert all(producer == "billing" for _, _, producer in replica.monitor.feedback_seen)
+    assert len(replica.monitor.feedback_seen) == 3
 
 
 class FailingFeatures(OnlineStoreDouble):
@@ -349,7 +386,7 @@ def test_a_silent_monitor_is_a_503_not_a_hang(replica, monkeypatch):
     from app.serving import actors
 
     class Silent:
-        def feedback(self, request_id, label, may_wait):
+        def feedback(self, request_id, label, may_wait, *, producer):
             return asyncio.sleep(3600)
 
     monkeypatch.setattr(actors, "MONITOR_TIMEOUT_S", 0.2)
@@ -362,7 +399,9 @@ def test_a_silent_monitor_is_a_503_not_a_hang(replica, monkeypatch):
     api.dependency_overrides[current_ingress] = lambda: ingress
     receipt = receipts.issue(ingress.outcomes.key, "abc")
     answer = TestClient(api).post(
-        "/feedback", json={"request_id": "abc", "label": 1, "feedback_token": receipt}
+        "/feedback",
+        json={"request_id": "abc", "label": 1, "feedback_token": receipt},
+        headers={"Authorization": f"Bearer {producer_token(replica.cfg)}"},
     )
     assert answer.status_code == 503 and "did not answer" in answer.json()["error"]
 
@@ -513,3 +552,24 @@ def test_malformed_v2_and_predict_requests_get_4xx_never_a_500(replica):
     with pytest.raises(oip.OipError, match="not a length"):
         oip.parse_request(b"{}", "²")
     assert client.get("/healthz").status_code == 200
+
+
+def test_a_request_counts_once_in_the_latency_sample_however_many_rows_it_holds(replica):
+    """A client's 500-row batch is one request: one latency in the log (and in the monitor's
+    sample), not 500 copies of one slow number that could move a latency guardrail."""
+    from app.monitoring.counts import ExperimentCounts
+
+    cfg, ingress, monitor = replica.cfg, replica.ingress, replica.monitor
+    big = [{"features": {**ROW, "age": 20 + i % 50}, "key": "one-client"} for i in range(500)]
+    run(ingress.predict(rows(cfg, big), batch=True))
+    run(ingress.predict(rows(cfg, [{"features": ROW, "key": "another"}]), batch=True))
+    ingress.shipper.pump()
+    assert len(monitor.records) == 501
+    timed = [r for r in monitor.records if r["latency_ms"] is not None]
+    assert len(timed) == 2, "one latency per request"
+    counts = ExperimentCounts()
+    for r in monitor.records:
+        counts.add_prediction(r)
+    sample = sum(len(s.latency_ms) for s in counts.stats.values())
+    requests = sum(s.requests for s in counts.stats.values())
+    assert (sample, requests) == (2, 501)

@@ -96,6 +96,7 @@ def test_a_better_challenger_steps_up_and_is_promoted_with_its_ledger(served):
     promotion = entries[-1]
     assert promotion.from_version == 1 and promotion.evidence["n"]["challenger"] == 3300
     assert promotion.evidence["p_value"] < 0.05
+    assert promotion.evidence["producers"]["challenger"] == {"tests": 3300}, "who reported the outcomes"
     shown = Console(record=True, width=250)
     shown.print(ledger_table(registry.promotion_ledger()))  # `mlsys models history`
     text = shown.export_text()
