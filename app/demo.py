@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app import progress
-from app.cluster import connect
+from app.cluster.connection import connect
 from app.config import AppConfig
 from app.data.synthetic import Defects, generate, generate_chunks, write_dataset
 from app.files import atomic_write_text

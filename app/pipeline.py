@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.cluster import connect
+from app.cluster.connection import connect
 from app.config import AppConfig
 from app.data.etl import EtlReport, run_etl
 from app.features.store import FeatureClient

@@ -88,7 +88,7 @@ def _config(store: Path):
 def run_ray(raw: str, store: Path) -> dict:
     import ray
 
-    from app.cluster import connect
+    from app.cluster.connection import connect
     from app.data.etl import run_etl
     from app.features.store import FeatureClient
 
@@ -151,7 +151,7 @@ def run_retrieval_ray(store: Path) -> dict:
     import pyarrow.parquet as pq
     import ray
 
-    from app.cluster import connect
+    from app.cluster.connection import connect
     from app.features.store import FeatureClient
 
     cfg = _config(store)

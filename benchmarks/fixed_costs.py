@@ -1,9 +1,9 @@
 """Three fixed costs a small pipeline paid whatever its rows, each beside what replaced it.
 
 1. One `read_parquet` of a date-partitioned table: Ray Data's default (V2) reader, which starts
-   a pool of footer-reading actors per read, against `app.cluster.read_parquet` (V1).
+   a pool of footer-reading actors per read, against `app.cluster.tasks.read_parquet` (V1).
 2. A bare Ray Train run (one worker, N reports with a checkpoint, no compute): Ray Train's
-   controller polling every 2 s (its default) against every 0.2 s (`app.cluster.WORKER_ENV`),
+   controller polling every 2 s (its default) against every 0.2 s (`app.cluster.connection.WORKER_ENV`),
    and Ray Train V1 for reference.
 3. The MLP's training run (`app.training.train.train` with the pipeline's settings: 2 DDP
    workers, up to 10 epochs with early stopping) on the built-in generator's rows: workers
@@ -48,7 +48,7 @@ def time_reads(table: str, reader: str, reads: int) -> list[float]:
     import ray
     import ray.data
 
-    from app.cluster import read_parquet
+    from app.cluster.tasks import read_parquet
 
     ray.init(address="local", num_cpus=8, include_dashboard=False, logging_level="ERROR")
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -144,7 +144,7 @@ def main() -> None:
             print(json.dumps(time_ray_train(int(rest[0]), rest[1])))
         return
 
-    from app.cluster import WORKER_ENV
+    from app.cluster.connection import WORKER_ENV
 
     with tempfile.TemporaryDirectory() as work:
         table = Path(work) / "table"
@@ -169,7 +169,9 @@ def main() -> None:
     v2, v1 = (statistics.median(reads[r][1:] or reads[r]) for r in ("v2", "v1"))
     print(f"read_parquet, {args.partitions} files, median of reads 2..{args.reads} (first read)")
     print(f"  Ray Data's default (V2) reader: {v2:6.2f} s ({reads['v2'][0]:.2f} s)")
-    print(f"  app.cluster.read_parquet (V1):  {v1:6.2f} s ({reads['v1'][0]:.2f} s)   {v2 / v1:.1f}x faster")
+    print(
+        f"  app.cluster.tasks.read_parquet (V1):  {v1:6.2f} s ({reads['v1'][0]:.2f} s)   {v2 / v1:.1f}x faster"
+    )
     print(f"Ray Train, 1 worker, {args.reports} reports with a checkpoint, no compute")
     for seconds, t in polls.items():
         print(

@@ -165,7 +165,7 @@ def predictor_throughput(cfg, splits, champion_family: str, champion) -> dict:
 def run(name: str, args) -> dict:
     import ray
 
-    from app.cluster import WORKER_ENV, connect
+    from app.cluster.connection import WORKER_ENV, connect
     from app.data.etl import run_etl
     from app.features.store import FeatureClient
     from app.pipeline import search, train_and_register

@@ -68,7 +68,7 @@ def serve_forever(mode: str) -> None:
     """Server process: a fresh local cluster in `mode`, the mlsys app and a no-op app."""
     from ray import serve
 
-    from app.cluster import connect
+    from app.cluster.connection import connect
     from app.config import load_config
     from app.serving import app as serving_app
 

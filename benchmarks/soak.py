@@ -88,7 +88,7 @@ def soak_config(work: Path, replicas: int):
 
 def start_service(cfg, work: Path) -> tuple[str, list[int], list[dict]]:
     """Data, features, two registered models and the app. Returns URL, entity ids, feature rows."""
-    from app.cluster import connect
+    from app.cluster.connection import connect
     from app.registry.registry import CHALLENGER, CHAMPION, Registry
     from app.serving import app as serving_app
     from tests.helpers import quick_bundle, served_entities
@@ -314,7 +314,7 @@ def kill_replica(log: Log, count: int) -> Fault:
 def monitor_handle(cfg):
     import ray
 
-    from app.cluster import ACTOR_NAMESPACE, actor_name
+    from app.cluster.actors import ACTOR_NAMESPACE, actor_name
     from app.monitoring.monitor import MONITOR
 
     return ray.get_actor(actor_name(MONITOR, str(cfg.storage.path())), namespace=ACTOR_NAMESPACE)
@@ -356,7 +356,7 @@ def sample_memory(cfg, log: Log, samples: list[dict], stop: threading.Event) -> 
     import psutil
     from ray.util.state import list_actors
 
-    from app.cluster import actor_name
+    from app.cluster.actors import actor_name
     from app.monitoring.monitor import MONITOR
     from app.serving.app import APP_NAME
 

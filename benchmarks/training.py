@@ -82,7 +82,7 @@ def main() -> None:
 
     import ray
 
-    from app.cluster import connect
+    from app.cluster.connection import connect
     from app.config import parse_config
     from app.pipeline import search, train_and_register
     from app.training.fit import make_preprocessor
@@ -111,7 +111,7 @@ def main() -> None:
     torch.set_num_threads(threads)
     results["plain_torch_1_thread_samples_per_s"] = n / statistics.median(plain_1t[1:])
     results["plain_torch_threads"] = threads
-    from app.cluster import WORKER_ENV
+    from app.cluster.connection import WORKER_ENV
 
     for name, threshold in (("now", int(WORKER_ENV["MALLOC_MMAP_THRESHOLD_"])), ("128k", 128 * 1024)):
         epoch_s = in_ray_task(

@@ -28,7 +28,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import ray
 
-from app.cluster import connect, cpu_parallelism, cpus_per_task, read_parquet, run_tasks
+from app.cluster.connection import connect
+from app.cluster.tasks import cpu_parallelism, cpus_per_task, read_parquet, run_tasks
 from app.config import AppConfig, DatasetConfig
 from app.data.inputs import FORMATS, check_inputs, json_lines_frame, resolve_inputs
 from app.data.schema import (

@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 import ray
 import yaml
 
-from app.cluster import connect, read_parquet, run_tasks
+from app.cluster.connection import connect
+from app.cluster.tasks import read_parquet, run_tasks
 from app.config import AppConfig
 from app.data.etl import WAREHOUSE_FILE, read_warehouse
 from app.data.schema import DataError

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 
 import ray
 
-from app.cluster import call_self_after_init, detached_actor
+from app.cluster.actors import call_self_after_init, detached_actor
 from app.config import AppConfig, ExperimentConfig, MonitorConfig, RetrainConfig
 from app.monitoring import drift_tracker, overrides
 from app.monitoring.drift_tracker import DriftTracker
@@ -206,7 +206,7 @@ def get_monitor(cfg: AppConfig):
 
 def reload_config(cfg: AppConfig) -> ReloadResult:
     """Hand the running monitor new `monitor` and `retrain` sections; returns what changed."""
-    from app.cluster import join_running
+    from app.cluster.connection import join_running
 
     join_running(cfg.ray)
     return ray.get(get_monitor(cfg).reload.remote(cfg.monitor, cfg.retrain))
@@ -214,7 +214,7 @@ def reload_config(cfg: AppConfig) -> ReloadResult:
 
 def drift_report(cfg: AppConfig) -> DriftReport:
     """The running monitor's drift report (joins the cluster the service runs on)."""
-    from app.cluster import join_running
+    from app.cluster.connection import join_running
 
     join_running(cfg.ray)
     return ray.get(get_monitor(cfg).drift.remote())

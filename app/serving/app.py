@@ -19,7 +19,8 @@ import urllib.request
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from app.cluster import ADMIN_TOKEN_ENV, secret, verbose_console
+from app.cluster.console import verbose_console
+from app.cluster.credentials import ADMIN_TOKEN_ENV, secret
 from app.config import AppConfig, load_config
 
 APP_NAME = "mlsys"
@@ -178,7 +179,7 @@ def launch(cfg: AppConfig, *, detach: bool) -> str:
     if none runs). Returns the service URL."""
     import ray
 
-    from app.cluster import connect, start_head, started_head_address
+    from app.cluster.connection import connect, start_head, started_head_address
     from app.registry.registry import CHAMPION, Registry
 
     if Registry(cfg).alias_version(CHAMPION) is None:
@@ -194,7 +195,7 @@ def launch(cfg: AppConfig, *, detach: bool) -> str:
 
 def shutdown(cfg: AppConfig) -> None:
     """Tear the application down on the cluster it runs on (the cluster keeps running)."""
-    from app.cluster import join_running, started_head_address
+    from app.cluster.connection import join_running, started_head_address
 
     if not _remote(cfg) and not started_head_address():
         raise NothingToServe("no running Ray cluster to stop a service on")
@@ -210,7 +211,7 @@ def live_report_html(cfg: AppConfig) -> str:
     """The running service's drift and experiment report as one HTML page."""
     import ray
 
-    from app.cluster import join_running
+    from app.cluster.connection import join_running
     from app.monitoring import report
     from app.monitoring.monitor import get_monitor
     from app.serving.control import get_control

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.cluster import detached_actor
+from app.cluster.actors import detached_actor
 from app.config import AppConfig, ExperimentConfig
 from app.files import atomic_write_text
 

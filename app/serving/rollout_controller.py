@@ -23,7 +23,7 @@ import logging
 import time
 from dataclasses import asdict, replace
 
-from app.cluster import call_self_after_init, detached_actor
+from app.cluster.actors import call_self_after_init, detached_actor
 from app.config import AppConfig, ExperimentConfig
 from app.files import atomic_write_text
 from app.monitoring import rollout

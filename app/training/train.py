@@ -26,7 +26,8 @@ import torch
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 
 from app import progress
-from app.cluster import connect, verbose_console
+from app.cluster.connection import connect
+from app.cluster.console import verbose_console
 from app.config import AppConfig
 from app.model.net import ModelSpec, TabularMLP
 from app.model.preprocess import Preprocessor

@@ -23,7 +23,7 @@ import ray
 import ray.train
 from ray.train import ScalingConfig
 
-from app.cluster import connect
+from app.cluster.connection import connect
 from app.config import AppConfig, ConfigError
 from app.model import trees
 from app.model.preprocess import Preprocessor

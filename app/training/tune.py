@@ -24,7 +24,8 @@ from ray.tune.experimental.output import ProgressReporter as AirProgressReporter
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from app import progress
-from app.cluster import connect, verbose_console
+from app.cluster.connection import connect
+from app.cluster.console import verbose_console
 from app.config import AppConfig
 from app.model.bundle import FAMILY_TAG
 from app.model.net import ModelSpec, TabularMLP

@@ -14,7 +14,7 @@ import pandas as pd
 from ray import tune
 from ray.tune.search import BasicVariantGenerator
 
-from app.cluster import connect
+from app.cluster.connection import connect
 from app.config import AppConfig
 from app.model import trees
 from app.model.preprocess import Preprocessor

@@ -7,7 +7,7 @@ import os
 import pytest
 import ray
 
-from app.cluster import SERVE_PROXY_ENV, WORKER_ENV
+from app.cluster.connection import SERVE_PROXY_ENV, WORKER_ENV
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import ray
 import ray._private.state  # the GCS's actor table (the state API needs the dashboard)
 
-from app.cluster import read_parquet
+from app.cluster.tasks import read_parquet
 
 
 def footer_readers() -> int:

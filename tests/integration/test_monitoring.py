@@ -10,7 +10,7 @@ import uuid
 import pytest
 import ray
 
-from app.cluster import ACTOR_NAMESPACE, actor_name
+from app.cluster.actors import ACTOR_NAMESPACE, actor_name
 from app.data.synthetic import Defects, generate
 from app.monitoring.monitor import MONITOR, DriftMonitor, get_monitor
 from app.monitoring.traffic import PREDICTIONS, read_records

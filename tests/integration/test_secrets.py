@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 PROBE = """
 import json, os, ray
-from app.cluster import connect
+from app.cluster.connection import connect
 from app.config import load_config
 from app.serving import app as serving_app
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import socket
 
-from app.cluster import answers, not_progress_bar_notice, started_head_address
+from app.cluster.connection import answers, started_head_address
+from app.cluster.console import not_progress_bar_notice
 
 
 def test_a_live_ray_start_record_is_joined_and_a_stale_one_ignored(tmp_path, monkeypatch):

@@ -1,0 +1,143 @@
+"""Connect to the Ray cluster: the one at `ray.address` / RAY_ADDRESS, or a local one.
+
+Every command goes through `connect`, so the same command works on a laptop and against a
+running cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+import ray
+
+from app.cluster.console import quiet_ray_console, quiet_ray_data_console, verbose_console
+from app.cluster.credentials import withhold_secrets
+from app.config import RayConfig
+
+log = logging.getLogger(__name__)
+# Workers of a local cluster hand freed memory back to the OS: without this, idle workers keep
+# the peak of their largest batch (GBs at 10M rows), as glibc arenas and Arrow's jemalloc pool.
+WORKER_ENV = {
+    "MALLOC_ARENA_MAX": "2",
+    "MALLOC_TRIM_THRESHOLD_": "1000000",
+    # Setting the trim threshold also freezes glibc's mmap threshold at 128 KiB, so every
+    # larger block (a training step's activations) became an mmap + page faults + munmap:
+    # the same torch loop ran at 0.86x its speed outside Ray in a bare 1-CPU Ray task
+    # (benchmarks/training.py). Blocks under 1 MiB come from the heap again (at 4 MiB the
+    # 10M-row ETL peaked 0.2 GB higher and ran no faster: benchmarks/etl_features.py).
+    "MALLOC_MMAP_THRESHOLD_": "1048576",
+    "ARROW_DEFAULT_MEMORY_POOL": "system",
+    # Ray Train's controller acts on its workers' state (started, reported, finished) once per
+    # poll, every 2 s by default, and a run waits for several polls whatever its size: a bare
+    # run of 10 reports took 33.9 s at 2 s and 13.9 s at 0.2 s (benchmarks/fixed_costs.py).
+    # A poll is one small remote call per worker.
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    # Ray Train's preemption watcher logs a cloud node's drain notices: one more actor process
+    # per training run, and its creation prints a Ray core error line (ray#53727) into the run's
+    # output. Clusters that we start are never drained by a provider; joined clusters keep it.
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    # Libraries' deprecation notices in every worker's output would bury our progress lines
+    # (Ray Data's, Tune's, Feast's): they are for those libraries' callers' developers.
+    "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",
+}
+
+# A raylet starts as many workers at once as there are cores and warns in every driver's terminal
+# at 4x that; ours may start as many as its logical CPUs, at least 8 (the demo's peak: 20 workers).
+STARTUP_CONCURRENCY_ENV = "RAY_worker_maximum_startup_concurrency"
+
+SERVE_PROXY_ENV = {
+    "haproxy": {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        # A request in flight on a replica that dies gets an empty response: HAProxy replays it
+        # on another replica instead of answering 500. Safe here because our routes are
+        # replay-safe (scoring is pure, feedback dedupes by request_id); see README, limits.
+        "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
+    },
+    "default": {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"},
+}
+
+
+def connect(cfg: RayConfig) -> str | None:
+    """Join the configured cluster, or start a local one sized by logical CPUs.
+
+    Returns the dashboard URL when this call started or joined a cluster.
+    """
+    if ray.is_initialized():
+        return None
+    withhold_secrets()
+    address = cfg.address or os.environ.get("RAY_ADDRESS") or started_head_address()
+    quiet_ray_console()
+    if address:
+        log.info("connecting to Ray at %s", address)
+        ctx = ray.init(address=address, log_to_driver=verbose_console())
+    else:
+        raylet = {STARTUP_CONCURRENCY_ENV: str(max(cfg.num_cpus, 8))}
+        # Serve and the raylet read these when they start, so they go in before the cluster does.
+        os.environ.update({**SERVE_PROXY_ENV[cfg.serve_proxy], **raylet})
+        ctx = ray.init(
+            address="local",  # a new cluster, whatever a stale `ray start` record says
+            num_cpus=cfg.num_cpus,
+            include_dashboard=cfg.include_dashboard,
+            dashboard_host=cfg.dashboard_host,
+            dashboard_port=cfg.dashboard_port,
+            logging_level=logging.WARNING,
+            log_to_driver=verbose_console(),
+            runtime_env={"env_vars": {**WORKER_ENV, **SERVE_PROXY_ENV[cfg.serve_proxy]}},
+        )
+    quiet_ray_data_console()
+    url = getattr(ctx, "dashboard_url", None)
+    return f"http://{url}" if url else None
+
+
+def join_running(cfg: RayConfig) -> None:
+    """Join the cluster a service runs on (never start one: there would be nothing to read)."""
+    withhold_secrets()
+    quiet_ray_console()
+    address = cfg.address or os.environ.get("RAY_ADDRESS") or "auto"
+    ray.init(address=address, logging_level=logging.WARNING, log_to_driver=verbose_console())
+
+
+def started_head_address() -> str | None:
+    """The cluster a `ray start` on this machine left running, if it still answers.
+
+    `ray.init()` without an address joins it, as every Ray script does; we decide first because
+    joining rejects our `num_cpus`, and a record left by a killed head must not fail a command.
+    """
+    from ray._private.utils import read_ray_address  # where `ray start` records its address
+
+    address = read_ray_address()
+    return address if address and answers(address) else None
+
+
+def answers(address: str, timeout_s: float = 1.0) -> bool:
+    """Whether something accepts TCP connections at host:port."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def start_head(cfg: RayConfig) -> None:
+    """Start a local Ray head that outlives this process (for `mlsys serve --detach`)."""
+    import subprocess
+
+    withhold_secrets()
+    env = {**os.environ, **WORKER_ENV, **SERVE_PROXY_ENV[cfg.serve_proxy]}
+    cmd = [
+        "ray",
+        "start",
+        "--head",
+        f"--num-cpus={cfg.num_cpus}",
+        "--disable-usage-stats",
+        f"--include-dashboard={str(cfg.include_dashboard).lower()}",
+        f"--dashboard-host={cfg.dashboard_host}",
+        f"--dashboard-port={cfg.dashboard_port}",
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"`{' '.join(cmd)}` failed:\n{done.stderr[-2000:]}")
