@@ -14,7 +14,8 @@ if TYPE_CHECKING:  # the rollout's module imports scipy: the CLI stays light
     from app.monitoring.rollout import RolloutStatus
 
 
-def etl_table(report: dict) -> Table:
+def etl_table(report: dict, *, reasons: bool = True) -> Table:
+    """An ETL run's counts; with `reasons`, the quarantined rows per reason."""
     table = Table(title=f"ETL run {report['run_id']}", show_header=False)
     for key in (
         "source",
@@ -28,7 +29,7 @@ def etl_table(report: dict) -> Table:
     ):
         value = report[key]
         table.add_row(key.replace("_", " "), f"{value:,}" if isinstance(value, int) else str(value))
-    for reason, n in report["quarantined"].items():
+    for reason, n in report["quarantined"].items() if reasons else ():
         table.add_row(f"  quarantined: {reason}", f"{n:,}")
     return table
 
@@ -229,13 +230,13 @@ def _evidence_line(evidence: dict) -> str:
 def demo_report(result, *, online_sample: list, mlflow_uri: str) -> list:
     """What the demo prints at its end, in order."""
     out: list = [
-        etl_table(result.pipeline.etl.to_dict()),
+        etl_table(result.pipeline.etl.to_dict(), reasons=False),  # `mlsys etl` lists them
         online_table(online_sample),
         training_summary(result.pipeline.training),
         served_table(result.served),
     ]
     if result.drift:
-        out.append(drift_table(result.drift))
+        out.append(drift_by_feature(result.drift))
     out.append(f"retrain job {result.retrain_job}: {result.retrain_status}")
     for status in (result.rollout, result.bad_rollout):
         if status:
@@ -255,8 +256,7 @@ def demo_report(result, *, online_sample: list, mlflow_uri: str) -> list:
 
 
 def online_table(rows: list[dict]) -> Table:
-    """Feature rows from the online store, one per entity, as the service reads them (without
-    the row's own time, which the store keeps for its TTL)."""
+    """Online feature rows, one per entity, without the row's own time (kept for the TTL)."""
     table = Table(title="online features, as /predict reads them")
     cols = [c for c in (rows[0] if rows else ()) if c != FEATURE_TIMESTAMP]
     for col in cols:
@@ -280,4 +280,21 @@ def served_table(served: dict[str, dict[str, int]]) -> Table:
         table.add_column(col)
     for phase, counts in served.items():
         table.add_row(phase, *(f"{counts.get(v, 0):,}" for v in variants))
+    return table
+
+
+def drift_by_feature(report: DriftReport) -> Table:
+    """A row per feature, each variant's PSI and severity side by side (short `drift_table`)."""
+    alert = "[red]ALERT[/]" if report.alert else "ok"
+    table = Table(
+        title=f"drift vs champion v{report.reference_version} ({alert}, PSI alert > {report.psi_alert})"
+    )
+    table.add_column("feature")
+    for variant, window in report.variants.items():
+        table.add_column(f"{variant}: PSI, {window.window} window ({window.n})")
+    for name in dict.fromkeys(n for w in report.variants.values() for n in w.features):
+        found = [w.features.get(name) for w in report.variants.values()]
+        table.add_row(
+            name, *("-" if f is None or f.psi is None else f"{f.psi:.3f} {f.severity}" for f in found)
+        )
     return table
