@@ -8,8 +8,9 @@ replica), and `Model` wraps it as one variant's own deployment (`deployment`).
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 
-import pandas as pd
+import numpy as np
 from ray import serve
 
 from app.config import AppConfig
@@ -78,6 +79,21 @@ class ModelSet:
         return versions
 
 
+@dataclass(frozen=True)
+class FeatureBatch:
+    """A batch of model-feature columns, one array per feature (what a `Model` deployment scores)."""
+
+    columns: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class ModelScores:
+    """A `Model` deployment's answer: the version that scored and one probability per row."""
+
+    version: int
+    scores: np.ndarray
+
+
 @serve.deployment(name="model", max_ongoing_requests=64, health_check_period_s=5)
 class Model:
     """One variant's model in its own deployment (placement: deployment); follows ServeControl."""
@@ -103,12 +119,12 @@ class Model:
         if await asyncio.to_thread(self.models.changed, [self.alias], generation):
             await asyncio.to_thread(self.models.refresh, [self.alias], generation)
 
-    async def score(self, data: dict | pd.DataFrame) -> tuple[int, list[float]]:
-        """Scores for a batch's feature columns (or a frame), as the ingress holds them: a
-        column keeps its values' types (rebuilding a frame from row dicts would turn integer
-        hours into floats as soon as one is missing)."""
+    async def score(self, batch: FeatureBatch) -> ModelScores:
+        """Scores for a batch's feature columns as the ingress holds them: a column keeps its
+        values' types (rebuilding a frame from row dicts would turn integer hours into floats
+        as soon as one is missing)."""
         await self._follow()
         predictor = self.models.predictors.get(self.alias)
         if predictor is None:
             raise RuntimeError(f"no model behind alias {self.alias!r}")
-        return predictor.version, predictor.predict_proba(data).tolist()
+        return ModelScores(predictor.version, predictor.predict_proba(batch.columns))

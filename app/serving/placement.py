@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from app.serving.model_set import FeatureBatch
 from app.serving.routing import Routing
 from app.serving.scoring import Columns
 
@@ -38,8 +39,8 @@ class ModelDeployments:
         return variant in self.handles
 
     async def score(self, variant: str, cols: Columns, routing: Routing) -> tuple[np.ndarray, int]:
-        version, scores = await self.handles[variant].score.remote(cols)
-        return np.asarray(scores), version
+        answer = await self.handles[variant].score.remote(FeatureBatch(cols))
+        return answer.scores, answer.version
 
 
 def placement_for(handles: dict | None) -> InReplica | ModelDeployments:

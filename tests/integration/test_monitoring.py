@@ -28,7 +28,14 @@ def cfg(tmp_path_factory):
     cfg = make_config(
         tmp_path_factory.mktemp("monitoring"),
         monitor={"window": 500},
-        retrain={"schedule": "none", "min_samples": 400, "cooldown_minutes": 60},
+        # Two drifted windows make an incident; here they arrive within seconds of each other.
+        retrain={
+            "schedule": "none",
+            "min_samples": 400,
+            "cooldown_minutes": 60,
+            "drift_windows": 2,
+            "drift_minutes": 0,
+        },
     )
     Registry(cfg).register(
         quick_bundle(cfg, generate(3000, seed=1, defects=CLEAN), seed=1), params={}, alias=CHAMPION
@@ -97,9 +104,14 @@ def test_drifted_traffic_alerts_and_one_incident_submits_one_retrain(cfg, tmp_pa
     variant = checked.drift.variants["champion"]
     assert checked.drift.alert and {"income", "country"} <= set(variant.drifted)
     assert variant.features["income"].psi > 0.2
-    assert (checked.decision.trigger, checked.decision.job_id) == ("drift", "job-1")
+    assert (
+        checked.decision.trigger is None and "retrain.drift_windows" in checked.decision.reason
+    )  # one burst
     asyncio.run(monitor.ingest(records(cfg, 500, seed=5, drift=1.0)))
-    monitor.check(now=1120)  # still drifting: the same incident
+    checked = monitor.check(now=1120)
+    assert (checked.decision.trigger, checked.decision.job_id) == ("drift", "job-1")  # it persists
+    asyncio.run(monitor.ingest(records(cfg, 500, seed=6, drift=1.0)))
+    monitor.check(now=1180)  # still drifting: the same incident
     assert submitted and len(submitted) == 1
     assert monitor.drift().retrain.submitted[0].job_id == "job-1"
 

@@ -25,6 +25,7 @@ from app.serving import receipts
 from app.serving.app import ingress_deployment
 from app.serving.auth import AuthError
 from app.serving.ingress import Ingress
+from app.serving.model_set import ModelScores
 from app.serving.routes import build_api
 from app.serving.routes.deps import current_ingress
 from app.serving.schemas import request_models
@@ -98,9 +99,9 @@ class ModelHandle:
         self.predictor = predictor
         self.score = SimpleNamespace(remote=self._score)
 
-    async def _score(self, data):
-        data = pickle.loads(pickle.dumps(data))
-        return self.predictor.version, self.predictor.predict_proba(data).tolist()
+    async def _score(self, batch):
+        batch = pickle.loads(pickle.dumps(batch))
+        return ModelScores(self.predictor.version, self.predictor.predict_proba(batch.columns))
 
 
 @pytest.mark.parametrize("placement", ["ingress", "deployment"])
