@@ -65,7 +65,7 @@ NO_ANSWER = "no answer"  # a connection error or timeout after the client's own 
 
 
 def soak_config(work: Path, replicas: int):
-    from tests.conftest import make_config
+    from tests.configs import make_config
 
     return make_config(
         work,

@@ -43,6 +43,7 @@ class RetrainTrigger:
             default=0,
         )
         could_trigger = drift.alert or retrain.schedule_due(self.state, cfg.retrain, now)
+        scheduled_before = self.state.last_scheduled_at
         trigger, reason = retrain.decide(
             self.state,
             cfg.retrain,
@@ -61,6 +62,7 @@ class RetrainTrigger:
                 reason = f"{reason}; submission failed: {first_line(exc)}"
                 trigger = None  # not counted as submitted
                 self.state.incident_open = False
+                self.state.last_scheduled_at = scheduled_before
         retrain.record(self.state, now=now, trigger=trigger, reason=reason, job_id=job_id)
         retrain.save_state(self.path, self.state)
         return RetrainDecision(at=now, trigger=trigger, reason=reason, job_id=job_id)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import TYPE_CHECKING
 
-from app.serving.producers import ProducerStore
+if TYPE_CHECKING:
+    from app.serving.producers import ProducerStore
 
 
 class AuthError(Exception):

@@ -138,21 +138,29 @@ class Ingress(OipGrpcMethods):
         A single row joins the replica's `@serve.batch` queue; a client's own batch
         (`instances`) is already a batch and is scored at once."""
         self.ensure_background()
-        results = await self.pipeline.score(rows) if batch else [await self._score_batched(rows[0])]
+        results = await self._score(rows) if batch else [await self._score_batched(rows[0])]
         answers = _answers_or_raise(results)
         return [a.public(self.outcomes.receipt(a.request_id)) for a in answers]
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def _score_batched(self, rows: list[ScoreRow]) -> list[Answer | RowError]:
+    async def _score(self, rows: list[ScoreRow]) -> list[Answer | RowError]:
+        """The pipeline's results; a fault outside any model (a model's own fails only its rows)
+        is a 500 for these rows, never an unhandled error in the replica."""
         try:
             return await self.pipeline.score(rows)
-        except Exception:  # a fault outside any model (those fail their rows only)
-            if len(rows) == 1:
-                log.exception("scoring failed")
-                return [RowError(500, "the service could not score this row")]
-        # One caller's row must not fail the others batched with it: each row on its own.
-        log.warning("a batch of %d rows failed; scoring them one by one", len(rows))
-        return [(await self._score_batched.__wrapped__(self, [row]))[0] for row in rows]
+        except Exception:
+            log.exception("scoring failed")
+            return [RowError(500, "the service could not score this row")] * len(rows)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _score_batched(self, rows: list[ScoreRow]) -> list[Answer | RowError]:
+        if len(rows) == 1:
+            return await self._score(rows)
+        try:
+            return await self.pipeline.score(rows)
+        except Exception:
+            # One caller's row must not fail the others batched with it: each row on its own.
+            log.warning("a batch of %d rows failed; scoring them one by one", len(rows))
+            return [(await self._score([row]))[0] for row in rows]
 
     def v2_version(self, name: str) -> int:
         """The control variant's version behind the v2 model `name` (oip.ModelNotServed otherwise)."""
@@ -167,12 +175,9 @@ class Ingress(OipGrpcMethods):
         if isinstance(key, bool) or not isinstance(key, (str, int)) or len(str(key)) > MAX_KEY_CHARS:
             raise oip.OipError(f"parameters.key: a string or integer of at most {MAX_KEY_CHARS} characters")
         received = time.perf_counter()
-        raws = oip.request_rows(body, self.cfg)
-        rows = [
-            ScoreRow(features=raw, key=key, received=received, first=i == 0) for i, raw in enumerate(raws)
-        ]
+        rows = [ScoreRow(None, raw, key, received) for raw in oip.request_rows(body, self.cfg)]
         self.ensure_background()
-        results = await self.pipeline.score(rows) if len(rows) > 1 else [await self._score_batched(rows[0])]
+        results = await self._score(rows) if len(rows) > 1 else [await self._score_batched(rows[0])]
         try:
             answers = _answers_or_raise(results)
         except RowError as exc:

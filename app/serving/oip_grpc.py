@@ -42,6 +42,7 @@ TYPED_CONTENTS = {
     "BYTES": "bytes_contents",
 }
 NOT_SERVED = {404: grpc.StatusCode.NOT_FOUND, 503: grpc.StatusCode.UNAVAILABLE}
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
 _HANDLER_KINDS = {
     (False, False): grpc.unary_unary_rpc_method_handler,
     (False, True): grpc.unary_stream_rpc_method_handler,
@@ -150,14 +151,23 @@ class OipGrpcMethods:
         current = self.routing.current
         return pb.ServerReadyResponse(ready=current.experiment.control in current.versions)
 
-    async def ModelReady(self, request):
-        name = pb.ModelReadyRequest.FromString(request).name
+    async def ModelReady(self, request, grpc_context):
+        try:
+            name = pb.ModelReadyRequest.FromString(request).name
+        except DecodeError:
+            return _refuse(
+                grpc_context, INVALID, "request: not a ModelReadyRequest message", pb.ModelReadyResponse()
+            )
         current = self.routing.current
         ready = name == self.cfg.registry.model_name and current.experiment.control in current.versions
         return pb.ModelReadyResponse(ready=ready)
 
     async def ModelMetadata(self, request, grpc_context):
-        name = pb.ModelMetadataRequest.FromString(request).name
+        try:
+            name = pb.ModelMetadataRequest.FromString(request).name
+        except DecodeError:
+            message = "request: not a ModelMetadataRequest message"
+            return _refuse(grpc_context, INVALID, message, pb.ModelMetadataResponse())
         try:
             version = self.v2_version(name)
         except oip.ModelNotServed as exc:
@@ -172,7 +182,7 @@ class OipGrpcMethods:
         except oip.ModelNotServed as exc:
             return _refuse(grpc_context, NOT_SERVED[exc.status], str(exc), pb.ModelInferResponse())
         except oip.OipError as exc:
-            return _refuse(grpc_context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), pb.ModelInferResponse())
+            return _refuse(grpc_context, INVALID, str(exc), pb.ModelInferResponse())
         except RowError as exc:  # the service's failure (a model that raised, none loaded)
             code = grpc.StatusCode.UNAVAILABLE if exc.status == 503 else grpc.StatusCode.INTERNAL
             return _refuse(grpc_context, code, str(exc), pb.ModelInferResponse())

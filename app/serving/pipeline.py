@@ -95,12 +95,18 @@ class ScoringPipeline:
         """Metrics and traffic records: an answer is served; a 5xx is its variant's error in the
         metrics (what its users saw), and only a model's own failure is an error record (what
         the experiment holds against the variant: an online-store outage is not its fault)."""
-        now = time.perf_counter()
+        now, timed = time.perf_counter(), set()
         for row, result, rid, key, variant in zip(rows, out, rids, keys, variants, strict=True):
-            seconds = now - row.received
-            latency_ms = seconds * 1000 if row.first else None  # a request's latency counts once
+            # A request's latency counts once per variant that answered it (a request's rows
+            # share its arrival time), however many rows it holds.
+            recorded = isinstance(result, (Answer, ScoringFailed))
+            first = recorded and (row.received, variant) not in timed
+            if first:
+                timed.add((row.received, variant))
+            seconds = now - row.received if first else None
+            latency_ms = None if seconds is None else seconds * 1000
             if isinstance(result, Answer):
-                self.metrics.served(result.variant, result.model_version, seconds if row.first else None)
+                self.metrics.served(result.variant, result.model_version, seconds)
                 self.emit(result.record(experiment, latency_ms))
                 continue
             if result.status >= 500:

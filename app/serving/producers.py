@@ -10,7 +10,6 @@ Writers hold a file lock and replace the file atomically, so two commands never 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
@@ -25,6 +24,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from app.files import atomic_write_text
+from app.serving.auth import token_digest
 
 log = logging.getLogger(__name__)
 TOKEN_PREFIX = "mlsys-out-"
@@ -42,15 +42,15 @@ class Key:
     expires_at: float | None = None  # set when rotated: valid until then
 
 
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
 class ProducerStore:
     def __init__(self, path: Path, *, clock=time.time):
         self.path = Path(path)
         self.clock = clock
-        self._seen: tuple[float, int] | None = None  # the file's (mtime, size) when last read
+        self._seen: tuple[int, int, int] | None = None  # the file's (inode, mtime, size) when read
         self._keys: dict[str, list[Key]] = {}
 
     # ------------------------------------------------------------ reading (replicas)
@@ -58,7 +58,7 @@ class ProducerStore:
     def producer_for(self, token: str) -> str | None:
         """The producer a token belongs to, if it is one of its current keys."""
         self._reload()
-        digest, now = _digest(token), self.clock()
+        digest, now = token_digest(token), self.clock()
         for name, keys in self._keys.items():
             for key in keys:
                 if hmac.compare_digest(key.sha256, digest) and (
@@ -77,7 +77,9 @@ class ProducerStore:
         except FileNotFoundError:
             self._seen, self._keys = None, {}
             return
-        seen = (stat.st_mtime, stat.st_size)
+        # The inode too: every write replaces the file, so a change shows even where mtimes
+        # are coarse (a revoke and an add within the same second, on NFS).
+        seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         if seen == self._seen:
             return
         try:
@@ -97,8 +99,8 @@ class ProducerStore:
         with self._locked() as keys:
             if name in keys:
                 raise ProducerError(f"producer {name!r} exists: rotate its token instead")
-            token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-            keys[name] = [Key(_digest(token), self.clock())]
+            token = new_token()
+            keys[name] = [Key(token_digest(token), self.clock())]
         return token
 
     def rotate(self, name: str, *, overlap_s: float) -> str:
@@ -113,8 +115,8 @@ class ProducerStore:
                 for k in keys[name]
                 if k.expires_at is None or k.expires_at > now
             ]
-            token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-            keys[name] = [*kept, Key(_digest(token), now)]
+            token = new_token()
+            keys[name] = [*kept, Key(token_digest(token), now)]
         return token
 
     def token_for(self, name: str, *, overlap_s: float = 3600) -> str:

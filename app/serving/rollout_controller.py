@@ -30,11 +30,11 @@ from app.monitoring import rollout
 from app.monitoring.experiment import ExperimentReport
 from app.registry import ledger
 from app.registry.registry import CHALLENGER, REJECTED, Registry
+from app.serving.rollout_evidence import arm, counts, producers
 from app.serving.splits import in_shadow, split_with
 
 log = logging.getLogger(__name__)
 ROLLOUT = "rollout-controller"
-COUNTED = ("outcomes", "successes", "requests", "errors")
 SHADOW, LIVE = "shadow", "live"  # the phases of a rollout (shadow only with rollout.shadow_first)
 # What the rollout reads of the challenger in shadow (its evidence for going live).
 SHADOW_VIEW = (
@@ -62,26 +62,6 @@ def policy(cfg: AppConfig) -> rollout.Policy:
         margin=r.margin,
         mode=r.mode,
     )
-
-
-def counts(report: ExperimentReport, variant: str) -> dict:
-    """What the monitor counted for a variant so far (successes by the experiment's metric),
-    as the state file keeps it."""
-    v = report.variants.get(variant)
-    if v is None:
-        return dict.fromkeys(COUNTED, 0)
-    return {"outcomes": v.outcomes, "successes": v.successes, "requests": v.requests, "errors": v.errors}
-
-
-def producers(report: ExperimentReport) -> dict[str, dict[str, int]]:
-    """Who reported the outcomes behind a decision, per variant (the ledger's evidence)."""
-    return {name: dict(v.outcomes_by_producer) for name, v in report.variants.items()}
-
-
-def arm(now: dict, at_entry: dict | None, p99_ms: float | None = None) -> rollout.Arm:
-    """A variant's counts since the challenger entered (and the p99 of those requests)."""
-    base = at_entry or {}
-    return rollout.Arm(**{k: max(now[k] - base.get(k, 0), 0) for k in COUNTED}, p99_ms=p99_ms)
 
 
 def shadow_view(report: ExperimentReport) -> dict:
@@ -164,7 +144,8 @@ class RolloutController:
             control = await self._arm(experiment, experiment.control, report, "control")
             challenger = await self._arm(experiment, CHALLENGER, report, "challenger")
             decision = rollout.decide(self.policy, self.state, control, challenger, now)
-            decision = replace(decision, evidence={**decision.evidence, "producers": producers(report)})
+            since_entry = producers(report, self.at_entry.get("producers"))
+            decision = replace(decision, evidence={**decision.evidence, "producers": since_entry})
             self.last = rollout.LastDecision(at=now, **asdict(decision))
             if decision.action in (rollout.STEP_UP, rollout.PROMOTE, rollout.ROLL_BACK):
                 await self._act(decision, experiment)
@@ -205,6 +186,7 @@ class RolloutController:
         self.at_entry = {
             "control": counts(report, experiment.control),
             "challenger": counts(report, CHALLENGER),
+            "producers": producers(report),
         }
         share = self.policy.steps[0]
         await self.control.set_experiment.remote(split_with(experiment, share))

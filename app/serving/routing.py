@@ -35,6 +35,7 @@ class LiveRouting:
         self.models = models
         self.control = control
         self.current: Routing | None = None
+        self._applying = asyncio.Lock()
 
     @property
     def experiment(self) -> ExperimentConfig:
@@ -49,7 +50,12 @@ class LiveRouting:
         return self.current
 
     async def apply_async(self, state: ControlState) -> Routing:
-        return await asyncio.to_thread(self.apply, state)
+        """`apply` in a thread, one at a time: the background sync and an admin change can
+        overlap, and a state older than the one applied (fetched before the change) is stale."""
+        async with self._applying:
+            if state.generation < self.models.generation:
+                return self.current
+            return await asyncio.to_thread(self.apply, state)
 
     async def sync(self) -> None:
         """Follow the control actor, and the registry: a retrain job that registers a new

@@ -86,10 +86,10 @@ def request_models(cfg: AppConfig) -> SimpleNamespace:
                 raise ValueError("key: only for a features row (an entity_id is its own key)")
             return self
 
-        def score_row(self, received: float | None = None, *, first: bool = True) -> ScoreRow:
+        def score_row(self, received: float | None = None) -> ScoreRow:
             features = None if self.features is None else self.features.model_dump()
             received = time.perf_counter() if received is None else received
-            return ScoreRow(self.entity_id, features, self.key, received, first)
+            return ScoreRow(self.entity_id, features, self.key, received)
 
     class PredictRequest(_Strict):
         entity_id: EntityId | None = None  # type: ignore[valid-type]
@@ -110,7 +110,7 @@ def request_models(cfg: AppConfig) -> SimpleNamespace:
             """The rows to score, all stamped with this request's arrival."""
             if self.instances is not None:
                 received = time.perf_counter()
-                return [i.score_row(received, first=n == 0) for n, i in enumerate(self.instances)]
+                return [i.score_row(received) for i in self.instances]
             features = None if self.features is None else self.features.model_dump()
             return [ScoreRow(entity_id=self.entity_id, features=features, key=self.key)]
 

@@ -45,14 +45,13 @@ class ScoringFailed(RowError):
 @dataclass(frozen=True, slots=True)
 class ScoreRow:
     """One row to score: an entity (features from the online store) or the dataset's raw
-    features, with the client's assignment key; `received` is when its request arrived, and
-    `first` marks the request's first row (the one that carries its latency)."""
+    features, with the client's assignment key; `received` is when its request arrived (the
+    same for every row of one request)."""
 
     entity_id: int | str | None = None
     features: Mapping[str, object] | None = None
     key: int | str | None = None
     received: float = field(default_factory=time.perf_counter)
-    first: bool = True
 
 
 @dataclass(frozen=True, slots=True)
