@@ -143,7 +143,7 @@ class DriftMonitor:
     async def feedback(self, request_id: str, label: int, may_wait: bool = True, *, producer: str) -> str:
         """An outcome from `producer`: "joined", "duplicate", "pending" (kept until its
         prediction arrives, if `may_wait`) or "recorded" (its prediction is no longer
-        remembered: the outcome goes to the log only, where training joins it)."""
+        remembered: the outcome goes to the log only, where online learning joins it)."""
         self._start_flusher()
         now = datetime.now(timezone.utc)
         if not may_wait and not self.intake.counts.knows(request_id):
