@@ -167,7 +167,7 @@ def _peak_mb() -> float:
 
 
 def in_subprocess(root: Path, mode: str) -> dict:
-    code = "import json, sys; from tests.unit.test_snapshot import run_mode; print(json.dumps(run_mode(*sys.argv[1:])))"
+    code = "import json, sys; from tests.unit.monitoring.test_snapshot import run_mode; print(json.dumps(run_mode(*sys.argv[1:])))"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
         [sys.executable, "-c", code, str(root), mode],
