@@ -42,6 +42,19 @@ def rows(cfg, items: list[dict]) -> list:
     return request_models(cfg).PredictRequest.model_validate({"instances": items}).rows()
 
 
+def json_tensors(cfg, *, rows: int) -> list[dict]:
+    """v2 JSON input tensors: one per feature, `rows` copies of ROW."""
+    return [
+        {
+            "name": c,
+            "shape": [rows],
+            "datatype": "FP64" if c in cfg.dataset.numeric else "BYTES",
+            "data": [ROW[c]] * rows,
+        }
+        for c in cfg.dataset.features
+    ]
+
+
 def run(coro):
     return asyncio.run(coro)
 
@@ -175,15 +188,7 @@ def test_v2_infer_scores_with_the_model_it_was_assigned(replica):
     from app.serving.oip import InferRequest
 
     cfg, ingress = replica.cfg, replica.ingress
-    inputs = [
-        {
-            "name": c,
-            "shape": [2],
-            "datatype": "FP64" if c in cfg.dataset.numeric else "BYTES",
-            "data": [ROW[c]] * 2,
-        }
-        for c in cfg.dataset.features
-    ]
+    inputs = json_tensors(cfg, rows=2)
     out = run(ingress.v2_infer(cfg.registry.model_name, InferRequest.model_validate({"inputs": inputs})))
     scores = next(o for o in out["outputs"] if o["name"] == "score")["data"]
     bundle = replica.bundles[CHAMPION if out["model_version"] == "1" else CHALLENGER]
@@ -348,15 +353,7 @@ def test_v2_goes_through_the_same_path_assignment_and_traffic_log_included(repli
     from app.serving.oip import InferRequest
 
     cfg, ingress, monitor = replica.cfg, replica.ingress, replica.monitor
-    inputs = [
-        {
-            "name": c,
-            "shape": [3],
-            "datatype": "FP64" if c in cfg.dataset.numeric else "BYTES",
-            "data": [ROW[c]] * 3,
-        }
-        for c in cfg.dataset.features
-    ]
+    inputs = json_tensors(cfg, rows=3)
     versions = set()
     for i in range(16):
         body = InferRequest.model_validate({"inputs": inputs, "parameters": {"key": f"client-{i}"}})
@@ -416,15 +413,7 @@ def test_v2_takes_json_without_a_content_type_and_binary_tensors(replica):
     api.dependency_overrides[current_ingress] = lambda: ingress
     client = TestClient(api)
     assert client.get("/v2").json()["extensions"] == ["binary_tensor_data"]
-    inputs = [
-        {
-            "name": c,
-            "shape": [2],
-            "datatype": "FP64" if c in cfg.dataset.numeric else "BYTES",
-            "data": [ROW[c]] * 2,
-        }
-        for c in cfg.dataset.features
-    ]
+    inputs = json_tensors(cfg, rows=2)
     url = f"/v2/models/{cfg.registry.model_name}/infer"
     plain = client.post(url, content=json.dumps({"inputs": inputs}).encode(), headers={"content-type": ""})
     assert plain.status_code == 200, plain.text
