@@ -75,8 +75,9 @@ def connect(cfg: RayConfig) -> str | None:
         ctx = ray.init(address=address, log_to_driver=verbose_console())
     else:
         raylet = {STARTUP_CONCURRENCY_ENV: str(max(cfg.num_cpus, 8))}
+        proxy = {**SERVE_PROXY_ENV[cfg.serve_proxy], **haproxy_side_ports(cfg.serve_proxy)}
         # Serve and the raylet read these when they start, so they go in before the cluster does.
-        os.environ.update({**SERVE_PROXY_ENV[cfg.serve_proxy], **raylet})
+        os.environ.update({**proxy, **raylet})
         ctx = ray.init(
             address="local",  # a new cluster, whatever a stale `ray start` record says
             num_cpus=cfg.num_cpus,
@@ -85,11 +86,35 @@ def connect(cfg: RayConfig) -> str | None:
             dashboard_port=cfg.dashboard_port,
             logging_level=logging.WARNING,
             log_to_driver=verbose_console(),
-            runtime_env={"env_vars": {**WORKER_ENV, **SERVE_PROXY_ENV[cfg.serve_proxy]}},
+            runtime_env={"env_vars": {**WORKER_ENV, **proxy}},
         )
     quiet_ray_data_console()
     url = getattr(ctx, "dashboard_url", None)
     return f"http://{url}" if url else None
+
+
+# HAProxy's own metrics and stats pages listen on fixed ports (Serve's defaults), which a second
+# local cluster on the same machine could not bind: its proxy would never start.
+HAPROXY_SIDE_PORTS = {"RAY_SERVE_HAPROXY_METRICS_PORT": 9101, "RAY_SERVE_HAPROXY_STATS_PORT": 8404}
+
+
+def haproxy_side_ports(serve_proxy: str) -> dict[str, str]:
+    """Serve's defaults for HAProxy's side ports where they are free (or set by the user), else
+    free ports the OS picks."""
+    if serve_proxy != "haproxy":
+        return {}
+    chosen = {}
+    for name, default in HAPROXY_SIDE_PORTS.items():
+        if name in os.environ:
+            continue
+        chosen[name] = str(default if not answers(f"127.0.0.1:{default}", timeout_s=0.2) else free_port())
+    return chosen
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def join_running(cfg: RayConfig) -> None:

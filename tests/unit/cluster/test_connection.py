@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import socket
 
-from app.cluster.connection import answers, started_head_address
+from app.cluster import connection
+from app.cluster.connection import answers, haproxy_side_ports, started_head_address
 from app.cluster.console import not_progress_bar_notice
 
 
@@ -38,3 +39,22 @@ def test_ray_datas_notice_that_progress_bars_are_off_stays_off_the_console():
     assert not not_progress_bar_notice(record("Progress bars disabled. To enable, set ..."))
     assert not_progress_bar_notice(record("Progress bars for operators disabled."))
     assert not_progress_bar_notice(record("A task failed; retrying"))
+
+
+def test_haproxys_side_ports_move_off_a_port_another_local_service_holds(monkeypatch):
+    for name in connection.HAPROXY_SIDE_PORTS:
+        monkeypatch.delenv(name, raising=False)
+    with socket.socket() as taken, socket.socket() as spare:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        spare.bind(("127.0.0.1", 0))  # bound, not listening: free for a listener after close
+        held, free = taken.getsockname()[1], spare.getsockname()[1]
+        spare.close()
+        names = list(connection.HAPROXY_SIDE_PORTS)
+        monkeypatch.setattr(connection, "HAPROXY_SIDE_PORTS", {names[0]: held, names[1]: free})
+        ports = haproxy_side_ports("haproxy")
+    assert ports[names[1]] == str(free)  # a free default is kept
+    assert ports[names[0]] != str(held) and int(ports[names[0]]) > 0
+    monkeypatch.setenv(names[0], "7777")  # the user's choice stands
+    assert names[0] not in haproxy_side_ports("haproxy")
+    assert haproxy_side_ports("default") == {}
