@@ -240,6 +240,10 @@ class StorageConfig(_Section):
         return self.path("features")
 
     @property
+    def production(self) -> Path:  # served rows joined to their outcomes, for training
+        return self.path("production")
+
+    @property
     def feast(self) -> Path:
         return self.path("feast")
 
@@ -549,6 +553,15 @@ class RetrainConfig(_Section):
     drift_minutes: float = Field(default=10, ge=0)
     max_per_day: int = Field(default=4, ge=0)  # retrain jobs submitted in any 24 hours, at most
     jobs_address: str = "http://127.0.0.1:8265"  # the cluster's Jobs API (its dashboard)
+    # What a training run (`mlsys pipeline`, the retrain job it is, `mlsys train`) learns from:
+    # `warehouse` (the labelled rows ETL loaded), `production` (served rows joined to the
+    # outcomes reported for them: the production table) or `both`. `both` lets a retrain learn
+    # the shift its own traffic shows; while no outcome has arrived it trains on the warehouse
+    # alone and says so. `production` with no labelled rows is refused.
+    data: Literal["warehouse", "production", "both"] = "both"
+    # Production rows served within this many days before the training cutoff. The traffic log
+    # keeps `monitor.retention_days`: a longer window finds nothing older.
+    production_days: float = Field(default=30, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> RetrainConfig:
