@@ -475,14 +475,14 @@ class RegistryConfig(_Section):
     gate_metric: Literal["auc", "log_loss", "brier"] = "auc"
     # A challenger is registered only if it is not worse than the champion by more than this.
     gate_margin: float = Field(default=0.005, ge=0)
+    # Versions registered as rejected (a gate's refusal; never served) beyond the newest this
+    # many are deleted with their artifacts: online learning registers one per failed update.
+    keep_rejected: int = Field(default=20, ge=0)
 
 
 class MonitorConfig(_Section):
     window: int = Field(default=5000, ge=1)
     # Features whose live distribution moves with the calendar by design: the month of live
-    # Versions registered as rejected (a gate's refusal; never served) beyond the newest this
-    # many are deleted with their artifacts: online learning registers one per failed update.
-    keep_rejected: int = Field(default=20, ge=0)
     # traffic is always later than the training data's, so it would "drift" every day.
     ignore_features: list[str] = Field(default_factory=lambda: ["month"])
     # Calendar features (features.time) describe when traffic arrives, not what it is: a
@@ -529,11 +529,6 @@ class RolloutConfig(_Section):
     # Score a new challenger in shadow first (a copy of the traffic, never answered) for
     # `min_requests` paired predictions and `min_minutes`, then give it its first share.
     shadow_first: bool = False
-
-    @field_validator("steps")
-    @classmethod
-    def _increasing(cls, steps: list[float]) -> list[float]:
-        if not steps:
     # No client key (the assignment key) adds more than this many outcomes to a variant's model
     # version: one caller cannot outvote the rest. None: no cap.
     max_outcomes_per_key: int | None = Field(default=20, ge=1)
@@ -541,6 +536,11 @@ class RolloutConfig(_Section):
     # arm's outcomes (a lone producer is never capped). At least one half, so two producers
     # can always both count in full when they report alike.
     max_producer_share: float = Field(default=0.8, ge=0.5, le=1)
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, steps: list[float]) -> list[float]:
+        if not steps:
             raise ValueError("name at least one step (percent of traffic)")
         if any(b <= a for a, b in itertools.pairwise(steps)):
             raise ValueError(f"steps must increase: {steps}")
