@@ -4,6 +4,8 @@ etl -> features (apply, materialize) -> [search] -> train -> evaluate -> gate ->
 Each stage is a library call; this module sequences them and reports progress. The search's
 verdict (`app.training.choice`) links the search to training: the family and hyperparameters
 it found are what `train_and_register` fits, also in a later `mlsys train` or retrain job.
+The training set is what `retrain.data` names (`app.monitoring.training_data`: the warehouse,
+labelled production traffic, or both); the registered version's lineage says which.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from app.data.etl import EtlReport, run_etl
 from app.features.store import FeatureClient
 from app.model import trees
 from app.model.bundle import FAMILIES
+from app.monitoring.training_data import training_data
 from app.progress import console  # the stages' spinner and the bars inside it share it
 from app.registry.registry import CHALLENGER, CHAMPION, Registry
 from app.training import choice as verdict
@@ -94,9 +97,10 @@ def train_and_register(
     The first model becomes the champion; later ones that pass the gate become the challenger.
     """
     preflight(cfg, family)
-    splits = splits or build_splits(cfg)
+    splits = splits or chosen_splits(cfg)
     family, overrides, source = resolve_training(cfg, splits, family=family, overrides=overrides)
     bundle = fit_candidate(cfg, splits, overrides=overrides, family=family)
+    bundle.lineage.update(splits.lineage)  # which sources: a run tag of the registered version
     registry = Registry(cfg)
     champion = None
     if registry.alias_version(CHAMPION) is not None:
@@ -118,9 +122,18 @@ def train_and_register(
         **overrides,
         "family": family,
         "hyperparameters_from": source,
+        "training_data": splits.lineage.get("training_data", "caller"),
     }
     outcome.version, outcome.alias = registry.register(bundle, params=params, alias=alias), alias
     return outcome
+
+
+def chosen_splits(cfg: AppConfig) -> Splits:
+    """The training set `retrain.data` names; a fallback to the warehouse is said in one line."""
+    data = training_data(cfg)
+    if data.note:
+        console.print(f"[yellow]{data.note}[/]")
+    return data.splits
 
 
 @dataclass
@@ -142,7 +155,7 @@ def search(cfg: AppConfig, splits: Splits | None = None, *, num_samples: int | N
     """Ray Tune over each family (torch MLP with ASHA, XGBoost trees with early stopping) and
     the random-forest baseline, on the same split; the verdict is saved for training."""
     preflight(cfg)
-    splits = splits or build_splits(cfg)
+    splits = splits or chosen_splits(cfg)
     pre = make_preprocessor(cfg, splits.train)
     seconds: dict[str, float] = {}
 
@@ -213,7 +226,7 @@ def run_pipeline(
     result.etl = stage(result.stages, "etl", lambda: run_etl(cfg, source))
     result.feature_partitions = stage(result.stages, "features apply", features.apply)
     result.materialized = stage(result.stages, "features materialize", features.materialize)
-    splits = stage(result.stages, "training set (point-in-time)", lambda: build_splits(cfg))
+    splits = stage(result.stages, "training set (point-in-time)", lambda: chosen_splits(cfg))
     auto_unsearched = cfg.model.family == "auto" and verdict.load(cfg) is None
     if cfg.tune.in_pipeline or tune_samples or auto_unsearched:
         # Its verdict (saved) is what training then fits: family and hyperparameters.

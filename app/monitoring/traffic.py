@@ -109,13 +109,14 @@ def read_records(
     return frame.drop_duplicates("request_id", keep="first").reset_index(drop=True)
 
 
-def labelled_traffic(root: Path, label: str = "label", *, since: str | None = None) -> pd.DataFrame:
+def labelled_traffic(
+    root: Path, label: str = "label", *, since: str | None = None, until: str | None = None
+) -> pd.DataFrame:
     """Served predictions (logged after `since`, if given) joined to their feedback: features,
-    score and the observed outcome, one row per request (shadow copies excluded) - training
-    data for the next run. Only the hours from `since` on are read."""
-    start = None if since is None else pd.Timestamp(since)
-    if start is not None and start.tzinfo is None:
-        start = start.tz_localize("UTC")
+    score, the observed outcome and when it arrived (`labelled_at`), one row per request (shadow
+    copies excluded) - training data for the next run. Only the hours from `since` on are read.
+    With `until`, point in time: only predictions and outcomes logged at or before it count."""
+    start, end = _utc(since), _utc(until)
     # A feedback is logged after its prediction; an hour's margin covers the clocks' skew.
     preds = read_records(root, PREDICTIONS, since_hour=None if start is None else hour_key(start))
     feedback = read_records(
@@ -124,7 +125,22 @@ def labelled_traffic(root: Path, label: str = "label", *, since: str | None = No
     if preds.empty or feedback.empty:
         return pd.DataFrame()
     served = preds[(preds["status"] == "ok") & ~preds["shadow"].astype(bool)]
+    served_at = pd.to_datetime(served["logged_at"], utc=True)
     if start is not None:
-        served = served[pd.to_datetime(served["logged_at"], utc=True) > start]
-    outcomes = feedback[["request_id", "label"]].rename(columns={"label": label})
+        served = served[served_at > start]
+    if end is not None:
+        served = served[served_at.loc[served.index] <= end]
+    outcomes = feedback[["request_id", "label", "logged_at"]].rename(
+        columns={"label": label, "logged_at": "labelled_at"}
+    )
+    outcomes["labelled_at"] = pd.to_datetime(outcomes["labelled_at"], utc=True)
+    if end is not None:  # an outcome that arrived after the cutoff was not known then
+        outcomes = outcomes[outcomes["labelled_at"] <= end]
     return served.merge(outcomes, on="request_id", how="inner", validate="1:1")
+
+
+def _utc(at: str | pd.Timestamp | None) -> pd.Timestamp | None:
+    if at is None:
+        return None
+    at = pd.Timestamp(at)
+    return at.tz_localize("UTC") if at.tzinfo is None else at.tz_convert("UTC")

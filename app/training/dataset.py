@@ -1,14 +1,16 @@
 """The training set: warehouse labels joined point-in-time to Feast features, split by time.
 
 The holdout is the most recent slice and validation the slice before it, so nothing from the
-future of a row leaks into the rows a model learns from. Every problem that would make
-training meaningless is refused here, before any Ray Train worker starts.
+future of a row leaks into the rows a model learns from. Rows from more than one source (the
+warehouse and labelled production traffic, `app.monitoring.training_data`) are split each by
+its own time, so every source reaches training, validation and the holdout. Every problem
+that would make training meaningless is refused here, before any Ray Train worker starts.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -27,6 +29,8 @@ class Splits:
     train: pd.DataFrame
     valid: pd.DataFrame
     holdout: pd.DataFrame
+    # Where the rows came from, recorded as the trained model's lineage (`training_data`, ...).
+    lineage: dict[str, str] = field(default_factory=dict, compare=False)
 
     def fingerprint(self) -> str:
         """Hash of the rows' keys and labels: lineage for the model trained on them."""
@@ -57,6 +61,22 @@ def time_split(df: pd.DataFrame, cfg: AppConfig) -> Splits:
     )
 
 
+def split_sources(frames: dict[str, pd.DataFrame], cfg: AppConfig) -> Splits:
+    """Each source's rows split by their own time quantiles, the parts joined: train, valid and
+    holdout each hold every source. One time split over both would put all production rows
+    (newer than the warehouse's) in valid and holdout, and training would never see them."""
+    used = {name: frame for name, frame in frames.items() if len(frame)}
+    entity = cfg.dataset.entity
+    if len({str(f[entity].dtype) for f in used.values()}) > 1:  # e.g. int ids and string keys
+        used = {name: f.assign(**{entity: f[entity].astype(str)}) for name, f in used.items()}
+    parts = [time_split(frame, cfg) for frame in used.values()]
+
+    def joined(split: str) -> pd.DataFrame:
+        return pd.concat([getattr(p, split) for p in parts], ignore_index=True)
+
+    return Splits(train=joined("train"), valid=joined("valid"), holdout=joined("holdout"))
+
+
 def check_splits(splits: Splits, cfg: AppConfig) -> None:
     label, names = cfg.dataset.label, feature_spec(cfg).names
     for name in ("train", "valid", "holdout"):
@@ -81,6 +101,13 @@ def check_splits(splits: Splits, cfg: AppConfig) -> None:
 
 
 def build_splits(cfg: AppConfig, frame: pd.DataFrame | None = None) -> Splits:
-    splits = time_split(load_frame(cfg) if frame is None else frame, cfg)
+    """The warehouse's training set (or `frame`'s), split by time and checked."""
+    frame = load_frame(cfg) if frame is None else frame
+    splits = time_split(frame, cfg)
     check_splits(splits, cfg)
-    return splits
+    return Splits(
+        splits.train,
+        splits.valid,
+        splits.holdout,
+        lineage={"training_data": "warehouse", "warehouse_rows": str(len(frame))},
+    )
