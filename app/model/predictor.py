@@ -18,6 +18,7 @@ import torch
 
 from app.model import trees
 from app.model.bundle import ModelBundle
+from app.model.explain import Explanation, mlp_explanation, tree_explanation
 from app.model.net import TabularMLP, predict_proba
 
 
@@ -52,3 +53,13 @@ class Predictor:
             return trees.predict_proba(self.booster, trees.tree_inputs(arrays))
         with torch.inference_mode():
             return predict_proba(self.net, arrays["numeric"], arrays["categorical"])
+
+    def explain(self, frame: pd.DataFrame | Mapping[str, np.ndarray]) -> Explanation:
+        """Each model feature's share of every row's logit (app/model/explain.py): exact for
+        trees, integrated gradients for the MLP."""
+        pre = self.bundle.preprocessor
+        arrays = pre.transform_batch(frame)
+        names = [*pre.numeric, *pre.categorical]
+        if self.booster is not None:
+            return tree_explanation(self.booster, trees.tree_inputs(arrays), self.bundle.spec)
+        return mlp_explanation(self.net, arrays["numeric"], arrays["categorical"], names)
