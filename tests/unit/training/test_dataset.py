@@ -52,3 +52,23 @@ def test_fingerprint_tracks_the_rows(cfg):
     assert a.fingerprint() == time_split(_frame(cfg), cfg).fingerprint()
     assert a.fingerprint() != b.fingerprint()
     assert isinstance(a, Splits)
+
+
+def test_each_source_is_split_by_its_own_time(cfg):
+    from app.training.dataset import split_sources
+
+    warehouse = _frame(cfg)
+    # Production rows: all newer than every warehouse row, string keys as entities
+    production = _frame(cfg, n=1000, seed=2)
+    production["event_timestamp"] += pd.Timedelta(days=100)
+    production["user_id"] = production["user_id"].astype(str)
+    s = split_sources({"production": production, "warehouse": warehouse}, cfg)
+    newest_warehouse = warehouse["event_timestamp"].max()
+    for part in (s.train, s.valid, s.holdout):  # every split holds both sources
+        assert (part["event_timestamp"] > newest_warehouse).any()
+        assert (part["event_timestamp"] <= newest_warehouse).any()
+    assert len(s.train) + len(s.valid) + len(s.holdout) == 4000
+    new = s.train[s.train["event_timestamp"] > newest_warehouse]
+    assert new["event_timestamp"].max() < s.holdout["event_timestamp"].max()
+    assert s.train["user_id"].map(type).eq(str).all()  # one entity type: arrow can hold it
+    check_splits(s, cfg)
