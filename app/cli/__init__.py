@@ -19,6 +19,7 @@ from app.config import ConfigError
 def user_errors() -> tuple[type[Exception], ...]:
     """Errors a user can fix, imported only once something was raised: the command line
     itself must not pull in torch, Ray or Feast before it parses its arguments."""
+    from app.cluster.connection import ClusterUnavailable
     from app.data.schema import DataError
     from app.model.bundle import BundleError
     from app.registry.registry import RegistryError
@@ -27,7 +28,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     from app.training.dataset import TrainingDataError
 
     fixable = (ConfigError, DataError, TrainingDataError, RegistryError, BundleError)
-    return (*fixable, NothingToServe, ServiceNotReady, ProducerError)
+    return (*fixable, ClusterUnavailable, NothingToServe, ServiceNotReady, ProducerError)
 
 
 def main() -> None:

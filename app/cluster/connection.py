@@ -60,6 +60,10 @@ SERVE_PROXY_ENV = {
 }
 
 
+class ClusterUnavailable(RuntimeError):
+    """The cluster to join refused this process or did not answer; says which and why."""
+
+
 def connect(cfg: RayConfig) -> str | None:
     """Join the configured cluster, or start a local one sized by logical CPUs.
 
@@ -72,7 +76,7 @@ def connect(cfg: RayConfig) -> str | None:
     quiet_ray_console()
     if address:
         log.info("connecting to Ray at %s", address)
-        ctx = ray.init(address=address, log_to_driver=verbose_console())
+        ctx = _join(address)
     else:
         raylet = {STARTUP_CONCURRENCY_ENV: str(max(cfg.num_cpus, 8))}
         proxy = {**SERVE_PROXY_ENV[cfg.serve_proxy], **haproxy_side_ports(cfg.serve_proxy)}
@@ -83,7 +87,7 @@ def connect(cfg: RayConfig) -> str | None:
             num_cpus=cfg.num_cpus,
             include_dashboard=cfg.include_dashboard,
             dashboard_host=cfg.dashboard_host,
-            dashboard_port=cfg.dashboard_port,
+            dashboard_port=dashboard_port(cfg),
             logging_level=logging.WARNING,
             log_to_driver=verbose_console(),
             runtime_env={"env_vars": {**WORKER_ENV, **proxy}},
@@ -91,6 +95,52 @@ def connect(cfg: RayConfig) -> str | None:
     quiet_ray_data_console()
     url = getattr(ctx, "dashboard_url", None)
     return f"http://{url}" if url else None
+
+
+def _join(address: str, **init_args):
+    """ray.init on a running cluster; a refusal (token, version) or silence is one clear error."""
+    try:
+        return ray.init(address=init_address(address), log_to_driver=verbose_console(), **init_args)
+    except (ConnectionError, RuntimeError, ray.exceptions.RayError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ClusterUnavailable(
+            f"cannot join the Ray cluster at {address}: {reason}{_auth_hint(reason)}"
+        ) from None
+
+
+def init_address(address: str) -> str:
+    """What to hand ray.init for `address`.
+
+    Ray sends its token (`ray start --head` turns token authentication on, with the token in
+    ~/.ray/auth_token) only to a cluster it finds itself ("auto"), never to an address it is
+    given, so joining the local head by its address was refused for a missing token. The head
+    this machine's `ray start` left running is joined as "auto", as Ray's own CLI does.
+    """
+    if address != "auto" and address == started_head_address():
+        return "auto"
+    return address
+
+
+def _auth_hint(reason: str) -> str:
+    if "token" not in reason.lower() and "authentic" not in reason.lower():
+        return ""
+    return (
+        " (a cluster with token authentication needs RAY_AUTH_MODE=token and its token in ~/.ray/auth_token)"
+    )
+
+
+def dashboard_port(cfg: RayConfig) -> int:
+    """The configured dashboard port, or a free one when another cluster on this machine holds
+    it: the dashboard of a second local cluster could not bind it, and its start would fail."""
+    if not cfg.include_dashboard or not answers(f"{_local(cfg.dashboard_host)}:{cfg.dashboard_port}", 0.2):
+        return cfg.dashboard_port
+    port = free_port()
+    log.warning("dashboard port %d is taken (another Ray cluster?): using %d", cfg.dashboard_port, port)
+    return port
+
+
+def _local(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
 # HAProxy's own metrics and stats pages listen on fixed ports (Serve's defaults), which a second
@@ -122,7 +172,7 @@ def join_running(cfg: RayConfig) -> None:
     withhold_secrets()
     quiet_ray_console()
     address = cfg.address or os.environ.get("RAY_ADDRESS") or "auto"
-    ray.init(address=address, logging_level=logging.WARNING, log_to_driver=verbose_console())
+    _join(address, logging_level=logging.WARNING)
 
 
 def started_head_address() -> str | None:
@@ -161,7 +211,7 @@ def start_head(cfg: RayConfig) -> None:
         "--disable-usage-stats",
         f"--include-dashboard={str(cfg.include_dashboard).lower()}",
         f"--dashboard-host={cfg.dashboard_host}",
-        f"--dashboard-port={cfg.dashboard_port}",
+        f"--dashboard-port={dashboard_port(cfg)}",
     ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:

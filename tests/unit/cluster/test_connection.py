@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import socket
 
+import pytest
+
 from app.cluster import connection
 from app.cluster.connection import answers, haproxy_side_ports, started_head_address
 from app.cluster.console import not_progress_bar_notice
@@ -58,3 +60,43 @@ def test_haproxys_side_ports_move_off_a_port_another_local_service_holds(monkeyp
     monkeypatch.setenv(names[0], "7777")  # the user's choice stands
     assert names[0] not in haproxy_side_ports("haproxy")
     assert haproxy_side_ports("default") == {}
+
+
+def test_the_dashboard_moves_off_a_port_another_cluster_holds(cfg):
+    from app.cluster.connection import dashboard_port
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        held = taken.getsockname()[1]
+        ray_cfg = cfg.ray.model_copy(update={"include_dashboard": True, "dashboard_port": held})
+        moved = dashboard_port(ray_cfg)
+        assert moved != held and moved > 0
+        assert dashboard_port(ray_cfg.model_copy(update={"include_dashboard": False})) == held
+    assert dashboard_port(ray_cfg) == held  # free again: the configured port
+
+
+def test_the_local_ray_start_head_is_joined_as_auto_so_ray_sends_its_token(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    record = tmp_path / "ray" / "ray_current_cluster"
+    record.parent.mkdir()
+    with socket.socket() as head:
+        head.bind(("127.0.0.1", 0))
+        head.listen()
+        live = f"127.0.0.1:{head.getsockname()[1]}"
+        record.write_text(live + "\n")
+        assert connection.init_address(live) == "auto"
+        assert connection.init_address("10.0.0.7:6379") == "10.0.0.7:6379"  # given: left as given
+    assert connection.init_address(live) == live  # no live head: the address as given
+
+
+def test_a_cluster_that_refuses_to_be_joined_is_one_line_naming_it(monkeypatch):
+    def refuse(**kwargs):
+        raise ConnectionError("Authentication token is missing or incorrect\n  at raylet ...")
+
+    monkeypatch.setattr(connection.ray, "init", refuse)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    with pytest.raises(connection.ClusterUnavailable) as err:
+        connection._join("10.0.0.7:6379")
+    message = str(err.value)
+    assert "\n" not in message and "10.0.0.7:6379" in message and "RAY_AUTH_MODE=token" in message
