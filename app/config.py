@@ -426,6 +426,11 @@ class AutoscalingConfig(_Section):
     min_replicas: int = Field(default=1, ge=0)
     max_replicas: int = Field(default=2, ge=1)
     target_ongoing_requests: float = Field(default=16, gt=0)
+    # Serve's own defaults: a burst must last 30 s before a replica is added, and a replica stays
+    # 10 minutes after its load is gone (starting one costs seconds of model loading).
+    upscale_delay_s: float = Field(default=30.0, ge=0)
+    downscale_delay_s: float = Field(default=600.0, ge=0)
+    look_back_period_s: float = Field(default=30.0, gt=0)  # ongoing requests averaged over this
 
 
 class ServeConfig(_Section):
@@ -478,6 +483,14 @@ class RegistryConfig(_Section):
     # Versions registered as rejected (a gate's refusal; never served) beyond the newest this
     # many are deleted with their artifacts: online learning registers one per failed update.
     keep_rejected: int = Field(default=20, ge=0)
+
+
+class OutcomesConfig(_Section):
+    """Outcomes loaded from files (`mlsys outcomes load`): how late an outcome may still arrive."""
+
+    # An outcome is taken up to this many days after its prediction was logged; a later one is
+    # quarantined. Predictions are kept `monitor.retention_days`: a longer window ends there.
+    late_days: float = Field(default=7, gt=0)
 
 
 class MonitorConfig(_Section):
@@ -635,6 +648,7 @@ class AppConfig(_Section):
     serve: ServeConfig = ServeConfig()
     registry: RegistryConfig = RegistryConfig()
     monitor: MonitorConfig = MonitorConfig()
+    outcomes: OutcomesConfig = OutcomesConfig()
     retrain: RetrainConfig = RetrainConfig()
     rollout: RolloutConfig = RolloutConfig()
 

@@ -41,8 +41,10 @@ groups:
     rules:
       - record: mlsys:qps:rate5m
         expr: sum(rate(%(requests)s[5m]))
+      # Ray exports a counter from its first increment on, so a service that never failed has
+      # no error series: without `or vector(0)` its error rate would be "no data", not 0.
       - record: mlsys:errors:rate5m
-        expr: sum(rate(%(errors)s[5m]))
+        expr: sum(rate(%(errors)s[5m])) or vector(0)
       - record: mlsys:latency_p99:5m
         expr: histogram_quantile(0.99, sum by (le) (rate(%(latency_bucket)s[5m])))
   - name: mlsys-alerts
