@@ -176,6 +176,9 @@ def variant_summary(v: dict, **shadow) -> VariantSummary | ShadowSummary:
         "metric": "accuracy",
         "rate": v.get("rate"),
         "outcomes_by_producer": {"tests": v["outcomes"]} if v.get("outcomes") else {},
+        "successes_by_producer": {"tests": round(v["rate"] * v["outcomes"])} if v.get("outcomes") else {},
+        "requests_reached": v.get("requests", 0) + v.get("errors", 0),  # `errors`: failed requests
+        "requests_failed": v.get("errors", 0),
     }
     if not shadow:
         return VariantSummary(**fields)

@@ -25,9 +25,9 @@ KEEP_RUNNING, PROMOTE, STOP = "keep running", "promote", "stop"
 class VariantStats:
     """What the monitor counted for one variant (the input of the report)."""
 
-    requests: int = 0
-    errors: int = 0
-    outcomes: int = 0  # predictions with feedback
+    requests: int = 0  # rows answered
+    errors: int = 0  # rows its model failed on
+    outcomes: int = 0  # predictions with feedback (those a cap left out are in `capped`)
     positives: int = 0  # outcomes equal to 1 (conversions)
     correct: int = 0  # predicted label == outcome
     latency_ms: list[float] = field(default_factory=list)  # a recent sample
@@ -40,6 +40,13 @@ class VariantStats:
     # A shadow variant only: sums over its predictions paired with the live answer to the same request.
     agreement: dict = field(default_factory=dict)
     producers: dict = field(default_factory=dict)  # outcomes counted per producer
+    # Requests that reached the variant, and those it failed on any row: each counts once
+    # however many rows it held (the error rate is per request, as its users see it).
+    requests_reached: int = 0
+    requests_failed: int = 0
+    capped: dict = field(default_factory=dict)  # outcomes left out, by the cap's reason
+    correct_by_producer: dict = field(default_factory=dict)
+    positives_by_producer: dict = field(default_factory=dict)
 
 
 # Shadow predictions are counted apart from the variant's live ones, under "<variant>:shadow"
@@ -163,10 +170,13 @@ def variant_summary(s: VariantStats, metric: str) -> dict:
     def rate(x: int, n: int) -> float | None:
         return x / n if n else None
 
+    by_producer = s.correct_by_producer if metric == "accuracy" else s.positives_by_producer
     return {
         "requests": s.requests,
         "errors": s.errors,
-        "error_rate": rate(s.errors, s.requests + s.errors),
+        "error_rate": rate(s.requests_failed, s.requests_reached),
+        "requests_reached": s.requests_reached,
+        "requests_failed": s.requests_failed,
         "outcomes": s.outcomes,
         "conversion": rate(s.positives, s.outcomes),
         "accuracy": rate(s.correct, s.outcomes),
@@ -177,6 +187,8 @@ def variant_summary(s: VariantStats, metric: str) -> dict:
         "metric": metric,
         "rate": rate(successes(s, metric), s.outcomes),
         "outcomes_by_producer": dict(sorted(s.producers.items())),
+        "successes_by_producer": dict(sorted(by_producer.items())),
+        "capped": dict(sorted(s.capped.items())),
     }
 
 

@@ -4,6 +4,11 @@ in bounded memory - what the experiment report and the rollout's guardrails are 
 A prediction record's `request_id` makes re-delivery idempotent (an id seen before is not
 counted again); a feedback is joined to its prediction by that id, and one that arrives first
 waits for it. `state`/`from_state` are what the monitor's snapshot saves and reads back.
+
+A request counts once per variant it reached, and once as that variant's failure if the
+variant failed any of its rows: the row that carries the request's latency tells (serving's
+pipeline marks a request's first failed row, else its first answer). No client key counts for
+more than `max_per_key` outcomes of a variant's model version (`capped` counts the rest).
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ from app.monitoring.records import OK, SHADOW_SUFFIX, UNATTRIBUTED
 
 SAMPLE = 20_000  # recent latencies / scored outcomes kept per variant for percentiles and AUC
 UNPAIRED_SHADOWS = 10_000
+# Client keys whose outcomes are counted against the per-key cap (the most recently seen;
+# a key forgotten starts again from zero, which takes this many other keys reporting).
+KEYS = 100_000
 SAMPLED = ("latency_ms", "scores", "labels", "all_scores")  # the VariantStats fields that are samples
 # What the counts read of a prediction record, in `ExperimentCounts.count_prediction`'s order.
 PREDICTION_FIELDS = (
@@ -32,6 +40,12 @@ PREDICTION_FIELDS = (
     "pred_label",
     "pred_score",
 )
+# The columns of the snapshot's predictions (with request_id and labelled) and per-key counts.
+PREDICTION_COLUMNS = ("experiment", "variant", "pred_label", "pred_score", "key", "model_version")
+PER_KEY_COLUMNS = ("experiment", "variant", "model_version", "key", "outcomes")
+# VariantStats' dicts, saved as they are.
+TALLIES = ("agreement", "producers", "capped", "correct_by_producer", "positives_by_producer")
+KEY_CAP = "key"  # the reason an outcome is capped: its client key reported enough already
 
 
 class ExperimentCounts:
@@ -46,7 +60,11 @@ class ExperimentCounts:
         self.capacity = capacity
         self.pending_capacity = pending_capacity
         self.stats: dict[tuple[str, str], VariantStats] = {}
-        self.predictions: OrderedDict[str, tuple[str, str, int, float]] = OrderedDict()
+        # -> (experiment, variant, pred_label, pred_score, key, model_version)
+        self.predictions: OrderedDict[str, tuple] = OrderedDict()
+        # Outcomes counted per (experiment, variant, model_version, key), the most recent KEYS.
+        self.per_key: OrderedDict[tuple, int] = OrderedDict()
+        self.max_per_key: int | None = None  # the monitor sets rollout.max_outcomes_per_key
         self.labelled: set[str] = set()
         self.pending: OrderedDict[str, tuple[int, str]] = OrderedDict()  # -> (label, producer)
         self.pending_dropped = 0
@@ -61,7 +79,7 @@ class ExperimentCounts:
 
     def add_prediction(self, rec: dict) -> bool:
         """Count one prediction record; False if its request_id was seen before."""
-        return self.count_prediction(*(rec[c] for c in PREDICTION_FIELDS))
+        return self.count_prediction(*(rec[c] for c in PREDICTION_FIELDS), key=rec.get("key"))
 
     def count_prediction(
         self,
@@ -73,18 +91,22 @@ class ExperimentCounts:
         model_version,
         pred_label,
         score,
+        key: str | None = None,
     ) -> bool:
         """`add_prediction` on a record's fields (PREDICTION_FIELDS): the rebuild's fast path."""
         if rid in self.predictions:
             return False
         shadow = rid.endswith(SHADOW_SUFFIX)
         s = self._variant(experiment, variant + SHADOW_KEY if shadow else variant)
+        marked = latency_ms is not None and latency_ms == latency_ms  # once per request (not NaN)
+        if marked:  # a request's wait counts whether or not its variant failed it
+            s.requests_reached += 1
+            s.latency_ms.append(float(latency_ms))
         if status != OK:
             s.errors += 1
+            s.requests_failed += int(marked)
             return True
         s.requests += 1
-        if latency_ms is not None and latency_ms == latency_ms:  # once per request (not NaN)
-            s.latency_ms.append(float(latency_ms))
         s.all_scores.append(float(score))
         if shadow:
             self._pair_shadow(
@@ -94,7 +116,7 @@ class ExperimentCounts:
             self._pair_shadow(rid, self.unpaired_shadows.pop(rid), live=(int(pred_label), float(score)))
         if model_version not in s.model_versions:
             s.model_versions.append(int(model_version))
-        self._remember(rid, (experiment, variant, int(pred_label), float(score)))
+        self._remember(rid, (experiment, variant, int(pred_label), float(score), key, int(model_version)))
         if rid in self.pending:
             self.add_feedback(rid, *self.pending.pop(rid))
         return True
@@ -119,7 +141,7 @@ class ExperimentCounts:
             label=label,
         )
 
-    def _remember(self, rid: str, prediction: tuple[str, str, int, float]) -> None:
+    def _remember(self, rid: str, prediction: tuple) -> None:
         self.predictions[rid] = prediction
         if len(self.predictions) > self.capacity:
             old, _ = self.predictions.popitem(last=False)
@@ -139,16 +161,32 @@ class ExperimentCounts:
                 self.pending.popitem(last=False)
                 self.pending_dropped += 1
             return "pending"
-        experiment, variant, pred_label, score = self.predictions[request_id]
+        experiment, variant, pred_label, score, key, version = self.predictions[request_id]
         s = self._variant(experiment, variant)
+        self.labelled.add(request_id)
+        if not self._within_key_cap((experiment, variant, version, key)):
+            s.capped[KEY_CAP] = s.capped.get(KEY_CAP, 0) + 1
+            return "joined"  # logged with its producer; only the statistics leave it out
         s.outcomes += 1
         s.positives += int(label == 1)
         s.correct += int(label == pred_label)
         s.scores.append(score)
         s.labels.append(int(label))
         s.producers[producer] = s.producers.get(producer, 0) + 1
-        self.labelled.add(request_id)
+        s.correct_by_producer[producer] = s.correct_by_producer.get(producer, 0) + int(label == pred_label)
+        s.positives_by_producer[producer] = s.positives_by_producer.get(producer, 0) + int(label == 1)
         return "joined"
+
+    def _within_key_cap(self, at: tuple) -> bool:
+        """Count one more outcome for a client key at a variant's model version, unless it has
+        `max_per_key` already (a prediction of unknown key is never capped)."""
+        if at[3] is None or self.max_per_key is None:
+            return True
+        n = self.per_key.pop(at, 0)
+        self.per_key[at] = min(n + 1, self.max_per_key + 1)  # the most recent last
+        while len(self.per_key) > KEYS:
+            self.per_key.popitem(last=False)
+        return n < self.max_per_key
 
     def for_experiment(self, experiment: str) -> dict[str, VariantStats]:
         return {v: s for (e, v), s in self.stats.items() if e == experiment}
@@ -197,10 +235,7 @@ class ExperimentCounts:
         rows = list(self.predictions.items())
         predictions = {
             "request_id": [r for r, _ in rows],
-            **{
-                c: [p[i] for _, p in rows]
-                for i, c in enumerate(("experiment", "variant", "pred_label", "pred_score"))
-            },
+            **{c: [p[i] for _, p in rows] for i, c in enumerate(PREDICTION_COLUMNS)},
             "labelled": [r in self.labelled for r, _ in rows],
         }
         pending = {
@@ -208,11 +243,13 @@ class ExperimentCounts:
             "label": [label for label, _ in self.pending.values()],
             "producer": [producer for _, producer in self.pending.values()],
         }
+        per_key = [(*at, n) for at, n in self.per_key.items()]
         return {
             "stats": stats,
             "predictions": predictions,
             "pending": pending,
             "pending_dropped": self.pending_dropped,
+            "per_key": {c: [row[i] for row in per_key] for i, c in enumerate(PER_KEY_COLUMNS)},
         }
 
     @classmethod
@@ -221,27 +258,23 @@ class ExperimentCounts:
         for s in state["stats"]:
             samples = {k: deque(s.get(k, ()), maxlen=SAMPLE) for k in SAMPLED}  # older snapshots lack some
             fields = {k: s[k] for k in ("requests", "errors", "outcomes", "positives", "correct")}
+            added = {k: s.get(k, 0) for k in ("requests_reached", "requests_failed")}  # newer fields
+            tallies = {k: dict(s.get(k, {})) for k in TALLIES}
             stats = VariantStats(
-                **fields,
-                **samples,
-                model_versions=list(s["model_versions"]),
-                agreement=dict(s.get("agreement", {})),
-                producers=dict(s.get("producers", {})),
+                **fields, **added, **tallies, **samples, model_versions=list(s["model_versions"])
             )
             counts.stats[s["experiment"], s["variant"]] = stats
         p = state["predictions"]
-        columns = (
-            p["request_id"],
-            p["experiment"],
-            p["variant"],
-            p["pred_label"],
-            p["pred_score"],
-            p["labelled"],
-        )
-        for rid, experiment, variant, label, score, labelled in zip(*columns, strict=True):
-            counts._remember(rid, (experiment, variant, int(label), float(score)))
+        n = len(p["request_id"])
+        columns = [p["request_id"], *(p.get(c, [None] * n) for c in PREDICTION_COLUMNS), p["labelled"]]
+        for rid, experiment, variant, label, score, key, version, labelled in zip(*columns, strict=True):
+            version = None if version is None else int(version)
+            counts._remember(rid, (experiment, variant, int(label), float(score), key, version))
             if labelled:
                 counts.labelled.add(rid)
+        k = state.get("per_key") or {c: [] for c in PER_KEY_COLUMNS}
+        for *at, count in zip(*(k[c] for c in PER_KEY_COLUMNS), strict=True):
+            counts.per_key[tuple(at)] = int(count)
         counts.labelled &= counts.predictions.keys()
         counts.pending_dropped = int(state["pending_dropped"])
         pending = state["pending"]

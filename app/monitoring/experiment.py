@@ -27,10 +27,10 @@ class Estimated(Message):
 class VariantSummary(Message):
     """What was counted for one variant; rates are None until there is something to divide."""
 
-    requests: int
-    errors: int
-    error_rate: float | None
-    outcomes: int  # predictions with feedback
+    requests: int  # rows answered
+    errors: int  # rows the variant's model failed on
+    error_rate: float | None  # requests_failed / requests_reached
+    outcomes: int  # predictions with feedback (none a cap left out)
     conversion: float | None
     accuracy: float | None
     auc: float | None
@@ -40,6 +40,12 @@ class VariantSummary(Message):
     metric: str
     rate: float | None  # the experiment's metric
     outcomes_by_producer: dict[str, int] = Field(default_factory=dict)  # who reported the outcomes
+    successes_by_producer: dict[str, int] = Field(default_factory=dict)  # by the experiment's metric
+    # Requests that reached the variant, each once however many rows it held, and those it
+    # failed on any row.
+    requests_reached: int = 0
+    requests_failed: int = 0
+    capped: dict[str, int] = Field(default_factory=dict)  # outcomes left out, by the cap's reason
 
     @property
     def successes(self) -> int:

@@ -52,7 +52,8 @@ CHECK_EVERY_S = 10.0
 class DriftMonitor:
     def __init__(self, cfg: AppConfig, submit: Submit | None = None, job_running: JobRunning | None = None):
         self.root = cfg.storage.traffic
-        self.store = TrafficStore(self.root, cfg.monitor)  # buffers sized by the deployed config
+        caps = {"max_outcomes_per_key": cfg.rollout.max_outcomes_per_key}
+        self.store = TrafficStore(self.root, cfg.monitor, **caps)  # buffers sized by the deployed config
         self.cfg = overrides.load(cfg)
         self.store.cfg = self.cfg.monitor
         self.tracker = DriftTracker(**drift_tracker.settings(self.cfg))
@@ -150,6 +151,13 @@ class DriftMonitor:
             self.intake.log_feedback(request_id, label, producer=producer, at=now)
             return "recorded"
         return self.intake.feedback(request_id, label, producer=producer, at=now)
+
+    async def feedback_batch(self, outcomes: list[tuple[str, int]], *, producer: str) -> list[str]:
+        """Outcomes loaded from `producer`'s files (`mlsys outcomes load`, outcome_load.py), each
+        for a prediction found in the traffic log: per outcome "joined", "duplicate" (labelled
+        already) or "recorded" (a prediction no longer remembered: logged for online learning).
+        One step of the actor's loop: no other outcome arrives in between."""
+        return [await self.feedback(rid, label, False, producer=producer) for rid, label in outcomes]
 
     # ------------------------------------------------------------ reports and decisions
 

@@ -48,8 +48,8 @@ class Arm:
 
     outcomes: int = 0
     successes: int = 0  # outcomes counted as success by the experiment's metric
-    requests: int = 0
-    errors: int = 0
+    requests: int = 0  # requests that reached it, each once however many rows it held
+    errors: int = 0  # of those, the requests it failed on any row
     p99_ms: float | None = None
 
 
@@ -200,17 +200,17 @@ def _evidence(policy: Policy, control: Arm, challenger: Arm) -> dict:
 
 
 def _error_rate(arm: Arm) -> float | None:
-    total = arm.requests + arm.errors
-    return arm.errors / total if total else None
+    """Failed requests per request: a batch that failed on one row counts once, as its caller saw."""
+    return arm.errors / arm.requests if arm.requests else None
 
 
 def _guardrail_breach(policy: Policy, control: Arm, challenger: Arm, evidence: dict) -> str | None:
     p = evidence["p_value"]
     if p is not None and p < policy.alpha and evidence["diff"] is not None and evidence["diff"] < 0:
         return f"harm: challenger worse, sequential p={p:.4f} < {policy.alpha}"
-    if challenger.requests + challenger.errors < policy.min_requests:
+    if challenger.requests < policy.min_requests:
         return None  # a p99 or an error rate of a handful of requests says nothing yet
-    judged = control.requests + control.errors >= policy.min_requests
+    judged = control.requests >= policy.min_requests
     p99_b, p99_a = challenger.p99_ms, control.p99_ms if judged else None
     if p99_b is not None and p99_b > policy.slo_p99_ms:
         return f"latency: challenger p99 {p99_b:.1f} ms over the SLO {policy.slo_p99_ms:g} ms"
@@ -223,6 +223,27 @@ def _guardrail_breach(policy: Policy, control: Arm, challenger: Arm, evidence: d
     if err_b is not None and err_b > (err_a or 0.0) + policy.error_slack:
         return f"errors: challenger {err_b:.2%} > control {err_a or 0:.2%} + {policy.error_slack:.2%}"
     return None
+
+
+def cap_producers(outcomes: dict[str, int], successes: dict[str, int], share: float) -> tuple[int, int, int]:
+    """(outcomes, successes, capped) of an arm where no producer counts for more than `share`
+    of its outcomes, once more than one producer reported (a lone producer is never capped).
+    The bound is the largest L with L <= share x sum(min(n, L)); a capped producer keeps its
+    own success rate. `share` >= 1/2, so two producers that reported alike both count in full."""
+    reported = {p: n for p, n in outcomes.items() if n > 0}
+    if len(reported) < 2 or share >= 1:
+        total = sum(reported.values())
+        return total, min(sum(successes.get(p, 0) for p in reported), total), 0
+    bound = float(max(reported.values()))
+    for _ in range(1000):  # decreasing to the largest fixed point: geometric, so few steps
+        lower = share * sum(min(n, bound) for n in reported.values())
+        if lower >= bound - 1e-9:
+            break
+        bound = lower
+    kept = {p: min(n, math.floor(bound + 1e-9)) for p, n in reported.items()}
+    wins = sum(round(min(successes.get(p, 0), n) * kept[p] / n) for p, n in reported.items())
+    counted = sum(kept.values())
+    return counted, wins, sum(reported.values()) - counted
 
 
 def fixed_horizon_n(p: float, effect: float, *, alpha: float, power: float) -> int:

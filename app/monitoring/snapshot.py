@@ -128,6 +128,7 @@ def load(root: Path, *, keep: int, capacity: int, pending_capacity: int) -> Moni
                 "predictions": tables["predictions"].to_pydict(),
                 "pending": tables["pending"].to_pydict(),
                 "pending_dropped": manifest["pending_dropped"],
+                "per_key": manifest.get("per_key"),  # snapshots from before the per-key cap lack it
             },
             capacity=capacity,
             pending_capacity=pending_capacity,
@@ -188,10 +189,11 @@ def _count_predictions(
     frame: pd.DataFrame, counts: ExperimentCounts, seen: set[str], tails: dict, keep: int
 ) -> None:
     new = []
-    for values in zip(*(frame[c].tolist() for c in PREDICTION_FIELDS), strict=True):
+    keys = frame["key"].tolist() if "key" in frame else [None] * len(frame)  # for the per-key cap
+    for *values, key in zip(*(frame[c].tolist() for c in PREDICTION_FIELDS), keys, strict=True):
         fresh = values[0] not in seen
         seen.add(values[0])
-        new.append(fresh and counts.count_prediction(*values))
+        new.append(fresh and counts.count_prediction(*values, key=key))
     ok = frame[pd.Series(new, index=frame.index) & (frame["status"] == "ok")]
     for variant, part in ok.groupby("variant", sort=False):
         frames = tails.setdefault(variant, [])  # kept as frames: only the last `keep` become dicts

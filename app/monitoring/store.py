@@ -24,9 +24,10 @@ log = logging.getLogger(__name__)
 
 
 class TrafficStore:
-    def __init__(self, root: Path, cfg: MonitorConfig):
+    def __init__(self, root: Path, cfg: MonitorConfig, *, max_outcomes_per_key: int | None = None):
         self.root = root
         self.cfg = cfg
+        self.max_outcomes_per_key = max_outcomes_per_key  # rollout.max_outcomes_per_key
         self.keep = 2 * cfg.window  # recent records per variant, to replay the drift windows
         self.unsaved: dict[str, list[dict]] = {PREDICTIONS: [], FEEDBACK: []}
         self.files = snapshot.empty_files()  # every log file present, by kind and hour
@@ -44,6 +45,7 @@ class TrafficStore:
         }
         saved = snapshot.load(self.root, keep=self.keep, **capacities)
         state = saved or snapshot.MonitorState(ExperimentCounts(**capacities))
+        state.counts.max_per_key = self.max_outcomes_per_key  # before the replay counts any outcome
         replay = snapshot.replay(self.root, state, keep=self.keep)
         self.files = replay.files
         self.counters.update(state.counters)

@@ -96,15 +96,20 @@ class ScoringPipeline:
         metrics (what its users saw), and only a model's own failure is an error record (what
         the experiment holds against the variant: an online-store outage is not its fault)."""
         now, timed = time.perf_counter(), set()
-        for row, result, rid, key, variant in zip(rows, out, rids, keys, variants, strict=True):
-            # A request's latency counts once per variant that answered it (a request's rows
-            # share its arrival time), however many rows it holds.
+        marked = _request_marks(rows, out)
+        for i, (row, result, rid, key, variant) in enumerate(
+            zip(rows, out, rids, keys, variants, strict=True)
+        ):
+            # A request's latency counts once per variant that answered it in the metrics (a
+            # request's rows share its arrival time), however many rows it holds.
             recorded = isinstance(result, (Answer, ScoringFailed))
             first = recorded and (row.received, variant) not in timed
             if first:
                 timed.add((row.received, variant))
             seconds = now - row.received if first else None
-            latency_ms = None if seconds is None else seconds * 1000
+            # In the traffic log one row per (request, variant) carries the latency: the
+            # request's first failed row if the variant failed any, else its first answer.
+            latency_ms = (now - row.received) * 1000 if i in marked else None
             if isinstance(result, Answer):
                 self.metrics.served(result.variant, result.model_version, seconds)
                 self.emit(result.record(experiment, latency_ms))
@@ -167,3 +172,18 @@ class ScoringPipeline:
                 features=live.features,
             )
             self.emit(copy.record(exp.name, latency_ms, shadow=True))
+
+
+def _request_marks(rows, out) -> set[int]:
+    """The row of each (request, variant) that carries the request's latency in the traffic log:
+    its first failed row when the variant failed any (the request counts once as that
+    variant's failure), else its first answer - so errors count per request, not per row."""
+    marks: dict[tuple, tuple[int, bool]] = {}
+    for i, (row, result) in enumerate(zip(rows, out, strict=True)):
+        if not isinstance(result, (Answer, ScoringFailed)):
+            continue
+        at = (row.received, result.variant)
+        failed = isinstance(result, ScoringFailed)
+        if at not in marks or (failed and not marks[at][1]):
+            marks[at] = (i, failed)
+    return {i for i, _ in marks.values()}

@@ -30,6 +30,7 @@ from app.monitoring import rollout
 from app.monitoring.experiment import ExperimentReport
 from app.registry import ledger
 from app.registry.registry import CHALLENGER, REJECTED, Registry
+from app.serving import rollout_evidence as evidence_of
 from app.serving.rollout_evidence import arm, counts, producers
 from app.serving.splits import in_shadow, split_with
 
@@ -141,11 +142,12 @@ class RolloutController:
             if self.phase == SHADOW and self.state.status == rollout.RUNNING:
                 await self._shadow_step(experiment, report, now)
                 return self.status()
-            control = await self._arm(experiment, experiment.control, report, "control")
-            challenger = await self._arm(experiment, CHALLENGER, report, "challenger")
+            control, capped_a = await self._arm(experiment, experiment.control, report, "control")
+            challenger, capped_b = await self._arm(experiment, CHALLENGER, report, "challenger")
             decision = rollout.decide(self.policy, self.state, control, challenger, now)
             since_entry = producers(report, self.at_entry.get("producers"))
-            decision = replace(decision, evidence={**decision.evidence, "producers": since_entry})
+            capped = {"capped": {"control": capped_a, "challenger": capped_b}, "caps": self._caps()}
+            decision = replace(decision, evidence={**decision.evidence, "producers": since_entry, **capped})
             self.last = rollout.LastDecision(at=now, **asdict(decision))
             if decision.action in (rollout.STEP_UP, rollout.PROMOTE, rollout.ROLL_BACK):
                 await self._act(decision, experiment)
@@ -155,12 +157,23 @@ class RolloutController:
 
     async def _arm(
         self, experiment: ExperimentConfig, variant: str, report: ExperimentReport, role: str
-    ) -> rollout.Arm:
-        """A variant's counts since the challenger entered, and the p99 of those requests only."""
+    ) -> tuple[rollout.Arm, dict[str, int]]:
+        """A variant's counts since the challenger entered, with the p99 of those requests only
+        and the producer share cap applied; and the outcomes each cap left out since then."""
         now = counts(report, variant)
         since = arm(now, self.at_entry.get(role))
         p99 = await self.monitor.recent_p99.remote(experiment.name, variant, since.requests)
-        return arm(now, self.at_entry.get(role), p99)
+        by_producer = producers(report, self.at_entry.get("producers")).get(variant, {})
+        wins = evidence_of.producer_successes(report, self.at_entry.get("successes")).get(variant, {})
+        share = self.cfg.rollout.max_producer_share
+        capped, left_out = evidence_of.capped_arm(replace(since, p99_ms=p99), by_producer, wins, share)
+        key_capped = evidence_of.key_capped(now, self.at_entry.get(role))
+        return capped, {evidence_of.KEY_CAP: key_capped, evidence_of.PRODUCER_CAP: left_out}
+
+    def _caps(self) -> dict:
+        """The caps in force, named in every decision's evidence beside what they left out."""
+        r = self.cfg.rollout
+        return {"max_outcomes_per_key": r.max_outcomes_per_key, "max_producer_share": r.max_producer_share}
 
     async def _enter(
         self, version: int, experiment: ExperimentConfig, report: ExperimentReport, now: float
@@ -187,6 +200,7 @@ class RolloutController:
             "control": counts(report, experiment.control),
             "challenger": counts(report, CHALLENGER),
             "producers": producers(report),
+            "successes": evidence_of.producer_successes(report),
         }
         share = self.policy.steps[0]
         await self.control.set_experiment.remote(split_with(experiment, share))
