@@ -21,6 +21,21 @@ def models_list(ctx: typer.Context) -> None:
     out.print(models_table(Registry(cfg).versions()))
 
 
+@models_app.command("show")
+def models_show(ctx: typer.Context, version: int) -> None:
+    """One version's card: aliases, holdout metrics, the gate's verdict, lineage and feature importance."""
+    cfg = cfg_of(ctx)  # first: a config error answers before any import
+    from app.cards import model_card
+    from app.registry.registry import Registry
+
+    registry = Registry(cfg)
+    bundle = registry.load(version)
+    info = next((v for v in registry.versions() if v.version == version), None)
+    aliases = info.aliases if info else ()
+    for part in model_card(version, aliases, bundle.metrics, bundle.lineage, bundle.family):
+        out.print(part)
+
+
 @models_app.command("history")
 def models_history(ctx: typer.Context) -> None:
     """The promotion ledger: every alias change, who made it, and the evidence."""

@@ -95,6 +95,32 @@ def test_a_new_registry_is_created_without_mlflows_info_lines(tmp_path):
     assert "mlflow" not in proc.stderr.lower(), proc.stderr  # "Creating initial MLflow database tables"
 
 
+def test_models_show_prints_a_versions_card_with_its_feature_importance(tmp_path):
+    from app.data.synthetic import Defects, generate
+    from app.features.transforms import add_features
+    from app.registry.registry import CHAMPION, Registry
+    from app.training.dataset import Splits
+    from app.training.fit import evaluate_bundle
+    from tests.configs import make_config
+    from tests.helpers import quick_bundle
+
+    cfg = make_config(tmp_path)  # the same storage root as the CLI's (tmp_path / "store")
+    frame = generate(2000, seed=4, defects=Defects(0, 0, 0, 0, 0, 0))
+    bundle = quick_bundle(cfg, frame, seed=4)
+    held = add_features(frame, cfg)
+    bundle.metrics = evaluate_bundle(bundle, Splits(held, held, held), cfg.dataset.label)
+    version = Registry(cfg).register(bundle, params={}, alias=CHAMPION)
+    card = mlsys(tmp_path, "models", "show", str(version)).stdout
+    assert f"version {version}" in card and "champion" in card and "holdout auc" in card
+    assert "feature importance" in card
+    top = max(bundle.metrics["importance"], key=bundle.metrics["importance"].get)
+    assert top in card.split("feature importance")[1]
+    proc = mlsys(tmp_path, "models", "show", "99", check=False)
+    assert (
+        proc.returncode == 2 and "no version or alias 99" in proc.stderr and "Traceback" not in proc.stderr
+    )
+
+
 def test_features_before_etl_is_a_clear_error(tmp_path):
     proc = mlsys(tmp_path, "features", "apply", check=False)
     assert proc.returncode == 2
