@@ -114,7 +114,16 @@ class Registry:
             self.promote(version, by=by, reason=reason or "registered as champion")
         elif alias:
             self.set_alias(alias, version, by=by, reason=reason or f"registered as {alias}")
+        if alias == REJECTED:
+            self.prune_rejected()
         return version
+
+    def prune_rejected(self) -> list[int]:
+        """Delete the rejected versions that never served beyond the newest
+        `registry.keep_rejected` (retention.py); returns the versions deleted."""
+        from app.registry.retention import prune_rejected
+
+        return prune_rejected(self, keep=self.cfg.registry.keep_rejected, rejected_alias=REJECTED)
 
     def set_alias(self, alias: str, version: int, *, by: str, reason: str = "", evidence=None) -> None:
         """Point `alias` (not the champion: see `promote`) at `version`, with its ledger entry."""
