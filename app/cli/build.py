@@ -35,6 +35,38 @@ def data_generate(
     out.print(f"wrote {rows:,} rows to {len(paths)} file(s) under {out_path}")
 
 
+@data_app.command("production")
+def data_production(
+    ctx: typer.Context,
+    cutoff: Annotated[
+        str | None, typer.Option(help="ISO time (UTC if no zone): outcomes reported later are left out")
+    ] = None,
+) -> None:
+    """Build the production table: served rows joined to the outcomes reported for them.
+
+    What `retrain.data: production` or `both` trains on: the traffic log's predictions joined
+    by request id to their outcomes, those reported at or before the cutoff (default: now),
+    served within `retrain.production_days`; partitioned by date under the storage root. Each
+    training run builds its own; this shows what one would learn from now.
+    """
+    cfg = cfg_of(ctx)  # first: a config error answers before any import
+    import pandas as pd
+
+    from app.monitoring.production import build_table
+
+    try:
+        at = None if cutoff is None else pd.Timestamp(cutoff)
+    except ValueError:
+        at = pd.NaT
+    if at is pd.NaT:
+        raise typer.BadParameter(f"{cutoff!r} is not a time (e.g. 2026-03-01T12:00)", param_hint="--cutoff")
+    table = build_table(cfg, cutoff=at)
+    out.print(
+        f"production table {table.build}: {table.rows:,} labelled rows served {table.since} .. "
+        f"{table.cutoff} over {len(table.dates)} date(s), under {cfg.storage.production}"
+    )
+
+
 @app.command()
 def etl(
     ctx: typer.Context,
