@@ -132,7 +132,7 @@ def chosen_splits(cfg: AppConfig) -> Splits:
     """The training set `retrain.data` names; a fallback to the warehouse is said in one line."""
     data = training_data(cfg)
     if data.note:
-        console.print(f"[yellow]{data.note}[/]")
+        console.print(f"[yellow]{data.note}[/]", soft_wrap=True)  # one line, however wide
     return data.splits
 
 

@@ -65,9 +65,10 @@ def training_data(cfg: AppConfig, *, cutoff: datetime | pd.Timestamp | None = No
     table = build_table(cfg, cutoff=cutoff)
     production = production_frame(read_table(cfg, table), cfg)
     if production.empty:
+        cut = pd.Timestamp(table.cutoff)
         missing = (
-            f"no served row has an outcome reported before the cutoff {table.cutoff} "
-            f"within retrain.production_days={cfg.retrain.production_days:g}"
+            f"no served row has an outcome reported by {cut:%Y-%m-%d %H:%M:%S} UTC "
+            f"(retrain.production_days={cfg.retrain.production_days:g})"
         )
         if wanted == PRODUCTION:
             raise TrainingDataError(
@@ -75,7 +76,7 @@ def training_data(cfg: AppConfig, *, cutoff: datetime | pd.Timestamp | None = No
                 "set retrain.data to both or warehouse"
             )
         note = f"{missing}: training on the warehouse alone"
-        log.warning(note)
+        log.info(note)  # said once, by the caller, in one line
         return TrainingData(build_splits(cfg), note=note, table=table)
     frames = {PRODUCTION: production}
     if wanted == BOTH:
