@@ -11,7 +11,7 @@ import sys
 
 from rich.console import Console
 
-from app.cli import build, operate, outcomes  # noqa: F401  (registers their commands, in this order)
+from app.cli import build, operate, outcomes, predict  # noqa: F401  (registers their commands, in this order)
 from app.cli.base import app
 from app.config import ConfigError
 

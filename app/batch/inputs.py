@@ -1,0 +1,101 @@
+"""Batch scoring's input: csv and parquet files behind a path, folder or URI, their headers
+checked before any Ray work, and their rows counted apart from the scoring pass (the count that
+conservation is checked against)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from app.batch.checks import Layout
+from app.config import DatasetConfig
+from app.data.inputs import FORMATS, resolve_inputs
+from app.data.schema import DataError
+from app.errors import first_line
+
+READABLE = ("csv", "parquet")
+
+
+def file_format(path: str) -> str:
+    return FORMATS[Path(path.split("://")[-1]).suffix.lower()]
+
+
+def input_files(source: str) -> list[str]:
+    """The csv and parquet files behind `source` (a DataError names what is wrong with it)."""
+    paths = resolve_inputs(source)
+    other = [p for p in paths if file_format(p) not in READABLE]
+    if other:
+        raise DataError(f"{other[0]}: batch scoring reads csv and parquet files, not {file_format(other[0])}")
+    return paths
+
+
+def _open(path: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in path:
+        return pafs.FileSystem.from_uri(path)
+    return pafs.LocalFileSystem(), path
+
+
+def header(path: str) -> list[str]:
+    """A file's column names, read cheaply; an empty or unreadable file is a DataError."""
+    fs, p = _open(path)
+    fmt = file_format(path)
+    try:
+        if fmt == "parquet":
+            with fs.open_input_file(p) as fh:
+                return pq.read_schema(fh).names
+        with fs.open_input_stream(p) as fh:
+            head = fh.read(1 << 16).decode("utf-8", errors="replace")
+    except Exception as exc:  # pyarrow raises many types for a missing or corrupt file
+        raise DataError(f"{path}: not a readable {fmt} file ({first_line(exc)})") from None
+    first = next((line for line in head.splitlines() if line.strip()), None)
+    if first is None:
+        raise DataError(f"{path}: the file is empty")
+    return next(csv.reader(io.StringIO(first)))
+
+
+def layout_of(paths: list[str], ds: DatasetConfig, keys: tuple[str, ...]) -> Layout:
+    """Check every file holds the model's features and the asked-for keys; the entity is
+    carried when any file has it (a file without it gives null ids)."""
+    has_entity = False
+    for path in paths:
+        names = {ds.rename.get(c, c) for c in header(path)}
+        missing = [c for c in [*ds.features, *keys] if c not in names]
+        if missing:
+            raise DataError(f"{path}: missing required column(s) {missing}")
+        has_entity = has_entity or ds.entity in names
+    return Layout(entity=ds.entity if has_entity else None, keys=tuple(keys))
+
+
+def text_columns(ds: DatasetConfig, layout: Layout) -> dict[str, pa.DataType]:
+    """CSV columns read as text, by their names in the file: a stray "abc" in a numeric column
+    is then one quarantined row, not a failed type inference, and ids keep their digits."""
+    inverse = {clean: raw for raw, clean in ds.rename.items()}
+    names = [*ds.features, ds.timestamp, *layout.carried]
+    return {inverse.get(c, c): pa.string() for c in names}
+
+
+def csv_options(ds: DatasetConfig, layout: Layout) -> pacsv.ConvertOptions:
+    return pacsv.ConvertOptions(column_types=text_columns(ds, layout), strings_can_be_null=True)
+
+
+def count_rows(paths: list[str], ds: DatasetConfig, layout: Layout) -> int:
+    """Input rows, counted apart from the scoring pass: a parquet file's from its footer, a csv
+    file's by streaming one column of it through the same parser (pyarrow's), in pieces."""
+    total = 0
+    for path in paths:
+        fs, p = _open(path)
+        if file_format(path) == "parquet":
+            with fs.open_input_file(p) as fh:
+                total += pq.ParquetFile(fh).metadata.num_rows
+            continue
+        options = csv_options(ds, layout)
+        options.include_columns = [next(iter(options.column_types))]
+        with fs.open_input_stream(p) as fh, pacsv.open_csv(fh, convert_options=options) as reader:
+            total += sum(batch.num_rows for batch in reader)
+    return total
