@@ -154,3 +154,65 @@ def test_each_outcome_is_counted_for_its_producer_through_a_pending_wait_and_a_r
     report = back.report(EXPERIMENT)
     assert report.variants["champion"].outcomes_by_producer == {"billing": 2, "crm": 2}
     assert report.model_dump()["variants"]["champion"]["outcomes_by_producer"] == {"billing": 2, "crm": 2}
+
+
+def keyed(rid: str, key: str, *, variant: str = "challenger", status: str = "ok", latency_ms=1.0) -> dict:
+    """A prediction row with its client key (the assignment key the per-key cap counts by)."""
+    score, label = (0.9, 1) if status == "ok" else (None, None)
+    rec = traffic_record(rid, variant=variant, status=status, latency_ms=latency_ms, score=score, label=label)
+    return {**rec.row(), "key": key}
+
+
+def test_a_request_counts_once_per_variant_and_once_as_failed_however_many_rows_failed():
+    counts = ExperimentCounts()
+    # One 10,000-row request: the challenger failed on 3 rows; the first failed row is marked.
+    counts.add_prediction(keyed("big-e0", "k", status="error", latency_ms=12.0))
+    for i in range(1, 3):
+        counts.add_prediction(keyed(f"big-e{i}", "k", status="error", latency_ms=None))
+    for i in range(9997):
+        counts.add_prediction(keyed(f"big-{i}", "k", latency_ms=None))
+    for i in range(3):  # three one-row requests, answered
+        counts.add_prediction(keyed(f"one-{i}", f"k{i}"))
+    s = counts.stats["e", "challenger"]
+    assert (s.requests_reached, s.requests_failed, s.errors, s.requests) == (4, 1, 3, 10_000)
+    summary = counts.report(ExperimentConfig(name="e", split={"champion": 0.5, "challenger": 0.5}))
+    assert summary.variants["challenger"].error_rate == 0.25
+    assert len(s.latency_ms) == 4, "every request's wait, the failed one's too"
+
+
+def test_one_key_adds_at_most_the_cap_to_a_variants_outcomes_and_the_rest_counts_as_capped():
+    counts = ExperimentCounts()
+    counts.max_per_key = 20
+    for i in range(500):
+        counts.add_prediction(keyed(f"r{i}", "one-client"))
+        assert counts.add_feedback(f"r{i}", 1, "crm") == "joined"
+    for i in range(30):  # other clients are not held back by it
+        counts.add_prediction(keyed(f"o{i}", f"client-{i}"))
+        counts.add_feedback(f"o{i}", 0, "crm")
+    s = counts.stats["e", "challenger"]
+    assert (s.outcomes, s.correct, s.capped) == (50, 20, {"key": 480})
+    assert s.producers == {"crm": 50} and s.correct_by_producer == {"crm": 20}
+    back = ExperimentCounts.from_state(counts.state())
+    back.max_per_key = 20
+    back.add_prediction(keyed("r-late", "one-client"))
+    back.add_feedback("r-late", 1, "crm")
+    t = back.stats["e", "challenger"]
+    assert (t.outcomes, t.capped, t.requests_reached) == (50, {"key": 481}, 531), "the cap survives a restart"
+    summary = back.report(ExperimentConfig(name="e", split={"champion": 0.5, "challenger": 0.5}))
+    assert summary.variants["challenger"].capped == {"key": 481}
+    assert summary.variants["challenger"].successes_by_producer == {"crm": 20}
+
+
+def test_the_per_key_cap_counts_per_model_version_and_forgets_the_oldest_keys(monkeypatch):
+    from app.monitoring import counts as module
+
+    monkeypatch.setattr(module, "KEYS", 3)
+    counts = ExperimentCounts()
+    counts.max_per_key = 1
+    for i, key in enumerate(["a", "a", "b", "c", "d"]):
+        counts.add_prediction(keyed(f"r{i}", key))
+        counts.add_feedback(f"r{i}", 1, "crm")
+    assert counts.stats["e", "challenger"].capped == {"key": 1} and len(counts.per_key) == 3
+    counts.add_prediction({**keyed("new-version", "a"), "model_version": 2})
+    counts.add_feedback("new-version", 1, "crm")
+    assert counts.stats["e", "challenger"].outcomes == 5, "a new model version starts its keys at zero"

@@ -154,3 +154,34 @@ def test_a_restarted_controller_reads_its_state_back_and_decides_the_same():
     assert rollout.decide(POLICY, restored, arm(), arm(2000), later) == rollout.decide(
         POLICY, state, arm(), arm(2000), later
     )
+
+
+def test_the_error_rate_is_failed_requests_per_request():
+    """200 requests reached the challenger; 3 failed (on however many rows): 1.5 %, over the
+    control's 0 % + 1 % slack, so it is rolled back; 1 failed request is within the slack."""
+    policy, state = rollout.Policy(), at_step(1)
+    bad = rollout.decide(policy, state, arm(requests=200), arm(requests=200, errors=3), 1e9)
+    assert bad.action == rollout.ROLL_BACK and bad.evidence["error_rate"]["challenger"] == 0.015
+    ok = rollout.decide(policy, state, arm(requests=200), arm(requests=200, errors=1), 1e9)
+    assert ok.action != rollout.ROLL_BACK and ok.evidence["error_rate"]["challenger"] == 0.005
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "successes", "share", "expected"),
+    [
+        ({"crm": 1000}, {"crm": 600}, 0.8, (1000, 600, 0)),  # a lone producer is never capped
+        ({"crm": 100, "billing": 100}, {"crm": 60, "billing": 50}, 0.5, (200, 110, 0)),  # alike: in full
+        (
+            {"crm": 300, "billing": 100},
+            {"crm": 300, "billing": 50},
+            0.6,
+            (250, 200, 150),
+        ),  # 150 = 60 % of 250
+        ({"crm": 1000, "billing": 1}, {"crm": 1000, "billing": 1}, 0.8, (5, 5, 996)),
+        ({"crm": 1000, "billing": 1}, {"crm": 1000, "billing": 1}, 1.0, (1001, 1001, 0)),  # no cap
+    ],
+)
+def test_no_producer_counts_for_more_than_its_share_once_several_reported(
+    outcomes, successes, share, expected
+):
+    assert rollout.cap_producers(outcomes, successes, share) == expected

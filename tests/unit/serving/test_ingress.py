@@ -563,3 +563,37 @@ def test_a_request_counts_once_in_the_latency_sample_however_many_rows_it_holds(
     sample = sum(len(s.latency_ms) for s in counts.stats.values())
     requests = sum(s.requests for s in counts.stats.values())
     assert (sample, requests) == (2, 501)
+
+
+def test_a_batch_its_challenger_fails_on_some_rows_counts_once_as_a_failed_request(replica, monkeypatch):
+    """A 60-row request whose challenger fails on a third of its rows is one request that
+    reached each variant and one that the challenger failed: the error guardrail's rate is per
+    request, as the caller saw it, not per row (the log still holds every failed row)."""
+    from app.monitoring.counts import ExperimentCounts
+
+    cfg, ingress, monitor = replica.cfg, replica.ingress, replica.monitor
+    predictor = ingress.routing.current.predictors[CHALLENGER]
+    predict_proba = predictor.predict_proba
+
+    def fails_on_age_13(cols):
+        if (np.asarray(cols["age"]) == 13).any():
+            raise RuntimeError("the model cannot score age 13")
+        return predict_proba(cols)
+
+    monkeypatch.setattr(predictor, "predict_proba", fails_on_age_13)
+    items = [{"features": {**ROW, "age": 13 if i % 3 == 2 else 30}, "key": f"user-{i}"} for i in range(60)]
+    got = run(ingress.pipeline.score(rows(cfg, items)))
+    assert sum(isinstance(g, ScoringFailed) for g in got) > 1, "several rows failed"
+    run(ingress.pipeline.score(rows(cfg, [{"features": ROW, "key": f"user-{i}"} for i in range(20)])))
+    ingress.shipper.pump()
+    errors = [r for r in monitor.records if r["status"] == "error"]
+    marked = [r for r in errors if r["latency_ms"] is not None]
+    assert len(errors) > 1 and len(marked) == 1, "the first failed row carries the request's mark"
+    counts = ExperimentCounts()
+    for r in monitor.records:
+        counts.add_prediction(r)
+    report = counts.report(cfg.serve.experiment)
+    challenger, champion = report.variants[CHALLENGER], report.variants[CHAMPION]
+    assert (challenger.requests_reached, challenger.requests_failed) == (2, 1)
+    assert challenger.error_rate == 0.5 and challenger.errors == len(errors)
+    assert (champion.requests_reached, champion.requests_failed, champion.error_rate) == (2, 0, 0.0)

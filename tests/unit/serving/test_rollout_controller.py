@@ -221,3 +221,53 @@ def test_the_status_is_typed_and_its_json_keeps_the_routes_shape(served):
     assert body["steps"] == [10.0, 50.0, 100.0] and body["history"] == []
     assert rollout.RolloutStatus.model_validate(body) == status  # the HTTP client's copy
     assert rollout_summary(status).startswith(f"rollout of v{v2}: running at 10% of the traffic after 0")
+
+
+class CountingMonitor:
+    """The monitor as the controller reads it, over the real experiment counts (the per-key
+    cap as the monitor applies it)."""
+
+    def __init__(self, max_per_key: int):
+        from app.monitoring.counts import ExperimentCounts
+
+        self.counts = ExperimentCounts()
+        self.counts.max_per_key = max_per_key
+
+    def outcome(self, rid: str, variant: str, key: str, *, correct: bool) -> None:
+        from tests.doubles import traffic_record
+
+        rec = traffic_record(rid, experiment="exp-canary", variant=variant, score=0.9, label=1)
+        self.counts.add_prediction({**rec.row(), "key": key})
+        self.counts.add_feedback(rid, 1 if correct else 0, "crm")
+
+    def report(self, experiment):
+        return self.counts.report(experiment)
+
+    def recent_p99(self, experiment, variant, last):
+        return self.counts.recent_p99(experiment, variant, last)
+
+
+def test_one_key_posting_500_correct_outcomes_adds_at_most_the_cap_and_the_ledger_says_so(served):
+    cfg, registry, control, _, _ = served
+    monitor = CountingMonitor(cfg.rollout.max_outcomes_per_key)
+    ctl = RolloutController(cfg, control=ActorDouble(control), monitor=ActorDouble(monitor))
+    for i in range(150):  # the control before the challenger
+        monitor.outcome(f"before-{i}", CHAMPION, f"user-{i}", correct=i % 10 < 7)
+    v2 = registry.register(
+        quick_bundle(cfg, generate(1500, seed=2, defects=CLEAN), seed=2), params={}, alias=CHALLENGER
+    )
+    tick(ctl, T0)
+    for i in range(150):
+        monitor.outcome(f"a-{i}", CHAMPION, f"user-{i}", correct=i % 10 < 7)
+        monitor.outcome(f"b-{i}", CHALLENGER, f"user-{i}", correct=i % 10 < 7)
+    for i in range(500):  # one client, always right
+        monitor.outcome(f"loud-{i}", CHALLENGER, "one-client", correct=True)
+    status = tick(ctl, T0 + 120)
+    cap = cfg.rollout.max_outcomes_per_key
+    evidence = status.last_decision.evidence
+    assert evidence["n"]["challenger"] <= 150 + cap, "one key adds at most the cap to its arm"
+    assert evidence["capped"]["challenger"]["key"] == 500 - cap
+    assert status.last_decision.action == rollout.STEP_UP
+    step = [e for e in registry.promotion_ledger() if e.version == v2 and e.event == "step"][-1]
+    assert step.evidence["capped"]["challenger"]["key"] == 500 - cap
+    assert step.evidence["caps"]["max_outcomes_per_key"] == cap
