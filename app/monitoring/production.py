@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import uuid
 from dataclasses import asdict, dataclass
@@ -30,7 +31,7 @@ import pyarrow.dataset as pads
 
 from app.config import AppConfig
 from app.features.transforms import feature_spec, utc_us
-from app.files import atomic_write_text
+from app.files import atomic_write_text, fsync_dir
 from app.monitoring.traffic import labelled_traffic
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ def build_table(cfg: AppConfig, *, cutoff: datetime | pd.Timestamp | None = None
         pads.write_dataset(
             table, folder, format="parquet", partitioning=PARTITIONING, basename_template="part-{i}.parquet"
         )
+        durable(folder)  # on disk before the manifest can name it
     built = ProductionTable(
         build=name,
         cutoff=at.isoformat(),
@@ -128,6 +130,15 @@ def read_table(cfg: AppConfig, table: ProductionTable | None = None) -> pd.DataF
     data = pads.dataset(cfg.storage.production / table.build, format="parquet", partitioning=PARTITIONING)
     rows = data.to_table().to_pandas()
     return rows.sort_values(SERVED_AT, kind="stable").reset_index(drop=True)
+
+
+def durable(folder: Path) -> None:
+    """Flush a build's files and folders to disk: a power cut after the switch finds them whole."""
+    for path in folder.rglob("*.parquet"):
+        with open(path, "rb") as fh:
+            os.fsync(fh.fileno())
+    for sub in [*folder.glob("date=*"), folder]:
+        fsync_dir(sub)
 
 
 def prune(root: Path, *, keep: set[str]) -> None:
