@@ -103,9 +103,9 @@ def _join(address: str, **init_args):
         return ray.init(address=init_address(address), log_to_driver=verbose_console(), **init_args)
     except (ConnectionError, RuntimeError, ray.exceptions.RayError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ClusterUnavailable(
-            f"cannot join the Ray cluster at {address}: {reason}{_auth_hint(reason)}"
-        ) from None
+        where = "on this machine" if address == "auto" else f"at {address}"
+        hint = _auth_hint(reason)
+        raise ClusterUnavailable(f"cannot join the Ray cluster {where}: {reason}{hint}") from None
 
 
 def init_address(address: str) -> str:
