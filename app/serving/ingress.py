@@ -174,8 +174,8 @@ class Ingress(OipGrpcMethods):
         key = (body.parameters or {}).get("key", new_request_id())
         if isinstance(key, bool) or not isinstance(key, (str, int)) or len(str(key)) > MAX_KEY_CHARS:
             raise oip.OipError(f"parameters.key: a string or integer of at most {MAX_KEY_CHARS} characters")
-        received = time.perf_counter()
-        rows = [ScoreRow(None, raw, key, received) for raw in oip.request_rows(body, self.cfg)]
+        received, explain = time.perf_counter(), oip.wants_explanation(body)
+        rows = [ScoreRow(None, raw, key, received, explain) for raw in oip.request_rows(body, self.cfg)]
         self.ensure_background()
         results = await self._score(rows) if len(rows) > 1 else [await self._score_batched(rows[0])]
         try:
@@ -185,7 +185,15 @@ class Ingress(OipGrpcMethods):
                 raise
             raise oip.OipError(str(exc)) from None
         version = answers[0].model_version
-        return oip.response(body, name, version, [a.score for a in answers], [a.label for a in answers])
+        explained = [a.explanation for a in answers]
+        return oip.response(
+            body,
+            name,
+            version,
+            [a.score for a in answers],
+            [a.label for a in answers],
+            explained if explain and all(e is not None for e in explained) else None,
+        )
 
 
 def _answers_or_raise(results: list[Answer | RowError]) -> list[Answer]:

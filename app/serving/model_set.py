@@ -123,8 +123,17 @@ class Model:
         """Scores for a batch's feature columns as the ingress holds them: a column keeps its
         values' types (rebuilding a frame from row dicts would turn integer hours into floats
         as soon as one is missing)."""
+        predictor = await self._predictor()
+        return ModelScores(predictor.version, predictor.predict_proba(batch.columns))
+
+    async def explain(self, batch: FeatureBatch) -> list[dict]:
+        """Each row's features' contributions to its score (app/model/explain.py), as plain values."""
+        explanation = (await self._predictor()).explain(batch.columns)
+        return [explanation.row(i) for i in range(len(explanation.base))]
+
+    async def _predictor(self):
         await self._follow()
         predictor = self.models.predictors.get(self.alias)
         if predictor is None:
             raise RuntimeError(f"no model behind alias {self.alias!r}")
-        return ModelScores(predictor.version, predictor.predict_proba(batch.columns))
+        return predictor

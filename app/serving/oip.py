@@ -2,7 +2,8 @@
 
 Inputs are one tensor per dataset feature, shape [n] or [n, 1]: FP32/FP64/INT* for numeric
 features, BYTES (strings) for categorical ones, and optionally the dataset's timestamp as
-BYTES (ISO 8601). Outputs are `score` (FP32) and `label` (INT64), shape [n].
+BYTES (ISO 8601). Outputs are `score` (FP32) and `label` (INT64), shape [n], and with `parameters.explain`
+`base` [n] and `contributions` [n, features] (FP32).
 
 Tensor data comes as JSON or with Triton's binary tensor extension: the body is a JSON header
 of `Inference-Header-Content-Length` bytes followed by each binary input's raw bytes (numbers
@@ -23,34 +24,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from app.config import AppConfig
 from app.serving.schemas import MAX_ABS_NUMBER
 
-NUMERIC_TYPES = {
-    "FP16",
-    "FP32",
-    "FP64",
-    "INT8",
-    "INT16",
-    "INT32",
-    "INT64",
-    "UINT8",
-    "UINT16",
-    "UINT32",
-    "UINT64",
-}
+# Every numeric v2 datatype and its little-endian layout (the binary tensor extension's).
 LITTLE_ENDIAN = {
-    "FP16": "<f2",
-    "FP32": "<f4",
-    "FP64": "<f8",
-    "INT8": "<i1",
-    "INT16": "<i2",
-    "INT32": "<i4",
-    "INT64": "<i8",
-    "UINT8": "<u1",
-    "UINT16": "<u2",
-    "UINT32": "<u4",
-    "UINT64": "<u8",
+    f"{kind}{bits}": f"<{kind[0].lower()}{bits // 8}"
+    for kind, sizes in (("FP", (16, 32, 64)), ("INT", (8, 16, 32, 64)), ("UINT", (8, 16, 32, 64)))
+    for bits in sizes
 }
+NUMERIC_TYPES = set(LITTLE_ENDIAN)
 HEADER_LENGTH = "Inference-Header-Content-Length"
-OUTPUT_DTYPES = {"FP32": "<f4", "INT64": "<i8"}  # score and label, as raw little-endian bytes
+OUTPUT_DTYPES = {"FP32": "<f4", "INT64": "<i8"}  # as raw little-endian bytes
+EXPLANATION_OUTPUTS = ("base", "contributions")  # with parameters.explain
+OUTPUTS = ("score", "label", *EXPLANATION_OUTPUTS)
 
 
 class OipError(ValueError):
@@ -223,9 +207,9 @@ def request_rows(req: InferRequest, cfg: AppConfig) -> list[dict]:
     if len(lengths) != 1:
         raise OipError(f"inputs have different lengths {sorted(lengths)}")
     if req.outputs:
-        unknown = [o.get("name") for o in req.outputs if o.get("name") not in ("score", "label")]
+        unknown = [o.get("name") for o in req.outputs if o.get("name") not in OUTPUTS]
         if unknown:
-            raise OipError(f"outputs {unknown}: unknown (this model has score and label)")
+            raise OipError(f"outputs {unknown}: unknown (this model has {', '.join(OUTPUTS)})")
     n = lengths.pop()
     return [{c: columns[c][i] for c in columns} for i in range(n)]
 
@@ -235,13 +219,49 @@ def _bounded(v: int | float) -> bool:
     return (isinstance(v, int) or math.isfinite(v)) and -MAX_ABS_NUMBER <= v <= MAX_ABS_NUMBER
 
 
-def response(req: InferRequest, name: str, version: int, scores: list[float], labels: list[int]) -> dict:
-    wanted = {o.get("name") for o in req.outputs} if req.outputs else {"score", "label"}
+def wants_explanation(req: InferRequest) -> bool:
+    """`parameters.explain`: answer each row's features' contributions too (app/model/explain.py)."""
+    explain = (req.parameters or {}).get("explain", False)
+    if not isinstance(explain, bool):
+        raise OipError("parameters.explain: true or false")
+    asked = [o.get("name") for o in req.outputs or [] if o.get("name") in EXPLANATION_OUTPUTS]
+    if asked and not explain:
+        raise OipError(f"outputs {asked}: need parameters.explain true")
+    return explain
+
+
+def response(
+    req: InferRequest,
+    name: str,
+    version: int,
+    scores: list[float],
+    labels: list[int],
+    explanations: list[dict] | None = None,
+) -> dict:
+    """The v2 response; with `explanations`, also `base` [n] and `contributions` [n, features]
+    (the features named in that output's `parameters.features`): base + row sum = the logit."""
+    default = {"score", "label", *(EXPLANATION_OUTPUTS if explanations else ())}
+    wanted = {o.get("name") for o in req.outputs} if req.outputs else default
     outputs = []
     if "score" in wanted:
         outputs.append({"name": "score", "datatype": "FP32", "shape": [len(scores)], "data": scores})
     if "label" in wanted:
         outputs.append({"name": "label", "datatype": "INT64", "shape": [len(labels)], "data": labels})
+    if explanations and "base" in wanted:
+        base = [e["base"] for e in explanations]
+        outputs.append({"name": "base", "datatype": "FP32", "shape": [len(base)], "data": base})
+    if explanations and "contributions" in wanted:
+        features = list(explanations[0]["contributions"])
+        rows = [[e["contributions"][f] for f in features] for e in explanations]
+        outputs.append(
+            {
+                "name": "contributions",
+                "datatype": "FP32",
+                "shape": [len(rows), len(features)],
+                "data": [v for row in rows for v in row],
+                "parameters": {"features": ",".join(features)},
+            }
+        )
     out = {"model_name": name, "model_version": str(version), "outputs": outputs}
     if req.id is not None:
         out["id"] = req.id
@@ -262,6 +282,7 @@ def binary_response(resp: dict) -> tuple[bytes, int]:
         raw = np.asarray(out["data"], dtype=OUTPUT_DTYPES[out["datatype"]]).tobytes()
         chunks.append(raw)
         meta = {k: v for k, v in out.items() if k != "data"}
-        header["outputs"].append({**meta, "parameters": {"binary_data_size": len(raw)}})
+        parameters = {**meta.get("parameters", {}), "binary_data_size": len(raw)}
+        header["outputs"].append({**meta, "parameters": parameters})
     head = json.dumps(header).encode()
     return head + b"".join(chunks), len(head)

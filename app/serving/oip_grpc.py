@@ -116,7 +116,9 @@ def infer_response(resp: dict):
     if resp.get("id") is not None:
         out.id = resp["id"]
     for o in resp["outputs"]:
-        out.outputs.add(name=o["name"], datatype=o["datatype"], shape=o["shape"])
+        tensor = out.outputs.add(name=o["name"], datatype=o["datatype"], shape=o["shape"])
+        for key, value in o.get("parameters", {}).items():
+            tensor.parameters[key].string_param = str(value)
         out.raw_output_contents.append(
             np.asarray(o["data"], dtype=oip.OUTPUT_DTYPES[o["datatype"]]).tobytes()
         )

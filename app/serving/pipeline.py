@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
@@ -74,6 +75,26 @@ class ScoringPipeline:
         )
         self._record(rows, out, rids=rids, keys=keys, variants=variants, experiment=routing.experiment.name)
         self._shadow(routing, cols, out)
+        if any(row.explain for row in rows):
+            out = await self._explain(rows, out, cols, routing)
+        return out
+
+    async def _explain(self, rows: list[ScoreRow], out: list, cols: Columns, routing: Routing) -> list:
+        """The answers of rows that asked for it, with each feature's contribution to their score
+        (by the variant that answered). An explanation that fails leaves its answer standing."""
+        asked: dict[str, list[int]] = {}
+        for i, (row, result) in enumerate(zip(rows, out, strict=True)):
+            if row.explain and isinstance(result, Answer):
+                asked.setdefault(result.variant, []).append(i)
+        out = list(out)
+        for variant, idx in asked.items():
+            try:
+                explained = await self.placement.explain(variant, scoring.take(cols, np.array(idx)), routing)
+            except Exception:
+                log.exception("variant %s failed to explain %d rows", variant, len(idx))
+                continue
+            for i, explanation in zip(idx, explained, strict=True):
+                out[i] = replace(out[i], explanation=explanation)
         return out
 
     async def _score_variant(self, variant, idx, cols, routing, scores, versions, errors) -> None:

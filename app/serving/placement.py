@@ -26,6 +26,10 @@ class InReplica:
         predictor = routing.predictors[variant]
         return predictor.predict_proba(cols), predictor.version
 
+    async def explain(self, variant: str, cols: Columns, routing: Routing) -> list[dict]:
+        explanation = routing.predictors[variant].explain(cols)
+        return [explanation.row(i) for i in range(len(explanation.base))]
+
 
 class ModelDeployments:
     """Each variant's model is its own deployment, reached through its Serve handle."""
@@ -41,6 +45,9 @@ class ModelDeployments:
     async def score(self, variant: str, cols: Columns, routing: Routing) -> tuple[np.ndarray, int]:
         answer = await self.handles[variant].score.remote(FeatureBatch(cols))
         return answer.scores, answer.version
+
+    async def explain(self, variant: str, cols: Columns, routing: Routing) -> list[dict]:
+        return await self.handles[variant].explain.remote(FeatureBatch(cols))
 
 
 def placement_for(handles: dict | None) -> InReplica | ModelDeployments:

@@ -11,7 +11,16 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    create_model,
+    model_validator,
+)
 
 from app.config import AppConfig
 from app.serving.scoring import ScoreRow
@@ -30,6 +39,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Explanation(_Strict):
+    """Each model feature's additive share of the score's logit: base + sum = logit(score)."""
+
+    base: float
+    contributions: dict[str, float]
+
+
 class Prediction(_Strict):
     request_id: str
     variant: str
@@ -37,6 +53,7 @@ class Prediction(_Strict):
     score: float
     label: int
     feedback_token: str | None = None  # echo it with /feedback (serve.feedback_auth)
+    explanation: Explanation | None = None  # with "explain": true in the request
 
 
 class PredictionBatch(_Strict):
@@ -86,16 +103,17 @@ def request_models(cfg: AppConfig) -> SimpleNamespace:
                 raise ValueError("key: only for a features row (an entity_id is its own key)")
             return self
 
-        def score_row(self, received: float | None = None) -> ScoreRow:
+        def score_row(self, received: float | None = None, *, explain: bool = False) -> ScoreRow:
             features = None if self.features is None else self.features.model_dump()
             received = time.perf_counter() if received is None else received
-            return ScoreRow(self.entity_id, features, self.key, received)
+            return ScoreRow(self.entity_id, features, self.key, received, explain)
 
     class PredictRequest(_Strict):
         entity_id: EntityId | None = None  # type: ignore[valid-type]
         features: FeaturesModel | None = None  # type: ignore[valid-type]
         key: Key | None = None  # type: ignore[valid-type]
         instances: list[Instance] | None = Field(None, min_length=1, max_length=cfg.serve.max_instances)
+        explain: StrictBool = Field(False, description="answer each row with its features' contributions")
 
         @model_validator(mode="after")
         def _one_source(self):
@@ -110,8 +128,8 @@ def request_models(cfg: AppConfig) -> SimpleNamespace:
             """The rows to score, all stamped with this request's arrival."""
             if self.instances is not None:
                 received = time.perf_counter()
-                return [i.score_row(received) for i in self.instances]
+                return [i.score_row(received, explain=self.explain) for i in self.instances]
             features = None if self.features is None else self.features.model_dump()
-            return [ScoreRow(entity_id=self.entity_id, features=features, key=self.key)]
+            return [ScoreRow(entity_id=self.entity_id, features=features, key=self.key, explain=self.explain)]
 
     return SimpleNamespace(Features=FeaturesModel, Instance=Instance, PredictRequest=PredictRequest)

@@ -52,6 +52,7 @@ class ScoreRow:
     features: Mapping[str, object] | None = None
     key: int | str | None = None
     received: float = field(default_factory=time.perf_counter)
+    explain: bool = False  # answer with each feature's contribution to the score (app/model/explain.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +66,11 @@ class Answer:
     label: int
     key: str
     features: Mapping[str, object]
+    explanation: Mapping[str, object] | None = None  # {"base", "contributions"} when asked for
 
     def public(self, feedback_token: str | None = None) -> dict:
         """What the client sees (the JSON of one prediction)."""
-        return {
+        answer = {
             "request_id": self.request_id,
             "variant": self.variant,
             "model_version": self.model_version,
@@ -76,6 +78,9 @@ class Answer:
             "label": self.label,
             "feedback_token": feedback_token,
         }
+        if self.explanation is not None:
+            answer["explanation"] = self.explanation
+        return answer
 
     def record(self, experiment: str, latency_ms: float | None, *, shadow: bool = False) -> TrafficRecord:
         return TrafficRecord(

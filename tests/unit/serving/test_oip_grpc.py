@@ -120,6 +120,21 @@ def test_triton_grpc_client_infers_through_the_same_path_as_http(replica, grpc_u
     assert len(replica.monitor.records) == 2 * len(ROWS), "gRPC answers are in the traffic log"
 
 
+def test_triton_grpc_client_gets_explanations_with_parameters_explain(replica, grpc_url):
+    cfg = replica.cfg
+    client = triton.InferenceServerClient(grpc_url)
+    name = cfg.registry.model_name
+    result = client.infer(name, _inputs(client, name, ROWS), parameters={"explain": True})
+    contributions, base = result.as_numpy("contributions"), result.as_numpy("base")
+    pre = replica.bundles[CHAMPION].preprocessor
+    assert contributions.shape == (len(ROWS), len(pre.numeric) + len(pre.categorical))
+    meta = next(o for o in result.get_response(as_json=True)["outputs"] if o["name"] == "contributions")
+    assert meta["parameters"]["features"]["string_param"] == ",".join([*pre.numeric, *pre.categorical])
+    scores = result.as_numpy("score").astype(np.float64)
+    np.testing.assert_allclose(base + contributions.sum(axis=1), np.log(scores / (1 - scores)), atol=0.05)
+    assert client.infer(name, _inputs(client, name, ROWS)).as_numpy("contributions") is None
+
+
 def test_bad_grpc_requests_get_status_codes_and_the_service_keeps_serving(replica, grpc_url):
     cfg = replica.cfg
     client = triton.InferenceServerClient(grpc_url)
