@@ -232,6 +232,10 @@ class StorageConfig(_Section):
         return self.path("quarantine")
 
     @property
+    def outcome_quarantine(self) -> Path:  # outcome rows `mlsys outcomes load` refused, beside ETL's runs
+        return self.path("quarantine", "outcomes")
+
+    @property
     def staging(self) -> Path:
         return self.path("staging")
 

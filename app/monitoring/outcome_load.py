@@ -39,7 +39,6 @@ from app.monitoring.outcome_join import (
 
 BATCH = 1_000  # outcomes per call: the monitor takes each call in one step of its loop (~0.1 s)
 CALL_TIMEOUT_S = 120.0
-QUARANTINE_FOLDER = "outcomes"  # under storage.quarantine, beside ETL's run=<id>/ folders
 
 
 class MonitorUnreachable(RuntimeError):
@@ -155,7 +154,7 @@ def load_outcomes(
     if not report.balanced():  # a bug, never a data condition: refuse to report a lie
         raise RuntimeError(f"outcome accounting does not balance: {report.to_dict()}")
     if report.rows_quarantined:
-        path = cfg.storage.quarantine / QUARANTINE_FOLDER / f"run={run_id}.parquet"
+        path = cfg.storage.outcome_quarantine / f"run={run_id}.parquet"
         report.quarantine_file = str(atomic_write_parquet(path, quarantine_table(frame, rows, producer)))
     atomic_write_text(cfg.storage.reports / f"outcomes-{run_id}.json", json.dumps(report.to_dict(), indent=2))
     return report
