@@ -144,7 +144,8 @@ class DriftMonitor:
     async def feedback(self, request_id: str, label: int, may_wait: bool = True, *, producer: str) -> str:
         """An outcome from `producer`: "joined", "duplicate", "pending" (kept until its
         prediction arrives, if `may_wait`) or "recorded" (its prediction is no longer
-        remembered: the outcome goes to the log only, where online learning joins it)."""
+        remembered: the outcome goes to the log only, where online learning and the production
+        table join it)."""
         self._start_flusher()
         now = datetime.now(timezone.utc)
         if not may_wait and not self.intake.counts.knows(request_id):
@@ -155,7 +156,7 @@ class DriftMonitor:
     async def feedback_batch(self, outcomes: list[tuple[str, int]], *, producer: str) -> list[str]:
         """Outcomes loaded from `producer`'s files (`mlsys outcomes load`, outcome_load.py), each
         for a prediction found in the traffic log: per outcome "joined", "duplicate" (labelled
-        already) or "recorded" (a prediction no longer remembered: logged for online learning).
+        already) or "recorded" (a prediction no longer remembered: logged for online learning and retraining).
         One step of the actor's loop: no other outcome arrives in between."""
         return [await self.feedback(rid, label, False, producer=producer) for rid, label in outcomes]
 

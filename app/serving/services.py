@@ -94,7 +94,7 @@ class Outcomes:
     async def record(self, request_id: str, label: int, receipt: str | None = None, *, producer: str) -> str:
         """Record an outcome: "joined" (counted in the experiment), "pending" (its prediction is
         on its way to the monitor) or "recorded" (a prediction the monitor no longer remembers:
-        kept in the feedback log, where online learning joins it). ReceiptError
+        kept in the feedback log, where online learning and retraining join it). ReceiptError
         for a missing or forged receipt (403), one older than the traffic log's retention
         (404), or feedback already recorded (409); nothing is stored then."""
         may_wait = True
