@@ -102,7 +102,7 @@ def check_rows(batch: pd.DataFrame, cfg: AppConfig, layout: Layout) -> tuple[pd.
     """The batch's checked columns (features, timestamp, carried keys) and each row's reason
     to be quarantined (None for a row to score). `batch` has a fresh RangeIndex."""
     ds = cfg.dataset
-    reasons = pd.Series(None, index=batch.index, dtype=object)
+    reasons = pd.Series([None] * len(batch), index=batch.index, dtype=object)
     out = pd.DataFrame(index=batch.index)
     if layout.entity and layout.entity in batch:
         out[layout.entity] = entity(batch[layout.entity], layout.entity, ds.entity_type, reasons)

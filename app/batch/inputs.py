@@ -80,8 +80,18 @@ def text_columns(ds: DatasetConfig, layout: Layout) -> dict[str, pa.DataType]:
     return {inverse.get(c, c): pa.string() for c in names}
 
 
+def _raw_names(ds: DatasetConfig) -> list[tuple[str, str]]:
+    """(name in the file, name in the config) of every feature."""
+    inverse = {clean: raw for raw, clean in ds.rename.items()}
+    return [(inverse.get(c, c), c) for c in ds.features]
+
+
 def csv_options(ds: DatasetConfig, layout: Layout) -> pacsv.ConvertOptions:
     return pacsv.ConvertOptions(column_types=text_columns(ds, layout), strings_can_be_null=True)
+
+
+# A quoted value may hold a line break (a free-text key column): it stays one row.
+CSV_PARSE = pacsv.ParseOptions(newlines_in_values=True)
 
 
 def count_rows(paths: list[str], ds: DatasetConfig, layout: Layout) -> int:
@@ -95,7 +105,10 @@ def count_rows(paths: list[str], ds: DatasetConfig, layout: Layout) -> int:
                 total += pq.ParquetFile(fh).metadata.num_rows
             continue
         options = csv_options(ds, layout)
-        options.include_columns = [next(iter(options.column_types))]
-        with fs.open_input_stream(p) as fh, pacsv.open_csv(fh, convert_options=options) as reader:
+        options.include_columns = [_raw_names(ds)[0][0]]  # one column: parsed, not converted
+        with (
+            fs.open_input_stream(p) as fh,
+            pacsv.open_csv(fh, parse_options=CSV_PARSE, convert_options=options) as reader,
+        ):
             total += sum(batch.num_rows for batch in reader)
     return total

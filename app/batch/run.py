@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import ray
 
 from app.batch.checks import Layout
-from app.batch.inputs import count_rows, csv_options, file_format, input_files, layout_of
+from app.batch.inputs import CSV_PARSE, count_rows, csv_options, file_format, input_files, layout_of
 from app.batch.output import PartWriter, check_output, staged
 from app.batch.scoring import (
     REASON,
@@ -121,7 +121,10 @@ def read_inputs(paths: list[str], cfg: AppConfig, layout: Layout) -> ray.data.Da
     parts = []
     if "csv" in by_format:
         options = csv_options(cfg.dataset, layout)
-        parts.append(ray.data.read_csv(by_format["csv"], partitioning=None, convert_options=options))
+        csvs = by_format["csv"]
+        parts.append(
+            ray.data.read_csv(csvs, partitioning=None, parse_options=CSV_PARSE, convert_options=options)
+        )
     if "parquet" in by_format:
         parts.append(read_parquet(by_format["parquet"], partitioning=None))
     return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
@@ -153,7 +156,7 @@ def _stream(scored_ds: ray.data.Dataset, folder: Path, schema, layout: Layout, r
     )
     quarantine = PartWriter(folder / QUARANTINE, schema_of(schema, quarantine_columns(layout)), ROWS_PER_FILE)
     reasons: Counter[str] = Counter()
-    for table in scored_ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+    for table in scored_ds.iter_batches(batch_size=report.batch_size, batch_format="pyarrow"):
         good, bad = split(table, layout)
         predictions.write(good)
         quarantine.write(bad)
