@@ -104,8 +104,9 @@ def _join(address: str, **init_args):
     except (ConnectionError, RuntimeError, ray.exceptions.RayError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         where = "on this machine" if address == "auto" else f"at {address}"
-        hint = _auth_hint(reason)
-        raise ClusterUnavailable(f"cannot join the Ray cluster {where}: {reason}{hint}") from None
+        raise ClusterUnavailable(
+            f"cannot join the Ray cluster {where}: {reason}{_auth_hint(address)}"
+        ) from None
 
 
 def init_address(address: str) -> str:
@@ -114,19 +115,18 @@ def init_address(address: str) -> str:
     Ray sends its token (`ray start --head` turns token authentication on, with the token in
     ~/.ray/auth_token) only to a cluster it finds itself ("auto"), never to an address it is
     given, so joining the local head by its address was refused for a missing token. The head
-    this machine's `ray start` left running is joined as "auto", as Ray's own CLI does.
+    this machine's `ray start` left running is joined as "auto", as `ray.init()` joins it.
     """
     if address != "auto" and address == started_head_address():
         return "auto"
     return address
 
 
-def _auth_hint(reason: str) -> str:
-    if "token" not in reason.lower() and "authentic" not in reason.lower():
+def _auth_hint(address: str) -> str:
+    """Ray's own error for a missing token names only the address; say what else it may be."""
+    if address == "auto" or os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
         return ""
-    return (
-        " (a cluster with token authentication needs RAY_AUTH_MODE=token and its token in ~/.ray/auth_token)"
-    )
+    return "; if it uses token authentication, set RAY_AUTH_MODE=token (the token in ~/.ray/auth_token)"
 
 
 def dashboard_port(cfg: RayConfig) -> int:

@@ -91,6 +91,7 @@ def test_a_cluster_that_refuses_the_command_is_one_error_line(head):
     done = mlsys(env, head["tmp"], "etl", "--input", raw_file(head["env"], head["tmp"]))
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert f"error: cannot join the Ray cluster at {head['address']}" in done.stderr
+    assert "RAY_AUTH_MODE=token" in done.stderr  # what to do about it
 
 
 def test_a_second_local_cluster_starts_while_another_holds_the_dashboard_port(tmp_path):
