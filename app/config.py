@@ -371,9 +371,17 @@ class ModelConfig(_Section):
 
 
 class GbdtConfig(_Section):
-    """XGBoost's gradient-boosted trees (`model.family: gbdt`), trained data-parallel on Ray Train."""
+    """XGBoost's gradient-boosted trees (`model.family: gbdt`): boosted in the driver process
+    below `in_process_rows` training rows, trained data-parallel on Ray Train above it."""
 
-    num_workers: int = Field(default=2, ge=1)  # Ray Train workers of a gbdt run
+    # Training rows below which the trees are boosted in the driver process (same parameters,
+    # early stopping and preprocessing) instead of on Ray Train, whose fixed cost (tens of
+    # seconds) dwarfs the boosting of a small set; 0: always Ray Train. Measured by
+    # benchmarks/gbdt_paths.py (docs/performance.md, "Gradient-boosted trees: in process or on
+    # Ray Train").
+    in_process_rows: int = Field(default=500_000, ge=0)
+    # Ray Train workers of a gbdt run; in process, num_workers * cpus_per_worker threads.
+    num_workers: int = Field(default=2, ge=1)
     cpus_per_worker: int = Field(default=1, ge=1)  # xgboost threads per worker
     use_gpu: bool = False  # refused before any worker starts when the cluster has no GPU
     learning_rate: float = Field(default=0.1, gt=0, le=1)

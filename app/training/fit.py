@@ -1,7 +1,8 @@
 """Fit one candidate model end to end: preprocessor, distributed training, holdout metrics.
 
 The family decides the trainer: the MLP on Ray Train's TorchTrainer (DDP), gradient-boosted
-trees on its XGBoostTrainer; both read the same splits and the same fitted preprocessor.
+trees on its XGBoostTrainer (or in this process for a small training set, `gbdt.in_process_rows`);
+both read the same splits and the same fitted preprocessor.
 Returns a complete `ModelBundle` (model file, preprocessor, features, drift profile, metrics
 with the HistGradientBoosting baseline on the same split, lineage); registering it is the
 pipeline's decision.
@@ -99,7 +100,7 @@ def fit_candidate(
     if family == trees.FAMILY:
         result = train_gbdt(cfg, splits.train, splits.valid, pre, overrides=overrides)
         bundle = ModelBundle(spec=result.spec, state_dict=None, booster=result.booster, **common)
-        training = {"rounds": result.spec.rounds}
+        training = {"rounds": result.spec.rounds, "trainer": result.trainer}
     else:
         result = train(cfg, splits.train, splits.valid, pre, overrides=overrides)
         bundle = ModelBundle(spec=result.spec, state_dict=result.state_dict, **common)
@@ -128,5 +129,6 @@ def fit_candidate(
         "parent_run": parent_run or "",
         "checkpoint": result.checkpoint_path,
         "rows": f"{len(splits.train)}/{len(splits.valid)}/{len(splits.holdout)}",
+        "trainer": training.get("trainer", "ray-train"),
     }
     return bundle

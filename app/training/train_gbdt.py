@@ -1,9 +1,15 @@
-"""Distributed gradient-boosted trees with Ray Train's XGBoostTrainer (data-parallel).
+"""Gradient-boosted trees: in the driver process for a small training set, else distributed
+with Ray Train's XGBoostTrainer (data-parallel).
 
-Each worker reads its shard of the same preprocessed Ray Datasets the MLP trains on, builds
-an XGBoost DMatrix (categorical codes as native categorical features) and boosts with
-`app.training.gbdt.boost`; XGBoost's collective (set up by Ray Train) sums the histograms and
-the validation log loss across workers, so early stopping sees the whole validation split.
+Below `gbdt.in_process_rows` training rows the trees are boosted in this process with the same
+parameters, early stopping and preprocessing (`boost_in_process`): Ray Train's fixed cost
+(workers, Ray Data shards, the collective, checkpoints: tens of seconds) would dwarf the
+boosting itself. Above it, each worker reads its shard of the same preprocessed Ray Datasets
+the MLP trains on, builds an XGBoost DMatrix (categorical codes as native categorical
+features) and boosts with `app.training.gbdt.boost`; XGBoost's collective (set up by Ray
+Train) sums the histograms and the validation log loss across workers, so early stopping sees
+the whole validation split. With one worker and one thread per worker both ways give the same
+trees, byte for byte (tests/integration/test_families.py).
 Rank 0 checkpoints about every `CHECKPOINT_SECONDS` and at the end; a restarted worker group
 resumes from the last checkpoint (`FailureConfig`). A GPU run is refused before any worker
 starts when the cluster has no GPU.
@@ -37,6 +43,7 @@ from app.training.train import at_console_log_level, fit_with_ctrl_c_left_to_pyt
 CHECKPOINT_SECONDS = 60.0
 CHECK_EVERY = 10  # rounds between the workers' agreement on whether a checkpoint is due
 MODEL_FILE, HISTORY_FILE = "model.ubj", "history.json"
+IN_PROCESS, RAY_TRAIN = "in-process", "ray-train"  # which trainer boosted a bundle's trees
 ARRAYS = {"numeric": np.float32, "categorical": np.int64, "label": np.float32}
 
 
@@ -53,6 +60,7 @@ class GbdtResult:
     seconds: float = 0.0  # the whole run: workers' start, data, boosting
     boost_seconds: float = 0.0  # rank 0's boosting alone (the last attempt)
     checkpoint_path: str | None = None
+    trainer: str = RAY_TRAIN  # IN_PROCESS or RAY_TRAIN
 
 
 def check_gpu(cfg: AppConfig) -> None:
@@ -158,6 +166,44 @@ def gbdt_loop_per_worker(config: dict) -> None:
     )
 
 
+def choose_trainer(cfg: AppConfig, rows: int) -> str:
+    """In process below `gbdt.in_process_rows` training rows; on Ray Train above it, and for GPU
+    trees (the driver need not be on a GPU node; Ray Train places the workers on one)."""
+    m = cfg.gbdt
+    return IN_PROCESS if rows < m.in_process_rows and not m.use_gpu else RAY_TRAIN
+
+
+def _frame_arrays(df: pd.DataFrame, pre: Preprocessor, label: str) -> dict[str, np.ndarray]:
+    """What a Ray Train worker's shard holds (`model_arrays`, then `ARRAYS`' dtypes)."""
+    arrays = {**pre.transform_batch(df), "label": df[label].to_numpy(dtype=np.float32)}
+    return {k: np.asarray(arrays[k]).astype(t, copy=False) for k, t in ARRAYS.items()}
+
+
+def boost_in_process(
+    cfg: AppConfig, train_df: pd.DataFrame, valid_df: pd.DataFrame, pre: Preprocessor, hp: dict
+) -> GbdtResult:
+    """The trees a Ray Train run would fit, boosted here: the same arrays, parameters and early
+    stopping, with as many threads as the run's workers would have had in all."""
+    started = time.perf_counter()
+    spec = TreeSpec.for_preprocessor(pre)
+    label = cfg.dataset.label
+    dtrain = arrays_dmatrix(_frame_arrays(train_df, pre, label), spec)
+    dvalid = arrays_dmatrix(_frame_arrays(valid_df, pre, label), spec)
+    boost_started = time.perf_counter()
+    threads = cfg.gbdt.num_workers * cfg.gbdt.cpus_per_worker
+    run = boost(hp, dtrain, dvalid, nthread=threads)
+    finished = time.perf_counter()
+    return GbdtResult(
+        spec=tree_spec(pre, hp, run.booster),
+        booster=trees.booster_bytes(run.booster),
+        history=run.history,
+        best_val_loss=run.best_val_loss,
+        seconds=finished - started,
+        boost_seconds=finished - boost_started,
+        trainer=IN_PROCESS,
+    )
+
+
 def train_gbdt(
     cfg: AppConfig,
     train_df: pd.DataFrame,
@@ -167,15 +213,32 @@ def train_gbdt(
     overrides: dict | None = None,
     num_workers: int | None = None,
     name: str | None = None,
+    trainer: str | None = None,
 ) -> GbdtResult:
-    """Fit gradient-boosted trees with XGBoostTrainer; returns the best round's booster."""
+    """Fit gradient-boosted trees, in process or with XGBoostTrainer (`trainer`, default
+    `choose_trainer`'s); returns the best round's booster."""
+    trees.xgboost()  # a missing library is one line, before anything starts
+    hp = {**gbdt_hyperparameters(cfg), **(overrides or {})}
+    if (trainer or choose_trainer(cfg, len(train_df))) == IN_PROCESS:
+        return boost_in_process(cfg, train_df, valid_df, pre, hp)
+    return _ray_train(cfg, train_df, valid_df, pre, hp, num_workers=num_workers, name=name)
+
+
+def _ray_train(
+    cfg: AppConfig,
+    train_df: pd.DataFrame,
+    valid_df: pd.DataFrame,
+    pre: Preprocessor,
+    hp: dict,
+    *,
+    num_workers: int | None,
+    name: str | None,
+) -> GbdtResult:
     from ray.train.xgboost import XGBoostTrainer
 
-    trees.xgboost()  # a missing library is one line, before anything starts
     check_gpu(cfg)
     connect(cfg.ray)
     m = cfg.gbdt
-    hp = {**gbdt_hyperparameters(cfg), **(overrides or {})}
     spec = TreeSpec.for_preprocessor(pre)
     label = cfg.dataset.label
     workers = num_workers or m.num_workers

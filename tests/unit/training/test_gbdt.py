@@ -215,3 +215,33 @@ def test_training_follows_the_verdict_for_auto_and_its_family_otherwise(tmp_path
     assert resolve_training(mlp, splits=None)[:2] == ("mlp", {"lr": 0.003, "width": 64})
     assert resolve_training(mlp, splits=None, overrides={"epochs": 1}) == ("mlp", {"epochs": 1}, "caller")
     assert resolve_training(auto, splits=None, family="mlp", overrides={}) == ("mlp", {}, "caller")
+
+
+# ------------------------------------------------------------------ in process or on Ray Train
+
+
+def test_the_trainer_follows_the_training_rows_and_gpu_trees_go_to_ray_train(tmp_path):
+    from app.training.train_gbdt import IN_PROCESS, RAY_TRAIN, choose_trainer
+
+    cfg = make_config(tmp_path, gbdt={"in_process_rows": 1000})
+    assert choose_trainer(cfg, 999) == IN_PROCESS and choose_trainer(cfg, 1000) == RAY_TRAIN
+    assert choose_trainer(make_config(tmp_path, gbdt={"in_process_rows": 0}), 10) == RAY_TRAIN
+    gpu = make_config(tmp_path, gbdt={"in_process_rows": 1000, "use_gpu": True})
+    assert choose_trainer(gpu, 10) == RAY_TRAIN  # the driver need not be on a GPU node
+    assert make_config(tmp_path).gbdt.in_process_rows > 0  # small sets skip Ray Train by default
+
+
+def test_a_small_training_set_is_boosted_in_process_and_the_bundle_records_it(tmp_path):
+    """No Ray at all: the whole candidate (trees, holdout metrics, baseline) from the driver."""
+    from app.training.dataset import Splits
+    from app.training.fit import fit_candidate
+    from tests.helpers import model_inputs
+
+    cfg = make_config(tmp_path, model={"family": "gbdt"}, gbdt={"rounds": 60})
+    splits = Splits(*(model_inputs(cfg, n, seed=s) for n, s in ((3000, 0), (800, 1), (800, 2))))
+    bundle = fit_candidate(cfg, splits)
+    training = bundle.metrics["training"]
+    assert training["trainer"] == "in-process" and bundle.lineage["trainer"] == "in-process"
+    assert 1 <= training["rounds"] <= 60 and len(training["history"]) >= training["rounds"]
+    assert bundle.lineage["checkpoint"] is None
+    assert bundle.metrics["holdout"]["auc"] > bundle.metrics["baseline_hgb"]["auc"] - 0.03
