@@ -22,8 +22,9 @@ UNATTRIBUTED = "unattributed"
 @dataclass(frozen=True, slots=True)
 class TrafficRecord:
     """One scored (or failed) row. `score` and `label` are None for a row that failed;
-    `latency_ms` is the request's, on its first row only (None on the others), so a request
-    counts once in a latency sample however many rows it holds."""
+    `latency_ms` is the request's time per row it held for this variant, on one row per
+    (request, variant) only (None on the others): a request counts once in a latency sample,
+    and a client's large batch is not a slow request."""
 
     request_id: str
     experiment: str

@@ -129,8 +129,10 @@ class ScoringPipeline:
                 timed.add((row.received, variant))
             seconds = now - row.received if first else None
             # In the traffic log one row per (request, variant) carries the latency: the
-            # request's first failed row if the variant failed any, else its first answer.
-            latency_ms = (now - row.received) * 1000 if i in marked else None
+            # request's first failed row if the variant failed any, else its first answer. It is
+            # the request's time per row it held for that variant: a client's batch takes longer
+            # the more rows it sends, and a caller must not make a variant look slow that way.
+            latency_ms = (now - row.received) * 1000 / marked[i] if i in marked else None
             if isinstance(result, Answer):
                 self.metrics.served(result.variant, result.model_version, seconds)
                 self.emit(result.record(experiment, latency_ms))
@@ -195,16 +197,19 @@ class ScoringPipeline:
             self.emit(copy.record(exp.name, latency_ms, shadow=True))
 
 
-def _request_marks(rows, out) -> set[int]:
-    """The row of each (request, variant) that carries the request's latency in the traffic log:
-    its first failed row when the variant failed any (the request counts once as that
-    variant's failure), else its first answer - so errors count per request, not per row."""
+def _request_marks(rows, out) -> dict[int, int]:
+    """The row of each (request, variant) that carries the request's latency in the traffic log,
+    with the number of that request's rows the variant scored: its first failed row when the
+    variant failed any (the request counts once as that variant's failure), else its first
+    answer - so errors count per request, not per row."""
     marks: dict[tuple, tuple[int, bool]] = {}
+    rows_of: dict[tuple, int] = {}
     for i, (row, result) in enumerate(zip(rows, out, strict=True)):
         if not isinstance(result, (Answer, ScoringFailed)):
             continue
         at = (row.received, result.variant)
+        rows_of[at] = rows_of.get(at, 0) + 1
         failed = isinstance(result, ScoringFailed)
         if at not in marks or (failed and not marks[at][1]):
             marks[at] = (i, failed)
-    return {i for i, _ in marks.values()}
+    return {i: rows_of[at] for at, (i, _) in marks.items()}

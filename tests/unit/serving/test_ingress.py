@@ -551,12 +551,16 @@ def test_a_request_counts_once_in_the_latency_sample_however_many_rows_it_holds(
 
     cfg, ingress, monitor = replica.cfg, replica.ingress, replica.monitor
     big = [{"features": {**ROW, "age": 20 + i % 50}, "key": "one-client"} for i in range(500)]
+    started = time.perf_counter()
     run(ingress.predict(rows(cfg, big), batch=True))
+    elapsed_ms = (time.perf_counter() - started) * 1000
     run(ingress.predict(rows(cfg, [{"features": ROW, "key": "another"}]), batch=True))
     ingress.shipper.pump()
     assert len(monitor.records) == 501
     timed = [r for r in monitor.records if r["latency_ms"] is not None]
     assert len(timed) == 2, "one latency per request"
+    # ... and it is the request's time per row: a bigger batch does not make its variant slower.
+    assert timed[0]["latency_ms"] <= elapsed_ms / 500
     counts = ExperimentCounts()
     for r in monitor.records:
         counts.add_prediction(r)
