@@ -352,11 +352,14 @@ class MlpConfig(_Section):
 class ModelConfig(_Section):
     """Which model family `mlsys train` fits, and the settings every family's run shares.
 
-    `mlp`: the torch MLP (settings in `mlp`); `gbdt`: XGBoost trees, trained data-parallel on
-    Ray Train (settings in `gbdt`); `auto`: the family whose best search trial has the lower
-    validation log loss (`mlsys tune`, or a search run first when there is none)."""
+    `gbdt` (the default): XGBoost trees, boosted in process on a small training set and
+    data-parallel on Ray Train on a large one (settings in `gbdt`); `mlp`: the torch MLP
+    (settings in `mlp`); `auto`: the family whose best search trial has the lower validation
+    log loss (`mlsys tune`, or a search run first when there is none)."""
 
-    family: Literal["mlp", "gbdt", "auto"] = "mlp"
+    # Trees by default: on tabular data they match a default gradient-boosted baseline where the
+    # MLP trails it (benchmarks/default_family.py, docs/performance.md).
+    family: Literal["mlp", "gbdt", "auto"] = "gbdt"
     # The split is shared, not per family: the families (and `auto`'s verdict) compare on the
     # same validation rows, and the gate scores every candidate on the same holdout. The most
     # recent slice is the holdout, the one before it validation: no future leaks into training.
@@ -365,6 +368,9 @@ class ModelConfig(_Section):
     # Per split, checked on the split before a family is chosen; fewer is refused before any
     # worker starts.
     min_rows: int = Field(default=200, ge=10)
+    # Rows of each class per split, checked with min_rows: fewer, and the rare class is too thin
+    # to learn from or to measure a holdout AUC on.
+    min_class_rows: int = Field(default=10, ge=1)
     # Worker failures a run survives (resumes from its checkpoint); every family's Ray Train
     # run shares one run configuration.
     max_failures: int = Field(default=2, ge=0)

@@ -21,11 +21,23 @@ def tree_matrix(df: pd.DataFrame, pre: Preprocessor) -> np.ndarray:
     return np.hstack([numeric, codes])
 
 
+# HistGradientBoosting refuses a categorical feature with more levels than its bins (255).
+MAX_HGB_LEVELS = 255
+
+
+def baseline_categorical(pre: Preprocessor) -> list[bool]:
+    """Which columns of `tree_matrix` HistGradientBoosting takes as categorical: the
+    preprocessor's categoricals (their codes, the unknown code included), except one with more
+    levels than it can bin, which it takes as an ordered code instead of refusing to fit."""
+    fits = [len(pre.vocab_[c]) + 1 <= MAX_HGB_LEVELS for c in pre.categorical]
+    return [False] * len(pre.numeric) + fits
+
+
 def hgb_baseline(
     train: pd.DataFrame, holdout: pd.DataFrame, pre: Preprocessor, label: str, *, seed: int = 0
 ) -> np.ndarray:
     """Fit on the training split; return holdout probabilities."""
-    categorical = [False] * len(pre.numeric) + [True] * len(pre.categorical)
+    categorical = baseline_categorical(pre)
     model = HistGradientBoostingClassifier(
         categorical_features=categorical, random_state=seed, early_stopping=True, validation_fraction=0.1
     )

@@ -86,18 +86,50 @@ def check_splits(splits: Splits, cfg: AppConfig) -> None:
                 f"the {name} split has {len(part)} rows, fewer than model.min_rows={cfg.model.min_rows}; "
                 "load more data or lower the split fractions"
             )
-    for name in ("train", "valid"):
-        classes = sorted(getattr(splits, name)[label].unique().tolist())
-        if len(classes) < 2:
-            raise TrainingDataError(
-                f"the {name} split has one class only ({label}={classes}); a binary model needs both"
-            )
+    for name in ("train", "valid", "holdout"):
+        check_classes(getattr(splits, name), name, label, cfg.model.min_class_rows)
     missing = [c for c in names if c not in splits.train.columns]
     if missing:
         raise TrainingDataError(f"features {missing} are not in the training set")
     empty = [c for c in names if splits.train[c].isna().all()]
     if empty:
         raise TrainingDataError(f"features {empty} are null in every training row")
+    check_cardinality(splits.train, cfg.dataset.categorical)
+
+
+def check_classes(part: pd.DataFrame, name: str, label: str, least: int) -> None:
+    """Both classes, each at least `least` times: a split without one trains or measures nothing
+    (a holdout of one class has no AUC), and a handful of rows of the rare class gives a
+    model that learns, or a gate that measures, noise."""
+    counts = part[label].value_counts()
+    classes = sorted(counts.index.tolist())
+    if len(classes) < 2:
+        raise TrainingDataError(
+            f"the {name} split has one class only ({label}={classes}); a binary model needs both"
+        )
+    rare = counts.idxmin()
+    if counts[rare] < least:
+        raise TrainingDataError(
+            f"the {name} split has {counts[rare]} rows of {label}={rare} "
+            f"({counts[rare] / len(part):.2%} of {len(part)}), fewer than model.min_class_rows={least}; "
+            "load more data or lower model.min_class_rows"
+        )
+
+
+# A categorical with more distinct values than this share of the training rows (and more than
+# MIN_LEVELS) names rows rather than groups of them: an identifier a model memorises and cannot
+# use on new rows, whose levels it has never seen.
+MAX_LEVEL_SHARE, MIN_LEVELS = 0.5, 100
+
+
+def check_cardinality(train: pd.DataFrame, categorical: list[str]) -> None:
+    for c in categorical:
+        levels = train[c].nunique(dropna=True) if c in train.columns else 0
+        if levels > max(MIN_LEVELS, MAX_LEVEL_SHARE * len(train)):
+            raise TrainingDataError(
+                f"dataset.categorical: {c!r} has {levels} distinct values in {len(train)} training rows, "
+                "an identifier rather than a category; drop it from dataset.categorical"
+            )
 
 
 def build_splits(cfg: AppConfig, frame: pd.DataFrame | None = None) -> Splits:

@@ -72,3 +72,45 @@ def test_each_source_is_split_by_its_own_time(cfg):
     assert new["event_timestamp"].max() < s.holdout["event_timestamp"].max()
     assert s.train["user_id"].map(type).eq(str).all()  # one entity type: arrow can hold it
     check_splits(s, cfg)
+
+
+def _refusal(df, cfg) -> str:
+    with pytest.raises(TrainingDataError) as info:
+        check_splits(time_split(df, cfg), cfg)
+    assert "\n" not in str(info.value)  # the CLI prints it as one `error:` line
+    return str(info.value)
+
+
+def test_a_rare_class_too_thin_to_learn_or_measure_is_refused(cfg):
+    df = _frame(cfg).sort_values("event_timestamp", ignore_index=True)
+    rare = df.assign(label=(df.index % 200 == 0).astype(int))  # 0.5 %: about 2 positives per holdout
+    message = _refusal(rare, cfg)
+    assert "rows of label=1" in message and "model.min_class_rows=10" in message
+    many = _frame(cfg, n=30_000).sort_values("event_timestamp", ignore_index=True)
+    check_splits(time_split(many.assign(label=(many.index % 100 == 0).astype(int)), cfg), cfg)  # 1 %, 45 each
+
+
+def test_a_holdout_of_one_class_is_refused_not_scored_nan(cfg):
+    df = _frame(cfg).sort_values("event_timestamp", ignore_index=True)
+    df.loc[df.index >= int(len(df) * 0.84), "label"] = 0  # the most recent rows: all negative
+    assert "the holdout split has one class only" in _refusal(df, cfg)
+
+
+def test_an_identifier_listed_as_a_categorical_is_refused(cfg):
+    df = _frame(cfg)
+    df["country"] = [f"c{i}" for i in range(len(df))]  # every row its own level
+    message = _refusal(df, cfg)
+    assert message.startswith("dataset.categorical: 'country' has 2100 distinct values in 2100 training rows")
+    df["country"] = [f"c{i % 300}" for i in range(len(df))]  # many levels, each seen often: a category
+    check_splits(time_split(df, cfg), cfg)
+
+
+def test_the_baseline_fits_a_categorical_with_more_levels_than_its_bins(cfg):
+    from app.model.preprocess import Preprocessor
+    from app.training.baselines import baseline_categorical, hgb_baseline
+
+    s = time_split(_frame(cfg).assign(country=[f"c{i % 300}" for i in range(3000)]), cfg)
+    pre = Preprocessor(["age", "income"], ["country", "gender"]).fit(s.train)
+    assert baseline_categorical(pre) == [False, False, False, True]  # 300 levels: an ordered code
+    p = hgb_baseline(s.train, s.holdout, pre, "label")
+    assert p.shape == (len(s.holdout),) and np.isfinite(p).all()

@@ -245,3 +245,11 @@ def test_a_small_training_set_is_boosted_in_process_and_the_bundle_records_it(tm
     assert 1 <= training["rounds"] <= 60 and len(training["history"]) >= training["rounds"]
     assert bundle.lineage["checkpoint"] is None
     assert bundle.metrics["holdout"]["auc"] > bundle.metrics["baseline_hgb"]["auc"] - 0.03
+
+
+def test_a_config_that_says_nothing_about_the_model_gets_trees(tmp_path):
+    from app.config import parse_config
+
+    cfg = parse_config({"dataset": {"numeric": ["x"]}, "storage": {"root": str(tmp_path)}}, environ={})
+    assert cfg.model.family == "gbdt" and cfg.model.min_class_rows >= 1
+    assert make_config(tmp_path).model.family == "mlp"  # the demo's config names its family
