@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -95,9 +96,8 @@ class PredictReport:
 class Scorer:
     """One actor of the pool: builds its Predictor once, then scores every batch it is given."""
 
-    def __init__(self, bundle: ray.ObjectRef, version: int, cfg: AppConfig, layout: Layout, now: datetime):
-        model = ray.get(bundle)
-        self.predictor = Predictor.from_bundle(model, version=version, threshold=cfg.serve.threshold)
+    def __init__(self, bundle: ModelBundle, version: int, cfg: AppConfig, layout: Layout, now: datetime):
+        self.predictor = Predictor.from_bundle(bundle, version=version, threshold=cfg.serve.threshold)
         self.cfg, self.layout, self.now = cfg, layout, now
 
     def __call__(self, checked):
@@ -133,20 +133,28 @@ def read_inputs(paths: list[str], cfg: AppConfig, layout: Layout) -> ray.data.Da
 def scored_dataset(
     read_ds: ray.data.Dataset, scorer_args: dict, *, batch_size: int, workers: int
 ) -> ray.data.Dataset:
-    """The read rows checked block by block (in the read's tasks: one block has one file's
-    column types, which no batch may mix), then scored in batches of `batch_size` rows by a pool
-    of 1..`workers` Scorer actors (all started at once)."""
+    """The read rows checked block by block (one block has one file's column types, which no
+    batch may mix), then scored in batches of `batch_size` rows by a pool of 1..`workers`
+    Scorer actors (all started at once)."""
     fixed = {"cfg": scorer_args["cfg"], "layout": scorer_args["layout"]}
     checked_ds = read_ds.map_batches(check_batch, batch_size=None, batch_format="pandas", fn_kwargs=fixed)
     pool = ray.data.ActorPoolStrategy(min_size=1, max_size=workers, initial_size=workers)
-    return checked_ds.map_batches(
-        Scorer,
-        batch_size=batch_size,
-        batch_format="pyarrow",
-        compute=pool,
-        fn_constructor_kwargs=scorer_args,
-        num_cpus=1,
-    )
+    with warnings.catch_warnings():
+        # Ray 2.60 has no other way to set an actor pool's restarts, and deprecates this one.
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        return checked_ds.map_batches(
+            Scorer,
+            batch_size=batch_size,
+            batch_format="pyarrow",
+            compute=pool,
+            fn_constructor_kwargs=scorer_args,
+            num_cpus=1,
+            # A restartable actor whose constructor arguments Ray Data keeps in the object store
+            # (it always does) makes Ray print an error line on the terminal as it starts
+            # (ray#53727). A lost actor fails the run instead: nothing is published, and the
+            # run can be repeated.
+            max_restarts=0,
+        )
 
 
 def _stream(scored_ds: ray.data.Dataset, folder: Path, schema, layout: Layout, report: PredictReport) -> None:
@@ -194,9 +202,7 @@ def predict_files(
     workers = workers or cpu_parallelism()
     report = PredictReport(source, str(out_dir), version, len(paths), batch_size, workers)
     now = datetime.now(timezone.utc)  # rows without a timestamp are scored as of the run's start
-    # The bundle goes by reference: as an inline argument of the actors' constructor it would be
-    # stored for restarts, and Ray prints an error line for such actors on the terminal (ray#53727).
-    args = {"bundle": ray.put(bundle), "version": version, "cfg": cfg, "layout": layout, "now": now}
+    args = {"bundle": bundle, "version": version, "cfg": cfg, "layout": layout, "now": now}
     started = time.perf_counter()
     with staged(out_dir) as folder:
         scored_ds = scored_dataset(
