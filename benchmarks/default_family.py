@@ -116,6 +116,7 @@ def baselines(cfg, splits) -> dict[str, float]:
     """Holdout AUC of default gradient-boosted libraries trained on the pipeline's training split."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import roc_auc_score
+    from threadpoolctl import threadpool_limits
 
     from app.training.baselines import baseline_categorical, tree_matrix
     from app.training.fit import make_preprocessor
@@ -129,20 +130,21 @@ def baselines(cfg, splits) -> dict[str, float]:
     try:
         from lightgbm import LGBMClassifier
 
-        models["lightgbm"] = LGBMClassifier(random_state=0, verbose=-1, n_jobs=2)
+        models["lightgbm"] = LGBMClassifier(random_state=0, verbose=-1, n_jobs=1)
     except ImportError:
         pass
     from xgboost import XGBClassifier
 
-    models["xgboost"] = XGBClassifier(random_state=0, n_jobs=2)
+    models["xgboost"] = XGBClassifier(random_state=0, n_jobs=1)
     out = {}
-    for key, model in models.items():
-        if key == "lightgbm":
-            cats = [i for i, c in enumerate(categorical) if c]
-            model.fit(x, y, categorical_feature=cats or "auto")
-        else:
-            model.fit(x, y)
-        out[key] = float(roc_auc_score(yh, model.predict_proba(xh)[:, 1]))
+    for key, model in models.items():  # one thread each, as the pipeline's own baseline
+        with threadpool_limits(limits=1, user_api="openmp"):
+            if key == "lightgbm":
+                cats = [i for i, c in enumerate(categorical) if c]
+                model.fit(x, y, categorical_feature=cats or "auto")
+            else:
+                model.fit(x, y)
+            out[key] = float(roc_auc_score(yh, model.predict_proba(xh)[:, 1]))
     return out
 
 

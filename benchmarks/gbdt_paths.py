@@ -5,7 +5,8 @@ split 70/15/15 by time, the preprocessor fitted on the training split, and the s
 (the `gbdt` section's settings, early stopping on the validation split) fitted four ways:
 
 - xgboost called directly: `xgboost.train` on the preprocessed arrays (DMatrix build included),
-  2 threads: the library without the project;
+  1 thread (what the in-process path uses, `gbdt.cpus_per_worker`) and 2 threads: the library
+  without the project;
 - `train_gbdt` in process (`gbdt.in_process_rows` above the rows): preprocessing + the above;
 - `train_gbdt` on Ray Train (`in_process_rows: 0`): 2 workers x 1 thread, the data as Ray
   Datasets, XGBoost's collective, a checkpoint at the end;
@@ -67,16 +68,17 @@ def one_size(cfg, rows: int, repeats: int) -> dict:
     spec, label, hp = TreeSpec.for_preprocessor(pre), cfg.dataset.label, gbdt_hyperparameters(cfg)
     train_arrays, valid_arrays = (frame_arrays(f, pre, label) for f in (splits.train, splits.valid))
 
-    def library():
+    def library(threads: int):
         dtrain, dvalid = arrays_dmatrix(train_arrays, spec), arrays_dmatrix(valid_arrays, spec)
-        return boost(hp, dtrain, dvalid, nthread=2)
+        return boost(hp, dtrain, dvalid, nthread=threads)
 
-    runs: dict[str, list[float]] = {k: [] for k in ("library", IN_PROCESS, RAY_TRAIN, "stage")}
+    runs: dict[str, list[float]] = {k: [] for k in ("library", "library2", IN_PROCESS, RAY_TRAIN, "stage")}
     rounds: dict[str, int] = {}
     for _ in range(repeats):
-        seconds, lib = timed(library)
-        runs["library"].append(seconds)
-        rounds["library"] = lib.booster.num_boosted_rounds()
+        for key, threads in (("library", cfg.gbdt.cpus_per_worker), ("library2", 2)):
+            seconds, lib = timed(lambda t=threads: library(t))
+            runs[key].append(seconds)
+            rounds[key] = lib.booster.num_boosted_rounds()
         for trainer in (IN_PROCESS, RAY_TRAIN):
             seconds, result = timed(
                 lambda t=trainer: train_gbdt(cfg, splits.train, splits.valid, pre, trainer=t)
@@ -117,14 +119,16 @@ def main() -> None:
         ray.shutdown()
     print(f"\nmedian of {args.repeats} runs, seconds; rounds kept by early stopping in brackets")
     print(
-        "| rows (train) | xgboost directly | train_gbdt in process | train_gbdt on Ray Train "
-        "| Ray Train / in process | training stage (fit_candidate, in process) | stage / xgboost |"
+        "| rows (train) | xgboost directly, 1 thread | 2 threads | train_gbdt in process "
+        "| train_gbdt on Ray Train | Ray Train / in process | training stage (fit_candidate, in process) "
+        "| stage / xgboost 1 thread |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         n = r["rounds"]
         print(
             f"| {r['rows']:,} ({r['train_rows']:,}) | {r['library']:.2f} ({n['library']}) "
+            f"| {r['library2']:.2f} ({n['library2']}) "
             f"| {r['in-process']:.2f} ({n['in-process']}) | {r['ray-train']:.1f} ({n['ray-train']}) "
             f"| {r['ray-train'] / r['in-process']:.0f}x | {r['stage']:.2f} | {r['stage'] / r['library']:.1f}x |"
         )

@@ -22,7 +22,8 @@ from app.model.trees import TreeSpec
 
 # What a search may override; the rest of a run's settings come from the config.
 SEARCHABLE = ("learning_rate", "max_depth", "reg_lambda", "min_child_weight")
-# For a bundle whose spec lacks a setting: the gbdt section's defaults.
+# For a bundle whose spec lacks a setting: the settings trees were trained with before specs
+# stored them (the gbdt section's defaults then).
 DEFAULTS = {"learning_rate": 0.1, "max_depth": 6, "reg_lambda": 1.0, "min_child_weight": 1.0}
 
 

@@ -100,6 +100,8 @@ def checkpoint_callback(every_s: float, history: list[dict] | None = None):
             self.history: list[dict] = list(history or [])
             self.started = self.last = time.perf_counter()
             self.offset = 0
+            self.log: dict = {}
+            self.resumed = len(self.history)
 
         def before_training(self, model):
             # Resumed training counts epochs from 0 again; the round is the trees' count.
@@ -107,6 +109,7 @@ def checkpoint_callback(every_s: float, history: list[dict] | None = None):
             return model
 
         def after_iteration(self, model, epoch: int, evals_log) -> bool:
+            self.log = evals_log  # the container's own, kept up to date for after_training
             epoch += self.offset
             self.history.append({"round": epoch, "val_loss": float(evals_log["valid"]["logloss"][-1])})
             if (epoch + 1) % CHECK_EVERY == 0:
@@ -117,6 +120,11 @@ def checkpoint_callback(every_s: float, history: list[dict] | None = None):
             return False
 
         def after_training(self, model):
+            # XGBoost stops calling callbacks at the round one returns True (early stopping,
+            # listed first): that round's loss is in the log, not yet in the history.
+            losses = self.log.get("valid", {}).get("logloss", [])
+            for i in range(len(self.history) - self.resumed, len(losses)):
+                self.history.append({"round": self.offset + i, "val_loss": float(losses[i])})
             self._report(model)
             return model
 
@@ -183,15 +191,16 @@ def boost_in_process(
     cfg: AppConfig, train_df: pd.DataFrame, valid_df: pd.DataFrame, pre: Preprocessor, hp: dict
 ) -> GbdtResult:
     """The trees a Ray Train run would fit, boosted here: the same arrays, parameters and early
-    stopping, with as many threads as the run's workers would have had in all."""
+    stopping, on one worker's threads (`gbdt.cpus_per_worker`): on two shared cores a second
+    xgboost thread contending with Ray's processes made boosting up to 20x slower
+    (docs/performance.md, "Model families")."""
     started = time.perf_counter()
     spec = TreeSpec.for_preprocessor(pre)
     label = cfg.dataset.label
     dtrain = arrays_dmatrix(_frame_arrays(train_df, pre, label), spec)
     dvalid = arrays_dmatrix(_frame_arrays(valid_df, pre, label), spec)
     boost_started = time.perf_counter()
-    threads = cfg.gbdt.num_workers * cfg.gbdt.cpus_per_worker
-    run = boost(hp, dtrain, dvalid, nthread=threads)
+    run = boost(hp, dtrain, dvalid, nthread=cfg.gbdt.cpus_per_worker)
     finished = time.perf_counter()
     return GbdtResult(
         spec=tree_spec(pre, hp, run.booster),

@@ -26,7 +26,8 @@ PORT = free_port()
 FEATURES = {"age": 41, "income": 52000.0, "score": 0.4, "country": "US", "gender": "F"}
 SECTIONS = {
     "mlp": {"epochs": 2, "batch_size": 256, "num_workers": 2, "patience": 10},
-    "gbdt": {"num_workers": 2, "rounds": 300},
+    # On Ray Train whatever the rows (the in-process path is compared with it below).
+    "gbdt": {"num_workers": 2, "rounds": 300, "in_process_rows": 0},
     "tune": {"num_samples": 1, "max_concurrent": 4},
     "registry": {"gate_margin": 0.05},
     "serve": {"http_port": PORT, "experiment": {"name": "exp-families", "split": {"champion": 1.0}}},
@@ -69,6 +70,7 @@ def test_gbdt_trains_on_ray_train_and_the_registered_bundle_scores_identically(p
     m = bundle.metrics
     assert m["holdout"]["auc"] > 0.65 and m["holdout"]["auc"] > m["baseline_hgb"]["auc"] - 0.03
     assert 1 <= m["training"]["rounds"] <= 300 and m["training"]["history"]
+    assert m["training"]["trainer"] == "ray-train" and bundle.lineage["trainer"] == "ray-train"
     assert bundle.profile["score"]["edges"], "the score profile for prediction drift"
 
     registry = Registry(cfg)
@@ -127,6 +129,23 @@ def test_auto_searches_both_families_and_registers_the_better(prepared, gbdt_cha
     client = mlflow.MlflowClient(auto.mlflow_uri)
     trials = client.search_runs([client.get_experiment_by_name("mlsys-tune-gbdt").experiment_id])
     assert trials and all(r.data.tags.get(FAMILY_TAG) == "gbdt" for r in trials)
+
+
+def test_one_worker_on_ray_train_and_the_driver_boost_the_same_trees(prepared):
+    """Below `gbdt.in_process_rows` the driver boosts the trees Ray Train would have: with one
+    worker (one thread) the booster is the same, byte for byte, and so is its learning curve."""
+    from app.training.fit import make_preprocessor
+    from app.training.train_gbdt import IN_PROCESS, RAY_TRAIN, train_gbdt
+
+    cfg, splits = prepared
+    one = make_config(cfg.storage.path().parent, **{**SECTIONS, "gbdt": {"num_workers": 1, "rounds": 300}})
+    pre = make_preprocessor(one, splits.train)
+    fits = {t: train_gbdt(one, splits.train, splits.valid, pre, trainer=t) for t in (RAY_TRAIN, IN_PROCESS)}
+    ray_run, local = fits[RAY_TRAIN], fits[IN_PROCESS]
+    assert (ray_run.trainer, local.trainer) == (RAY_TRAIN, IN_PROCESS)
+    assert local.booster == ray_run.booster and local.spec == ray_run.spec
+    assert local.history == ray_run.history and local.best_val_loss == ray_run.best_val_loss
+    assert local.checkpoint_path is None and ray_run.checkpoint_path
 
 
 def _last_round(checkpoint) -> int:
