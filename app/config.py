@@ -381,10 +381,10 @@ class GbdtConfig(_Section):
     below `in_process_rows` training rows, trained data-parallel on Ray Train above it."""
 
     # Training rows below which the trees are boosted in the driver process (same parameters,
-    # early stopping and preprocessing) instead of on Ray Train, whose fixed cost (tens of
-    # seconds) dwarfs the boosting of a small set; 0: always Ray Train. Measured by
-    # benchmarks/gbdt_paths.py (docs/performance.md, "Gradient-boosted trees: in process or on
-    # Ray Train").
+    # early stopping and preprocessing) instead of on Ray Train, whose fixed cost (40-50 s on
+    # two cores) dwarfs the boosting: in process was 13x faster even at 210k training rows
+    # (benchmarks/gbdt_paths.py; docs/performance.md, "Gradient-boosted trees: in process or on
+    # Ray Train"). Above it the driver would hold the whole matrix. 0: always Ray Train.
     in_process_rows: int = Field(default=500_000, ge=0)
     num_workers: int = Field(default=2, ge=1)  # Ray Train workers of a gbdt run
     cpus_per_worker: int = Field(default=1, ge=1)  # xgboost threads per worker (in process: threads)
