@@ -114,14 +114,16 @@ def gbdt_timings(cfg, splits, overrides: dict) -> dict:
     from app.model.trees import TreeSpec
     from app.training.fit import make_preprocessor
     from app.training.gbdt import arrays_dmatrix, boost, frame_arrays, gbdt_hyperparameters
-    from app.training.train_gbdt import train_gbdt
+    from app.training.train_gbdt import RAY_TRAIN, train_gbdt
 
     pre = make_preprocessor(cfg, splits.train)
     hp = {**gbdt_hyperparameters(cfg), **overrides}
     out: dict = {}
     for workers in (1, 2):
         started = time.perf_counter()
-        run = train_gbdt(cfg, splits.train, splits.valid, pre, overrides=overrides, num_workers=workers)
+        run = train_gbdt(
+            cfg, splits.train, splits.valid, pre, overrides=overrides, num_workers=workers, trainer=RAY_TRAIN
+        )
         out[f"ray_{workers}w_s"] = time.perf_counter() - started
         out[f"ray_{workers}w_boost_s"] = run.boost_seconds
         out[f"ray_{workers}w_rounds"] = run.spec.rounds
