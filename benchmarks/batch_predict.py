@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -61,12 +62,19 @@ def in_process(paths: list[str], cfg, predictor: Predictor, batch_size: int) -> 
 
 
 def main() -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="batch-bench-"))
+    try:
+        run(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(tmp: Path) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--files", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=50_000)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="batch-bench-"))
     data = yaml.safe_load((ROOT / "deployments" / "config" / "local.yaml").read_text())
     data["storage"] = {"root": str(tmp / "store")}
     data.setdefault("ray", {})["include_dashboard"] = False
