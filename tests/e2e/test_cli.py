@@ -116,9 +116,7 @@ def test_models_show_prints_a_versions_card_with_its_feature_importance(tmp_path
     top = max(bundle.metrics["importance"], key=bundle.metrics["importance"].get)
     assert top in card.split("feature importance")[1]
     proc = mlsys(tmp_path, "models", "show", "99", check=False)
-    assert (
-        proc.returncode == 2 and "no version or alias 99" in proc.stderr and "Traceback" not in proc.stderr
-    )
+    assert proc.returncode == 2 and "no version or alias 99" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_features_before_etl_is_a_clear_error(tmp_path):
