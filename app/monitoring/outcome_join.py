@@ -26,7 +26,7 @@ from app.monitoring.records import OK
 from app.monitoring.traffic import FEEDBACK, PREDICTIONS, log_files, read_part
 
 PREDICTED_AT = "_predicted_at"  # when the labelled prediction was logged
-SERVED_COLUMNS = ["request_id", "key", "logged_at", "status", "shadow"]
+SERVED_COLUMNS = ["request_id", "key", "logged_at", "status", "shadow", "by_entity"]
 UNKNOWN_REQUEST_ID = "unknown request_id"
 LATE = "arrived after the late outcome window"
 DUPLICATE = "duplicate of an earlier row"  # of this load, for the same prediction
@@ -47,9 +47,15 @@ def served_predictions(root: Path, *, request_ids: Iterable[str], keys: Iterable
     ids, keys = _values(request_ids), _values(keys)
 
     def wanted(table: pa.Table) -> pa.Array:
+        # By key only a prediction scored for that entity id: a client's own `key` may be any
+        # entity's id, and must not take the outcome of the entity it names. Files logged
+        # before `by_entity` was recorded cannot tell, so they join by request id only.
+        by_entity = (
+            table["by_entity"] if "by_entity" in table.column_names else pa.nulls(len(table), pa.bool_())
+        )
         named = pc.or_(
             pc.is_in(table["request_id"], value_set=ids),
-            pc.is_in(table["key"].cast(pa.string()), value_set=keys),
+            pc.and_(pc.is_in(table["key"].cast(pa.string()), value_set=keys), pc.fill_null(by_entity, False)),
         )
         served = pc.and_(pc.equal(table["status"], OK), pc.invert(pc.fill_null(table["shadow"], False)))
         return pc.and_(named, served)

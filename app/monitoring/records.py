@@ -37,6 +37,9 @@ class TrafficRecord:
     features: Mapping[str, object] = field(default_factory=dict)
     shadow: bool = False
     status: str = OK
+    # The key is the entity id the row was scored for (an outcome by entity + time may join it),
+    # not a key the client chose (which may be any entity's id).
+    by_entity: bool = False
     logged_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
     @property
@@ -58,6 +61,7 @@ class TrafficRecord:
             "latency_ms": None if self.latency_ms is None else float(self.latency_ms),
             "status": self.status,
             "key": self.key,
+            "by_entity": self.by_entity,
         }
         for name, value in self.features.items():
             rec[name] = None if value is None or (isinstance(value, float) and math.isnan(value)) else value

@@ -72,6 +72,7 @@ class ScoringPipeline:
             errors=errors,
             inputs=scoring.records(cols, spec.names),
             threshold=self.cfg.serve.threshold,
+            by_entity=[row.entity_id is not None for row in rows],
         )
         self._record(rows, out, rids=rids, keys=keys, variants=variants, experiment=routing.experiment.name)
         self._shadow(routing, cols, out)
@@ -193,6 +194,7 @@ class ScoringPipeline:
                 label=int(scores[i] >= threshold),
                 key=live.key,
                 features=live.features,
+                by_entity=live.by_entity,
             )
             self.emit(copy.record(exp.name, latency_ms, shadow=True))
 

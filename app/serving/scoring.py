@@ -67,6 +67,7 @@ class Answer:
     key: str
     features: Mapping[str, object]
     explanation: Mapping[str, object] | None = None  # {"base", "contributions"} when asked for
+    by_entity: bool = False  # scored for an entity id (its key), not for a client's features
 
     def public(self, feedback_token: str | None = None) -> dict:
         """What the client sees (the JSON of one prediction)."""
@@ -95,6 +96,7 @@ class Answer:
             features=self.features,
             shadow=shadow,
             status=OK,
+            by_entity=self.by_entity,
         )
 
 
@@ -218,6 +220,7 @@ def answers(
     errors: list[RowError | None],
     inputs: list[dict],
     threshold: float,
+    by_entity: list[bool] | None = None,
 ) -> list[Answer | RowError]:
     """Per row its answer or its error."""
     out: list[Answer | RowError] = []
@@ -236,6 +239,7 @@ def answers(
                     label=int(scores[i] >= threshold),
                     key=str(keys[i]),
                     features=inputs[i],
+                    by_entity=bool(by_entity and by_entity[i]),
                 )
             )
     return out

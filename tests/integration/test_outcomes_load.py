@@ -33,7 +33,9 @@ def test_loaded_outcomes_reach_the_running_monitor_once_counted_for_their_produc
         served.append(traffic_record("old", experiment="exp-1", at=now - timedelta(days=9)))
         served.append(
             dataclasses.replace(
-                traffic_record("e1", experiment="exp-1", at=now - timedelta(hours=3)), key="42"
+                traffic_record("e1", experiment="exp-1", at=now - timedelta(hours=3)),
+                key="42",
+                by_entity=True,
             )
         )
         assert ray.get(monitor.ingest.remote(served)) == len(served)

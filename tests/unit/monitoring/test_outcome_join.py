@@ -33,10 +33,14 @@ def ago(**delta) -> datetime:
     return NOW - timedelta(**delta)
 
 
-def logged(root, *specs) -> None:
-    """Predictions in the log: (request id, key, logged at, and TrafficRecord fields)."""
+def logged(root, *specs, by_entity: bool = True) -> None:
+    """Predictions in the log: (request id, key, logged at, and TrafficRecord fields); a key
+    other than the request id is an entity id the row was scored for, unless `by_entity` is off
+    (a key the client chose)."""
     rows = [
-        dataclasses.replace(traffic_record(rid, at=at, **fields), key=key).row()
+        dataclasses.replace(
+            traffic_record(rid, at=at, **fields), key=key, by_entity=by_entity and key != rid
+        ).row()
         for rid, key, at, *rest in specs
         for fields in [rest[0] if rest else {}]
     ]
@@ -114,6 +118,15 @@ def test_entity_rows_label_the_latest_prediction_at_or_before_the_event(tmp_path
         no_prediction(DS),
         None,
     ]
+
+
+def test_a_client_key_that_names_an_entity_never_takes_that_entitys_outcome(tmp_path):
+    """A caller who sends its own features with `key` set to a victim's id gets no outcome the
+    producer reports for that entity (its features, the producer's trusted label)."""
+    logged(tmp_path, ("forged", "7", ago(hours=1)), by_entity=False)
+    logged(tmp_path, ("real", "7", ago(hours=3)))
+    out = joined(tmp_path, [{"user_id": "7", "event_timestamp": NOW.isoformat(), "label": 1}])
+    assert out["request_id"].tolist() == ["real"] and out[REASON].tolist() == [None]
 
 
 def test_a_mixed_load_joins_each_row_its_own_way(tmp_path):

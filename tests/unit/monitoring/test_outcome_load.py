@@ -157,7 +157,7 @@ def test_entity_rows_load_by_the_latest_prediction_before_the_event(tmp_path):
     cfg = make_config(tmp_path)
     at = [NOW - timedelta(hours=h) for h in (5, 3)]
     records = [
-        dataclasses.replace(traffic_record(rid, at=t, experiment="exp-1"), key="42")
+        dataclasses.replace(traffic_record(rid, at=t, experiment="exp-1"), key="42", by_entity=True)
         for rid, t in zip(("a", "b"), at, strict=True)
     ]
     write_records(cfg.storage.traffic, PREDICTIONS, [r.row() for r in records])
