@@ -112,9 +112,6 @@ def train_and_register(
     outcome = TrainOutcome(
         version=None, alias=None, gate=reason, metrics=bundle.metrics, family=family, source=source
     )
-    if not passed:
-        return outcome
-    alias = CHAMPION if champion is None else CHALLENGER
     settings = cfg.gbdt if family == trees.FAMILY else cfg.mlp
     params = {
         **cfg.model.model_dump(),
@@ -124,6 +121,10 @@ def train_and_register(
         "hyperparameters_from": source,
         "training_data": splits.lineage.get("training_data", "caller"),
     }
+    if not passed:  # no version, but a run that says why: a retrain that produced nothing is visible
+        registry.record_refused(bundle, params=params, reason=reason)
+        return outcome
+    alias = CHAMPION if champion is None else CHALLENGER
     outcome.version, outcome.alias = registry.register(bundle, params=params, alias=alias), alias
     return outcome
 

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,20 @@ def _flat_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
     return out
 
 
+def learning_curve(history: list[dict]) -> list:
+    """A training history as MLflow step metrics (`curve.train_loss`, `curve.val_loss`), one
+    step per epoch or boosting round, so the MLflow UI draws the curve."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [
+        Metric(f"curve.{k}", float(h[k]), now, int(h.get("epoch", h.get("round", i))))
+        for i, h in enumerate(history)
+        for k in ("train_loss", "val_loss")
+        if k in h
+    ]
+
+
 class Registry:
     def __init__(self, cfg: AppConfig):
         import mlflow
@@ -90,11 +105,7 @@ class Registry:
         from mlflow.exceptions import MlflowException
 
         with self.mlflow.start_run(experiment_id=self.experiment_id(), run_name="train") as run:
-            self.mlflow.log_params({k: str(v)[:500] for k, v in {**params, "family": bundle.family}.items()})
-            self.mlflow.log_metrics(_flat_metrics(bundle.metrics))
-            self.mlflow.set_tags(
-                {FAMILY_TAG: bundle.family, **{f"lineage.{k}": str(v) for k, v in bundle.lineage.items()}}
-            )
+            self._log_candidate(run.info.run_id, bundle, params)
             with tempfile.TemporaryDirectory() as d:
                 bundle.save(d)
                 self.mlflow.log_artifacts(d, artifact_path="bundle")
@@ -117,6 +128,25 @@ class Registry:
         if alias == REJECTED:
             self.prune_rejected()
         return version
+
+    def record_refused(self, bundle: ModelBundle, *, params: dict, reason: str) -> str:
+        """A candidate the gate refused, as a run without a model version: its settings, metrics,
+        learning curve and the gate's reason (tags `gate.passed`, `gate.reason`)."""
+        with self.mlflow.start_run(experiment_id=self.experiment_id(), run_name="refused") as run:
+            self._log_candidate(run.info.run_id, bundle, params)
+            self.mlflow.set_tags({"gate.passed": "false", "gate.reason": reason[:5000]})
+        return run.info.run_id
+
+    def _log_candidate(self, run_id: str, bundle: ModelBundle, params: dict) -> None:
+        """Params, summary metrics, lineage tags and the per-epoch (or per-round) learning curve."""
+        self.mlflow.log_params({k: str(v)[:500] for k, v in {**params, "family": bundle.family}.items()})
+        self.mlflow.log_metrics(_flat_metrics(bundle.metrics))
+        self.mlflow.set_tags(
+            {FAMILY_TAG: bundle.family, **{f"lineage.{k}": str(v) for k, v in bundle.lineage.items()}}
+        )
+        curve = learning_curve(bundle.metrics.get("training", {}).get("history", []))
+        for start in range(0, len(curve), 1000):  # MLflow takes at most 1,000 metrics per batch
+            self.client.log_batch(run_id, metrics=curve[start : start + 1000])
 
     def prune_rejected(self) -> list[int]:
         """Delete the rejected versions that never served beyond the newest

@@ -96,6 +96,10 @@ def test_register_gate_promote_rollback(prepared):
     assert bad.version is None and "beyond margin" in bad.gate
 
     registry = Registry(cfg)
+    refused = registry.client.search_runs(
+        [registry.experiment_id()], filter_string="tags.`gate.passed` = 'false'"
+    )
+    assert [r.data.tags["gate.reason"] for r in refused] == [bad.gate], "the refusal is a run with its reason"
     assert [(v.version, v.aliases) for v in registry.versions()] == [(1, (CHAMPION,)), (2, (CHALLENGER,))]
     registry.promote(2)
     assert registry.alias_version(CHAMPION) == 2 and registry.alias_version(CHALLENGER) is None
