@@ -44,3 +44,12 @@ def detached_actor(cls: type, kind: str, storage_root: str, *args, **options):
         )
         .remote(*args)
     )
+
+
+def existing_actor(kind: str, storage_root: str):
+    """The named actor of this kind for this storage root if it runs, else None (never creates
+    one: a command that reads a running service must not start its actors)."""
+    try:
+        return ray.get_actor(actor_name(kind, storage_root), namespace=ACTOR_NAMESPACE)
+    except ValueError:  # no such actor
+        return None

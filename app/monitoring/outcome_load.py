@@ -73,18 +73,22 @@ def running_monitor(cfg: AppConfig) -> RunningMonitor:
     """The running service's monitor (joins the cluster it runs on)."""
     import ray
 
-    from app.cluster.connection import join_running
-    from app.monitoring.monitor import get_monitor
+    from app.cluster.actors import existing_actor
+    from app.cluster.connection import ClusterUnavailable, join_running
+    from app.monitoring.monitor import MONITOR
 
+    start = "start the service (`mlsys serve --detach`) first"
     if not ray.is_initialized():
         try:
             join_running(cfg.ray)
-        except ConnectionError as exc:
+        except (ClusterUnavailable, ConnectionError) as exc:
             raise MonitorUnreachable(
-                f"no running cluster to load outcomes into ({first_line(exc)}); start the service "
-                "(`mlsys serve --detach`) first"
+                f"no running cluster to load outcomes into ({first_line(exc)}); {start}"
             ) from None
-    return RunningMonitor(get_monitor(cfg))
+    monitor = existing_actor(MONITOR, str(cfg.storage.path()))
+    if monitor is None:  # loading into a monitor made for the occasion would serve nobody
+        raise MonitorUnreachable(f"no drift monitor runs for {cfg.storage.path()} on this cluster; {start}")
+    return RunningMonitor(monitor)
 
 
 @dataclass

@@ -13,7 +13,7 @@ import ray
 
 from app.monitoring.monitor import get_monitor
 from app.monitoring.outcome_join import ALREADY_LABELLED, LATE, UNKNOWN_REQUEST_ID, no_prediction
-from app.monitoring.outcome_load import load_outcomes
+from app.monitoring.outcome_load import MonitorUnreachable, load_outcomes
 from app.monitoring.traffic import FEEDBACK, read_records
 from tests.configs import make_config
 from tests.doubles import traffic_record
@@ -76,5 +76,8 @@ def test_loaded_outcomes_reach_the_running_monitor_once_counted_for_their_produc
         assert after.variants["challenger"].outcomes == 4
         logged = read_records(cfg.storage.traffic, FEEDBACK)
         assert len(logged) == 11 and set(logged["producer"]) == {"billing"}
+        elsewhere = make_config(tmp_path / "no-service")  # a storage root no service runs for
+        with pytest.raises(MonitorUnreachable, match="no drift monitor runs"):
+            load_outcomes(elsewhere, str(source), "billing")
     finally:
         ray.kill(monitor, no_restart=True)

@@ -127,7 +127,7 @@ def test_no_running_service_is_one_line(setup, capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
 
     def no_cluster(_):
-        raise ConnectionError("Could not find any running Ray instance.")
+        raise connection.ClusterUnavailable("Could not find any running Ray instance.")
 
     monkeypatch.setattr(connection, "join_running", no_cluster)
     source = tmp_path / "outcomes.csv"
