@@ -119,11 +119,17 @@ def test_large_batches_keyed_to_the_challenger_do_not_make_it_look_slow(service)
         predict(service, [{"features": row, "key": key}])
         if i % 20 == 0:
             predict(service, big)
-    time.sleep(5)  # several of the controller's looks
+    wait_for(  # every request counted by the monitor ...
+        lambda: report(service)["variants"][CHALLENGER]["requests_reached"] >= cfg.rollout.min_requests,
+        "the monitor to count the challenger's requests",
+    )
+    counted_at = time.time()
+    wait_for(  # ... and a decision taken on those counts (the guardrail judges from min_requests)
+        lambda: (rollout(service).get("last_decision") or {}).get("at", 0) > counted_at,
+        "a rollout decision on them",
+    )
     last = rollout(service)["last_decision"]
     assert "latency" not in last["reason"], last
-    challenger = report(service)["variants"][CHALLENGER]
-    assert challenger["requests_reached"] >= cfg.rollout.min_requests, "the guardrail judged"
     p99 = last["evidence"]["p99_ms"]["challenger"]
     assert p99 is not None and p99 < cfg.monitor.p99_ms_alert, p99
     assert_nothing_moved(service, status)
@@ -140,11 +146,15 @@ def test_one_key_cannot_outvote_the_rest_with_its_own_outcomes(service):
         body = {"request_id": a["request_id"], "label": a["label"], "feedback_token": a["feedback_token"]}
         sent = requests.post(f"{service['url']}/feedback", json=body, headers=service["outcomes"], timeout=30)
         assert sent.status_code == 200, sent.text
-    time.sleep(2)
-    after = report(service)["variants"][CHALLENGER]
-    counted = after["outcomes"] - before["outcomes"]
-    assert counted <= cfg.rollout.max_outcomes_per_key, after
-    assert after["capped"]["key"] - before.get("capped", {}).get("key", 0) >= 150 - counted
+
+    def seen() -> tuple[int, int]:  # (counted, left out by the cap) since `before`
+        after = report(service)["variants"][CHALLENGER]
+        capped = after["capped"].get("key", 0) - before.get("capped", {}).get("key", 0)
+        return after["outcomes"] - before["outcomes"], capped
+
+    wait_for(lambda: sum(seen()) == len(answers), "every outcome counted or capped")
+    counted, capped = seen()
+    assert counted <= cfg.rollout.max_outcomes_per_key and capped >= len(answers) - counted
     assert_nothing_moved(service, status)
 
 
