@@ -472,6 +472,9 @@ class ServeConfig(_Section):
     # held back (2 ms of a ~2.5 ms answer) and batches still grow with load.
     batch_wait_timeout_s: float = Field(default=0.0, ge=0)
     max_instances: int = Field(default=10_000, ge=1)  # rows in one batch request
+    # Rows one request may ask to explain: the MLP's integrated gradients cost ~64 forward passes
+    # per row, so an open route must not let one caller hold a replica for seconds.
+    max_explain_rows: int = Field(default=100, ge=1)
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
     # Longest categorical string (and v2 BYTES element) accepted: traffic records and drift
     # windows keep these values, so an unbounded one is unbounded memory.

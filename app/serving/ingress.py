@@ -176,6 +176,8 @@ class Ingress(OipGrpcMethods):
             raise oip.OipError(f"parameters.key: a string or integer of at most {MAX_KEY_CHARS} characters")
         received, explain = time.perf_counter(), oip.wants_explanation(body)
         rows = [ScoreRow(None, raw, key, received, explain) for raw in oip.request_rows(body, self.cfg)]
+        if explain:
+            oip.check_explain_rows(len(rows), self.cfg)
         self.ensure_background()
         results = await self._score(rows) if len(rows) > 1 else [await self._score_batched(rows[0])]
         try:
@@ -186,14 +188,10 @@ class Ingress(OipGrpcMethods):
             raise oip.OipError(str(exc)) from None
         version = answers[0].model_version
         explained = [a.explanation for a in answers]
-        return oip.response(
-            body,
-            name,
-            version,
-            [a.score for a in answers],
-            [a.label for a in answers],
-            explained if explain and all(e is not None for e in explained) else None,
-        )
+        if explain and any(e is None for e in explained):  # never a 200 without what was asked
+            raise RowError(500, "the model could not explain these rows")
+        scores, labels = [a.score for a in answers], [a.label for a in answers]
+        return oip.response(body, name, version, scores, labels, explained if explain else None)
 
 
 def _answers_or_raise(results: list[Answer | RowError]) -> list[Answer]:

@@ -230,6 +230,14 @@ def wants_explanation(req: InferRequest) -> bool:
     return explain
 
 
+def check_explain_rows(rows: int, cfg: AppConfig) -> None:
+    """An explained request holds at most `serve.max_explain_rows` rows (each costs many passes)."""
+    if rows > cfg.serve.max_explain_rows:
+        raise OipError(
+            f"parameters.explain: at most {cfg.serve.max_explain_rows} rows (serve.max_explain_rows)"
+        )
+
+
 def response(
     req: InferRequest,
     name: str,

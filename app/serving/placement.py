@@ -7,6 +7,8 @@ models). The scoring pipeline asks the placement and never branches on it.
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 
 from app.serving.model_set import FeatureBatch
@@ -27,7 +29,9 @@ class InReplica:
         return predictor.predict_proba(cols), predictor.version
 
     async def explain(self, variant: str, cols: Columns, routing: Routing) -> list[dict]:
-        explanation = routing.predictors[variant].explain(cols)
+        # In a thread: explaining takes many forward passes, and the replica's loop keeps
+        # answering other requests (and health checks) meanwhile.
+        explanation = await asyncio.to_thread(routing.predictors[variant].explain, cols)
         return [explanation.row(i) for i in range(len(explanation.base))]
 
 

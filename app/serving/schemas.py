@@ -122,6 +122,10 @@ def request_models(cfg: AppConfig) -> SimpleNamespace:
                 raise ValueError("give exactly one of entity_id, features or instances")
             if self.key is not None and self.features is None:
                 raise ValueError("key: only for a features request")
+            if self.explain and len(self.instances or [None]) > cfg.serve.max_explain_rows:
+                raise ValueError(
+                    f"explain: at most {cfg.serve.max_explain_rows} rows per request (serve.max_explain_rows)"
+                )
             return self
 
         def rows(self) -> list[ScoreRow]:

@@ -123,3 +123,27 @@ def test_v2_with_parameters_explain_answers_base_and_contributions(replica):
     assert bad.status_code == 400 and "parameters.explain" in bad.text
     unasked = client.post(url, json={**only, "parameters": {}})
     assert unasked.status_code == 400 and "need parameters.explain" in unasked.text
+
+
+def test_explaining_more_rows_than_serve_max_explain_rows_is_a_4xx(replica):
+    api = build_api(replica.cfg)
+    api.dependency_overrides[current_ingress] = lambda: replica.ingress
+    client = TestClient(api)
+    limit = replica.cfg.serve.max_explain_rows
+    many = [{"features": SERVED_ROW, "key": f"k{i}"} for i in range(limit + 1)]
+    refused = client.post("/predict", json={"instances": many, "explain": True})
+    assert refused.status_code == 422 and "serve.max_explain_rows" in refused.text
+    assert client.post("/predict", json={"instances": many}).status_code == 200  # scoring them is fine
+    cfg = replica.cfg
+    inputs = [
+        {
+            "name": c,
+            "shape": [limit + 1],
+            "datatype": "FP64" if c in cfg.dataset.numeric else "BYTES",
+            "data": [SERVED_ROW[c]] * (limit + 1),
+        }
+        for c in cfg.dataset.features
+    ]
+    url = f"/v2/models/{cfg.registry.model_name}/infer"
+    v2 = client.post(url, json={"inputs": inputs, "parameters": {"explain": True}})
+    assert v2.status_code == 400 and "serve.max_explain_rows" in v2.text
