@@ -4,26 +4,16 @@ conservation is checked against)."""
 
 from __future__ import annotations
 
-import csv
-import io
-from pathlib import Path
-
 import pyarrow as pa
 import pyarrow.csv as pacsv
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from app.batch.checks import Layout
 from app.config import DatasetConfig
-from app.data.inputs import FORMATS, resolve_inputs
+from app.data.inputs import file_format, filesystem, header, resolve_inputs
 from app.data.schema import DataError
-from app.errors import first_line
 
 READABLE = ("csv", "parquet")
-
-
-def file_format(path: str) -> str:
-    return FORMATS[Path(path.split("://")[-1]).suffix.lower()]
 
 
 def input_files(source: str) -> list[str]:
@@ -33,30 +23,6 @@ def input_files(source: str) -> list[str]:
     if other:
         raise DataError(f"{other[0]}: batch scoring reads csv and parquet files, not {file_format(other[0])}")
     return paths
-
-
-def _open(path: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in path:
-        return pafs.FileSystem.from_uri(path)
-    return pafs.LocalFileSystem(), path
-
-
-def header(path: str) -> list[str]:
-    """A file's column names, read cheaply; an empty or unreadable file is a DataError."""
-    fs, p = _open(path)
-    fmt = file_format(path)
-    try:
-        if fmt == "parquet":
-            with fs.open_input_file(p) as fh:
-                return pq.read_schema(fh).names
-        with fs.open_input_stream(p) as fh:
-            head = fh.read(1 << 16).decode("utf-8", errors="replace")
-    except Exception as exc:  # pyarrow raises many types for a missing or corrupt file
-        raise DataError(f"{path}: not a readable {fmt} file ({first_line(exc)})") from None
-    first = next((line for line in head.splitlines() if line.strip()), None)
-    if first is None:
-        raise DataError(f"{path}: the file is empty")
-    return next(csv.reader(io.StringIO(first)))
 
 
 def layout_of(paths: list[str], ds: DatasetConfig, keys: tuple[str, ...]) -> Layout:
@@ -99,7 +65,7 @@ def count_rows(paths: list[str], ds: DatasetConfig, layout: Layout) -> int:
     file's by streaming one column of it through the same parser (pyarrow's), in pieces."""
     total = 0
     for path in paths:
-        fs, p = _open(path)
+        fs, p = filesystem(path)
         if file_format(path) == "parquet":
             with fs.open_input_file(p) as fh:
                 total += pq.ParquetFile(fh).metadata.num_rows

@@ -31,7 +31,7 @@ import ray
 from app.cluster.connection import connect
 from app.cluster.tasks import cpu_parallelism, cpus_per_task, read_parquet, run_tasks
 from app.config import AppConfig, DatasetConfig
-from app.data.inputs import FORMATS, check_inputs, json_lines_frame, resolve_inputs
+from app.data.inputs import check_inputs, file_format, json_lines_frame, resolve_inputs
 from app.data.schema import (
     PART,
     QUARANTINE,
@@ -80,7 +80,7 @@ def _cleaned(paths: list[str], ds: DatasetConfig) -> ray.data.Dataset:
     """Every input row read and cleaned to the contract's Arrow schema (one stream per format)."""
     by_format: dict[str, list[str]] = {}
     for p in paths:
-        by_format.setdefault(FORMATS[Path(p.split("://")[-1]).suffix.lower()], []).append(p)
+        by_format.setdefault(file_format(p), []).append(p)
     inverse = {clean: raw for raw, clean in ds.rename.items()}
     # The same CPU request for reading, cleaning and writing, so that clean -> write fuse into
     # one task and cleaned rows never wait in the object store. Read tasks: four per file (at

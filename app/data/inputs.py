@@ -30,7 +30,7 @@ FORMATS = {
 }
 
 
-def _filesystem(source: str) -> tuple[pafs.FileSystem, str]:
+def filesystem(source: str) -> tuple[pafs.FileSystem, str]:
     if "://" in source:
         return pafs.FileSystem.from_uri(source)
     return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(source))
@@ -40,7 +40,7 @@ def resolve_inputs(source: str) -> list[str]:
     """Files behind a path, folder, glob or URI, in a stable order; hidden files skipped."""
     glob_at = min((i for i, ch in enumerate(source) if ch in "*?["), default=-1)
     base = source if glob_at < 0 else source[: source.rfind("/", 0, glob_at) + 1] or "."
-    fs, base_path = _filesystem(base)
+    fs, base_path = filesystem(base)
     info = fs.get_file_info(base_path)
     if info.type == pafs.FileType.NotFound:
         hint = ""
@@ -61,7 +61,7 @@ def resolve_inputs(source: str) -> list[str]:
         selector = pafs.FileSelector(base_path, recursive=True)
         paths = sorted(i.path for i in fs.get_file_info(selector) if i.type == pafs.FileType.File)
     if glob_at >= 0:
-        pattern = _filesystem(source)[1]
+        pattern = filesystem(source)[1]
         paths = [p for p in paths if fnmatch.fnmatch(p, pattern)]
     paths = [
         p for p in paths if not Path(p).name.startswith((".", "_")) and Path(p).suffix.lower() in FORMATS
@@ -72,16 +72,23 @@ def resolve_inputs(source: str) -> list[str]:
     return [prefix + p if prefix and not p.startswith(prefix) else p for p in paths]
 
 
-def _header(path: str) -> list[str]:
+def file_format(path: str) -> str:
+    """ "csv", "parquet" or "jsonl", from a path's or URI's suffix."""
+    return FORMATS[Path(path.split("://")[-1]).suffix.lower()]
+
+
+def header(path: str) -> list[str]:
     """Column names of one file, read cheaply; a corrupt or empty file is a DataError."""
-    fs, p = _filesystem(path)
-    fmt = FORMATS[Path(p).suffix.lower()]
+    fs, p = filesystem(path)
+    fmt = file_format(p)
     try:
         if fmt == "parquet":
             with fs.open_input_file(p) as fh:
                 return pq.read_schema(fh).names
         with fs.open_input_stream(p) as fh:
-            head = fh.read(1 << 16).decode("utf-8", errors="replace")
+            # utf-8-sig: a spreadsheet's export starts with a byte-order mark, which is not part
+            # of the first column's name (pyarrow and pandas drop it too)
+            head = fh.read(1 << 16).decode("utf-8-sig", errors="replace")
         first = next((ln for ln in head.splitlines() if ln.strip()), None)
         if first is None:
             raise DataError(f"{path}: the file is empty")
@@ -96,7 +103,7 @@ def _header(path: str) -> list[str]:
 
 def check_inputs(paths: list[str], ds: DatasetConfig) -> None:
     for path in paths:
-        missing = missing_columns(ds, _header(path))
+        missing = missing_columns(ds, header(path))
         if missing:
             raise DataError(f"{path}: missing required column(s) {missing}")
 

@@ -15,7 +15,6 @@ import io
 import os
 import re
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,7 +22,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from app.config import DatasetConfig
-from app.data.inputs import FORMATS, json_lines_frame, resolve_inputs
+from app.data.inputs import file_format, json_lines_frame, resolve_inputs
 from app.data.schema import NULL_TOKENS, REASON, DataError, coerce_int_ids
 from app.errors import first_line
 
@@ -57,7 +56,7 @@ def read_outcomes(source: str, ds: DatasetConfig) -> tuple[pd.DataFrame, int]:
 
 
 def _read(path: str, ds: DatasetConfig) -> pd.DataFrame:
-    fmt = FORMATS[Path(path.split("://")[-1]).suffix.lower()]
+    fmt = file_format(path)
     if "://" in path:
         fs, p = pafs.FileSystem.from_uri(path)
     else:

@@ -41,6 +41,16 @@ def test_every_file_needs_the_features_and_the_asked_keys_and_the_entity_is_carr
         layout_of(input_files(str(narrow)), cfg.dataset, ())
 
 
+def test_a_spreadsheets_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
+    """Spreadsheet exports start with a byte-order mark: the entity named first is still found."""
+    cfg = make_config(tmp_path)
+    pd.DataFrame({"user_id": [1, 2], **FEATURES}).to_csv(
+        tmp_path / "export.csv", index=False, encoding="utf-8-sig"
+    )
+    assert (tmp_path / "export.csv").read_bytes().startswith(b"\xef\xbb\xbf")
+    assert layout_of(input_files(str(tmp_path)), cfg.dataset, ()) == Layout(entity="user_id")
+
+
 def test_empty_and_corrupt_files_are_named(tmp_path):
     cfg = make_config(tmp_path)
     (tmp_path / "empty.csv").write_text("")
