@@ -12,6 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
+REJECT = "reject"  # the event of a version rejected (refused by a gate, or rolled back)
 TAG_PREFIX = "ledger."
 MAX_TAG_CHARS = 5000  # MLflow's limit on a model version tag's value
 

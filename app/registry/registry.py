@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.config import AppConfig
+from app.errors import first_line
 from app.model.bundle import FAMILY_TAG, ModelBundle
 from app.registry import ledger
 
@@ -126,7 +127,10 @@ class Registry:
         elif alias:
             self.set_alias(alias, version, by=by, reason=reason or f"registered as {alias}")
         if alias == REJECTED:
-            self.prune_rejected()
+            try:  # the version is registered whatever happens to older refusals
+                self.prune_rejected()
+            except Exception as exc:
+                log.warning("could not delete older rejected versions: %s", first_line(exc))
         return version
 
     def record_refused(self, bundle: ModelBundle, *, params: dict, reason: str) -> str:
@@ -161,7 +165,7 @@ class Registry:
         self.client.set_registered_model_alias(self.name, alias, str(version))
         if alias == REJECTED and self.alias_version(CHALLENGER) == version:
             self.client.delete_registered_model_alias(self.name, CHALLENGER)
-        event = "reject" if alias == REJECTED else f"set {alias}"
+        event = ledger.REJECT if alias == REJECTED else f"set {alias}"
         self.record(
             ledger.entry(
                 event,

@@ -15,13 +15,12 @@ import shutil
 from app.registry import ledger
 
 log = logging.getLogger(__name__)
-REJECT = "reject"  # the ledger event of a rejection
 
 
 def never_served(tags: dict[str, str]) -> bool:
     """Whether a version's ledger holds rejections only (it was refused when registered)."""
     entries = ledger.parse(tags)
-    return bool(entries) and all(e.event == REJECT for e in entries)
+    return bool(entries) and all(e.event == ledger.REJECT for e in entries)
 
 
 def prune_rejected(registry, *, keep: int, rejected_alias: str) -> list[int]:
