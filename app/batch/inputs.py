@@ -9,11 +9,14 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from app.batch.checks import Layout
+from app.batch.scoring import LABEL, MODEL_VERSION, RAW, REASON, REQUEST_ID, SCORE
 from app.config import DatasetConfig
 from app.data.inputs import file_format, filesystem, header, resolve_inputs
 from app.data.schema import DataError
 
 READABLE = ("csv", "parquet")
+# What the output holds besides the carried columns: a --key must not collide with them.
+OUTPUT_COLUMNS = (REQUEST_ID, MODEL_VERSION, SCORE, LABEL, REASON, RAW)
 
 
 def input_files(source: str) -> list[str]:
@@ -28,6 +31,10 @@ def input_files(source: str) -> list[str]:
 def layout_of(paths: list[str], ds: DatasetConfig, keys: tuple[str, ...]) -> Layout:
     """Check every file holds the model's features and the asked-for keys; the entity is
     carried when any file has it (a file without it gives null ids)."""
+    taken = {*ds.features, ds.timestamp, ds.entity, ds.label, *OUTPUT_COLUMNS}
+    clash = [k for k in keys if k in taken]
+    if clash:
+        raise DataError(f"--key {clash[0]!r}: already a feature, the entity, the label or an output column")
     has_entity = False
     for path in paths:
         names = {ds.rename.get(c, c) for c in header(path)}

@@ -34,6 +34,9 @@ def test_every_file_needs_the_features_and_the_asked_keys_and_the_entity_is_carr
     assert layout_of(paths[:1], cfg.dataset, ()) == Layout(entity=None)
     with pytest.raises(DataError, match=r"missing required column\(s\) \['ref'\]"):
         layout_of(paths, cfg.dataset, ("ref",))
+    for clash in ("age", "score", "request_id", "_reason"):  # a feature, or an output column
+        with pytest.raises(DataError, match=f"--key '{clash}'"):
+            layout_of(paths, cfg.dataset, (clash,))
     narrow = tmp_path / "narrow"
     narrow.mkdir()
     pd.DataFrame({"age": [1]}).to_csv(narrow / "n.csv", index=False)
