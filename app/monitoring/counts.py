@@ -164,7 +164,10 @@ class ExperimentCounts:
         experiment, variant, pred_label, score, key, version = self.predictions[request_id]
         s = self._variant(experiment, variant)
         self.labelled.add(request_id)
-        if not self._within_key_cap((experiment, variant, version, key)):
+        # A request without a key is its own key (its request id): one outcome at most, so it
+        # never needs the cap, and tallying it would crowd the sticky keys out of the bounded tally.
+        sticky = None if key == request_id else key
+        if not self._within_key_cap((experiment, variant, version, sticky)):
             s.capped[KEY_CAP] = s.capped.get(KEY_CAP, 0) + 1
             return "joined"  # logged with its producer; only the statistics leave it out
         s.outcomes += 1

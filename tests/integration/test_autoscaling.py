@@ -68,6 +68,7 @@ class Load:
         self.stop = threading.Event()
         self.counts: Counter = Counter()
         self.failures: list[str] = []
+        self.lock = threading.Lock()
 
     def _call(self, i: int) -> None:
         session = requests.Session()
@@ -79,9 +80,10 @@ class Load:
                 reason = f"{resp.status_code} {resp.text[:200]}"
             except requests.RequestException as exc:
                 ok, reason = False, str(exc)[:200]
-            self.counts["ok" if ok else "failed"] += 1
-            if not ok:
-                self.failures.append(reason)
+            with self.lock:  # `+=` on a Counter is not atomic across threads
+                self.counts["ok" if ok else "failed"] += 1
+                if not ok:
+                    self.failures.append(reason)
 
     def __enter__(self):
         self.pool = ThreadPoolExecutor(self.callers)

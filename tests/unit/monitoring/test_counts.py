@@ -216,3 +216,14 @@ def test_the_per_key_cap_counts_per_model_version_and_forgets_the_oldest_keys(mo
     counts.add_prediction({**keyed("new-version", "a"), "model_version": 2})
     counts.add_feedback("new-version", 1, "crm")
     assert counts.stats["e", "challenger"].outcomes == 5, "a new model version starts its keys at zero"
+
+
+def test_requests_without_a_key_never_enter_the_per_key_tally():
+    """A keyless request is its own key (its request id): tallying those would push the sticky
+    keys the cap is for out of the bounded tally, and bloat every snapshot."""
+    counts = ExperimentCounts()
+    counts.max_per_key = 1
+    for i in range(50):
+        counts.add_prediction(keyed(f"r{i}", f"r{i}"))
+        counts.add_feedback(f"r{i}", 1, "crm")
+    assert counts.per_key == {} and counts.stats["e", "challenger"].outcomes == 50
