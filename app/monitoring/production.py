@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import time
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -141,10 +142,19 @@ def durable(folder: Path) -> None:
         fsync_dir(sub)
 
 
-def prune(root: Path, *, keep: set[str]) -> None:
-    """Remove builds other than `keep`, except those newer than all of them (still being written
-    by another run). A build a crash left half-written is removed here too."""
-    newest = max(keep)
+# A build younger than this may still be written, or read, by another run (a build is named by
+# its cutoff, not by when it was made, so names cannot tell).
+PRUNE_AFTER_S = 3600
+
+
+def prune(root: Path, *, keep: set[str], now: float | None = None) -> None:
+    """Remove builds other than `keep` made more than PRUNE_AFTER_S ago. A build a crash left
+    half-written is removed here too, an hour later."""
+    now = time.time() if now is None else now
     for folder in root.glob(f"{BUILD_PREFIX}*"):
-        if folder.name not in keep and folder.name < newest:
+        try:
+            old = now - folder.stat().st_mtime > PRUNE_AFTER_S
+        except OSError:  # removed meanwhile
+            continue
+        if folder.name not in keep and old:
             shutil.rmtree(folder, ignore_errors=True)

@@ -92,14 +92,17 @@ def test_rows_served_before_the_window_are_left_out(tmp_path):
     assert table.rows == 0 and production.read_table(cfg).empty
 
 
-def test_a_new_build_replaces_the_current_one_and_older_builds_go(cfg):
+def test_a_new_build_replaces_the_current_one_and_older_builds_go(cfg, monkeypatch):
     write_traffic(cfg)
     first = production.build_table(cfg, cutoff=CUTOFF)
     second = production.build_table(cfg, cutoff=CUTOFF + timedelta(hours=1))
     assert production.current(cfg).build == second.build
+    builds = lambda: sorted(p.name for p in cfg.storage.production.glob(production.BUILD_PREFIX + "*"))  # noqa: E731
+    past = production.build_table(cfg, cutoff=CUTOFF - timedelta(hours=1))  # another run's, meanwhile
+    assert first.build in builds(), "a build of the last hour may still be read by another run"
+    monkeypatch.setattr(production, "PRUNE_AFTER_S", -1)  # as if an hour had passed
     third = production.build_table(cfg, cutoff=CUTOFF + timedelta(hours=2))
-    builds = sorted(p.name for p in cfg.storage.production.glob(production.BUILD_PREFIX + "*"))
-    assert builds == sorted([second.build, third.build]) and first.build not in builds
+    assert builds() == sorted([past.build, third.build]) and first.build not in builds()
     manifest = json.loads((cfg.storage.production / production.MANIFEST).read_text())
     assert manifest["build"] == third.build and manifest["cutoff"] == third.cutoff
 
