@@ -44,7 +44,12 @@ def service(tmp_path_factory):
         defaults.monitor,
     ), "the attacks run against the default experiment, retrain trigger and latency SLO"
     with ab_service(cfg, tmp, token=TOKEN) as service:
-        wait_for(lambda: rollout(service).get("status") == "running", "the challenger's rollout to start")
+
+        def started() -> bool:
+            resp = requests.get(f"{service['url']}/experiment/rollout", timeout=30)
+            return resp.ok and resp.json().get("status") == "running"  # a 503 until the controller answers
+
+        wait_for(started, "the challenger's rollout to start", timeout_s=300)
         yield service
 
 
