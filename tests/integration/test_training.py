@@ -150,3 +150,30 @@ def test_search_runs_tracked_trials_for_each_family_and_the_forest(prepared):
         runs = client.search_runs([client.get_experiment_by_name(f"mlsys-tune-{experiment}").experiment_id])
         assert len(runs) >= 2 and all(r.data.tags.get("mlsys.family") == family for r in runs)
         assert all(("cv_auc" if family == "random_forest" else "val_loss") in r.data.metrics for r in runs)
+
+
+def test_asha_stops_the_trials_that_trail_at_a_rung(prepared):
+    """Trials run one after another; at each rung (1, 2, 4 epochs) ASHA stops a trial in the
+    worse half of those seen there, so of six some stop early and the best runs every epoch."""
+    import time
+
+    import mlflow
+
+    from app.training.fit import make_preprocessor
+    from app.training.tune import tune_torch
+
+    cfg, splits = prepared
+    asha = make_config(
+        cfg.storage.path().parent,
+        mlp={"epochs": 4, "num_workers": 2},
+        tune={"scheduler": "asha", "max_concurrent": 1},
+    )
+    started_ms = int(time.time() * 1000)
+    tune_torch(asha, splits.train, splits.valid, make_preprocessor(asha, splits.train), num_samples=6)
+    client = mlflow.MlflowClient(asha.mlflow_uri)
+    runs = client.search_runs(
+        [client.get_experiment_by_name("mlsys-tune-torch").experiment_id],
+        filter_string=f"attributes.start_time >= {started_ms}",
+    )
+    epochs = sorted(len(client.get_metric_history(r.info.run_id, "val_loss")) for r in runs)
+    assert len(epochs) == 6 and epochs[-1] == 4 and epochs[0] < 4, epochs
