@@ -12,9 +12,11 @@ import inspect
 import threading
 
 import grpc
+import hypothesis.strategies as st
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
+from hypothesis import HealthCheck, given, settings
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.utils import InferenceServerException
 
@@ -177,3 +179,55 @@ def test_a_model_infer_request_becomes_the_http_paths_request():
     name, body = infer_request(req.SerializeToString())
     assert name == "m" and body.id == "r1" and body.parameters == {"key": "client-7"}
     assert body.inputs[0].data == [41, 70] and body.inputs[0].shape == [2]
+
+
+@st.composite
+def infer_messages(draw, cfg):
+    """ModelInferRequests a careless or hostile client might send: features or other names, any
+    datatype and shape, typed or raw contents (of any length), parameters of any kind."""
+    req = pb.ModelInferRequest(model_name=draw(st.sampled_from([cfg.registry.model_name, "", "other"])))
+    names = st.sampled_from([*cfg.dataset.features, cfg.dataset.timestamp, "nope"])
+    raw = draw(st.booleans())
+    for _ in range(draw(st.integers(0, len(cfg.dataset.features) + 1))):
+        t = req.inputs.add(
+            name=draw(names),
+            datatype=draw(st.sampled_from(["FP32", "FP64", "INT64", "BYTES", "BOOL", "UINT8", "XYZ", ""])),
+            shape=draw(st.lists(st.integers(-2, 4), max_size=3)),
+        )
+        if raw:
+            req.raw_input_contents.append(draw(st.binary(max_size=40)))
+        elif t.datatype == "BYTES":
+            t.contents.bytes_contents.extend(draw(st.lists(st.binary(max_size=8), max_size=4)))
+        else:
+            t.contents.fp64_contents.extend(draw(st.lists(st.floats(), max_size=4)))
+    if draw(st.booleans()):
+        req.parameters["explain"].bool_param = draw(st.booleans())
+    if draw(st.booleans()):
+        req.parameters["key"].int64_param = draw(st.integers(-(2**63), 2**63 - 1))
+    for o in draw(st.lists(st.sampled_from(["score", "label", "base", "contributions", "x"]), max_size=3)):
+        req.outputs.add(name=o)
+    return req.SerializeToString()
+
+
+def test_generated_grpc_requests_get_a_client_status_and_the_service_keeps_serving(replica, grpc_url):
+    """Never UNKNOWN or INTERNAL (a crash) for what the client sent: a 4xx-like status or an answer."""
+    cfg = replica.cfg
+    infer = grpc.insecure_channel(grpc_url).unary_unary(f"/{SERVICE.full_name}/ModelInfer")
+    client_errors = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(message=st.one_of(infer_messages(cfg), st.binary(max_size=200)))
+    def check(message):
+        try:
+            infer(message, timeout=30)
+            seen.add("answered")
+        except grpc.RpcError as err:
+            assert err.code() in client_errors, (err.code(), err.details())
+            seen.add(err.code())
+
+    seen: set = set()
+    check()
+    assert client_errors <= seen, seen  # the generated requests reached both kinds of refusal
+    client = triton.InferenceServerClient(grpc_url)
+    name = cfg.registry.model_name
+    assert client.infer(name, _inputs(client, name, ROWS)).as_numpy("score").shape == (2,), "still serving"
