@@ -175,7 +175,7 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(setup, case, monkeypatch
         main()
     assert exited.value.code == 2
     err = capsys.readouterr().err
-    # The test session's shared cluster forwards its processes' log lines ("(pid=...)") to
+    # The shared test cluster forwards its processes' log lines ("(pid=...)") to
     # this process's stderr at any time; the command's own output is what is checked.
     own = [line for line in err.splitlines() if "(pid=" not in line]
     assert len(own) == 1 and own[0].startswith("error:") and "Traceback" not in err, err

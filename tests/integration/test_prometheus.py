@@ -1,7 +1,7 @@
 """The Grafana dashboard and the alert rules against a live Prometheus scraping a live service.
 
 A real `prometheus` (Debian's package; CI installs it) runs with the shipped
-deployments/prometheus/prometheus.yml, its Ray target pointed at this session's node and its
+deployments/prometheus/prometheus.yml, its Ray target pointed at the test cluster's node and its
 intervals shortened, and the shipped alerts.yml. The service gets predictions, outcomes from a
 producer and a drifted window; then every panel query of deployments/grafana/mlsys.json, every
 recording rule and every alert's measured quantity must return a series: a name that no
@@ -81,7 +81,7 @@ def prometheus(tmp_path_factory):
 
 
 def metrics_targets() -> list[str]:
-    """Ray's metrics endpoint of every live node of this session: the replicas' request metrics
+    """Ray's metrics endpoint of every live node of the cluster: the replicas' request metrics
     and the monitor actor's gauges both leave through it."""
     return [f"{n['NodeManagerAddress']}:{n['MetricsExportPort']}" for n in ray.nodes() if n["Alive"]]
 
