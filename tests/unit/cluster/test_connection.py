@@ -3,6 +3,7 @@ and what of Ray's console output reaches the user."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 
@@ -13,16 +14,24 @@ from app.cluster.connection import answers, haproxy_side_ports, started_head_add
 from app.cluster.console import not_progress_bar_notice
 
 
-def test_a_live_ray_start_record_is_joined_and_a_stale_one_ignored(tmp_path, monkeypatch):
-    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # where Ray looks for `ray start`'s record
-    assert started_head_address() is None  # no record: the command starts its own cluster
+@contextlib.contextmanager
+def recorded_head(tmp_path):
+    """A listening socket standing for a `ray start` head, recorded where Ray looks for it
+    (under RAY_TMPDIR = tmp_path); yields its address, and stops listening on exit."""
     record = tmp_path / "ray" / "ray_current_cluster"
-    record.parent.mkdir()
+    record.parent.mkdir(exist_ok=True)
     with socket.socket() as head:
         head.bind(("127.0.0.1", 0))
         head.listen()
         live = f"127.0.0.1:{head.getsockname()[1]}"
         record.write_text(live + "\n")
+        yield live
+
+
+def test_a_live_ray_start_record_is_joined_and_a_stale_one_ignored(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # where Ray looks for `ray start`'s record
+    assert started_head_address() is None  # no record: the command starts its own cluster
+    with recorded_head(tmp_path) as live:
         assert started_head_address() == live
     assert started_head_address() is None  # the head is gone, its record stays: ignored
 
@@ -78,13 +87,7 @@ def test_the_dashboard_moves_off_a_port_another_cluster_holds(cfg):
 
 def test_the_local_ray_start_head_is_joined_as_auto_so_ray_sends_its_token(tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
-    record = tmp_path / "ray" / "ray_current_cluster"
-    record.parent.mkdir()
-    with socket.socket() as head:
-        head.bind(("127.0.0.1", 0))
-        head.listen()
-        live = f"127.0.0.1:{head.getsockname()[1]}"
-        record.write_text(live + "\n")
+    with recorded_head(tmp_path) as live:
         assert connection.init_address(live) == "auto"
         assert connection.init_address("10.0.0.7:6379") == "10.0.0.7:6379"  # given: left as given
     assert connection.init_address(live) == live  # no live head: the address as given

@@ -55,6 +55,19 @@ def json_tensors(cfg, *, rows: int) -> list[dict]:
     ]
 
 
+def challenger_fails_on_age_13(ingress, monkeypatch) -> None:
+    """The replica's challenger raises on any batch holding a row aged 13."""
+    predictor = ingress.routing.current.predictors[CHALLENGER]
+    predict_proba = predictor.predict_proba
+
+    def fails_on_age_13(cols):
+        if (np.asarray(cols["age"]) == 13).any():
+            raise RuntimeError("the model cannot score age 13")
+        return predict_proba(cols)
+
+    monkeypatch.setattr(predictor, "predict_proba", fails_on_age_13)
+
+
 def run(coro):
     return asyncio.run(coro)
 
@@ -322,15 +335,7 @@ def test_a_row_its_model_fails_on_fails_alone_and_counts_as_that_variants_error(
     """The rest of the batch is answered; the failure is the variant's in the metrics and in the
     traffic log (where the rollout's error guardrail reads it), never "unknown"."""
     cfg, ingress, monitor = replica.cfg, replica.ingress, replica.monitor
-    predictor = ingress.routing.current.predictors[CHALLENGER]
-    predict_proba = predictor.predict_proba
-
-    def fails_on_age_13(cols):
-        if (np.asarray(cols["age"]) == 13).any():
-            raise RuntimeError("the model cannot score age 13")
-        return predict_proba(cols)
-
-    monkeypatch.setattr(predictor, "predict_proba", fails_on_age_13)
+    challenger_fails_on_age_13(ingress, monkeypatch)
     ingress.pipeline.metrics = metrics = Metrics()
     items = [{"features": {**ROW, "age": 13 if i % 2 else 30}, "key": f"user-{i}"} for i in range(40)]
     got = run(ingress.pipeline.score(rows(cfg, items)))
@@ -576,15 +581,7 @@ def test_a_batch_its_challenger_fails_on_some_rows_counts_once_as_a_failed_reque
     from app.monitoring.counts import ExperimentCounts
 
     cfg, ingress, monitor = replica.cfg, replica.ingress, replica.monitor
-    predictor = ingress.routing.current.predictors[CHALLENGER]
-    predict_proba = predictor.predict_proba
-
-    def fails_on_age_13(cols):
-        if (np.asarray(cols["age"]) == 13).any():
-            raise RuntimeError("the model cannot score age 13")
-        return predict_proba(cols)
-
-    monkeypatch.setattr(predictor, "predict_proba", fails_on_age_13)
+    challenger_fails_on_age_13(ingress, monkeypatch)
     items = [{"features": {**ROW, "age": 13 if i % 3 == 2 else 30}, "key": f"user-{i}"} for i in range(60)]
     got = run(ingress.pipeline.score(rows(cfg, items)))
     assert sum(isinstance(g, ScoringFailed) for g in got) > 1, "several rows failed"
