@@ -21,43 +21,12 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import threading
 import time
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 FAST = {"upscale_delay_s": 1, "downscale_delay_s": 3, "look_back_period_s": 12, "target_ongoing_requests": 2}
-
-
-class Load:
-    def __init__(self, url: str, entities: list[int], callers: int):
-        self.url, self.entities, self.callers = url, entities, callers
-        self.stop = threading.Event()
-        self.counts: Counter = Counter()
-
-    def _call(self, i: int) -> None:
-        import requests
-
-        session, entity = requests.Session(), self.entities[i % len(self.entities)]
-        while not self.stop.is_set():
-            try:
-                ok = session.post(f"{self.url}/predict", json={"entity_id": entity}, timeout=60).ok
-            except requests.RequestException:
-                ok = False
-            self.counts["ok" if ok else "failed"] += 1
-
-    def __enter__(self):
-        self.pool = ThreadPoolExecutor(self.callers)
-        for i in range(self.callers):
-            self.pool.submit(self._call, i)
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.pool.shutdown(wait=True)
 
 
 def running(app: str) -> int:
@@ -106,6 +75,7 @@ def main() -> None:
     from app.cluster.connection import SERVE_PROXY_ENV, WORKER_ENV
     from app.registry.registry import CHALLENGER, CHAMPION, Registry
     from tests.configs import make_config
+    from tests.helpers import PredictLoad as Load
     from tests.helpers import free_port, quick_bundle, served_entities
 
     os.environ.update(SERVE_PROXY_ENV["haproxy"])

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
+import requests
 import torch
 
 from app.data.etl import run_etl
@@ -189,3 +193,39 @@ def make_ingress(cfg, *, monitor=None, features=None, handles=None):
         monitor=ActorDouble(monitor or MonitorDouble()),
         features=features or OnlineStoreDouble(cfg),
     )
+
+
+class PredictLoad:
+    """`callers` threads predicting in a loop, counting answers and failures (no retries)."""
+
+    def __init__(self, url: str, entities: list[int], callers: int):
+        self.url, self.entities, self.callers = url, entities, callers
+        self.stop = threading.Event()
+        self.counts: Counter = Counter()
+        self.failures: list[str] = []
+        self.lock = threading.Lock()
+
+    def _call(self, i: int) -> None:
+        session = requests.Session()
+        entity = self.entities[i % len(self.entities)]
+        while not self.stop.is_set():
+            try:
+                resp = session.post(f"{self.url}/predict", json={"entity_id": entity}, timeout=60)
+                ok = resp.status_code == 200
+                reason = f"{resp.status_code} {resp.text[:200]}"
+            except requests.RequestException as exc:
+                ok, reason = False, str(exc)[:200]
+            with self.lock:  # `+=` on a Counter is not atomic across threads
+                self.counts["ok" if ok else "failed"] += 1
+                if not ok:
+                    self.failures.append(reason)
+
+    def __enter__(self):
+        self.pool = ThreadPoolExecutor(self.callers)
+        for i in range(self.callers):
+            self.pool.submit(self._call, i)
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.pool.shutdown(wait=True)

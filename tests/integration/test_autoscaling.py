@@ -9,18 +9,15 @@ every failed request counts, whatever the reason.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import requests
 from ray import serve
 
 from app.registry.registry import CHALLENGER, CHAMPION, Registry
 from app.serving import app as serving_app
 from tests.configs import make_config
+from tests.helpers import PredictLoad as Load
 from tests.helpers import free_port, quick_bundle, served_entities
 
 pytestmark = pytest.mark.integration
@@ -58,42 +55,6 @@ def serving(store, name: str, **serve_section):
         },
     )
     return serving_app.start(cfg, name=name, route_prefix=f"/{name}", timeout_s=DEADLINE_S)
-
-
-class Load:
-    """`callers` threads predicting in a loop, counting answers and failures (no retries)."""
-
-    def __init__(self, url: str, entities: list[int], callers: int):
-        self.url, self.entities, self.callers = url, entities, callers
-        self.stop = threading.Event()
-        self.counts: Counter = Counter()
-        self.failures: list[str] = []
-        self.lock = threading.Lock()
-
-    def _call(self, i: int) -> None:
-        session = requests.Session()
-        entity = self.entities[i % len(self.entities)]
-        while not self.stop.is_set():
-            try:
-                resp = session.post(f"{self.url}/predict", json={"entity_id": entity}, timeout=60)
-                ok = resp.status_code == 200
-                reason = f"{resp.status_code} {resp.text[:200]}"
-            except requests.RequestException as exc:
-                ok, reason = False, str(exc)[:200]
-            with self.lock:  # `+=` on a Counter is not atomic across threads
-                self.counts["ok" if ok else "failed"] += 1
-                if not ok:
-                    self.failures.append(reason)
-
-    def __enter__(self):
-        self.pool = ThreadPoolExecutor(self.callers)
-        for i in range(self.callers):
-            self.pool.submit(self._call, i)
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.pool.shutdown(wait=True)
 
 
 def running(app: str, deployment: str) -> int:
