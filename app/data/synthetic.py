@@ -4,8 +4,10 @@ The label's signal comes from numeric features, a categorical, the time of week 
 crossed (age bucket x gender) effect, so every feature family in the pipeline matters.
 Realistic defects (nulls, out-of-range ages, duplicate events, unparseable timestamps,
 unknown genders) exercise ETL's quarantine. `drift` shifts income and the country mix and
-adds an unseen country, for the monitoring demo. Output is deterministic for a seed and is
-generated in chunks so 10M rows never sit in memory at once.
+adds an unseen country, for the monitoring demo; `concept` changes how the label depends on
+the features while their distribution stays the same (concept drift: only outcomes show it).
+Output is deterministic for a seed and is generated in chunks so 10M rows never sit in memory
+at once.
 """
 
 from __future__ import annotations
@@ -62,12 +64,16 @@ class Defects:
     duplicate: float = 0.01
 
 
-def _label_logit(df: pd.DataFrame, ts: pd.DatetimeIndex) -> np.ndarray:
+def _label_logit(df: pd.DataFrame, ts: pd.DatetimeIndex, concept: float = 0.0) -> np.ndarray:
+    """The label's log-odds. `concept` (0 to 1) moves the relation towards its reverse for
+    `score` and income, the strongest signals: at 1 a high score lowers the odds as much as it
+    raised them (what a changed product or a new fraud pattern does to a model's best feature)."""
     age, gender = df["age"].to_numpy(float), df["gender"].to_numpy()
+    sign = 1.0 - 2.0 * concept
     z = (
         -0.6
-        + 0.9 * (np.log(df["income"].to_numpy(float)) - 10.8)
-        + 2.0 * (df["score"].to_numpy(float) - 0.5)
+        + sign * 0.9 * (np.log(df["income"].to_numpy(float)) - 10.8)
+        + sign * 2.0 * (df["score"].to_numpy(float) - 0.5)
         + df["country"].map(COUNTRY_EFFECT).to_numpy(float)
         + 0.6 * (ts.dayofweek.to_numpy() >= 5)  # weekend
         + 0.4 * ((ts.hour.to_numpy() >= 18) & (ts.hour.to_numpy() <= 22))  # evening
@@ -86,6 +92,7 @@ def _chunk(
     start: pd.Timestamp,
     drift: float,
     defects: Defects,
+    concept: float = 0.0,
 ) -> pd.DataFrame:
     countries = COUNTRIES
     p = (1 - drift) * COUNTRY_P + drift * DRIFT_COUNTRY_P
@@ -109,7 +116,7 @@ def _chunk(
     ts = pd.DatetimeIndex(start + pd.to_timedelta(seconds, unit="s"))
     df["income"] = (df.pop("base_income") * rng.lognormal(0, 0.05, n)).round(2)
     df["score"] = np.clip(rng.normal(0.5, 0.2, n), 0, 1).round(4)
-    df["label"] = pd.array(rng.random(n) < 1 / (1 + np.exp(-_label_logit(df, ts))), dtype="Int64")
+    df["label"] = pd.array(rng.random(n) < 1 / (1 + np.exp(-_label_logit(df, ts, concept))), dtype="Int64")
     df["event_timestamp"] = ts.strftime("%Y-%m-%dT%H:%M:%S").astype(object)
     df["age"] = df["age"].astype("Int64")
     df["income"] = df["income"].astype("Float64")
@@ -141,6 +148,7 @@ def generate_chunks(
     *,
     seed: int = 0,
     drift: float = 0.0,
+    concept: float = 0.0,
     start: str | None = None,
     first_user: int = 1,
     defects: Defects | None = None,
@@ -150,15 +158,16 @@ def generate_chunks(
     for the same seed and start."""
     if rows < 1:
         raise ValueError("rows must be at least 1")
-    if not 0 <= drift <= 1:
-        raise ValueError("drift must be between 0 and 1")
+    for name, value in (("drift", drift), ("concept", concept)):
+        if not 0 <= value <= 1:
+            raise ValueError(f"{name} must be between 0 and 1")
     defects = defects or Defects()
     start_ts = pd.Timestamp(start or default_start())
     remaining, user, i = rows, first_user, 0
     while remaining > 0:
         n_users = max(1, round(min(remaining, chunk_rows) / EVENTS_PER_USER / (1 + defects.duplicate)))
         rng = np.random.default_rng([seed, i])
-        df = _chunk(rng, n_users, user, start_ts, drift, defects).head(remaining)
+        df = _chunk(rng, n_users, user, start_ts, drift, defects, concept).head(remaining)
         remaining -= len(df)
         user += n_users
         i += 1

@@ -3,7 +3,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from app.data.synthetic import UNSEEN_COUNTRY, generate, generate_chunks, write_dataset
+from app.data.synthetic import UNSEEN_COUNTRY, Defects, generate, generate_chunks, write_dataset
 
 START = "2026-01-05"
 
@@ -95,3 +95,17 @@ def test_an_interrupted_folder_write_leaves_no_partial_data_set(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         write_dataset(two_chunks_then_ctrl_c(), tmp_path / "raw")
     assert list(tmp_path.iterdir()) == []  # neither the folder nor its staging copy
+
+
+def test_concept_drift_changes_the_labels_relation_and_not_the_features():
+    clean = Defects(0, 0, 0, 0, 0, 0)
+    before = generate(20_000, seed=3, start=START, defects=clean)
+    after = generate(20_000, seed=3, start=START, defects=clean, concept=1.0)
+    features = [c for c in before.columns if c != "label"]
+    pd.testing.assert_frame_equal(before[features], after[features])  # the same rows, other labels
+    high_score = before["score"] > 0.7
+    rate = lambda df, rows: df.loc[rows, "label"].astype(float).mean()  # noqa: E731
+    assert rate(before, high_score) > rate(before, ~high_score) + 0.1
+    assert rate(after, high_score) < rate(after, ~high_score) - 0.1  # the score now lowers the odds
+    with pytest.raises(ValueError, match="concept"):
+        generate(10, concept=1.5)
