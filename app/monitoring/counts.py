@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 
 import numpy as np
 
@@ -71,6 +72,9 @@ class ExperimentCounts:
         # Shadow predictions that arrived before their live answer, by the live request id:
         # a single /predict logs its shadow's record first (bounded; not snapshotted).
         self.unpaired_shadows: OrderedDict[str, tuple[str, str, int, float]] = OrderedDict()
+        # Called with (experiment, variant, model_version, score, label) for each outcome the
+        # statistics count: the monitor's rolling labelled metrics (performance.py).
+        self.on_outcome: Callable[[str, str, int | None, float, int], None] | None = None
 
     def _variant(self, experiment: str, variant: str) -> VariantStats:
         if (experiment, variant) not in self.stats:
@@ -178,6 +182,8 @@ class ExperimentCounts:
         s.producers[producer] = s.producers.get(producer, 0) + 1
         s.correct_by_producer[producer] = s.correct_by_producer.get(producer, 0) + int(label == pred_label)
         s.positives_by_producer[producer] = s.positives_by_producer.get(producer, 0) + int(label == 1)
+        if self.on_outcome is not None:
+            self.on_outcome(experiment, variant, version, score, int(label))
         return "joined"
 
     def _within_key_cap(self, at: tuple) -> bool:
