@@ -5,6 +5,12 @@ A prediction record's `request_id` makes re-delivery idempotent (an id seen befo
 counted again); a feedback is joined to its prediction by that id, and one that arrives first
 waits for it. `state`/`from_state` are what the monitor's snapshot saves and reads back.
 
+An outcome does not depend on which model answered: the one joined to a live prediction is
+also counted for the shadow prediction of the same request (its request id + SHADOW_SUFFIX),
+under the shadow variant, so a challenger in shadow is judged on quality before it answers
+anyone. The shadow copy is scored after the answer is sent, so its prediction may arrive after
+the outcome: the outcome then waits for it (bounded, like the unpaired shadows).
+
 A request counts once per variant it reached, and once as that variant's failure if the
 variant failed any of its rows: the row that carries the request's latency tells (serving's
 pipeline marks a request's first failed row, else its first answer). No client key counts for
@@ -26,6 +32,9 @@ from app.monitoring.records import OK, SHADOW_SUFFIX, UNATTRIBUTED
 
 SAMPLE = 20_000  # recent latencies / scored outcomes kept per variant for percentiles and AUC
 UNPAIRED_SHADOWS = 10_000
+# Live outcomes whose request's shadow prediction has not arrived (most requests have none:
+# the oldest are dropped; a shadow copy arrives within moments of its live answer).
+AWAITING_SHADOW = 10_000
 # Client keys whose outcomes are counted against the per-key cap (the most recently seen;
 # a key forgotten starts again from zero, which takes this many other keys reporting).
 KEYS = 100_000
@@ -72,8 +81,11 @@ class ExperimentCounts:
         # Shadow predictions that arrived before their live answer, by the live request id:
         # a single /predict logs its shadow's record first (bounded; not snapshotted).
         self.unpaired_shadows: OrderedDict[str, tuple[str, str, int, float]] = OrderedDict()
-        # Called with (experiment, variant, model_version, score, label) for each outcome the
-        # statistics count: the monitor's rolling labelled metrics (performance.py).
+        # Live outcomes by the live request id, for a shadow prediction still on its way (bounded;
+        # not snapshotted). -> (label, producer)
+        self.awaiting_shadow: OrderedDict[str, tuple[int, str]] = OrderedDict()
+        # Called with (experiment, variant, model_version, score, label) for each live outcome the
+        # statistics count (never a shadow's): the monitor's rolling labelled metrics (performance.py).
         self.on_outcome: Callable[[str, str, int | None, float, int], None] | None = None
 
     def _variant(self, experiment: str, variant: str) -> VariantStats:
@@ -123,6 +135,8 @@ class ExperimentCounts:
         self._remember(rid, (experiment, variant, int(pred_label), float(score), key, int(model_version)))
         if rid in self.pending:
             self.add_feedback(rid, *self.pending.pop(rid))
+        elif shadow and rid[: -len(SHADOW_SUFFIX)] in self.awaiting_shadow:
+            self._count_outcome(rid, *self.awaiting_shadow.pop(rid[: -len(SHADOW_SUFFIX)]))
         return True
 
     def _pair_shadow(self, live_rid: str, shadow: tuple[str, str, int, float], live=None) -> None:
@@ -165,26 +179,49 @@ class ExperimentCounts:
                 self.pending.popitem(last=False)
                 self.pending_dropped += 1
             return "pending"
-        experiment, variant, pred_label, score, key, version = self.predictions[request_id]
-        s = self._variant(experiment, variant)
-        self.labelled.add(request_id)
+        self._count_outcome(request_id, int(label), producer)
+        if not request_id.endswith(SHADOW_SUFFIX):
+            self._score_shadow(request_id, int(label), producer)
+        return "joined"
+
+    def _score_shadow(self, live_rid: str, label: int, producer: str) -> None:
+        """Count a live outcome for the same request's shadow prediction too, now if it is
+        remembered, else when it arrives (a shadow copy is scored after the answer is sent)."""
+        shadow_rid = live_rid + SHADOW_SUFFIX
+        if shadow_rid in self.labelled:
+            return
+        if shadow_rid in self.predictions:
+            self._count_outcome(shadow_rid, label, producer)
+            return
+        self.awaiting_shadow[live_rid] = (label, producer)
+        while len(self.awaiting_shadow) > AWAITING_SHADOW:
+            self.awaiting_shadow.popitem(last=False)
+
+    def _count_outcome(self, rid: str, label: int, producer: str) -> None:
+        """Count an outcome for a remembered prediction: a shadow one under its shadow variant,
+        with a per-key tally of its own (a live one also goes to `on_outcome`)."""
+        experiment, variant, pred_label, score, key, version = self.predictions[rid]
+        shadow = rid.endswith(SHADOW_SUFFIX)
+        counted_as = variant + SHADOW_KEY if shadow else variant
+        s = self._variant(experiment, counted_as)
+        self.labelled.add(rid)
         # A request without a key is its own key (its request id): one outcome at most, so it
         # never needs the cap, and tallying it would crowd the sticky keys out of the bounded tally.
-        sticky = None if key == request_id else key
-        if not self._within_key_cap((experiment, variant, version, sticky)):
+        live_rid = rid[: -len(SHADOW_SUFFIX)] if shadow else rid
+        sticky = None if key == live_rid else key
+        if not self._within_key_cap((experiment, counted_as, version, sticky)):
             s.capped[KEY_CAP] = s.capped.get(KEY_CAP, 0) + 1
-            return "joined"  # logged with its producer; only the statistics leave it out
+            return  # logged with its producer; only the statistics leave it out
         s.outcomes += 1
         s.positives += int(label == 1)
         s.correct += int(label == pred_label)
         s.scores.append(score)
-        s.labels.append(int(label))
+        s.labels.append(label)
         s.producers[producer] = s.producers.get(producer, 0) + 1
         s.correct_by_producer[producer] = s.correct_by_producer.get(producer, 0) + int(label == pred_label)
         s.positives_by_producer[producer] = s.positives_by_producer.get(producer, 0) + int(label == 1)
-        if self.on_outcome is not None:
-            self.on_outcome(experiment, variant, version, score, int(label))
-        return "joined"
+        if not shadow and self.on_outcome is not None:
+            self.on_outcome(experiment, variant, version, score, label)
 
     def _within_key_cap(self, at: tuple) -> bool:
         """Count one more outcome for a client key at a variant's model version, unless it has

@@ -96,7 +96,8 @@ def test_shadow_predictions_count_apart_paired_with_the_live_answer():
     report = counts.report(EXPERIMENT)
     assert set(report.variants) == {"champion"} and not report.comparisons  # shadows are not live
     shadow = report.shadow["challenger"]
-    assert shadow.requests == 4 and shadow.outcomes == 0 and shadow.paired == 4
+    assert shadow.requests == 4 and shadow.paired == 4
+    assert shadow.outcomes == 1 and shadow.accuracy == 1.0  # r0's outcome, its shadow said 1 too
     assert shadow.label_agreement == 0.75  # 0.7 -> 1 live, 0.4 -> 0 shadow
     assert shadow.mean_abs_score_diff == pytest.approx(np.mean([0.1, 0.1, 0.3, 0.05]))
     assert shadow.score_correlation == pytest.approx(np.corrcoef(*zip(*pairs, strict=True))[0, 1])
@@ -227,3 +228,91 @@ def test_requests_without_a_key_never_enter_the_per_key_tally():
         counts.add_prediction(keyed(f"r{i}", f"r{i}"))
         counts.add_feedback(f"r{i}", 1, "crm")
     assert counts.per_key == {} and counts.stats["e", "challenger"].outcomes == 50
+
+
+def live_and_shadow(counts: ExperimentCounts, rid: str, *, live_label: int, shadow_label: int, key=None):
+    """One request answered by the champion and scored in shadow by the challenger."""
+    live = record(rid, label=live_label, score=0.9 if live_label else 0.1)
+    shadow = record(
+        rid, variant="challenger", label=shadow_label, score=0.9 if shadow_label else 0.1, shadow=True
+    )
+    for rec in (live, shadow):
+        counts.add_prediction(rec if key is None else {**rec, "key": key})
+
+
+def test_a_shadow_prediction_is_scored_against_the_outcome_of_its_live_request():
+    counts = ExperimentCounts()
+    seen = []
+    counts.on_outcome = lambda *args: seen.append(args)
+    live_and_shadow(counts, "r0", live_label=1, shadow_label=0)
+    live_and_shadow(counts, "r1", live_label=1, shadow_label=1)
+    assert counts.add_feedback("r0", 1, "crm") == "joined"
+    assert counts.add_feedback("r1", 1, "billing") == "joined"
+    live, shadow = counts.stats["e", "champion"], counts.stats["e", "challenger:shadow"]
+    assert (live.outcomes, live.correct, live.positives) == (2, 2, 2)
+    assert (shadow.outcomes, shadow.correct, shadow.positives) == (2, 1, 2)
+    assert list(shadow.labels) == [1, 1] and list(shadow.scores) == [0.1, 0.9]
+    assert shadow.producers == {"crm": 1, "billing": 1} and shadow.correct_by_producer == {
+        "crm": 0,
+        "billing": 1,
+    }
+    assert shadow.positives_by_producer == {"crm": 1, "billing": 1}
+    assert ("e", "challenger") not in counts.stats, "a shadow outcome never counts as a live one"
+    assert [(v, label) for _, v, _, _, label in seen] == [("champion", 1), ("champion", 1)], "live only"
+    report = counts.report(EXPERIMENT)
+    assert report.shadow["challenger"].outcomes == 2 and report.shadow["challenger"].rate == 0.5
+    assert set(report.variants) == {"champion"} and not report.comparisons
+
+
+def test_a_shadow_outcome_counts_once_however_the_outcome_is_delivered():
+    counts = ExperimentCounts()
+    live_and_shadow(counts, "r0", live_label=1, shadow_label=1)
+    counts.add_feedback("r0", 1, "crm")
+    assert counts.add_feedback("r0", 1, "crm") == "duplicate"
+    assert counts.add_feedback("r0-shadow", 1, "crm") == "duplicate"  # already scored from the live one
+    counts.add_prediction(record("r0", variant="challenger", shadow=True))  # the shadow re-delivered
+    assert (
+        counts.stats["e", "challenger:shadow"].outcomes == 1 and counts.stats["e", "champion"].outcomes == 1
+    )
+
+
+def test_an_outcome_before_the_shadow_prediction_waits_for_it():
+    counts = ExperimentCounts()
+    seen = []
+    counts.on_outcome = lambda *args: seen.append(args)
+    assert counts.add_feedback("early", 0, "crm") == "pending"  # before any prediction
+    counts.add_prediction(record("early", label=0, score=0.1))  # joins the live prediction
+    counts.add_feedback("late", 1, "crm")
+    counts.add_prediction(record("late", label=1))
+    counts.add_feedback("late", 1, "crm")  # joins before its shadow copy was scored
+    for rid, label in (("early", 1), ("late", 1)):  # the shadow copies arrive last
+        counts.add_prediction(record(rid, variant="challenger", label=label, shadow=True))
+    shadow = counts.stats["e", "challenger:shadow"]
+    assert (shadow.outcomes, shadow.correct) == (2, 1)
+    assert not counts.awaiting_shadow and len(seen) == 2
+
+
+def test_the_per_key_cap_tallies_a_shadow_variant_apart_from_the_live_one():
+    counts = ExperimentCounts()
+    counts.max_per_key = 3
+    for i in range(5):
+        live_and_shadow(counts, f"r{i}", live_label=1, shadow_label=1, key="one-client")
+        counts.add_feedback(f"r{i}", 1, "crm")
+    live, shadow = counts.stats["e", "champion"], counts.stats["e", "challenger:shadow"]
+    assert (live.outcomes, live.capped) == (3, {"key": 2})
+    assert (shadow.outcomes, shadow.capped) == (3, {"key": 2}), "its own tally of 3, not the live one's"
+
+
+def test_shadow_outcomes_survive_the_state_round_trip():
+    counts = ExperimentCounts()
+    counts.max_per_key = 1
+    live_and_shadow(counts, "r0", live_label=1, shadow_label=0, key="k")
+    live_and_shadow(counts, "r1", live_label=1, shadow_label=0, key="k")
+    counts.add_feedback("r0", 1, "crm")
+    back = ExperimentCounts.from_state(counts.state())
+    back.max_per_key = 1
+    assert back.for_experiment("e") == counts.for_experiment("e") and back.labelled == {"r0", "r0-shadow"}
+    assert back.add_feedback("r0", 1, "crm") == "duplicate"
+    back.add_feedback("r1", 1, "crm")  # the key's one shadow outcome is counted already
+    shadow = back.stats["e", "challenger:shadow"]
+    assert (shadow.outcomes, shadow.correct, shadow.capped) == (1, 0, {"key": 1})
