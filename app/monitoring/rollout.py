@@ -8,6 +8,11 @@ on the experiment's metric by the always-valid test. At the last step it is prom
 sequential test shows it better, or (with a `margin`) when the always-valid interval shows it
 no worse than `margin`. A guardrail breach or significant harm rolls it back at once.
 
+With a shadow phase first (`decide_shadow`), the challenger is scored on a copy of the traffic
+and judged on the outcomes of the same requests the control answered: significant harm rolls
+it back before it answers anyone; otherwise it goes live at the first step after `min_requests`
+predictions paired with the live answers and `min_minutes`.
+
 The sequential test and interval (mSPRT, Johari et al. 2017) stay valid however often the
 controller reads them, which is what lets it act after every batch of outcomes without
 inflating its error rate. `decide` reads; `advance` applies; the Ray shell persists the state.
@@ -23,6 +28,7 @@ from app.monitoring.abtest import always_valid_interval, msprt_p_value
 from app.monitoring.messages import Message
 
 HOLD, STEP_UP, PROMOTE, ROLL_BACK, PAUSED = "hold", "step up", "promote", "roll back", "paused"
+GO_LIVE = "go live"  # the shadow phase is over: the challenger gets its first share
 RUNNING, PROMOTED, ROLLED_BACK = "running", "promoted", "rolled back"
 STOPPED = "stopped"  # ended outside the controller: an operator moved the challenger alias
 
@@ -160,6 +166,36 @@ def decide(policy: Policy, state: State, control: Arm, challenger: Arm, now: flo
     )
 
 
+def decide_shadow(
+    policy: Policy, state: State, control: Arm, shadow: Arm, *, paired: int, now: float
+) -> Decision:
+    """The shadow phase's decision (pure): `shadow` holds the challenger's shadow predictions
+    with the outcomes of their live requests, `paired` how many were paired with a live answer.
+
+    The outcomes cost no user a harmful answer here, so harm by the live phase's always-valid
+    test rolls the challenger back at once; without harm it goes live as the schedule says."""
+    evidence = _evidence(policy, control, shadow)
+    if state.challenger is None or state.status != RUNNING:
+        return Decision(HOLD, 0.0, f"no rollout running ({state.status})", evidence)
+    if policy.mode == "manual":
+        return Decision(PAUSED, 0.0, "rollout.mode is manual: an operator moves the split", evidence)
+    harm = _harm(policy, evidence)
+    if harm:
+        return Decision(ROLL_BACK, 0.0, f"in shadow, {harm}", evidence)
+    minutes = (now - state.step_started_s) / 60
+    need, wait = policy.min_requests, policy.min_minutes
+    if paired >= need and minutes >= wait:
+        reason = f"shadow done ({paired} paired, {shadow.outcomes} outcomes, no significant harm)"
+        return Decision(GO_LIVE, policy.steps[0], reason, evidence)
+    return Decision(
+        HOLD,
+        0.0,
+        f"in shadow: {paired}/{need} predictions paired with the live answers, {minutes:.1f}/{wait:g} min, "
+        f"{shadow.outcomes} outcomes",
+        evidence,
+    )
+
+
 def stop(state: State, now: float, reason: str) -> State:
     """The rollout ended outside the controller (the challenger alias moved)."""
     return replace(state, status=STOPPED, history=(*state.history, (now, STOPPED, 0.0, reason)))
@@ -204,10 +240,18 @@ def _error_rate(arm: Arm) -> float | None:
     return arm.errors / arm.requests if arm.requests else None
 
 
-def _guardrail_breach(policy: Policy, control: Arm, challenger: Arm, evidence: dict) -> str | None:
+def _harm(policy: Policy, evidence: dict) -> str | None:
+    """Significant harm on the experiment's metric by the always-valid test, if shown."""
     p = evidence["p_value"]
     if p is not None and p < policy.alpha and evidence["diff"] is not None and evidence["diff"] < 0:
         return f"harm: challenger worse, sequential p={p:.4f} < {policy.alpha}"
+    return None
+
+
+def _guardrail_breach(policy: Policy, control: Arm, challenger: Arm, evidence: dict) -> str | None:
+    harm = _harm(policy, evidence)
+    if harm:
+        return harm
     if challenger.requests < policy.min_requests:
         return None  # a p99 or an error rate of a handful of requests says nothing yet
     judged = control.requests >= policy.min_requests

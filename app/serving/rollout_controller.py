@@ -9,6 +9,10 @@ monitor's experiment report, asks the pure decision core what to do, and does it
 - a promotion moves the champion alias and resets the split to 100 % champion;
 - a rollback moves the challenger to the `rejected` alias and its share to 0.
 
+With `rollout.shadow_first` the challenger is first scored in shadow: its shadow predictions
+get the outcomes of their live requests, so it is rolled back there, before it answers anyone,
+when they show significant harm against the control's (`rollout.decide_shadow`).
+
 Every action is an entry of the promotion ledger (registry/ledger.py) with its evidence. The
 rollout state, and the counts the variants had when the challenger entered (the arms compare
 only what both saw since), are persisted, so a restarted controller goes on where it was.
@@ -27,6 +31,7 @@ from app.cluster.actors import call_self_after_init, detached_actor
 from app.config import AppConfig, ExperimentConfig
 from app.files import atomic_write_text
 from app.monitoring import rollout
+from app.monitoring.abtest import SHADOW_KEY
 from app.monitoring.experiment import ExperimentReport
 from app.registry import ledger
 from app.registry.registry import CHALLENGER, REJECTED, Registry
@@ -46,6 +51,8 @@ SHADOW_VIEW = (
     "latency_diff_ms",
     "estimated",
 )
+# The challenger's shadow predictions as an arm of their own (as the monitor counts them).
+SHADOW_ARM = CHALLENGER + SHADOW_KEY
 
 
 def policy(cfg: AppConfig) -> rollout.Policy:
@@ -71,6 +78,29 @@ def shadow_view(report: ExperimentReport) -> dict:
     s = report.shadow.get(CHALLENGER)
     shown = s.model_dump(include=set(SHADOW_VIEW)) if s is not None else {}
     return {k: shown.get(k) for k in SHADOW_VIEW}
+
+
+def with_shadow_arm(report: ExperimentReport) -> ExperimentReport:
+    """The report with the challenger's shadow counts as a variant of their own (SHADOW_ARM),
+    so the shadow phase reads its arms, caps and producers as the live phase does."""
+    shadow = report.shadow.get(CHALLENGER)
+    if shadow is None:
+        return report
+    return report.model_copy(update={"variants": {**report.variants, SHADOW_ARM: shadow}})
+
+
+def entry_counts(report: ExperimentReport, control: str, challenger: str) -> dict:
+    """What the arms count from: the variants' counts, producers and successes at entry."""
+    return {
+        "control": counts(report, control),
+        "challenger": counts(report, challenger),
+        "producers": producers(report),
+        "successes": evidence_of.producer_successes(report),
+    }
+
+
+def _percent(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
 
 
 class RolloutController:
@@ -181,7 +211,10 @@ class RolloutController:
         self.state = rollout.start(version, now)
         if self.cfg.rollout.shadow_first:
             self.phase = SHADOW
-            self.at_entry = {"shadow_paired": shadow_view(report)["paired"] or 0}
+            self.at_entry = {
+                "shadow_paired": shadow_view(report)["paired"] or 0,
+                **entry_counts(with_shadow_arm(report), experiment.control, SHADOW_ARM),
+            }
             await self.control.set_experiment.remote(in_shadow(experiment))
             reason = "new challenger enters in shadow: scored on a copy of the traffic, never answered"
             await self._record("step", reason)
@@ -196,12 +229,7 @@ class RolloutController:
         """The challenger's first live share; the arms count from here."""
         self.phase = LIVE
         self.state = replace(self.state, step=0, step_started_s=now, outcomes_at_step=0)
-        self.at_entry = {
-            "control": counts(report, experiment.control),
-            "challenger": counts(report, CHALLENGER),
-            "producers": producers(report),
-            "successes": evidence_of.producer_successes(report),
-        }
+        self.at_entry = entry_counts(report, experiment.control, CHALLENGER)
         share = self.policy.steps[0]
         await self.control.set_experiment.remote(split_with(experiment, share))
         await self._record("step", f"{why} at {share:.0%} of the traffic", evidence)
@@ -209,18 +237,26 @@ class RolloutController:
         log.info("rollout of version %d: live at %.0f%%", self.state.challenger, share * 100)
 
     async def _shadow_step(self, experiment: ExperimentConfig, report: ExperimentReport, now: float) -> None:
-        """In shadow: go live after `min_requests` paired predictions and `min_minutes`."""
+        """In shadow: roll back when the shadow's outcomes show harm against the control's, else
+        go live after `min_requests` paired predictions and `min_minutes`."""
         view = shadow_view(report)
         paired = (view["paired"] or 0) - self.at_entry.get("shadow_paired", 0)
-        minutes = (now - self.state.step_started_s) / 60
-        need, wait = self.policy.min_requests, self.policy.min_minutes
-        reason = (
-            f"in shadow: {paired}/{need} predictions paired with the live answers, {minutes:.1f}/{wait:g} min"
-        )
-        self.last = rollout.LastDecision(at=now, action=rollout.HOLD, share=0.0, reason=reason, evidence=view)
-        if paired >= need and minutes >= wait:
-            why = f"shadow done ({paired} paired, label agreement {view['label_agreement']:.1%}); enters"
-            await self._go_live(experiment, report, now, why, view)
+        both = with_shadow_arm(report)
+        control, capped_a = await self._arm(experiment, experiment.control, both, "control")
+        shadow, capped_b = await self._arm(experiment, SHADOW_ARM, both, "challenger")
+        decision = rollout.decide_shadow(self.policy, self.state, control, shadow, paired=paired, now=now)
+        since_entry = producers(both, self.at_entry.get("producers"))
+        capped = {"capped": {"control": capped_a, "challenger": capped_b}, "caps": self._caps()}
+        evidence = {**view, **decision.evidence, "producers": since_entry, **capped}
+        decision = replace(decision, evidence=evidence)
+        self.last = rollout.LastDecision(at=now, **asdict(decision))
+        if decision.action == rollout.GO_LIVE:
+            why = f"{decision.reason}, label agreement {_percent(view['label_agreement'])}; enters"
+            await self._go_live(experiment, report, now, why, evidence)
+        elif decision.action == rollout.ROLL_BACK:  # before it answered anyone
+            await self._act(decision, experiment)
+            self.state = rollout.advance(self.state, decision, shadow.outcomes, now)
+            self._save()
 
     async def _record(self, event: str, reason: str, evidence: dict | None = None) -> None:
         entry = ledger.entry(

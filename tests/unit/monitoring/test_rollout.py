@@ -8,6 +8,7 @@ import pytest
 
 from app.monitoring import rollout
 from app.monitoring.rollout import (
+    GO_LIVE,
     HOLD,
     PAUSED,
     PROMOTE,
@@ -130,6 +131,76 @@ def test_transitions(name, policy, state, control, challenger, now, action, shar
     decision = rollout.decide(policy, state, control, challenger, now)
     assert (decision.action, decision.share) == (action, share), decision.reason
     assert reason in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("name", "control", "shadow", "paired", "now", "action", "share", "reason"),
+    [
+        (
+            "harm on the shadow's outcomes",
+            arm(5000, 0.75),
+            arm(2000, 0.68),
+            0,
+            T0,
+            ROLL_BACK,
+            0.0,
+            "in shadow, harm",
+        ),
+        ("no harm, too few paired", arm(), arm(), 40, LATER, HOLD, 0.0, "40/100 predictions paired"),
+        ("no harm, too soon", arm(), arm(), 150, T0 + 60, HOLD, 0.0, "1.0/5 min"),
+        ("no harm: goes live", arm(), arm(), 150, LATER, GO_LIVE, 0.05, "shadow done"),
+        (
+            "no outcomes yet: goes live as before",
+            arm(),
+            arm(outcomes=0),
+            150,
+            LATER,
+            GO_LIVE,
+            0.05,
+            "0 outcomes",
+        ),
+        (
+            "better in shadow: live at the first step",
+            arm(5000, 0.70),
+            arm(5000, 0.76),
+            150,
+            LATER,
+            GO_LIVE,
+            0.05,
+            "",
+        ),
+        # Slower or failing copies are judged once live (the shadow's latency is off the request path).
+        (
+            "errors are not judged in shadow",
+            arm(),
+            arm(errors=90),
+            150,
+            LATER,
+            GO_LIVE,
+            0.05,
+            "no significant harm",
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_shadow_transitions(name, control, shadow, paired, now, action, share, reason):
+    decision = rollout.decide_shadow(POLICY, at_step(0), control, shadow, paired=paired, now=now)
+    assert (decision.action, decision.share) == (action, share), decision.reason
+    assert reason in decision.reason
+    assert decision.evidence["n"] == {"control": control.outcomes, "challenger": shadow.outcomes}
+
+
+def test_the_shadow_phase_is_judged_on_the_same_test_as_the_live_phase():
+    """Whatever the shadow's outcomes show harm on, the live phase would too (same arms)."""
+    control, shadow = arm(5000, 0.75), arm(2000, 0.70)
+    live = rollout.decide(POLICY, at_step(0), control, shadow, T0)
+    in_shadow = rollout.decide_shadow(POLICY, at_step(0), control, shadow, paired=0, now=T0)
+    assert (live.action, in_shadow.action) == (ROLL_BACK, ROLL_BACK)
+    assert in_shadow.evidence["p_value"] == live.evidence["p_value"] < POLICY.alpha
+    stopped = rollout.advance(at_step(0), in_shadow, 0, T0)
+    assert stopped.status == ROLLED_BACK and stopped.history[-1][3].startswith("in shadow, harm")
+    paused = rollout.decide_shadow(Policy(mode="manual"), at_step(0), control, shadow, paired=0, now=T0)
+    assert paused.action == PAUSED
 
 
 def test_advancing_moves_the_step_and_restarts_its_clock_and_count():

@@ -18,7 +18,7 @@ from app.serving.rollout_controller import RolloutController
 from app.serving.splits import split_with
 from app.views import ledger_table
 from tests.configs import make_config
-from tests.doubles import ActorDouble, ReportingMonitorDouble
+from tests.doubles import ActorDouble, ReportingMonitorDouble, variant_summary
 from tests.helpers import quick_bundle
 
 CLEAN = Defects(0, 0, 0, 0, 0, 0)
@@ -177,7 +177,7 @@ def test_with_shadow_first_a_challenger_is_scored_in_shadow_before_any_live_shar
     monitor.in_shadow(CHALLENGER, paired=40, label_agreement=0.9)
     status = tick(ctl, T0 + 120)
     assert status.phase == "shadow" and "40/100 predictions paired" in status.last_decision.reason
-    monitor.in_shadow(CHALLENGER, paired=150, label_agreement=0.9)
+    monitor.in_shadow(CHALLENGER, paired=150, label_agreement=0.9)  # no outcomes yet: goes live as before
     status = tick(ctl, T0 + 180)
     experiment = control.experiment
     assert status.phase == "live" and status.step == 1 and experiment.shadow is None
@@ -187,6 +187,43 @@ def test_with_shadow_first_a_challenger_is_scored_in_shadow_before_any_live_shar
     assert went_live.evidence["label_agreement"] == 0.9  # the shadow's evidence, in the ledger
     serve_minute(monitor, champion_rate=0.7, challenger_rate=0.7, n=150)
     assert tick(ctl, T0 + 300).last_decision.action == rollout.STEP_UP  # then the usual steps
+
+
+def shadow_scored(monitor, *, outcomes: int, rate: float, paired: int) -> None:
+    """The challenger's shadow predictions as the monitor reports them once their live requests'
+    outcomes arrived (paired with the live answers, never answered)."""
+    shown = {"outcomes": outcomes, "rate": rate, "requests": paired}
+    monitor.shadow[CHALLENGER] = variant_summary(shown, paired=paired, label_agreement=0.8)
+
+
+def test_in_shadow_a_challenger_worse_on_its_live_requests_outcomes_is_rolled_back_before_going_live(served):
+    cfg, registry, control, monitor, _ = served
+    shadowing = cfg.model_copy(update={"rollout": cfg.rollout.model_copy(update={"shadow_first": True})})
+    ctl = RolloutController(shadowing, control=ActorDouble(control), monitor=ActorDouble(monitor))
+    v2 = registry.register(
+        quick_bundle(cfg, generate(1500, seed=2, defects=CLEAN), seed=2), params={}, alias=CHALLENGER
+    )
+    tick(ctl, T0)
+    monitor.count("champion", outcomes=400, rate=0.75, requests=400)  # the live answers' outcomes ...
+    shadow_scored(monitor, outcomes=400, rate=0.75, paired=40)  # ... and the same requests' shadows
+    status = tick(ctl, T0 + 30)
+    assert status.phase == "shadow" and status.status == rollout.RUNNING
+    assert status.last_decision.evidence["n"] == {"control": 400, "challenger": 400}
+    monitor.count("champion", outcomes=1600, rate=0.75, requests=1600)
+    shadow_scored(monitor, outcomes=2000, rate=0.63, paired=90)  # worse; too few paired to go live yet
+    status = tick(ctl, T0 + 60)  # before min_minutes: harm does not wait
+    assert (status.phase, status.status, status.share) == ("shadow", rollout.ROLLED_BACK, 0.0)
+    assert status.last_decision.reason.startswith("in shadow, harm")
+    assert registry.alias_version(REJECTED) == v2 and registry.alias_version(CHALLENGER) is None
+    assert control.experiment.shadow is None and challenger_share(control) == 0.0, "it never answered"
+    reject = registry.promotion_ledger()[-1]
+    assert (reject.event, reject.version, reject.by) == ("reject", v2, "rollout controller")
+    assert "in shadow, harm" in reject.reason and reject.evidence["n"] == {
+        "control": 2000,
+        "challenger": 2000,
+    }
+    assert reject.evidence["rate"]["challenger"] < reject.evidence["rate"]["control"]
+    assert tick(ctl, T0 + 600).status == rollout.ROLLED_BACK  # stays out
 
 
 def test_the_split_keeps_other_variants_shares():
