@@ -46,6 +46,10 @@ class Policy:
     mde: float = 0.05  # relative effect the test is tuned to (the mixture's scale)
     margin: float | None = None  # promote when no worse than this (absolute), if set
     mode: str = "auto"  # "manual" pauses the controller
+    # In shadow, also wait for this many of the shadow's outcomes before going live: the shadow
+    # phase costs no user exposure, so a longer one catches more harm for free (time only).
+    # 0: go live on the schedule alone (`min_requests` paired, `min_minutes`).
+    shadow_min_outcomes: int = 0
 
 
 @dataclass(frozen=True)
@@ -183,15 +187,16 @@ def decide_shadow(
     if harm:
         return Decision(ROLL_BACK, 0.0, f"in shadow, {harm}", evidence)
     minutes = (now - state.step_started_s) / 60
-    need, wait = policy.min_requests, policy.min_minutes
-    if paired >= need and minutes >= wait:
+    need, wait, scored = policy.min_requests, policy.min_minutes, policy.shadow_min_outcomes
+    if paired >= need and minutes >= wait and shadow.outcomes >= scored:
         reason = f"shadow done ({paired} paired, {shadow.outcomes} outcomes, no significant harm)"
         return Decision(GO_LIVE, policy.steps[0], reason, evidence)
+    outcomes = f"{shadow.outcomes}/{scored}" if scored else f"{shadow.outcomes}"
     return Decision(
         HOLD,
         0.0,
         f"in shadow: {paired}/{need} predictions paired with the live answers, {minutes:.1f}/{wait:g} min, "
-        f"{shadow.outcomes} outcomes",
+        f"{outcomes} outcomes",
         evidence,
     )
 

@@ -190,6 +190,14 @@ def test_shadow_transitions(name, control, shadow, paired, now, action, share, r
     assert decision.evidence["n"] == {"control": control.outcomes, "challenger": shadow.outcomes}
 
 
+def test_a_shadow_phase_may_wait_for_enough_outcomes_to_judge_before_going_live():
+    policy = Policy(min_outcomes=100, min_minutes=5, shadow_min_outcomes=2000)
+    waits = rollout.decide_shadow(policy, at_step(0), arm(), arm(outcomes=1500), paired=150, now=LATER)
+    assert waits.action == HOLD and "1500/2000 outcomes" in waits.reason
+    goes = rollout.decide_shadow(policy, at_step(0), arm(), arm(outcomes=2000), paired=150, now=LATER)
+    assert goes.action == GO_LIVE and goes.share == policy.steps[0]
+
+
 def test_the_shadow_phase_is_judged_on_the_same_test_as_the_live_phase():
     """Whatever the shadow's outcomes show harm on, the live phase would too (same arms)."""
     control, shadow = arm(5000, 0.75), arm(2000, 0.70)
