@@ -541,6 +541,17 @@ class MonitorConfig(_Section):
     remembered_predictions: int = Field(default=200_000, ge=1)
     # Feedback waiting for a prediction not seen yet; beyond this the oldest is dropped and counted.
     pending_feedback: int = Field(default=100_000, ge=0)
+    # Labelled performance (performance.py): a variant's outcomes are judged in windows of this
+    # many. A decayed window (AUC under its band) alerts, and retrains when it persists.
+    performance_window: int = Field(default=500, ge=20)
+    # What a window is judged by. `learned`: bands from the reference period's chunk-to-chunk
+    # variation (bands.py), where the model's training run saved enough chunks of the current
+    # window size; `fixed`: PSI over `psi_alert`, AUC more than `auc_drop` under the version's
+    # holdout AUC. PSI stays fixed by default: traffic that repeats few users in a window moves
+    # more than the reference's chunks do (benchmarks/bands.py measures both).
+    psi_band: Literal["learned", "fixed"] = "fixed"
+    performance_band: Literal["learned", "fixed"] = "learned"
+    auc_drop: float = Field(default=0.05, gt=0, lt=1)
 
 
 class RolloutConfig(_Section):
@@ -591,6 +602,9 @@ _EVERY = re.compile(r"^every\s+(\d+)\s*([mhd])$")
 class RetrainConfig(_Section):
     schedule: str = "daily"  # hourly | daily | weekly | every N[m|h|d] | none
     on_drift: bool = True
+    # Retrain when the champion's labelled performance decays (concept drift: the inputs may
+    # look the same), with the same persistence as drift (drift_windows, drift_minutes).
+    on_decay: bool = True
     cooldown_minutes: float = Field(default=60, ge=0)
     min_samples: int = Field(default=1000, ge=1)  # a drift incident needs a window this large
     # Drift retrains only when it persists: this many consecutive complete windows over the

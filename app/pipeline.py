@@ -21,6 +21,7 @@ from app.data.etl import EtlReport, run_etl
 from app.features.store import FeatureClient
 from app.model import trees
 from app.model.bundle import FAMILIES
+from app.monitoring import bands
 from app.monitoring.training_data import training_data
 from app.progress import console  # the stages' spinner and the bars inside it share it
 from app.registry.registry import CHALLENGER, CHAMPION, Registry
@@ -124,6 +125,14 @@ def train_and_register(
     if not passed:  # no version, but a run that says why: a retrain that produced nothing is visible
         registry.record_refused(bundle, params=params, reason=reason)
         return outcome
+    # The monitor's learned bands for this version (monitoring/bands.py), at its window sizes.
+    bundle.profile["bands"] = bands.learn(
+        bundle,
+        splits,
+        cfg.dataset.label,
+        window=cfg.monitor.window,
+        performance_window=cfg.monitor.performance_window,
+    )
     alias = CHAMPION if champion is None else CHALLENGER
     outcome.version, outcome.alias = registry.register(bundle, params=params, alias=alias), alias
     return outcome

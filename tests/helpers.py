@@ -103,11 +103,11 @@ def prediction_record(
     }
 
 
-def model_inputs(cfg, n: int, *, seed: int, drift: float = 0.0) -> pd.DataFrame:
+def model_inputs(cfg, n: int, *, seed: int, drift: float = 0.0, concept: float = 0.0) -> pd.DataFrame:
     """Defect-free built-in rows with every model input derived, plus the label."""
     from app.data.synthetic import Defects, generate
 
-    raw = generate(n, seed=seed, drift=drift, defects=Defects(0, 0, 0, 0, 0, 0)).head(n)
+    raw = generate(n, seed=seed, drift=drift, concept=concept, defects=Defects(0, 0, 0, 0, 0, 0)).head(n)
     return add_features(raw, cfg)[[*feature_spec(cfg).names, cfg.dataset.label]]
 
 

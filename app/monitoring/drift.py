@@ -18,6 +18,7 @@ window or a feature with no usable value gives `None` with a reason, never NaN.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -201,8 +202,16 @@ class DriftWindow:
         if self.score is not None and score_column in frame:
             self.score.add(frame[score_column])
 
-    def report(self, *, psi_alert: float, watch_only: frozenset[str] = frozenset()) -> dict:
-        """Per-feature statistics; features in `watch_only` are reported but raise no alert."""
+    def report(
+        self,
+        *,
+        psi_alert: float,
+        watch_only: frozenset[str] = frozenset(),
+        thresholds: Mapping[str, float] | None = None,
+    ) -> dict:
+        """Per-feature statistics; features in `watch_only` are reported but raise no alert. A
+        feature drifts over its own threshold in `thresholds` (learned bands), else `psi_alert`."""
+        thresholds = thresholds or {}
         features = {name: w.report() for name, w in self.features.items()}
         for name in watch_only & features.keys():
             features[name]["alerting"] = False
@@ -214,7 +223,7 @@ class DriftWindow:
         drifted = sorted(
             n
             for n, r in features.items()
-            if r["psi"] is not None and r["psi"] > psi_alert and n not in watch_only
+            if r["psi"] is not None and r["psi"] > thresholds.get(n, psi_alert) and n not in watch_only
         )
         psis = [r["psi"] for r in features.values() if r["psi"] is not None]
         return {

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 import pandas as pd
 
 from app.config import AppConfig
+from app.monitoring import bands
 from app.monitoring.drift import DriftWindow
 from app.monitoring.messages import COMPLETE, PARTIAL, HistoryPoint, WindowReport
 
@@ -29,6 +30,7 @@ def settings(cfg: AppConfig) -> dict:
         "psi_alert": cfg.monitor.psi_alert,
         "watch_only": calendar,
         "ignore": frozenset(cfg.monitor.ignore_features),
+        "bands": cfg.monitor.psi_band,
     }
 
 
@@ -38,7 +40,9 @@ def alerting(windows: Mapping[str, WindowReport]) -> bool:
 
 
 class DriftTracker:
-    """`watch_only` features are reported but raise no alert; `ignore`d ones are not tracked."""
+    """`watch_only` features are reported but raise no alert; `ignore`d ones are not tracked.
+    `bands`: "learned" judges each feature by its band from the reference's chunks where the
+    reference has them (bands.py), "fixed" by `psi_alert`."""
 
     def __init__(
         self,
@@ -47,21 +51,35 @@ class DriftTracker:
         psi_alert: float,
         watch_only: frozenset[str] = frozenset(),
         ignore: frozenset[str] = frozenset(),
+        bands: str = bands.FIXED,
         history: int = HISTORY,
     ):
-        self.configure(window=window, psi_alert=psi_alert, watch_only=watch_only, ignore=ignore)
         self.reference_version: int | None = None
         self.profile: dict = {}
+        self.configure(window=window, psi_alert=psi_alert, watch_only=watch_only, ignore=ignore, bands=bands)
         self.current: dict[str, DriftWindow] = {}  # variant -> the window being filled
         self.complete: dict[str, WindowReport] = {}  # variant -> the last full window's report
         self.history: deque[HistoryPoint] = deque(maxlen=history)
 
     def configure(
-        self, *, window: int, psi_alert: float, watch_only: frozenset[str], ignore: frozenset[str]
+        self,
+        *,
+        window: int,
+        psi_alert: float,
+        watch_only: frozenset[str],
+        ignore: frozenset[str],
+        bands: str = bands.FIXED,
     ) -> None:
         """New settings; a new window size applies from the next window on."""
-        self.window, self.psi_alert = window, psi_alert
+        self.window, self.psi_alert, self.bands = window, psi_alert, bands
         self.watch_only, self.ignore = frozenset(watch_only), frozenset(ignore)
+        self._thresholds()
+
+    def _thresholds(self) -> None:
+        """Each feature's PSI threshold for this reference, window size and band mode."""
+        self.thresholds, self.band = bands.psi_thresholds(
+            self.profile, window=self.window, fixed=self.psi_alert, mode=self.bands
+        )
 
     def follow(self, version: int, profile: dict) -> None:
         """A new reference (the champion's bundle profile, less the ignored features)."""
@@ -72,6 +90,7 @@ class DriftTracker:
         }
         self.reference_version = version
         self.current, self.complete = {}, {}
+        self._thresholds()
 
     def add(self, records: list[dict], *, remember: bool = True, now: float | None = None) -> None:
         """Window a batch of ok prediction rows (the traffic log's rows). `remember=False`
@@ -108,7 +127,9 @@ class DriftTracker:
             )
 
     def _report(self, window: DriftWindow, kind: str) -> WindowReport:
-        stats = window.report(psi_alert=self.psi_alert, watch_only=self.watch_only)
+        stats = window.report(
+            psi_alert=self.psi_alert, watch_only=self.watch_only, thresholds=self.thresholds
+        )
         return WindowReport.model_validate({**stats, "window": kind})
 
     def windows(self) -> dict[str, WindowReport]:

@@ -83,11 +83,43 @@ class HistoryPoint(Message):
     drifted: tuple[str, ...]
 
 
+class PerformanceWindow(Message):
+    """One variant's labelled outcomes in a window (performance.py): the last complete window,
+    or the partial one before any. A complete window is judged against its model version's
+    band (bands.py); `band` None: the version has no holdout metrics to judge by."""
+
+    n: int
+    model_version: int | None
+    auc: float | None
+    log_loss: float | None
+    calibration_error: float | None
+    accuracy: float | None
+    estimated_auc: float | None  # the label-free estimate from the same scores (estimate.py)
+    band: Literal["learned", "fixed"] | None
+    auc_low: float | None
+    log_loss_high: float | None
+    reference_auc: float | None  # the version's holdout AUC
+    decayed: bool
+    window: Literal["complete", "partial"]
+
+
+class PerformancePoint(Message):
+    """A completed labelled window's headline numbers, for performance over time."""
+
+    at: float
+    variant: str
+    model_version: int | None
+    n: int
+    auc: float | None
+    log_loss: float | None
+    decayed: bool
+
+
 class RetrainDecision(Message):
     """One look of the retrain controller: what triggered (None: nothing) and why."""
 
     at: float
-    trigger: Literal["drift", "schedule"] | None
+    trigger: Literal["drift", "decay", "schedule"] | None
     reason: str
     job_id: str | None
 
@@ -138,6 +170,11 @@ class DriftReport(Message):
     traffic_log: TrafficLogState
     history: tuple[HistoryPoint, ...]
     retrain: RetrainLog
+    # The labelled side: per variant its outcomes' window, and whether one decayed.
+    performance: dict[str, PerformanceWindow] = Field(default_factory=dict)
+    performance_alert: bool = False
+    performance_history: tuple[PerformancePoint, ...] = ()
+    psi_band: Literal["learned", "fixed"] = "fixed"  # what the features' PSI is judged by
 
 
 class CheckResult(Message):

@@ -20,6 +20,13 @@ PSI = "mlsys_feature_psi"  # gauge, by variant and feature
 KS = "mlsys_feature_ks"  # gauge, by variant and feature
 ALERT = "mlsys_drift_alert"  # gauge 0/1, by variant
 RETRAINS = "mlsys_retrain_jobs"  # gauge: retrain jobs submitted by the controller
+# The last complete labelled window per variant (performance.py); gauges, by variant.
+OUTCOME_AUC = "mlsys_outcome_auc"
+OUTCOME_LOG_LOSS = "mlsys_outcome_log_loss"
+OUTCOME_CALIBRATION = "mlsys_outcome_calibration_error"
+ESTIMATED_AUC = "mlsys_estimated_auc"  # the label-free estimate from the same window's scores
+AUC_BAND_LOW = "mlsys_outcome_auc_band_low"  # under it the window decayed
+DECAY = "mlsys_performance_decay"  # 0/1
 
 
 class ReplicaMetrics:
@@ -59,3 +66,18 @@ class MonitorMetrics:
         )
         self.dropped = metrics.Gauge(DROPPED, "traffic records dropped before the monitor")
         self.retrains = metrics.Gauge(RETRAINS, "retrain jobs submitted by the controller")
+        by_variant = ("variant",)
+        self.outcome_auc = metrics.Gauge(OUTCOME_AUC, "AUC of the last labelled window", tag_keys=by_variant)
+        self.outcome_log_loss = metrics.Gauge(
+            OUTCOME_LOG_LOSS, "log loss of the last labelled window", tag_keys=by_variant
+        )
+        self.outcome_calibration = metrics.Gauge(
+            OUTCOME_CALIBRATION, "expected calibration error of the last labelled window", tag_keys=by_variant
+        )
+        self.estimated_auc = metrics.Gauge(
+            ESTIMATED_AUC, "AUC estimated from the same window's scores alone", tag_keys=by_variant
+        )
+        self.auc_band_low = metrics.Gauge(
+            AUC_BAND_LOW, "the AUC under which a labelled window decayed", tag_keys=by_variant
+        )
+        self.decay = metrics.Gauge(DECAY, "1 while the last labelled window decayed", tag_keys=by_variant)

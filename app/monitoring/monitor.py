@@ -24,7 +24,7 @@ import ray
 
 from app.cluster.actors import call_self_after_init, detached_actor
 from app.config import AppConfig, ExperimentConfig, MonitorConfig, RetrainConfig
-from app.monitoring import drift_tracker, overrides
+from app.monitoring import bands, drift_tracker, overrides
 from app.monitoring.drift_tracker import DriftTracker
 from app.monitoring.experiment import ExperimentReport
 from app.monitoring.intake import TrafficIntake
@@ -37,6 +37,7 @@ from app.monitoring.messages import (
     TrafficLogState,
 )
 from app.monitoring.metrics_export import MetricsExport
+from app.monitoring.performance import PerformanceTracker, decay_run
 from app.monitoring.records import TrafficRecord
 from app.monitoring.retrain_trigger import JobRunning, RetrainTrigger, Submit
 from app.monitoring.store import TrafficStore
@@ -61,8 +62,11 @@ class DriftMonitor:
         self.export = MetricsExport()
         self.registry = None
         self.flusher: asyncio.Task | None = None
+        self.references: dict[int, tuple[dict, float | None]] = {}  # version -> (profile, holdout AUC)
+        self.performance = PerformanceTracker(self.cfg.monitor.performance_window, self._band_for)
         self._follow_champion()  # first: the windows are replayed on the reference's bins
         self.intake = TrafficIntake(self.store, self.tracker)
+        self.intake.counts.on_outcome = self._outcome
         self.intake.replay_windows()
         self.intake.recover()
         call_self_after_init("start")  # flushes, checks and the retrain schedule run on a quiet service too
@@ -76,11 +80,41 @@ class DriftMonitor:
             version = self.registry.alias_version(CHAMPION)
             if version is None or version == self.tracker.reference_version:
                 return False
-            self.tracker.follow(version, self.registry.load(version).profile)
+            self.tracker.follow(version, self._reference(version)[0])
         except (RegistryError, ValueError, OSError) as exc:
             log.warning("no reference profile yet: %s", exc)
             return False
         return True
+
+    def _reference(self, version: int) -> tuple[dict, float | None]:
+        """A registered version's profile and holdout AUC (loaded once per version)."""
+        if version not in self.references:
+            from app.registry.registry import Registry
+
+            self.registry = self.registry or Registry(self.cfg)
+            bundle = self.registry.load(version)
+            self.references[version] = (bundle.profile, (bundle.metrics.get("holdout") or {}).get("auc"))
+        return self.references[version]
+
+    def _band_for(self, version: int | None) -> bands.PerformanceBand | None:
+        """The band a version's labelled windows are judged by; None when it cannot be loaded."""
+        from app.registry.registry import RegistryError
+
+        if version is None:
+            return None
+        try:
+            profile, auc = self._reference(version)
+        except (RegistryError, ValueError, OSError) as exc:
+            log.warning("no band for version %s: %s", version, exc)
+            return None
+        m = self.cfg.monitor
+        return bands.performance_band(
+            profile, auc, window=m.performance_window, auc_drop=m.auc_drop, mode=m.performance_band
+        )
+
+    def _outcome(self, experiment: str, variant: str, version: int | None, score: float, label: int) -> None:
+        """A counted outcome (counts.py): into its variant's labelled window."""
+        self.performance.add(variant, version, score, label)
 
     # ------------------------------------------------------------ persistence
 
@@ -97,6 +131,7 @@ class DriftMonitor:
         self.cfg, result = overrides.apply(self.cfg, monitor, retrain_section)
         self.store.cfg = self.cfg.monitor
         self.tracker.configure(**drift_tracker.settings(self.cfg))
+        self.performance.resize(self.cfg.monitor.performance_window)
         overrides.save(self.cfg)
         log.info("monitor config reloaded: %s", result.changed or "no change")
         return result
@@ -165,6 +200,7 @@ class DriftMonitor:
     def drift(self) -> DriftReport:
         """Per variant the last complete window's report (or the partial one before any)."""
         windows = self.tracker.windows()
+        performance = self.performance.windows()
         return DriftReport(
             reference_version=self.tracker.reference_version,
             window_size=self.cfg.monitor.window,
@@ -175,15 +211,21 @@ class DriftMonitor:
             traffic_log=self._log_state(),
             history=tuple(self.tracker.history),
             retrain=self.trigger.log(),
+            performance=performance,
+            performance_alert=any(w.decayed for w in performance.values()),
+            performance_history=tuple(self.performance.history),
+            psi_band=self.tracker.band,
         )
 
     def check(self, now: float | None = None) -> CheckResult:
-        """Follow the champion, export the gauges, and let the trigger decide on a retrain."""
+        """Follow the champion, export the gauges, and let the trigger decide on a retrain (on
+        drift, or on decay of the control's labelled windows: the champion's, by default)."""
         if self._follow_champion():
             log.info("reference profile: champion version %s", self.tracker.reference_version)
         report = self.drift()
         self.export.export(report, retrains=self.trigger.submitted)
-        decision = self.trigger.check(self.cfg, report, now=time.time() if now is None else now)
+        decay = decay_run(report.performance_history, self.cfg.serve.experiment.control)
+        decision = self.trigger.check(self.cfg, report, now=time.time() if now is None else now, decay=decay)
         return CheckResult(drift=report, decision=decision)
 
     async def report(self, experiment: ExperimentConfig | Mapping) -> ExperimentReport:

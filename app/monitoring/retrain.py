@@ -1,8 +1,10 @@
 """The retraining controller: when to retrain (pure), and submitting `mlsys pipeline` as a Ray Job.
 
 A drift incident opens when a complete window of at least `retrain.min_samples` records has a
-feature over the PSI alert level, and closes when a window is clean again: one incident
-triggers one retrain, and never twice within `retrain.cooldown_minutes`. Independently, the
+feature over the PSI alert level, a decay incident when the champion's labelled windows decay
+(performance.py); either must persist (`retrain.drift_windows` windows over
+`retrain.drift_minutes`) and closes when its windows are clean again: one incident triggers
+one retrain, and never twice within `retrain.cooldown_minutes`. Independently, the
 schedule (`hourly`, `daily`, `weekly`, `every 6h`, `every 30m`, or `none`) triggers a run once
 per period. Every decision is kept with its reason (and persisted, so a restarted monitor
 neither forgets an open incident nor retrains again at start; an unreadable state file is
@@ -52,42 +54,80 @@ def decide(
     window_samples: int,
     running_job: str | None = None,
     persisted: tuple[int, float] = (1, 0.0),
+    decay: tuple[int, float] = (0, 0.0),
 ) -> tuple[str | None, str]:
-    """("drift" | "schedule" | None, reason). Mutates the incident bookkeeping in `state`.
-    While `running_job` (the last retrain, still pending or running) is set, nothing triggers:
-    two pipelines would train on the same data and race to register. `persisted`: the drift's
-    consecutive complete windows and the seconds they span (`drift_run`)."""
+    """("drift" | "decay" | "schedule" | None, reason). Mutates the incident bookkeeping in
+    `state`. While `running_job` (the last retrain, still pending or running) is set, nothing
+    triggers: two pipelines would train on the same data and race to register. `persisted`: the
+    drift's consecutive complete windows and the seconds they span (`drift_run`); `decay`: the
+    same for the champion's decayed labelled windows (performance.decay_run)."""
     cooling = state.last_submit_at is not None and now - state.last_submit_at < cfg.cooldown_minutes * 60
     if running_job is not None:
         return None, f"the last retrain (job {running_job}) is still running"
+    decaying = cfg.on_decay and decay[0] > 0
     spent = sum(1 for s in state.submitted if now - s["at"] < DAY_S)
-    if spent >= cfg.max_per_day and (drift_alert or schedule_due(state, cfg, now)):
+    if spent >= cfg.max_per_day and (drift_alert or decaying or schedule_due(state, cfg, now)):
         return None, f"the retrain budget is spent: {spent} jobs in the last 24 h (retrain.max_per_day)"
+    incident, waiting = None, None
     if cfg.on_drift and drift_alert:
-        if window_samples < cfg.min_samples:
-            return None, f"drift seen on {window_samples} records, fewer than min_samples {cfg.min_samples}"
-        windows, span_s = max(persisted[0], 1), persisted[1]  # the alerting window is one
-        if windows < cfg.drift_windows or span_s < cfg.drift_minutes * 60:
-            return None, (
-                f"drift on {windows} window(s) over {span_s / 60:.1f} min; a retrain needs "
-                f"{cfg.drift_windows} over at least {cfg.drift_minutes:g} min (retrain.drift_windows)"
-            )
+        incident, waiting = _drift_incident(cfg, window_samples, persisted)
+    if incident is None and decaying:
+        incident, waiting = _decay_incident(cfg, decay, waiting)
+    if incident is not None:
+        kind, reason = incident
         if state.incident_open:
-            return None, "drift incident already handled; waiting for a clean window"
+            return None, f"{kind} incident already handled; waiting for a clean window"
         if cooling:
-            return None, "drift, but within the cooldown after the last retrain"
+            return None, f"{kind}, but within the cooldown after the last retrain"
         state.incident_open = True
-        return "drift", (
-            f"PSI over the alert level on {windows} consecutive complete windows over "
-            f"{span_s / 60:.1f} min (the last of {window_samples} records)"
-        )
-    if not drift_alert and state.incident_open:
+        return kind, reason
+    if waiting is not None:
+        return None, waiting
+    if not drift_alert and not decaying and state.incident_open:
         state.incident_open = False
     if schedule_due(state, cfg, now) and not cooling:
         since = state.last_scheduled_at or state.started_at
         state.last_scheduled_at = now
         return "schedule", f"schedule {cfg.schedule!r}: {now - since:.0f} s since the last run"
     return None, "no trigger"
+
+
+def _drift_incident(
+    cfg: RetrainConfig, window_samples: int, persisted: tuple[int, float]
+) -> tuple[tuple[str, str] | None, str | None]:
+    """(("drift", reason), None) for drift that persisted, else (None, why it does not count yet)."""
+    if window_samples < cfg.min_samples:
+        return None, f"drift seen on {window_samples} records, fewer than min_samples {cfg.min_samples}"
+    windows, span_s = max(persisted[0], 1), persisted[1]  # the alerting window is one
+    if windows < cfg.drift_windows or span_s < cfg.drift_minutes * 60:
+        return None, (
+            f"drift on {windows} window(s) over {span_s / 60:.1f} min; a retrain needs "
+            f"{cfg.drift_windows} over at least {cfg.drift_minutes:g} min (retrain.drift_windows)"
+        )
+    return (
+        "drift",
+        f"PSI over the alert level on {windows} consecutive complete windows over "
+        f"{span_s / 60:.1f} min (the last of {window_samples} records)",
+    ), None
+
+
+def _decay_incident(
+    cfg: RetrainConfig, decay: tuple[int, float], waiting: str | None
+) -> tuple[tuple[str, str] | None, str | None]:
+    """(("decay", reason), None) for a decay of the champion's labelled metrics that persisted
+    as drift must; else (None, why not yet), keeping drift's reason when there is one."""
+    windows, span_s = decay
+    if windows < cfg.drift_windows or span_s < cfg.drift_minutes * 60:
+        return None, waiting or (
+            f"the champion's outcomes decayed on {windows} window(s) over {span_s / 60:.1f} min; "
+            f"a retrain needs {cfg.drift_windows} over at least {cfg.drift_minutes:g} min "
+            "(retrain.drift_windows)"
+        )
+    return (
+        "decay",
+        f"the champion's labelled performance under its band on {windows} consecutive windows "
+        f"over {span_s / 60:.1f} min",
+    ), None
 
 
 def drift_run(points: list[tuple[float, str, bool]]) -> tuple[int, float]:

@@ -36,13 +36,16 @@ class RetrainTrigger:
         """Retrain jobs submitted so far."""
         return len(self.state.submitted)
 
-    def check(self, cfg: AppConfig, drift: DriftReport, *, now: float) -> RetrainDecision:
-        """Decide on `drift` (and the schedule), submit a retrain if one triggers, record it."""
+    def check(
+        self, cfg: AppConfig, drift: DriftReport, *, now: float, decay: tuple[int, float] = (0, 0.0)
+    ) -> RetrainDecision:
+        """Decide on `drift`, `decay` (the champion's decayed labelled windows and their span)
+        and the schedule; submit a retrain if one triggers, record it."""
         samples = max(
             (r.n for r in drift.variants.values() if r.window == COMPLETE and r.alert),
             default=0,
         )
-        could_trigger = drift.alert or retrain.schedule_due(self.state, cfg.retrain, now)
+        could_trigger = drift.alert or decay[0] > 0 or retrain.schedule_due(self.state, cfg.retrain, now)
         scheduled_before = self.state.last_scheduled_at
         trigger, reason = retrain.decide(
             self.state,
@@ -52,6 +55,7 @@ class RetrainTrigger:
             window_samples=samples,
             running_job=self.job_running(cfg, self.state) if could_trigger else None,
             persisted=retrain.drift_run([(h.at, h.variant, bool(h.drifted)) for h in drift.history]),
+            decay=decay,
         )
         job_id = None
         if trigger:

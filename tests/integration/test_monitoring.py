@@ -17,7 +17,7 @@ from app.monitoring.traffic import PREDICTIONS, read_records
 from app.registry.registry import CHAMPION, Registry
 from tests.configs import make_config
 from tests.doubles import traffic_record
-from tests.helpers import model_inputs, quick_bundle
+from tests.helpers import model_inputs, quick_bundle, quick_tree_bundle
 
 pytestmark = pytest.mark.integration
 CLEAN = Defects(0, 0, 0, 0, 0, 0)
@@ -228,3 +228,53 @@ def test_feedback_for_a_forgotten_prediction_is_recorded_for_training_not_counte
     assert sorted(kept["request_id"]) == ["long-gone", "on-its-way"]
     # "long-gone" never waits for a prediction that will not come: only "on-its-way" does
     assert monitor.drift().traffic_log.pending_feedback == 1
+
+
+def test_concept_drift_is_caught_from_outcomes_alone_and_retrains_once_it_persists(cfg, tmp_path):
+    """The inputs keep their distribution (no PSI alert); the outcomes stop following the
+    scores: the champion's labelled windows fall under the band learned from its holdout."""
+    from app.model.predictor import Predictor
+    from app.monitoring import bands
+    from app.training.evaluate import binary_metrics
+
+    local = _storage_copy(cfg, tmp_path).model_copy(
+        update={"monitor": cfg.monitor.model_copy(update={"performance_window": 250})}
+    )
+    label = cfg.dataset.label
+    bundle = quick_tree_bundle(local, generate(5000, seed=1, defects=CLEAN), seed=1, rounds=60)
+    predictor = Predictor.from_bundle(bundle)
+    holdout = model_inputs(local, 3000, seed=2)
+    scores = predictor.predict_proba(holdout)
+    bundle.metrics = {"holdout": binary_metrics(holdout[label].to_numpy(int), scores)}
+    bundle.profile["bands"] = bands.reference_bands(
+        holdout, bundle.profile, holdout[label], scores, window=500, performance_window=250
+    )  # fmt: skip
+    Registry(local).register(bundle, params={}, alias=CHAMPION)
+    submitted = []
+    monitor = DriftMonitor(local, submit=lambda cfg, reason: submitted.append(reason) or "job-1")
+
+    def serve_with_outcomes(n, *, seed, concept=0.0):
+        # Sampled from a larger set: a window holds hundreds of users, as live traffic does.
+        rows = model_inputs(local, 8 * n, seed=seed, concept=concept).sample(n, random_state=seed)
+        p = predictor.predict_proba(rows)
+        sent = [
+            traffic_record(uuid.uuid4().hex, features=f, score=float(s), label=int(s >= 0.5), experiment="exp-1")
+            for f, s in zip(rows.drop(columns=[label]).to_dict("records"), p, strict=True)
+        ]  # fmt: skip
+        asyncio.run(monitor.ingest(sent))
+        for rec, y in zip(sent, rows[label], strict=True):
+            assert asyncio.run(monitor.feedback(rec.request_id, int(y), producer="crm")) == "joined"
+
+    serve_with_outcomes(500, seed=3)
+    checked = monitor.check(now=1000)
+    window = checked.drift.performance["champion"]
+    assert window.band == "learned" and not window.decayed and not checked.drift.performance_alert
+    serve_with_outcomes(750, seed=4, concept=1.0)
+    checked = monitor.check(now=1120)
+    window = checked.drift.performance["champion"]
+    assert window.decayed and window.auc < window.auc_low and checked.drift.performance_alert, window
+    assert window.estimated_auc > window.auc_low, "the label-free estimate does not see it"
+    assert not checked.drift.alert, checked.drift.variants["champion"].drifted
+    assert checked.decision.trigger == "decay" and "3 consecutive windows" in checked.decision.reason
+    serve_with_outcomes(250, seed=5, concept=1.0)
+    assert monitor.check(now=1180).decision.trigger is None and len(submitted) == 1  # one incident

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.monitoring.messages import FeatureDrift
+from app.monitoring.messages import FeatureDrift, PerformanceWindow
 from app.monitoring.metrics_export import MetricsExport
 from tests.doubles import drift_report, window_report
 
@@ -26,6 +26,8 @@ class Gauges:
     def __init__(self):
         Gauges.built += 1
         self.psi, self.ks, self.alert, self.dropped, self.retrains = (Gauge() for _ in range(5))
+        self.outcome_auc, self.outcome_log_loss, self.outcome_calibration = Gauge(), Gauge(), Gauge()
+        self.estimated_auc, self.auc_band_low, self.decay = Gauge(), Gauge(), Gauge()
 
 
 def tags(**kv) -> tuple:
@@ -68,3 +70,28 @@ def test_outside_a_ray_worker_nothing_is_exported():
     Gauges.built = 0
     export = MetricsExport(make_metrics=Gauges, enabled=lambda: False)
     assert not export.export(drift_report(), retrains=0) and Gauges.built == 0
+
+
+def _labelled(window: str, *, auc: float, decayed: bool) -> PerformanceWindow:
+    return PerformanceWindow(
+        n=500, model_version=3, auc=auc, log_loss=0.6, calibration_error=0.04, accuracy=0.7,
+        estimated_auc=0.71, band="learned", auc_low=0.64, log_loss_high=0.7, reference_auc=0.7,
+        decayed=decayed, window=window,
+    )  # fmt: skip
+
+
+def test_each_variants_last_complete_labelled_window_is_exported_beside_its_estimate():
+    report = drift_report().model_copy(
+        update={
+            "performance": {
+                "champion": _labelled("complete", auc=0.55, decayed=True),
+                "challenger": _labelled("partial", auc=0.9, decayed=False),  # not judged yet
+            }
+        }
+    )
+    export = MetricsExport(make_metrics=Gauges, enabled=lambda: True)
+    export.export(report, retrains=0)
+    m, champion = export.metrics, tags(variant="champion")
+    assert m.outcome_auc.values == {champion: 0.55} and m.estimated_auc.values == {champion: 0.71}
+    assert m.outcome_log_loss.values == {champion: 0.6} and m.outcome_calibration.values == {champion: 0.04}
+    assert m.auc_band_low.values == {champion: 0.64} and m.decay.values == {champion: 1.0}

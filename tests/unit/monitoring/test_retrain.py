@@ -79,3 +79,26 @@ def test_the_running_job_is_asked_of_the_jobs_api_and_an_unknown_one_never_block
 
     monkeypatch.setattr(retrain, "jobs_client", unreachable)
     assert retrain.running_job(cfg, state) is None
+
+
+def test_a_decay_of_the_champions_outcomes_retrains_once_when_it_persists():
+    from app.config import RetrainConfig
+
+    cfg = RetrainConfig(schedule="none", cooldown_minutes=0, drift_windows=2, drift_minutes=5)
+    state = retrain.ControllerState(started_at=0.0)
+
+    def decide(decay, now=1000.0, **kw):
+        return retrain.decide(state, cfg, now=now, drift_alert=False, window_samples=0, decay=decay, **kw)
+
+    trigger, reason = decide((1, 0.0))
+    assert trigger is None and "decayed on 1 window(s)" in reason  # one window is not an incident yet
+    assert decide((2, 120.0))[0] is None  # two windows, but within two minutes
+    trigger, reason = decide((3, 400.0))
+    assert trigger == "decay" and "3 consecutive windows" in reason
+    assert decide((4, 460.0)) == (None, "decay incident already handled; waiting for a clean window")
+    assert decide((0, 0.0)) == (None, "no trigger") and not state.incident_open  # a clean window closes it
+    assert decide((3, 400.0), now=2000.0)[0] == "decay"  # a new incident
+    off = RetrainConfig(schedule="none", on_decay=False, drift_windows=1, drift_minutes=0)
+    assert retrain.decide(
+        retrain.ControllerState(started_at=0.0), off, now=1, drift_alert=False, window_samples=0, decay=(5, 900.0)
+    ) == (None, "no trigger")
