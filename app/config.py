@@ -577,6 +577,11 @@ class RolloutConfig(_Section):
     # Score a new challenger in shadow first (a copy of the traffic, never answered) for
     # `min_requests` paired predictions and `min_minutes`, then give it its first share.
     shadow_first: bool = False
+    # With shadow_first: also wait for this many outcomes of the shadow copy before its first
+    # live share, so that a harmful challenger is judged on outcomes before it answers anyone
+    # (the power analysis's sample size for `serve.experiment.mde` catches a drop of that size;
+    # benchmarks/rollout.py). 0: the schedule alone (min_requests, min_minutes).
+    shadow_min_outcomes: int = Field(default=0, ge=0)
     # No client key (the assignment key) adds more than this many outcomes to a variant's model
     # version: one caller cannot outvote the rest. None: no cap.
     max_outcomes_per_key: int | None = Field(default=20, ge=1)

@@ -69,6 +69,7 @@ def policy(cfg: AppConfig) -> rollout.Policy:
         mde=exp.mde,
         margin=r.margin,
         mode=r.mode,
+        shadow_min_outcomes=r.shadow_min_outcomes,
     )
 
 

@@ -308,3 +308,12 @@ def test_one_key_posting_500_correct_outcomes_adds_at_most_the_cap_and_the_ledge
     step = [e for e in registry.promotion_ledger() if e.version == v2 and e.event == "step"][-1]
     assert step.evidence["capped"]["challenger"]["key"] == 500 - cap
     assert step.evidence["caps"]["max_outcomes_per_key"] == cap
+
+
+def test_the_policy_is_the_configs_rollout_section(tmp_path):
+    from app.serving.rollout_controller import policy
+
+    cfg = make_config(tmp_path, rollout={"shadow_first": True, "shadow_min_outcomes": 2600, "steps": [5, 50]})
+    p = policy(cfg)
+    assert p.shadow_min_outcomes == 2600 and p.steps == (0.05, 0.5)
+    assert p.alpha == cfg.serve.experiment.alpha and p.slo_p99_ms == cfg.monitor.p99_ms_alert
