@@ -20,6 +20,7 @@ RUNBOOKS = {
     "qps": "README.md#operations: clients failing upstream? ingress healthy?",
     "errors": "README.md#operations: replica logs; roll back a new champion",
     "psi": "README.md#operations: mlsys monitor status; the retrain controller acts on its own",
+    "decay": "README.md#operations: mlsys monitor status; the outcomes disagree, a retrain follows",
 }
 
 # Ray exports every metric with the `ray_` prefix, and counters with `_total`.
@@ -28,11 +29,12 @@ _NAMES = {
     "errors": f"ray_{metrics.ERRORS}_total",
     "latency_bucket": f"ray_{metrics.LATENCY}_bucket",
     "psi_metric": f"ray_{metrics.PSI}",
+    "decay_metric": f"ray_{metrics.DECAY}",
 }
 
 # `%(name)s` placeholders, because the Go templates in the annotations are full of braces.
 _RULES = """\
-# The four mlsys alerts. Metric names are declared in app/monitoring/metrics.py; Ray exports
+# The five mlsys alerts. Metric names are declared in app/monitoring/metrics.py; Ray exports
 # them with the `ray_` prefix (and `_total` on counters).
 # Rendered from the config's `monitor` thresholds by app/monitoring/alerts.py:
 # change the config and run `mlsys alerts --out deployments/prometheus`, do not edit by hand.
@@ -80,6 +82,15 @@ groups:
         annotations:
           summary: "feature {{ $labels.feature }} PSI {{ printf \\"%%.2f\\" $value }} is over %(psi)s"
           runbook: "%(runbook_psi)s"
+      # Set by the monitor when a variant's last labelled window fell under its model version's
+      # band (monitor.performance_band): the outcomes say the model got worse, whatever the inputs.
+      - alert: MlsysPerformanceDecay
+        expr: max by (variant) (%(decay_metric)s) == 1
+        for: 1m
+        labels: {severity: warning}
+        annotations:
+          summary: "variant {{ $labels.variant }}: its last labelled window decayed (AUC under its band)"
+          runbook: "%(runbook_decay)s"
 """  # noqa: E501 - the QPS expression reads best on one line
 
 _TEST = """\
@@ -170,6 +181,26 @@ tests:
               runbook: "%(runbook_psi)s"
       - eval_time: 45m
         alertname: MlsysFeatureDrift
+        exp_alerts: []
+  - interval: 1m
+    input_series:
+      - series: '%(decay_metric)s{variant="champion"}'
+        values: '0x10 1x20 0x20'
+      - series: '%(decay_metric)s{variant="challenger"}'
+        values: '0x50'
+    alert_rule_test:
+      - eval_time: 9m
+        alertname: MlsysPerformanceDecay
+        exp_alerts: []
+      - eval_time: 20m
+        alertname: MlsysPerformanceDecay
+        exp_alerts:
+          - exp_labels: {severity: warning, variant: champion}
+            exp_annotations:
+              summary: "variant champion: its last labelled window decayed (AUC under its band)"
+              runbook: "%(runbook_decay)s"
+      - eval_time: 45m
+        alertname: MlsysPerformanceDecay
         exp_alerts: []
 """
 

@@ -109,9 +109,15 @@ def test_the_alerts_command_writes_both_files(tmp_path):
     assert _alerts((out / "alerts.yml").read_text())["MlsysLatencyP99High"]["expr"].endswith("> 0.25")
 
 
-def test_the_four_alerts_exist_and_use_declared_metric_names():
+def test_the_five_alerts_exist_and_use_declared_metric_names():
     rules = _alerts((PROM / "alerts.yml").read_text())
-    assert set(rules) == {"MlsysLatencyP99High", "MlsysQpsDrop", "MlsysErrorRateHigh", "MlsysFeatureDrift"}
+    assert set(rules) == {
+        "MlsysLatencyP99High",
+        "MlsysQpsDrop",
+        "MlsysErrorRateHigh",
+        "MlsysFeatureDrift",
+        "MlsysPerformanceDecay",
+    }
     assert all(r.get("for") and r["labels"].get("severity") for r in rules.values())
     tested = yaml.safe_load((PROM / "alerts_test.yml").read_text())
     assert {t["alertname"] for case in tested["tests"] for t in case["alert_rule_test"]} == set(rules)
@@ -124,6 +130,12 @@ def test_the_four_alerts_exist_and_use_declared_metric_names():
         metrics.ALERT,
         metrics.DROPPED,
         metrics.RETRAINS,
+        metrics.OUTCOME_AUC,
+        metrics.OUTCOME_LOG_LOSS,
+        metrics.OUTCOME_CALIBRATION,
+        metrics.ESTIMATED_AUC,
+        metrics.AUC_BAND_LOW,
+        metrics.DECAY,
     }
     text = (PROM / "alerts.yml").read_text() + (ROOT / "deployments/grafana/mlsys.json").read_text()
     used = set(re.findall(r"ray_(mlsys_[a-z_]+?)(?:_total|_bucket)?\b", text))
@@ -139,5 +151,8 @@ def test_grafana_dashboard_has_a_panel_per_signal():
         "feature_psi",
         "drift_alert",
         "traffic_dropped",
+        "outcome_auc",
+        "estimated_auc",
+        "performance_decay",
     ):
         assert name in exprs
