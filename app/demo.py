@@ -1,12 +1,17 @@
 """The demo: the whole loop on the built-in data, and nothing else.
 
-generate -> pipeline (with a small search) -> serve champion + challenger -> replay normal
-traffic with feedback -> replay drifted traffic with feedback -> the monitor's drift alert ->
-the retrain Ray Job it submits -> the new challenger entering the automatic rollout -> traffic
+generate -> pipeline (with a small search) -> serve champion + challenger -> replay traffic
+with outcomes -> the world changes (concept drift: the same kind of users, but their outcomes
+no longer follow the champion's scores) -> the monitor's labelled windows decay (no input
+drift) -> the retrain Ray Job it submits, trained on the served rows and their outcomes alone
+(`retrain.data: production`) -> the new challenger entering the automatic rollout -> traffic
 until the rollout controller promotes (or rolls back) it -> the promotion ledger; with
 `bad_challenger`, an injected worse model rolled back by the controller. The caller stops
-serving (or keeps it up). The drifted rows land in the raw files too, and the retrain trains on
-the warehouse (`retrain.data: warehouse`).
+serving (or keeps it up). Nothing the service saw is written into the raw files.
+
+The generator has two worlds (`concept` 0 and 1). The demo shifts the traffic from the world
+the champion scores best to the other one, so a second run, whose champion may have learned
+the shifted world, shows the loop again.
 """
 
 from __future__ import annotations
@@ -43,8 +48,10 @@ class DemoResult:
     url: str | None = None
     served: dict[str, Any] = field(default_factory=dict)
     drift_before: dict | None = None
-    drift: DriftReport | None = None
+    decay: DriftReport | None = None  # the monitor's report when the labelled windows decayed
     retrain_job: str | None = None
+    retrain_reason: str | None = None  # what triggered it
+    retrain_data: str | None = None  # what its model learned from
     retrain_status: str | None = None
     report: ExperimentReport | None = None
     report_file: Path | None = None
@@ -74,8 +81,9 @@ def run_demo(
     dashboard = connect(cfg.ray)
     if not any(raw.glob("*.parquet")):  # written whole or not at all (see write_dataset)
         write_dataset(generate_chunks(rows, seed=seed), raw)
+    warehouse = cfg.model_copy(update={"retrain": cfg.retrain.model_copy(update={"data": "warehouse"})})
     result = DemoResult(
-        run_pipeline(cfg, source=str(raw), tune_samples=tune_samples),
+        run_pipeline(warehouse, source=str(raw), tune_samples=tune_samples),
         dashboard_url=dashboard,
         started_at=started_at,
     )
@@ -85,19 +93,21 @@ def run_demo(
 
 def demo_config(cfg: AppConfig, traffic: int) -> AppConfig:
     """The demo's traffic is small: a monitor window of a quarter replay, so that a variant
-    completes windows of drifted traffic even while a challenger from an earlier run holds part
-    of the split (the alert needs a complete window); PSI's noise at 250 rows is a fraction of
-    `psi_alert`. One incident -> one retrain."""
+    completes windows even while a challenger from an earlier run holds part of the split (an
+    alert needs a complete window); PSI's noise at 250 rows is a fraction of `psi_alert`.
+    Labelled windows of an eighth of a replay. The retrain (the job the monitor submits) learns
+    from production alone; the demo's first pipeline trains on the warehouse. One incident ->
+    one retrain."""
     window = max(250, traffic // 4)
     return cfg.model_copy(
         update={
             "dataset": cfg.dataset.model_copy(update={"source": str(cfg.storage.raw)}),
-            "monitor": cfg.monitor.model_copy(update={"window": window}),
-            # drift_minutes 0: the demo's drifted windows arrive within seconds of each other
+            "monitor": cfg.monitor.model_copy(
+                update={"window": window, "performance_window": max(100, traffic // 8)}
+            ),
+            # drift_minutes 0: the demo's windows arrive within seconds of each other
             "retrain": cfg.retrain.model_copy(
-                # data warehouse: the drifted rows reach the raw files. Trained on the production
-                # table as well (both), the demo's retrain did not pass the gate: not shown yet.
-                update={"schedule": "none", "min_samples": window, "drift_minutes": 0, "data": "warehouse"}
+                update={"schedule": "none", "min_samples": window, "drift_minutes": 0, "data": "production"}
             ),
             # Minutes of traffic, not days: steps on outcomes alone, a look every second, and
             # promotion when the challenger is better or no more than 5 points worse.
@@ -129,45 +139,94 @@ def serve_and_replay(
     # The replay reports outcomes as a system of record would: with a producer's token.
     demo_producer = ProducerStore(cfg.storage.producers).token_for("demo")
     client = ServiceClient(result.url, outcomes_token=demo_producer)
-    normal = generate(traffic, seed=seed + 101, defects=CLEAN, first_user=5_000_000).head(traffic)
+    before, after = worlds(cfg, seed=seed)
+    normal = traffic_rows(traffic, seed=seed + 101, concept=before, first_user=5_000_000)
     result.served["normal"] = stage(
-        result.stages, f"replay {traffic:,} requests + feedback", lambda: replay(client, normal, cfg)
+        result.stages, f"replay {traffic:,} requests + outcomes", lambda: replay(client, normal, cfg)
     )
     result.drift_before = client.drift()
-    # New data arrives drifted: it lands in the source (the retrain learns from it) and in traffic.
-    drifted = generate(traffic, seed=seed + 202, drift=1.0, defects=CLEAN, first_user=9_000_000).head(traffic)
-    write_dataset(iter([drifted]), cfg.storage.raw / f"drifted-{seed}.parquet")
-    result.served["drifted"] = stage(
-        result.stages, f"replay {traffic:,} drifted requests + feedback", lambda: replay(client, drifted, cfg)
+    # The world changes: the same kind of users, but outcomes that no longer follow the
+    # champion's scores. Only outcomes show it; the retrain learns it from them.
+    shifted = traffic_rows(2 * traffic, seed=seed + 202, concept=after, first_user=9_000_000)
+    result.served["concept drift"] = stage(
+        result.stages,
+        f"replay {2 * traffic:,} requests + outcomes after the world changed (concept drift)",
+        lambda: replay(client, shifted, cfg),
     )
-    result.drift = stage(
-        result.stages, "drift alert", lambda: _wait(lambda: _alert(client), "a drift alert", 90)
+    result.decay = stage(
+        result.stages,
+        "labelled performance decays",
+        lambda: _wait(lambda: _decayed(client), "a decay of the labelled windows", 90),
     )
     job = stage(
         result.stages,
         "retrain submitted by the monitor",
         lambda: _wait(lambda: _job(client), "a retrain job", 60),
     )
+    result.retrain_reason = f"{job['trigger']}: {job['reason']}"
     result.retrain_job = job["job_id"]
+    registry = Registry(cfg)
+    before = registry.alias_version(CHALLENGER)  # the job registers its model as the challenger
     result.retrain_status = stage(
         result.stages, "retrain job (mlsys pipeline)", lambda: _wait_job(cfg, job["job_id"])
     )
-    registry = Registry(cfg)
     challenger = registry.alias_version(CHALLENGER)
-    if result.retrain_status == "SUCCEEDED" and challenger is not None:
-        result.rollout = roll_out(cfg, client, result, challenger, seed=seed + 303, traffic=traffic, what="")
+    if result.retrain_status == "SUCCEEDED":
+        result.retrain_data = retrained_on(registry, challenger if challenger != before else None)
+    if result.retrain_status == "SUCCEEDED" and challenger is not None and challenger != before:
+        result.rollout = roll_out(
+            cfg, client, result, challenger, seed=seed + 303, traffic=traffic, concept=after, what=""
+        )
     if bad_challenger:
         worse = stage(
-            result.stages, "inject a worse challenger", lambda: register_worse(cfg, seed=seed + 404)
+            result.stages,
+            "inject a worse challenger",
+            lambda: register_worse(cfg, seed=seed + 404, concept=after),
         )
         result.bad_rollout = roll_out(
-            cfg, client, result, worse, seed=seed + 505, traffic=traffic, what="worse "
+            cfg, client, result, worse, seed=seed + 505, traffic=traffic, concept=after, what="worse "
         )
     result.ledger = [e for e in registry.promotion_ledger() if e.at >= result.started_at]
     result.report = ExperimentReport.model_validate(client.report())
     result.report_file = atomic_write_text(
         cfg.storage.reports / "report.html", report.render(client.drift(), result.report)
     )
+
+
+def retrained_on(registry: Registry, version: int | None) -> str:
+    """What the retrain's model learned from, as its lineage records it."""
+    if version is None:
+        return "its candidate did not pass the gate: no new challenger"
+    lineage = registry.load(version).lineage
+    rows = lineage.get("production_rows")
+    return f"v{version} trained on {lineage.get('training_data', '?')}" + (
+        f" ({rows} served rows with their outcomes)" if rows else ""
+    )
+
+
+def worlds(cfg: AppConfig, *, seed: int) -> tuple[float, float]:
+    """(the generator's world the champion scores best, the other one): `concept` 0 or 1,
+    judged by the champion's AUC on 2,000 fresh rows of each."""
+    from sklearn.metrics import roc_auc_score
+
+    from app.features.transforms import add_features
+    from app.model.predictor import Predictor
+    from app.registry.registry import CHAMPION
+
+    predictor = Predictor.from_bundle(Registry(cfg).load(CHAMPION))
+    auc = {}
+    for concept in (0.0, 1.0):
+        rows = add_features(generate(2000, seed=seed + 11, concept=concept, defects=CLEAN), cfg)
+        auc[concept] = roc_auc_score(rows[cfg.dataset.label].astype(int), predictor.predict_proba(rows))
+    best = max(auc, key=auc.__getitem__)
+    return best, 1.0 - best
+
+
+def traffic_rows(n: int, *, seed: int, concept: float, first_user: int):
+    """`n` well-formed requests drawn from 4n generated rows: the generator gives each user ~8
+    events, and a window of live traffic holds hundreds of users, not a few dozen."""
+    rows = generate(4 * n, seed=seed, concept=concept, defects=CLEAN, first_user=first_user)
+    return rows.sample(n, random_state=seed).reset_index(drop=True)
 
 
 REPLAY_BATCH = 250  # requests per /predict call
@@ -188,10 +247,18 @@ MAX_ROUNDS = 12  # rounds of `traffic` requests a rollout gets in the demo befor
 
 
 def roll_out(
-    cfg: AppConfig, client, result: DemoResult, version: int, *, seed: int, traffic: int, what: str
+    cfg: AppConfig,
+    client,
+    result: DemoResult,
+    version: int,
+    *,
+    seed: int,
+    traffic: int,
+    concept: float,
+    what: str,
 ) -> RolloutStatus:
-    """Traffic (drifted, with outcomes) round after round until the rollout controller has
-    promoted or rolled back `version`; returns its last rollout status."""
+    """Traffic of the `concept` world (with outcomes) round after round until the rollout
+    controller has promoted or rolled back `version`; returns its last rollout status."""
     from app.monitoring.rollout import RolloutStatus
 
     stage(
@@ -210,8 +277,8 @@ def roll_out(
     def until_decided() -> RolloutStatus:
         served: dict[str, int] = {}
         for i in range(MAX_ROUNDS):
-            rows = generate(traffic, seed=seed + i, drift=1.0, defects=CLEAN, first_user=9_500_000)
-            for variant, n in replay(client, rows.head(traffic), cfg).items():
+            rows = traffic_rows(traffic, seed=seed + i, concept=concept, first_user=9_500_000)
+            for variant, n in replay(client, rows, cfg).items():
                 served[variant] = served.get(variant, 0) + n
             if client.rollout()["status"] != "running":
                 break
@@ -222,15 +289,15 @@ def roll_out(
     return stage(result.stages, f"{what}rollout of v{version}", until_decided)
 
 
-def register_worse(cfg: AppConfig, *, seed: int) -> int:
+def register_worse(cfg: AppConfig, *, seed: int, concept: float) -> int:
     """A challenger that learned the opposite of the truth (the champion fine-tuned on flipped
-    labels of fresh data): what a broken training run could register."""
+    labels of fresh data of the `concept` world): what a broken training run could register."""
     from app.features.transforms import add_features
     from app.monitoring.online import partial_fit
     from app.registry.registry import CHAMPION
 
     registry = Registry(cfg)
-    rows = add_features(generate(4000, seed=seed, drift=1.0, defects=CLEAN), cfg)
+    rows = add_features(generate(4000, seed=seed, concept=concept, defects=CLEAN), cfg)
     flipped = 1 - rows[cfg.dataset.label].to_numpy(int)
     worse = partial_fit(registry.load(CHAMPION), rows, flipped, lr=1e-2, epochs=5)
     return registry.register(
@@ -249,11 +316,11 @@ def archive_monitoring(cfg: AppConfig) -> None:
             p.rename(archive / p.name)
 
 
-def _alert(client) -> DriftReport | None:
+def _decayed(client) -> DriftReport | None:
     from app.monitoring.messages import DriftReport
 
     report = DriftReport.model_validate(client.drift())
-    return report if report.alert else None
+    return report if report.performance_alert else None
 
 
 def _job(client) -> dict | None:

@@ -71,6 +71,32 @@ def drift_table(report: DriftReport) -> Table:
     return table
 
 
+def performance_table(report: DriftReport) -> Table:
+    """Per variant its labelled window: the metrics outcomes give, the label-free estimate of
+    the same scores, and the band the window is judged by."""
+    alert = "[red]DECAYED[/]" if report.performance_alert else "ok"
+    table = Table(title=f"labelled performance ({alert})")
+    for col in ("variant", "version", "window", "AUC", "estimated AUC", "log loss", "calibration", "band"):
+        table.add_column(col)
+
+    def fmt(x):
+        return "-" if x is None else f"{x:.3f}"
+
+    for variant, w in report.performance.items():
+        band = "-" if w.band is None else f"{w.band}: AUC under {fmt(w.auc_low)}"
+        table.add_row(
+            variant,
+            str(w.model_version),
+            f"{w.window} ({w.n})",
+            fmt(w.auc) + (" [red]decayed[/]" if w.decayed else ""),
+            fmt(w.estimated_auc),
+            fmt(w.log_loss),
+            fmt(w.calibration_error),
+            band,
+        )
+    return table
+
+
 def experiment_summary(report: ExperimentReport | None) -> Table:
     from app.monitoring.experiment import format_lift  # pydantic models: imported when a report is shown
 
@@ -235,9 +261,11 @@ def demo_report(result, *, online_sample: list, mlflow_uri: str) -> list:
         training_summary(result.pipeline.training),
         served_table(result.served),
     ]
-    if result.drift:
-        out.append(drift_by_feature(result.drift))
-    out.append(f"retrain job {result.retrain_job}: {result.retrain_status}")
+    if result.decay:
+        out += [drift_by_feature(result.decay), performance_table(result.decay)]
+    out.append(f"retrain job {result.retrain_job} ({result.retrain_reason}): {result.retrain_status}")
+    if result.retrain_data:
+        out.append(f"the retrain's model: {result.retrain_data}")
     for status in (result.rollout, result.bad_rollout):
         if status:
             out.append(rollout_summary(status))

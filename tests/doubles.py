@@ -114,6 +114,17 @@ def drift_report(variants: dict | None = None, *, dropped: int = 0, history: tup
     )
 
 
+def performance_window(window: str = "complete", *, auc: float = 0.7, decayed: bool = False):
+    """A variant's labelled window as the monitor reports it (version 3, a learned band)."""
+    from app.monitoring.messages import PerformanceWindow
+
+    return PerformanceWindow(
+        n=500, model_version=3, auc=auc, log_loss=0.6, calibration_error=0.04, accuracy=0.7,
+        estimated_auc=0.71, band="learned", auc_low=0.64, log_loss_high=0.7, reference_auc=0.7,
+        decayed=decayed, window=window,
+    )  # fmt: skip
+
+
 SERVED_ROW = {"age": 41, "income": 52000.0, "score": 0.4, "country": "US", "gender": "F"}
 
 

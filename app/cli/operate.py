@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from app.cli.base import HELP_MARKUP, app, cfg_of, models_app, out
-from app.views import drift_table, ledger_table, models_table
+from app.views import drift_table, ledger_table, models_table, performance_table
 
 
 @models_app.command("list")
@@ -112,15 +112,16 @@ def monitor_status(ctx: typer.Context) -> None:
     """Show the drift monitor's last windows, its alerts and its retrain decisions.
 
     Per variant and feature: PSI, and a KS or chi-square test with Benjamini-Hochberg adjusted
-    p-values.
+    p-values; per variant the labelled window (AUC, log loss, calibration) and its band.
     """
     cfg = cfg_of(ctx)  # first: a config error answers before any import
     from app.monitoring.monitor import drift_report
 
     report = drift_report(cfg)
     out.print(drift_table(report))
-    for d in report["retrain"]["decisions"]:
-        out.print(f"retrain decision: {d['trigger'] or 'none'} - {d['reason']} (job {d['job_id']})")
+    out.print(performance_table(report))
+    for d in report.retrain.decisions:
+        out.print(f"retrain decision: {d.trigger or 'none'} - {d.reason} (job {d.job_id})")
 
 
 @monitor_app.command("reload")

@@ -214,7 +214,8 @@ def test_serve_without_a_model_is_a_clear_error(tmp_path):
 
 @pytest.mark.slow
 def test_demo_runs_the_whole_loop_twice(tmp_path):
-    """generate -> pipeline -> serve -> traffic -> drift alert -> retrain job -> challenger -> report."""
+    """generate -> pipeline -> serve -> traffic -> concept drift -> decay from outcomes -> retrain
+    job on production data -> challenger -> rollout -> report."""
     env = {
         **cli_env(tmp_path),
         "MLSYS_RAY__INCLUDE_DASHBOARD": "true",  # the Jobs API lives in the dashboard
@@ -247,8 +248,12 @@ def test_demo_runs_the_whole_loop_twice(tmp_path):
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         out = proc.stdout
         assert_reads_as_our_stages_and_results(proc.stdout + proc.stderr)
-        assert "drift vs champion" in out and "ALERT" in out, out[-3000:]
-        assert "retrain job raysubmit_" in out and ": SUCCEEDED" in out, out[-3000:]
+        assert "drift vs champion" in out and "labelled performance (DECAYED)" in out, out[-3000:]
+        # Caught from outcomes, and trained on the served rows and their outcomes alone.
+        assert re.search(r"retrain job raysubmit_\w+ \(decay: .*\): SUCCEEDED", out), out[-3000:]
+        assert re.search(r"the retrain's model: v\d+ trained on production \(\d+ served rows", out), out[
+            -3000:
+        ]
         # The retrained challenger's rollout ran without a person, and the ledger shows it.
         assert re.search(r"rollout of v\d+: (promoted|rolled back|running)", out), out[-3000:]
         assert "promotion ledger" in out and "rollout controller" in out, out[-3000:]

@@ -39,7 +39,10 @@ def test_drift_chunks_hold_each_features_psi_per_chunk_and_learn_a_band_per_feat
     # Another window size, fixed mode, or too few chunks: the fixed threshold for every feature.
     assert bands.psi_thresholds(profile, window=500, fixed=0.2, mode=LEARNED) == ({"x": 0.2, "c": 0.2}, FIXED)
     assert bands.psi_thresholds(profile, window=200, fixed=0.2, mode=FIXED)[1] == FIXED
-    few = {**profile, "bands": {"drift": bands.drift_chunks(frame.head(200 * (MIN_CHUNKS - 1)), profile, 200)}}
+    few = {
+        **profile,
+        "bands": {"drift": bands.drift_chunks(frame.head(200 * (MIN_CHUNKS - 1)), profile, 200)},
+    }
     assert bands.psi_thresholds(few, window=200, fixed=0.2, mode=LEARNED)[1] == FIXED
 
 
@@ -52,7 +55,9 @@ def test_a_performance_band_is_learned_from_the_holdouts_chunks_or_is_the_auc_le
     aucs = np.asarray(profile["bands"]["performance"]["auc"])
     assert learned.kind == LEARNED and learned.auc_low == pytest.approx(aucs.mean() - 3 * aucs.std(ddof=1))
     assert learned.log_loss_high is not None and not learned.decayed(aucs.mean(), 0.5)
-    assert learned.decayed(learned.auc_low - 0.01, 0.5) and learned.decayed(aucs.mean(), learned.log_loss_high + 0.01)
+    assert learned.decayed(learned.auc_low - 0.01, 0.5) and learned.decayed(
+        aucs.mean(), learned.log_loss_high + 0.01
+    )
     fixed = bands.performance_band(profile, 0.83, window=250, auc_drop=0.05, mode=LEARNED)  # other size
     assert (fixed.kind, fixed.auc_low, fixed.log_loss_high) == (FIXED, pytest.approx(0.78), None)
     assert fixed.decayed(0.77, 9.0) and not fixed.decayed(0.79, 9.0)  # AUC alone

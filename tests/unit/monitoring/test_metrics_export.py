@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from app.monitoring.messages import FeatureDrift, PerformanceWindow
+from app.monitoring.messages import FeatureDrift
 from app.monitoring.metrics_export import MetricsExport
-from tests.doubles import drift_report, window_report
+from tests.doubles import drift_report, performance_window, window_report
 
 
 class Gauge:
@@ -72,20 +72,12 @@ def test_outside_a_ray_worker_nothing_is_exported():
     assert not export.export(drift_report(), retrains=0) and Gauges.built == 0
 
 
-def _labelled(window: str, *, auc: float, decayed: bool) -> PerformanceWindow:
-    return PerformanceWindow(
-        n=500, model_version=3, auc=auc, log_loss=0.6, calibration_error=0.04, accuracy=0.7,
-        estimated_auc=0.71, band="learned", auc_low=0.64, log_loss_high=0.7, reference_auc=0.7,
-        decayed=decayed, window=window,
-    )  # fmt: skip
-
-
 def test_each_variants_last_complete_labelled_window_is_exported_beside_its_estimate():
     report = drift_report().model_copy(
         update={
             "performance": {
-                "champion": _labelled("complete", auc=0.55, decayed=True),
-                "challenger": _labelled("partial", auc=0.9, decayed=False),  # not judged yet
+                "champion": performance_window("complete", auc=0.55, decayed=True),
+                "challenger": performance_window("partial", auc=0.9, decayed=False),  # not judged yet
             }
         }
     )

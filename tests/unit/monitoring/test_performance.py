@@ -24,7 +24,9 @@ def test_window_metrics_are_sklearns_with_the_label_free_estimate_beside_them():
     p, y = outcomes(2000, seed=0)
     m = window_metrics(p, y)
     assert m["n"] == 2000 and m["auc"] == pytest.approx(roc_auc_score(y, p))
-    assert m["log_loss"] == pytest.approx(log_loss(y, p)) and m["accuracy"] == pytest.approx(np.mean((p >= 0.5) == y))
+    assert m["log_loss"] == pytest.approx(log_loss(y, p)) and m["accuracy"] == pytest.approx(
+        np.mean((p >= 0.5) == y)
+    )
     assert m["calibration_error"] == pytest.approx(expected_calibration_error(y, p))
     assert m["estimated_auc"] == pytest.approx(m["auc"], abs=0.03)  # calibrated: the estimate holds
     flipped = window_metrics(*outcomes(2000, seed=0, concept=True))
@@ -50,7 +52,9 @@ def test_a_variants_windows_are_judged_by_the_band_of_the_version_that_scored_th
     assert window.window == "complete" and window.n == 500 and window.band == FIXED
     assert window.auc < 0.7 and window.decayed and window.auc_low == 0.7 and window.reference_auc == 0.75
     assert [(p.at, p.decayed) for p in tracker.history] == [(0.0, False), (100.0, True)]
-    assert decay_run(tracker.history, "champion") == (1, 0.0) and decay_run(tracker.history, "challenger") == (0, 0.0)
+    assert decay_run(tracker.history, "champion") == (1, 0.0) and decay_run(
+        tracker.history, "challenger"
+    ) == (0, 0.0)
     tracker.add("champion", 2, 0.9, 1)  # a new champion: a new window, the old report is not its
     partial = tracker.windows()["champion"]
     assert (partial.window, partial.n, partial.model_version, partial.decayed) == ("partial", 1, 2, False)

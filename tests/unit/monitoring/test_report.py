@@ -127,3 +127,25 @@ def test_the_terminal_tables_read_the_typed_reports(reports):
     assert "income" in text and "country" in text and "ks" in text and "chi2" in text
     lift = experiment.comparisons["challenger"].relative_improvement
     assert "experiment exp-1: accuracy" in text and f"{lift:+.1%}" in text and "(control)" in text
+
+
+def test_the_labelled_windows_table_shows_each_variants_metrics_estimate_and_band():
+    from rich.console import Console
+
+    from app.views import performance_table
+    from tests.doubles import drift_report, performance_window
+
+    report = drift_report().model_copy(
+        update={
+            "performance": {
+                "champion": performance_window(auc=0.512, decayed=True),
+                "challenger": performance_window("partial", auc=0.731),
+            },
+            "performance_alert": True,
+        }
+    )
+    shown = Console(record=True, width=200)
+    shown.print(performance_table(report))  # `mlsys monitor status`, the demo
+    text = shown.export_text()
+    assert "labelled performance (DECAYED)" in text and "0.512 decayed" in text and "0.731" in text
+    assert "learned: AUC under 0.640" in text and "partial (500)" in text and "0.710" in text

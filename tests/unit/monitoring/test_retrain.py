@@ -100,5 +100,10 @@ def test_a_decay_of_the_champions_outcomes_retrains_once_when_it_persists():
     assert decide((3, 400.0), now=2000.0)[0] == "decay"  # a new incident
     off = RetrainConfig(schedule="none", on_decay=False, drift_windows=1, drift_minutes=0)
     assert retrain.decide(
-        retrain.ControllerState(started_at=0.0), off, now=1, drift_alert=False, window_samples=0, decay=(5, 900.0)
+        retrain.ControllerState(started_at=0.0),
+        off,
+        now=1,
+        drift_alert=False,
+        window_samples=0,
+        decay=(5, 900.0),
     ) == (None, "no trigger")
