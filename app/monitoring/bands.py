@@ -5,9 +5,10 @@ windows of the same stationary data: in small windows PSI's sampling noise alone
 in large ones a real shift stays under it. As NannyML derives its thresholds, the training run
 cuts the reference period into chunks of the monitor's window size and computes each chunk's
 metric: PSI per feature on the validation and holdout rows against the profile made from the
-training rows (rows the profile was made from would understate how much an independent window
-moves: with returning users, a chunk shares its users with the profile), AUC and log loss on the
-holdout's scores. The band is the chunks' mean plus or minus `SIGMAS` standard
+training rows, AUC and log loss on the holdout's scores. Where users return (the built-in data:
+each user's events span the eight weeks), the later rows share their users with the profile and
+vary less than windows of other users do: learned PSI bands are then too tight, which is why
+`monitor.psi_band` defaults to fixed (benchmarks/bands.py measures both). The band is the chunks' mean plus or minus `SIGMAS` standard
 deviations. The chunk values are saved in the model's profile (`profile["bands"]`), so the
 monitor learns its bands from the version it judges.
 
