@@ -95,7 +95,8 @@ def demo_config(cfg: AppConfig, traffic: int) -> AppConfig:
     """The demo's traffic is small: a monitor window of a quarter replay, so that a variant
     completes windows even while a challenger from an earlier run holds part of the split (an
     alert needs a complete window); PSI's noise at 250 rows is a fraction of `psi_alert`.
-    Labelled windows of an eighth of a replay. The retrain (the job the monitor submits) learns
+    Labelled windows of a quarter replay too (AUC's noise at 250 outcomes is a fraction of the
+    decay a concept drift brings). The retrain (the job the monitor submits) learns
     from production alone; the demo's first pipeline trains on the warehouse. One incident ->
     one retrain."""
     window = max(250, traffic // 4)
@@ -103,7 +104,7 @@ def demo_config(cfg: AppConfig, traffic: int) -> AppConfig:
         update={
             "dataset": cfg.dataset.model_copy(update={"source": str(cfg.storage.raw)}),
             "monitor": cfg.monitor.model_copy(
-                update={"window": window, "performance_window": max(100, traffic // 8)}
+                update={"window": window, "performance_window": max(100, traffic // 4)}
             ),
             # drift_minutes 0: the demo's windows arrive within seconds of each other
             "retrain": cfg.retrain.model_copy(
@@ -156,7 +157,7 @@ def serve_and_replay(
     result.decay = stage(
         result.stages,
         "labelled performance decays",
-        lambda: _wait(lambda: _decayed(client), "a decay of the labelled windows", 90),
+        lambda: _wait(lambda: _decayed(client), "the labelled windows to decay", 90),
     )
     job = stage(
         result.stages,
@@ -335,7 +336,7 @@ def _wait(probe: Callable[[], Any], what: str, timeout_s: float) -> Any:
         if value:
             return value
         time.sleep(1)
-    raise TimeoutError(f"no {what} within {timeout_s:.0f} s")
+    raise TimeoutError(f"waited {timeout_s:.0f} s for {what}")
 
 
 def _wait_job(cfg: AppConfig, job_id: str, timeout_s: float = 900) -> str:

@@ -279,7 +279,7 @@ def main() -> None:
     parser.add_argument("--psi-windows", type=lambda t: [int(x) for x in t.split(",")], default=[500, 5000])
     parser.add_argument("--windows", type=int, default=100, help="stationary windows per kind of traffic")
     parser.add_argument("--drifts", type=floats, default=[1.0, 0.05], help="input shifts (generate's drift)")
-    parser.add_argument("--concepts", type=floats, default=[1.0, 0.5, 0.25], help="outcome shifts (concept)")
+    parser.add_argument("--concepts", type=floats, default=[1.0, 0.25, 0.1], help="outcome shifts (concept)")
     parser.add_argument("--repeats", type=int, default=5, help="shifted streams per shift")
     parser.add_argument("--most", type=int, default=20, help="shifted windows per stream at most")
     args = parser.parse_args()

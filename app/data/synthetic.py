@@ -65,15 +65,13 @@ class Defects:
 
 
 def _label_logit(df: pd.DataFrame, ts: pd.DatetimeIndex, concept: float = 0.0) -> np.ndarray:
-    """The label's log-odds. `concept` (0 to 1) moves the relation towards its reverse for
-    `score` and income, the strongest signals: at 1 a high score lowers the odds as much as it
-    raised them (what a changed product or a new fraud pattern does to a model's best feature)."""
+    """The label's log-odds. `concept` (0 to 1) moves every feature's effect towards its
+    reverse: at 1 what raised the odds lowers them as much (a changed product, a new fraud
+    pattern), while the features themselves are drawn as before."""
     age, gender = df["age"].to_numpy(float), df["gender"].to_numpy()
-    sign = 1.0 - 2.0 * concept
     z = (
-        -0.6
-        + sign * 0.9 * (np.log(df["income"].to_numpy(float)) - 10.8)
-        + sign * 2.0 * (df["score"].to_numpy(float) - 0.5)
+        0.9 * (np.log(df["income"].to_numpy(float)) - 10.8)
+        + 2.0 * (df["score"].to_numpy(float) - 0.5)
         + df["country"].map(COUNTRY_EFFECT).to_numpy(float)
         + 0.6 * (ts.dayofweek.to_numpy() >= 5)  # weekend
         + 0.4 * ((ts.hour.to_numpy() >= 18) & (ts.hour.to_numpy() <= 22))  # evening
@@ -82,7 +80,7 @@ def _label_logit(df: pd.DataFrame, ts: pd.DatetimeIndex, concept: float = 0.0) -
     # The crossed effect: invisible to either column alone.
     z += 1.0 * ((age >= 25) & (age < 35) & (gender == "F"))
     z -= 1.0 * ((age >= 50) & (age < 65) & (gender == "M"))
-    return z
+    return -0.6 + (1.0 - 2.0 * concept) * z
 
 
 def _chunk(
