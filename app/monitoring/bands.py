@@ -8,9 +8,10 @@ metric: PSI per feature on the validation and holdout rows against the profile m
 training rows, AUC and log loss on the holdout's scores. Where users return (the built-in data:
 each user's events span the eight weeks), the later rows share their users with the profile and
 vary less than windows of other users do: learned PSI bands are then too tight, which is why
-`monitor.psi_band` defaults to fixed (benchmarks/bands.py measures both). The band is the chunks' mean plus or minus `SIGMAS` standard
-deviations. The chunk values are saved in the model's profile (`profile["bands"]`), so the
-monitor learns its bands from the version it judges.
+`monitor.psi_band` defaults to fixed (benchmarks/bands.py measures both). The band is the
+chunks' mean plus or minus `SIGMAS` standard deviations. The chunk values are saved in the
+model's profile (`profile["bands"]`), so the monitor learns its bands from the version it
+judges.
 
 A band is learned only from `MIN_CHUNKS` chunks of the monitor's current window size; with
 fewer, or after the window was resized, the fixed threshold applies and the report says so.
