@@ -9,9 +9,9 @@ until the rollout controller promotes (or rolls back) it -> the promotion ledger
 `bad_challenger`, an injected worse model rolled back by the controller. The caller stops
 serving (or keeps it up). Nothing the service saw is written into the raw files.
 
-The generator has two worlds (`concept` 0 and 1). The demo shifts the traffic from the world
-the champion scores best to the other one, so a second run, whose champion may have learned
-the shifted world, shows the loop again.
+Each run starts from a clean slate: an earlier run's registry, serving state, traffic log and
+monitoring state move to `archive/<time>/` (kept, not deleted), so that every run shows the
+same loop; the generated data, the warehouse and the features are reused.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ def run_demo(
     cfg = demo_config(cfg, traffic)
     started_at = datetime.now(timezone.utc).isoformat()
     raw = cfg.storage.raw
+    archive_earlier_run(cfg)
     dashboard = connect(cfg.ray)
     if not any(raw.glob("*.parquet")):  # written whole or not at all (see write_dataset)
         write_dataset(generate_chunks(rows, seed=seed), raw)
@@ -135,12 +136,11 @@ def serve_and_replay(
     from app.serving.client import ServiceClient
     from app.serving.producers import ProducerStore
 
-    archive_monitoring(cfg)
     result.url = stage(result.stages, "serve champion + challenger (A/B)", lambda: serving_app.start(cfg))
     # The replay reports outcomes as a system of record would: with a producer's token.
     demo_producer = ProducerStore(cfg.storage.producers).token_for("demo")
     client = ServiceClient(result.url, outcomes_token=demo_producer)
-    before, after = worlds(cfg, seed=seed)
+    before, after = 0.0, 1.0  # the warehouse's world, then every effect reversed
     normal = traffic_rows(traffic, seed=seed + 101, concept=before, first_user=5_000_000)
     result.served["normal"] = stage(
         result.stages, f"replay {traffic:,} requests + outcomes", lambda: replay(client, normal, cfg)
@@ -203,24 +203,6 @@ def retrained_on(registry: Registry, version: int | None) -> str:
     return f"v{version} trained on {lineage.get('training_data', '?')}" + (
         f" ({rows} served rows with their outcomes)" if rows else ""
     )
-
-
-def worlds(cfg: AppConfig, *, seed: int) -> tuple[float, float]:
-    """(the generator's world the champion scores best, the other one): `concept` 0 or 1,
-    judged by the champion's AUC on 2,000 fresh rows of each."""
-    from sklearn.metrics import roc_auc_score
-
-    from app.features.transforms import add_features
-    from app.model.predictor import Predictor
-    from app.registry.registry import CHAMPION
-
-    predictor = Predictor.from_bundle(Registry(cfg).load(CHAMPION))
-    auc = {}
-    for concept in (0.0, 1.0):
-        rows = add_features(generate(2000, seed=seed + 11, concept=concept, defects=CLEAN), cfg)
-        auc[concept] = roc_auc_score(rows[cfg.dataset.label].astype(int), predictor.predict_proba(rows))
-    best = max(auc, key=auc.__getitem__)
-    return best, 1.0 - best
 
 
 def traffic_rows(n: int, *, seed: int, concept: float, first_user: int):
@@ -306,12 +288,16 @@ def register_worse(cfg: AppConfig, *, seed: int, concept: float) -> int:
     )
 
 
-def archive_monitoring(cfg: AppConfig) -> None:
-    """Move an earlier demo run's traffic log and retrain state aside (kept, not deleted), so
-    this run's windows and its one incident start fresh."""
-    moved = [p for p in (cfg.storage.traffic, cfg.storage.monitoring) if p.exists()]
+def archive_earlier_run(cfg: AppConfig) -> None:
+    """Move an earlier demo run's registry, serving state, production table, traffic log and
+    monitoring state aside (kept, not deleted): this run's models, windows and incidents start
+    fresh."""
+    st = cfg.storage
+    registry = (st.mlflow_db, st.mlartifacts, st.bundles)  # the local registry (not a tracking server)
+    kept = (*registry, st.path("serving"), st.production, st.traffic, st.monitoring)
+    moved = [p for p in kept if p.exists()]
     if moved:
-        archive = cfg.storage.archive / time.strftime("%Y%m%dT%H%M%S")
+        archive = st.archive / time.strftime("%Y%m%dT%H%M%S")
         archive.mkdir(parents=True)
         for p in moved:
             p.rename(archive / p.name)

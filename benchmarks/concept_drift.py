@@ -4,9 +4,9 @@
 
 A fresh storage and a local cluster run the loop as `mlsys demo` sets it up (app/demo.py:
 pipeline on the warehouse, serving, the monitor, the retrain job on production rows, the
-automatic rollout). After `--traffic` requests of the world the champion learned, the traffic
-moves to the other world of the built-in generator (`concept`: every feature's effect on the
-label reversed, the features drawn as before) at `--rate` requests a second; each outcome is
+automatic rollout). After `--traffic` requests like the warehouse's, the traffic
+changes (the built-in generator's `concept` 1: every feature's effect on the label reversed,
+the features drawn as before) at `--rate` requests a second; each outcome is
 reported `--lag` seconds after its prediction, as a system of record would report it later.
 The clock starts at the first request of the changed world and the script prints when the
 labelled windows decayed, when the monitor submitted the retrain, when the retrained model
@@ -63,7 +63,7 @@ def run(args) -> dict:
     from app.cluster.connection import connect
     from app.config import load_config
     from app.data.synthetic import generate_chunks, write_dataset
-    from app.demo import archive_monitoring, demo_config, traffic_rows, worlds
+    from app.demo import demo_config, traffic_rows
     from app.monitoring.messages import DriftReport
     from app.pipeline import run_pipeline
     from app.registry.registry import CHALLENGER, CHAMPION, Registry
@@ -78,13 +78,12 @@ def run(args) -> dict:
     write_dataset(generate_chunks(args.rows, seed=0), cfg.storage.raw)
     warehouse = cfg.model_copy(update={"retrain": cfg.retrain.model_copy(update={"data": "warehouse"})})
     run_pipeline(warehouse, source=str(cfg.storage.raw), tune_samples=0)
-    archive_monitoring(cfg)
     client = ServiceClient(
         serving_app.start(cfg), outcomes_token=ProducerStore(cfg.storage.producers).token_for("bench")
     )
     registry = Registry(cfg)
     champion = registry.alias_version(CHAMPION)
-    before, after = worlds(cfg, seed=0)
+    before, after = 0.0, 1.0  # the warehouse's world, then every effect reversed
     pending: deque = deque()
     lagged_replay(
         client, cfg, traffic_rows(args.traffic, seed=101, concept=before, first_user=5_000_000),
