@@ -17,28 +17,34 @@ same loop; the generated data, the warehouse and the features are reused.
 from __future__ import annotations
 
 import time
-from collections import Counter
-from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app import progress
 from app.cluster.connection import connect
 from app.config import AppConfig
-from app.data.synthetic import Defects, generate, generate_chunks, write_dataset
+from app.data.synthetic import generate_chunks, write_dataset
+from app.demo_steps import (
+    archive_earlier_run,
+    decayed,
+    register_worse,
+    replay,
+    retrained_on,
+    submitted_job,
+    traffic_rows,
+    wait_for,
+    wait_job,
+)
 from app.files import atomic_write_text
-from app.pipeline import PipelineResult, console, run_pipeline, stage
+from app.pipeline import PipelineResult, run_pipeline, stage
 from app.registry.registry import CHALLENGER, Registry
 
 if TYPE_CHECKING:
     from app.monitoring.experiment import ExperimentReport
     from app.monitoring.messages import DriftReport
     from app.monitoring.rollout import RolloutStatus
-
-CLEAN = Defects(0, 0, 0, 0, 0, 0)  # the demo's traffic: well-formed rows
 
 
 @dataclass
@@ -154,27 +160,8 @@ def serve_and_replay(
         f"replay {2 * traffic:,} requests + outcomes after the world changed (concept drift)",
         lambda: replay(client, shifted, cfg),
     )
-    result.decay = stage(
-        result.stages,
-        "labelled performance decays",
-        lambda: _wait(lambda: _decayed(client), "the labelled windows to decay", 90),
-    )
-    job = stage(
-        result.stages,
-        "retrain submitted by the monitor",
-        lambda: _wait(lambda: _job(client), "a retrain job", 60),
-    )
-    result.retrain_reason = f"{job['trigger']}: {job['reason']}"
-    result.retrain_job = job["job_id"]
-    registry = Registry(cfg)
-    before = registry.alias_version(CHALLENGER)  # the job registers its model as the challenger
-    result.retrain_status = stage(
-        result.stages, "retrain job (mlsys pipeline)", lambda: _wait_job(cfg, job["job_id"])
-    )
-    challenger = registry.alias_version(CHALLENGER)
-    if result.retrain_status == "SUCCEEDED":
-        result.retrain_data = retrained_on(registry, challenger if challenger != before else None)
-    if result.retrain_status == "SUCCEEDED" and challenger is not None and challenger != before:
+    challenger = retrain_on_its_own(cfg, client, result)
+    if challenger is not None:
         result.rollout = roll_out(
             cfg, client, result, challenger, seed=seed + 303, traffic=traffic, concept=after, what=""
         )
@@ -187,43 +174,40 @@ def serve_and_replay(
         result.bad_rollout = roll_out(
             cfg, client, result, worse, seed=seed + 505, traffic=traffic, concept=after, what="worse "
         )
-    result.ledger = [e for e in registry.promotion_ledger() if e.at >= result.started_at]
+    result.ledger = [e for e in Registry(cfg).promotion_ledger() if e.at >= result.started_at]
     result.report = ExperimentReport.model_validate(client.report())
     result.report_file = atomic_write_text(
         cfg.storage.reports / "report.html", report.render(client.drift(), result.report)
     )
 
 
-def retrained_on(registry: Registry, version: int | None) -> str:
-    """What the retrain's model learned from, as its lineage records it."""
-    if version is None:
-        return "its candidate did not pass the gate: no new challenger"
-    lineage = registry.load(version).lineage
-    rows = lineage.get("production_rows")
-    return f"v{version} trained on {lineage.get('training_data', '?')}" + (
-        f" ({rows} served rows with their outcomes)" if rows else ""
+def retrain_on_its_own(cfg: AppConfig, client, result: DemoResult) -> int | None:
+    """What the service does by itself once the world changed: the labelled windows decay, the
+    monitor submits a retrain, the job registers a new challenger (returned; None if the job
+    failed or its candidate did not pass the gate)."""
+    result.decay = stage(
+        result.stages,
+        "labelled performance decays",
+        lambda: wait_for(lambda: decayed(client), "the labelled windows to decay", 90),
     )
-
-
-def traffic_rows(n: int, *, seed: int, concept: float, first_user: int):
-    """`n` well-formed requests drawn from 4n generated rows: the generator gives each user ~8
-    events, and a window of live traffic holds hundreds of users, not a few dozen."""
-    rows = generate(4 * n, seed=seed, concept=concept, defects=CLEAN, first_user=first_user)
-    return rows.sample(n, random_state=seed).reset_index(drop=True)
-
-
-REPLAY_BATCH = 250  # requests per /predict call
-
-
-def replay(client, rows, cfg: AppConfig) -> dict[str, int]:
-    """`client.replay(rows)` a batch at a time, under a bar of the requests answered so far;
-    returns how many predictions each variant served."""
-    served: Counter = Counter()
-    with progress.steps("requests", len(rows)) as done:
-        for start in range(0, len(rows), REPLAY_BATCH):
-            served.update(client.replay(rows.iloc[start : start + REPLAY_BATCH], cfg, batch=REPLAY_BATCH))
-            done(min(start + REPLAY_BATCH, len(rows)))
-    return dict(served)
+    job = stage(
+        result.stages,
+        "retrain submitted by the monitor",
+        lambda: wait_for(lambda: submitted_job(client), "a retrain job", 60),
+    )
+    result.retrain_reason = f"{job['trigger']}: {job['reason']}"
+    result.retrain_job = job["job_id"]
+    registry = Registry(cfg)
+    earlier = registry.alias_version(CHALLENGER)  # the job registers its model as the challenger
+    result.retrain_status = stage(
+        result.stages, "retrain job (mlsys pipeline)", lambda: wait_job(cfg, job["job_id"])
+    )
+    if result.retrain_status != "SUCCEEDED":
+        return None
+    challenger = registry.alias_version(CHALLENGER)
+    new = challenger if challenger != earlier else None
+    result.retrain_data = retrained_on(registry, new)
+    return new
 
 
 MAX_ROUNDS = 12  # rounds of `traffic` requests a rollout gets in the demo before it is left running
@@ -247,7 +231,7 @@ def roll_out(
     stage(
         result.stages,
         f"{what}challenger v{version} enters the rollout",
-        lambda: _wait(
+        lambda: wait_for(
             lambda: (
                 (client.rollout()["challenger"] == version and client.experiment()["models"].get(CHALLENGER))
                 or None
@@ -270,76 +254,6 @@ def roll_out(
         return RolloutStatus.model_validate(client.rollout())
 
     return stage(result.stages, f"{what}rollout of v{version}", until_decided)
-
-
-def register_worse(cfg: AppConfig, *, seed: int, concept: float) -> int:
-    """A challenger that learned the opposite of the truth (the champion fine-tuned on flipped
-    labels of fresh data of the `concept` world): what a broken training run could register."""
-    from app.features.transforms import add_features
-    from app.monitoring.online import partial_fit
-    from app.registry.registry import CHAMPION
-
-    registry = Registry(cfg)
-    rows = add_features(generate(4000, seed=seed, concept=concept, defects=CLEAN), cfg)
-    flipped = 1 - rows[cfg.dataset.label].to_numpy(int)
-    worse = partial_fit(registry.load(CHAMPION), rows, flipped, lr=1e-2, epochs=5)
-    return registry.register(
-        worse, params={"injected": "flipped labels"}, alias=CHALLENGER, reason="injected worse model (demo)"
-    )
-
-
-def archive_earlier_run(cfg: AppConfig) -> None:
-    """Move an earlier demo run's registry, serving state, production table, traffic log and
-    monitoring state aside (kept, not deleted): this run's models, windows and incidents start
-    fresh."""
-    st = cfg.storage
-    registry = (st.mlflow_db, st.mlartifacts, st.bundles)  # the local registry (not a tracking server)
-    kept = (*registry, st.path("serving"), st.production, st.traffic, st.monitoring)
-    moved = [p for p in kept if p.exists()]
-    if moved:
-        archive = st.archive / time.strftime("%Y%m%dT%H%M%S")
-        archive.mkdir(parents=True)
-        for p in moved:
-            p.rename(archive / p.name)
-
-
-def _decayed(client) -> DriftReport | None:
-    from app.monitoring.messages import DriftReport
-
-    report = DriftReport.model_validate(client.drift())
-    return report if report.performance_alert else None
-
-
-def _job(client) -> dict | None:
-    submitted = client.drift()["retrain"]["submitted"]
-    return submitted[-1] if submitted else None
-
-
-def _wait(probe: Callable[[], Any], what: str, timeout_s: float) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(1)
-    raise TimeoutError(f"waited {timeout_s:.0f} s for {what}")
-
-
-def _wait_job(cfg: AppConfig, job_id: str, timeout_s: float = 900) -> str:
-    from ray.job_submission import JobStatus
-
-    from app.monitoring.retrain import jobs_client
-
-    client = jobs_client(cfg)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status = client.get_job_status(job_id)
-        if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
-            if status != JobStatus.SUCCEEDED:
-                console.print(client.get_job_logs(job_id)[-3000:])
-            return str(status.value)
-        time.sleep(2)
-    raise TimeoutError(f"retrain job {job_id} still running after {timeout_s:.0f} s")
 
 
 def stop_demo() -> None:

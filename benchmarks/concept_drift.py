@@ -63,7 +63,8 @@ def run(args) -> dict:
     from app.cluster.connection import connect
     from app.config import load_config
     from app.data.synthetic import generate_chunks, write_dataset
-    from app.demo import demo_config, traffic_rows
+    from app.demo import demo_config
+    from app.demo_steps import traffic_rows
     from app.monitoring.messages import DriftReport
     from app.pipeline import run_pipeline
     from app.registry.registry import CHALLENGER, CHAMPION, Registry

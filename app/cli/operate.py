@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 from app.cli.base import HELP_MARKUP, app, cfg_of, models_app, out
-from app.views import drift_table, ledger_table, models_table, performance_table
+from app.monitor_views import drift_table, ledger_table, performance_table
+from app.views import models_table
 
 
 @models_app.command("list")

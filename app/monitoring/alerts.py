@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from app.config import MonitorConfig
 from app.monitoring import metrics
+from app.monitoring.prom_format import humanize, humanize_duration, humanize_percentage
 
 RULES_FILE = "alerts.yml"
 TEST_FILE = "alerts_test.yml"
@@ -247,18 +248,18 @@ def _test_values(m: MonitorConfig) -> dict[str, str]:
         "le_slow": le_slow,
         "fast_ms": _num(p99 / 2 * 1000),
         "slow_ms": _num(p99 * 5 * 1000),
-        "p99_seen": _humanize_duration(lo + (hi - lo) * 0.99),
+        "p99_seen": humanize_duration(lo + (hi - lo) * 0.99),
         "qps_low": _num(qps_low),
         "qps_low_min": _num(qps_low_min),
         "qps_back": _num(2160000 + 30 * qps_low_min),
-        "qps_seen": _humanize(qps_low_min / 60),
+        "qps_seen": humanize(qps_low_min / 60),
         "err_low": _num(err_low),
         "err_mid": _num(20 * err_low),
         "err_high": _num(err_high),
         "err_end": _num(20 * err_low + 20 * err_high),
         "err_low_pct": f"{err_low / _PER_MINUTE * 100:.4g}",
         "err_high_pct": f"{err_high / _PER_MINUTE * 100:.4g}",
-        "err_seen": _humanize_percentage((err_high / 60) / (_PER_MINUTE / 60 + err_high / 60)),
+        "err_seen": humanize_percentage((err_high / 60) / (_PER_MINUTE / 60 + err_high / 60)),
         "psi_before": _num(m.psi_alert / 4),
         "psi_high": _num(psi_high),
         "psi_after": _num(m.psi_alert / 5),
@@ -270,48 +271,3 @@ def _test_values(m: MonitorConfig) -> dict[str, str]:
 def _num(x: float) -> str:
     """A threshold as people write it: 0.1, not 0.1000000000000001 nor 1e-01."""
     return f"{x:.15g}"
-
-
-# Prometheus's template functions (template/template.go), for the expected annotations.
-def _humanize(v: float) -> str:
-    if v == 0:
-        return f"{v:.4g}"
-    if abs(v) >= 1:
-        prefix = ""
-        for p in "kMGTPEZY":
-            if abs(v) < 1000:
-                break
-            prefix, v = p, v / 1000
-        return f"{v:.4g}{prefix}"
-    return _small(v)
-
-
-def _humanize_duration(v: float) -> str:
-    if v == 0:
-        return f"{v:.4g}s"
-    if abs(v) >= 1:
-        sign, v = ("-", -v) if v < 0 else ("", v)
-        whole = int(v)
-        days, hours, minutes, seconds = whole // 86400, whole // 3600 % 24, whole // 60 % 60, whole % 60
-        if days:
-            return f"{sign}{days}d {hours}h {minutes}m {seconds}s"
-        if hours:
-            return f"{sign}{hours}h {minutes}m {seconds}s"
-        if minutes:
-            return f"{sign}{minutes}m {seconds}s"
-        return f"{sign}{v:.4g}s"
-    return _small(v) + "s"
-
-
-def _humanize_percentage(v: float) -> str:
-    return f"{v * 100:.4g}%"
-
-
-def _small(v: float) -> str:
-    """|v| < 1 with an SI prefix: 0.496 -> 496m."""
-    prefix = ""
-    for p in "munpfazy":
-        if abs(v) >= 1:
-            break
-        prefix, v = p, v * 1000
-    return f"{v:.4g}{prefix}"

@@ -116,7 +116,7 @@ def test_a_headless_browser_loads_the_page_and_finds_the_charts(page, tmp_path):
 def test_the_terminal_tables_read_the_typed_reports(reports):
     from rich.console import Console
 
-    from app.views import drift_table, experiment_summary
+    from app.monitor_views import drift_table, experiment_summary
 
     drift, experiment = reports
     shown = Console(record=True, width=200)
@@ -132,7 +132,7 @@ def test_the_terminal_tables_read_the_typed_reports(reports):
 def test_the_labelled_windows_table_shows_each_variants_metrics_estimate_and_band():
     from rich.console import Console
 
-    from app.views import performance_table
+    from app.monitor_views import performance_table
     from tests.doubles import drift_report, performance_window
 
     report = drift_report().model_copy(
