@@ -3,7 +3,7 @@ in bounded memory - what the experiment report and the rollout's guardrails are 
 
 A prediction record's `request_id` makes re-delivery idempotent (an id seen before is not
 counted again); a feedback is joined to its prediction by that id, and one that arrives first
-waits for it. `state`/`from_state` are what the monitor's snapshot saves and reads back.
+waits for it. counts_state.py turns the counts into what the monitor's snapshot saves, and back.
 
 An outcome does not depend on which model answered: the one joined to a live prediction is
 also counted for the shadow prediction of the same request (its request id + SHADOW_SUFFIX),
@@ -28,7 +28,7 @@ import numpy as np
 from app.config import ExperimentConfig
 from app.monitoring.abtest import SHADOW_KEY, VariantStats, add_pair, experiment_report
 from app.monitoring.experiment import ExperimentReport
-from app.monitoring.records import OK, SHADOW_SUFFIX, UNATTRIBUTED
+from app.monitoring.records import OK, SHADOW_SUFFIX
 
 SAMPLE = 20_000  # recent latencies / scored outcomes kept per variant for percentiles and AUC
 UNPAIRED_SHADOWS = 10_000
@@ -50,11 +50,6 @@ PREDICTION_FIELDS = (
     "pred_label",
     "pred_score",
 )
-# The columns of the snapshot's predictions (with request_id and labelled) and per-key counts.
-PREDICTION_COLUMNS = ("experiment", "variant", "pred_label", "pred_score", "key", "model_version")
-PER_KEY_COLUMNS = ("experiment", "variant", "model_version", "key", "outcomes")
-# VariantStats' dicts, saved as they are.
-TALLIES = ("agreement", "producers", "capped", "correct_by_producer", "positives_by_producer")
 KEY_CAP = "key"  # the reason an outcome is capped: its client key reported enough already
 
 
@@ -132,7 +127,7 @@ class ExperimentCounts:
             self._pair_shadow(rid, self.unpaired_shadows.pop(rid), live=(int(pred_label), float(score)))
         if model_version not in s.model_versions:
             s.model_versions.append(int(model_version))
-        self._remember(rid, (experiment, variant, int(pred_label), float(score), key, int(model_version)))
+        self.remember(rid, (experiment, variant, int(pred_label), float(score), key, int(model_version)))
         if rid in self.pending:
             self.add_feedback(rid, *self.pending.pop(rid))
         elif shadow and rid[: -len(SHADOW_SUFFIX)] in self.awaiting_shadow:
@@ -159,7 +154,8 @@ class ExperimentCounts:
             label=label,
         )
 
-    def _remember(self, rid: str, prediction: tuple) -> None:
+    def remember(self, rid: str, prediction: tuple) -> None:
+        """Remember a prediction by its request id (the oldest forgotten past `capacity`)."""
         self.predictions[rid] = prediction
         if len(self.predictions) > self.capacity:
             old, _ = self.predictions.popitem(last=False)
@@ -265,66 +261,3 @@ class ExperimentCounts:
         s = self.stats.get((experiment, variant))
         sample = list(s.latency_ms)[-last:] if s is not None and last > 0 else []
         return float(np.percentile(sample, 99)) if sample else None
-
-    # ------------------------------------------------------------ snapshot state
-
-    def state(self) -> dict:
-        """Everything counted, as plain lists and columns (what `from_state` takes back)."""
-        stats = [
-            {
-                "experiment": e,
-                "variant": v,
-                **{k: list(x) if isinstance(x, deque) else x for k, x in vars(s).items()},
-            }
-            for (e, v), s in self.stats.items()
-        ]
-        rows = list(self.predictions.items())
-        predictions = {
-            "request_id": [r for r, _ in rows],
-            **{c: [p[i] for _, p in rows] for i, c in enumerate(PREDICTION_COLUMNS)},
-            "labelled": [r in self.labelled for r, _ in rows],
-        }
-        pending = {
-            "request_id": list(self.pending),
-            "label": [label for label, _ in self.pending.values()],
-            "producer": [producer for _, producer in self.pending.values()],
-        }
-        per_key = [(*at, n) for at, n in self.per_key.items()]
-        return {
-            "stats": stats,
-            "predictions": predictions,
-            "pending": pending,
-            "pending_dropped": self.pending_dropped,
-            "per_key": {c: [row[i] for row in per_key] for i, c in enumerate(PER_KEY_COLUMNS)},
-        }
-
-    @classmethod
-    def from_state(cls, state: dict, **capacities) -> ExperimentCounts:
-        counts = cls(**capacities)
-        for s in state["stats"]:
-            samples = {k: deque(s.get(k, ()), maxlen=SAMPLE) for k in SAMPLED}  # older snapshots lack some
-            fields = {k: s[k] for k in ("requests", "errors", "outcomes", "positives", "correct")}
-            added = {k: s.get(k, 0) for k in ("requests_reached", "requests_failed")}  # newer fields
-            tallies = {k: dict(s.get(k, {})) for k in TALLIES}
-            stats = VariantStats(
-                **fields, **added, **tallies, **samples, model_versions=list(s["model_versions"])
-            )
-            counts.stats[s["experiment"], s["variant"]] = stats
-        p = state["predictions"]
-        n = len(p["request_id"])
-        columns = [p["request_id"], *(p.get(c, [None] * n) for c in PREDICTION_COLUMNS), p["labelled"]]
-        for rid, experiment, variant, label, score, key, version, labelled in zip(*columns, strict=True):
-            version = None if version is None else int(version)
-            counts._remember(rid, (experiment, variant, int(label), float(score), key, version))
-            if labelled:
-                counts.labelled.add(rid)
-        k = state.get("per_key") or {c: [] for c in PER_KEY_COLUMNS}
-        for *at, count in zip(*(k[c] for c in PER_KEY_COLUMNS), strict=True):
-            counts.per_key[tuple(at)] = int(count)
-        counts.labelled &= counts.predictions.keys()
-        counts.pending_dropped = int(state["pending_dropped"])
-        pending = state["pending"]
-        producers = pending.get("producer") or [UNATTRIBUTED] * len(pending["request_id"])
-        for rid, label, producer in zip(pending["request_id"], pending["label"], producers, strict=True):
-            counts.add_feedback(rid, int(label), producer)  # not remembered as a prediction: waits again
-        return counts

@@ -16,6 +16,7 @@ predictions paired with the live answers and `min_minutes`.
 The sequential test and interval (mSPRT, Johari et al. 2017) stay valid however often the
 controller reads them, which is what lets it act after every batch of outcomes without
 inflating its error rate. `decide` reads; `advance` applies; the Ray shell persists the state.
+The evidence a decision reads and its guardrails: guardrails.py.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from app.monitoring.abtest import always_valid_interval, msprt_p_value
+from app.monitoring import guardrails
 from app.monitoring.messages import Message
 
 HOLD, STEP_UP, PROMOTE, ROLL_BACK, PAUSED = "hold", "step up", "promote", "roll back", "paused"
@@ -132,13 +133,13 @@ def start(version: int, now: float) -> State:
 
 def decide(policy: Policy, state: State, control: Arm, challenger: Arm, now: float) -> Decision:
     """What the controller does now, and why (pure: the same inputs give the same decision)."""
-    evidence = _evidence(policy, control, challenger)
+    evidence = guardrails.evidence(policy, control, challenger)
     share = state.share(policy)
     if state.challenger is None or state.status != RUNNING:
         return Decision(HOLD, share, f"no rollout running ({state.status})", evidence)
     if policy.mode == "manual":
         return Decision(PAUSED, share, "rollout.mode is manual: an operator moves the split", evidence)
-    breach = _guardrail_breach(policy, control, challenger, evidence)
+    breach = guardrails.guardrail_breach(policy, control, challenger, evidence)
     if breach:
         return Decision(ROLL_BACK, 0.0, breach, evidence)
     at_step = challenger.outcomes - state.outcomes_at_step
@@ -178,12 +179,12 @@ def decide_shadow(
 
     The outcomes cost no user a harmful answer here, so harm by the live phase's always-valid
     test rolls the challenger back at once; without harm it goes live as the schedule says."""
-    evidence = _evidence(policy, control, shadow)
+    evidence = guardrails.evidence(policy, control, shadow)
     if state.challenger is None or state.status != RUNNING:
         return Decision(HOLD, 0.0, f"no rollout running ({state.status})", evidence)
     if policy.mode == "manual":
         return Decision(PAUSED, 0.0, "rollout.mode is manual: an operator moves the split", evidence)
-    harm = _harm(policy, evidence)
+    harm = guardrails.harm(policy, evidence)
     if harm:
         return Decision(ROLL_BACK, 0.0, f"in shadow, {harm}", evidence)
     minutes = (now - state.step_started_s) / 60
@@ -222,56 +223,6 @@ def advance(state: State, decision: Decision, challenger_outcomes: int, now: flo
     if decision.action == ROLL_BACK:
         return replace(state, status=ROLLED_BACK, history=(*state.history, entry))
     return state  # hold and pause change nothing (the last decision is reported, not stored)
-
-
-def _evidence(policy: Policy, control: Arm, challenger: Arm) -> dict:
-    rate_a = control.successes / control.outcomes if control.outcomes else None
-    rate_b = challenger.successes / challenger.outcomes if challenger.outcomes else None
-    tau = max((rate_a or 0.5) * policy.mde, 1e-3)
-    args = (control.successes, control.outcomes, challenger.successes, challenger.outcomes)
-    return {
-        "n": {"control": control.outcomes, "challenger": challenger.outcomes},
-        "rate": {"control": rate_a, "challenger": rate_b},
-        "diff": (rate_b - rate_a) if rate_a is not None and rate_b is not None else None,
-        "p_value": msprt_p_value(*args, tau=tau),
-        "interval": list(always_valid_interval(*args, tau=tau, alpha=policy.alpha)),
-        "p99_ms": {"control": control.p99_ms, "challenger": challenger.p99_ms},
-        "error_rate": {"control": _error_rate(control), "challenger": _error_rate(challenger)},
-    }
-
-
-def _error_rate(arm: Arm) -> float | None:
-    """Failed requests per request: a batch that failed on one row counts once, as its caller saw."""
-    return arm.errors / arm.requests if arm.requests else None
-
-
-def _harm(policy: Policy, evidence: dict) -> str | None:
-    """Significant harm on the experiment's metric by the always-valid test, if shown."""
-    p = evidence["p_value"]
-    if p is not None and p < policy.alpha and evidence["diff"] is not None and evidence["diff"] < 0:
-        return f"harm: challenger worse, sequential p={p:.4f} < {policy.alpha}"
-    return None
-
-
-def _guardrail_breach(policy: Policy, control: Arm, challenger: Arm, evidence: dict) -> str | None:
-    harm = _harm(policy, evidence)
-    if harm:
-        return harm
-    if challenger.requests < policy.min_requests:
-        return None  # a p99 or an error rate of a handful of requests says nothing yet
-    judged = control.requests >= policy.min_requests
-    p99_b, p99_a = challenger.p99_ms, control.p99_ms if judged else None
-    if p99_b is not None and p99_b > policy.slo_p99_ms:
-        return f"latency: challenger p99 {p99_b:.1f} ms over the SLO {policy.slo_p99_ms:g} ms"
-    if p99_b is not None and p99_a is not None and p99_b > p99_a * (1 + policy.latency_slack):
-        return (
-            f"latency: challenger p99 {p99_b:.1f} ms > control {p99_a:.1f} ms x {1 + policy.latency_slack:g}"
-        )
-    err_b, err_a = evidence["error_rate"]["challenger"], evidence["error_rate"]["control"]
-    err_a = err_a if judged else None
-    if err_b is not None and err_b > (err_a or 0.0) + policy.error_slack:
-        return f"errors: challenger {err_b:.2%} > control {err_a or 0:.2%} + {policy.error_slack:.2%}"
-    return None
 
 
 def cap_producers(outcomes: dict[str, int], successes: dict[str, int], share: float) -> tuple[int, int, int]:

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from app.files import atomic_write_parquet, atomic_write_text
+from app.monitoring import counts_state
 from app.monitoring.counts import PREDICTION_FIELDS, ExperimentCounts
 from app.monitoring.records import UNATTRIBUTED
 from app.monitoring.traffic import FEEDBACK, PREDICTIONS, UNREADABLE, log_files, quarantine, read_part
@@ -70,7 +71,7 @@ def save(root: Path, state: MonitorState) -> Path:
     """Write the snapshot; returns the manifest's path."""
     folder = root / SNAPSHOT
     tag = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
-    counts = state.counts.state()
+    counts = counts_state.to_state(state.counts)
     tables = {
         "predictions": pa.table(counts.pop("predictions")),
         "pending": pa.table(counts.pop("pending")),
@@ -122,7 +123,7 @@ def load(root: Path, *, keep: int, capacity: int, pending_capacity: int) -> Moni
             current = path.parent / name
             tables[part] = pq.read_table(current)
         current = path
-        counts = ExperimentCounts.from_state(
+        counts = counts_state.from_state(
             {
                 "stats": manifest["stats"],
                 "predictions": tables["predictions"].to_pydict(),

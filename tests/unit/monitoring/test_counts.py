@@ -8,6 +8,7 @@ import pytest
 
 from app.config import ExperimentConfig
 from app.monitoring.counts import ExperimentCounts
+from app.monitoring.counts_state import from_state, to_state
 from app.monitoring.experiment import ExperimentReport, format_lift
 from tests.doubles import traffic_record
 
@@ -70,7 +71,7 @@ def test_counts_survive_their_state_round_trip():
         counts.add_prediction(record(f"r{i}", variant="challenger" if i % 2 else "champion"))
     counts.add_feedback("r4", 1, "tests")
     counts.add_feedback("later", 0, "tests")
-    back = ExperimentCounts.from_state(counts.state(), capacity=3, pending_capacity=10)
+    back = from_state(to_state(counts), capacity=3, pending_capacity=10)
     assert back.for_experiment("e") == counts.for_experiment("e")
     assert (
         back.predictions == counts.predictions
@@ -103,7 +104,7 @@ def test_shadow_predictions_count_apart_paired_with_the_live_answer():
     assert shadow.score_correlation == pytest.approx(np.corrcoef(*zip(*pairs, strict=True))[0, 1])
     assert shadow.latency_diff_ms.p50 == 0.0
     assert report.variants["champion"].estimated.accuracy == pytest.approx(np.mean([0.9, 0.8, 0.7, 0.9]))
-    back = ExperimentCounts.from_state(counts.state())
+    back = from_state(to_state(counts))
     assert back.for_experiment("e") == counts.for_experiment("e")  # pairs and samples survive a restart
 
 
@@ -149,7 +150,7 @@ def test_each_outcome_is_counted_for_its_producer_through_a_pending_wait_and_a_r
     counts.add_feedback("p0", 1, "crm")
     counts.add_feedback("p1", 0, "billing")
     counts.add_feedback("p3", 1, "billing")  # before its prediction: waits with its producer
-    back = ExperimentCounts.from_state(counts.state())
+    back = from_state(to_state(counts))
     back.add_prediction(record("p3"))
     back.add_feedback("p2", 1, "crm")
     report = back.report(EXPERIMENT)
@@ -193,7 +194,7 @@ def test_one_key_adds_at_most_the_cap_to_a_variants_outcomes_and_the_rest_counts
     s = counts.stats["e", "challenger"]
     assert (s.outcomes, s.correct, s.capped) == (50, 20, {"key": 480})
     assert s.producers == {"crm": 50} and s.correct_by_producer == {"crm": 20}
-    back = ExperimentCounts.from_state(counts.state())
+    back = from_state(to_state(counts))
     back.max_per_key = 20
     back.add_prediction(keyed("r-late", "one-client"))
     back.add_feedback("r-late", 1, "crm")
@@ -309,7 +310,7 @@ def test_shadow_outcomes_survive_the_state_round_trip():
     live_and_shadow(counts, "r0", live_label=1, shadow_label=0, key="k")
     live_and_shadow(counts, "r1", live_label=1, shadow_label=0, key="k")
     counts.add_feedback("r0", 1, "crm")
-    back = ExperimentCounts.from_state(counts.state())
+    back = from_state(to_state(counts))
     back.max_per_key = 1
     assert back.for_experiment("e") == counts.for_experiment("e") and back.labelled == {"r0", "r0-shadow"}
     assert back.add_feedback("r0", 1, "crm") == "duplicate"

@@ -11,12 +11,12 @@ from rich.console import Console
 
 from app.config import ExperimentConfig
 from app.data.synthetic import Defects, generate
+from app.monitor_views import ledger_table
 from app.monitoring import rollout
 from app.registry.registry import CHALLENGER, CHAMPION, REJECTED, Registry
 from app.serving.control import ServeControl
 from app.serving.rollout_controller import RolloutController
 from app.serving.splits import split_with
-from app.views import ledger_table
 from tests.configs import make_config
 from tests.doubles import ActorDouble, ReportingMonitorDouble, variant_summary
 from tests.helpers import quick_bundle
@@ -233,7 +233,7 @@ def test_the_split_keeps_other_variants_shares():
 
 
 def test_the_status_is_typed_and_its_json_keeps_the_routes_shape(served):
-    from app.views import rollout_summary
+    from app.monitor_views import rollout_summary
 
     cfg, registry, control, monitor, controller = served
     ctl = controller()
@@ -311,7 +311,7 @@ def test_one_key_posting_500_correct_outcomes_adds_at_most_the_cap_and_the_ledge
 
 
 def test_the_policy_is_the_configs_rollout_section(tmp_path):
-    from app.serving.rollout_controller import policy
+    from app.serving.rollout_inputs import policy
 
     cfg = make_config(tmp_path, rollout={"shadow_first": True, "shadow_min_outcomes": 2600, "steps": [5, 50]})
     p = policy(cfg)
