@@ -87,9 +87,14 @@ class Registry:
         self.client = MlflowClient(tracking_uri=self.uri)
 
     def experiment_id(self) -> str:
+        """The experiment every run goes into. With a tracking server its artifacts go where
+        the server keeps them (`mlflow server --serve-artifacts`: proxied, so no node needs the
+        store's credentials or a shared disk); with the local store, under the storage root."""
         exp = self.client.get_experiment_by_name(EXPERIMENT)
         if exp is not None:
             return exp.experiment_id
+        if self.cfg.registry.tracking_uri:
+            return self.client.create_experiment(EXPERIMENT)
         artifacts = self.cfg.storage.mlartifacts.as_uri()
         return self.client.create_experiment(EXPERIMENT, artifact_location=artifacts)
 
