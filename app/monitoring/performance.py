@@ -25,6 +25,7 @@ from app.training.evaluate import expected_calibration_error
 
 HISTORY = 1_000  # completed windows remembered
 EPS = 1e-7
+METRICS = ("auc", "log_loss", "calibration_error", "accuracy", "estimated_auc")
 
 
 def window_metrics(scores, labels) -> dict:
@@ -35,9 +36,7 @@ def window_metrics(scores, labels) -> dict:
     p = np.clip(np.asarray(scores, dtype=float), EPS, 1 - EPS)
     y = np.asarray(labels, dtype=int)
     if len(y) == 0:
-        return dict.fromkeys(("auc", "log_loss", "calibration_error", "accuracy", "estimated_auc"), None) | {
-            "n": 0
-        }
+        return {"n": 0, **dict.fromkeys(METRICS)}
     return {
         "n": len(y),
         "auc": float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else None,
@@ -49,6 +48,8 @@ def window_metrics(scores, labels) -> dict:
 
 
 class _Window:
+    """The outcomes of one model version in a variant, filling."""
+
     def __init__(self, version: int | None):
         self.version = version
         self.scores: list[float] = []
