@@ -30,7 +30,7 @@ def settings(cfg: AppConfig) -> dict:
         "psi_alert": cfg.monitor.psi_alert,
         "watch_only": calendar,
         "ignore": frozenset(cfg.monitor.ignore_features),
-        "bands": cfg.monitor.psi_band,
+        "psi_band": cfg.monitor.psi_band,
     }
 
 
@@ -41,7 +41,7 @@ def alerting(windows: Mapping[str, WindowReport]) -> bool:
 
 class DriftTracker:
     """`watch_only` features are reported but raise no alert; `ignore`d ones are not tracked.
-    `bands`: "learned" judges each feature by its band from the reference's chunks where the
+    `psi_band`: "learned" judges each feature by its band from the reference's chunks where the
     reference has them (bands.py), "fixed" by `psi_alert`."""
 
     def __init__(
@@ -51,12 +51,14 @@ class DriftTracker:
         psi_alert: float,
         watch_only: frozenset[str] = frozenset(),
         ignore: frozenset[str] = frozenset(),
-        bands: str = bands.FIXED,
+        psi_band: str = bands.FIXED,
         history: int = HISTORY,
     ):
         self.reference_version: int | None = None
         self.profile: dict = {}
-        self.configure(window=window, psi_alert=psi_alert, watch_only=watch_only, ignore=ignore, bands=bands)
+        self.configure(
+            window=window, psi_alert=psi_alert, watch_only=watch_only, ignore=ignore, psi_band=psi_band
+        )
         self.current: dict[str, DriftWindow] = {}  # variant -> the window being filled
         self.complete: dict[str, WindowReport] = {}  # variant -> the last full window's report
         self.history: deque[HistoryPoint] = deque(maxlen=history)
@@ -68,17 +70,17 @@ class DriftTracker:
         psi_alert: float,
         watch_only: frozenset[str],
         ignore: frozenset[str],
-        bands: str = bands.FIXED,
+        psi_band: str = bands.FIXED,
     ) -> None:
         """New settings; a new window size applies from the next window on."""
-        self.window, self.psi_alert, self.bands = window, psi_alert, bands
+        self.window, self.psi_alert, self.psi_band = window, psi_alert, psi_band
         self.watch_only, self.ignore = frozenset(watch_only), frozenset(ignore)
         self._thresholds()
 
     def _thresholds(self) -> None:
         """Each feature's PSI threshold for this reference, window size and band mode."""
         self.thresholds, self.band = bands.psi_thresholds(
-            self.profile, window=self.window, fixed=self.psi_alert, mode=self.bands
+            self.profile, window=self.window, fixed=self.psi_alert, mode=self.psi_band
         )
 
     def follow(self, version: int, profile: dict) -> None:

@@ -137,3 +137,23 @@ def test_the_typed_report_keeps_the_statistics_json_shape(profile):
     assert isinstance(typed, WindowReport)
     assert json.loads(typed.model_dump_json()) == json.loads(json.dumps(expected))
     assert "nonfinite" not in typed.model_dump()["features"]["country"]  # absent keys stay absent
+
+
+def test_learned_psi_bands_judge_each_feature_by_its_own_threshold(profile):
+    """A reference whose chunks barely moved learns tight bands: the same stationary window that
+    the fixed 0.2 lets through drifts under them; with chunks of another size the fixed applies."""
+    tight = {"chunk_rows": WINDOW, "psi": {f: [0.0001] * 5 + [0.0002] for f in ("income", "hour", "country")}}
+    learned = {**profile, "bands": {"drift": tight}}
+    settings = {"window": WINDOW, "psi_alert": 0.2}
+    tracker = DriftTracker(**settings, psi_band="learned")
+    tracker.follow(1, learned)
+    tracker.add(rows(WINDOW, seed=5))
+    window = tracker.windows()["champion"]
+    assert tracker.band == "learned" and window.alert and "income" in window.drifted
+    fixed = DriftTracker(**settings, psi_band="fixed")
+    fixed.follow(1, learned)
+    fixed.add(rows(WINDOW, seed=5))
+    assert fixed.band == "fixed" and not fixed.windows()["champion"].alert
+    other_size = DriftTracker(window=2 * WINDOW, psi_alert=0.2, psi_band="learned")
+    other_size.follow(1, learned)
+    assert other_size.band == "fixed"
