@@ -49,7 +49,9 @@ def service(tmp_path_factory):
             "ingress": {"min_replicas": 1, "max_replicas": 1},
             "experiment": {"name": "exp-prom", "split": {"champion": 0.5, "challenger": 0.5}},
         },
-        monitor={"window": 200},
+        # A labelled window completes on the ~25 outcomes each variant gets (its gauges exist
+        # from the first complete window on).
+        monitor={"window": 200, "performance_window": 20},
     )
     with ab_service(cfg, tmp, token="prometheus-token") as service:
         yield service
@@ -144,13 +146,14 @@ def rule_queries() -> dict[str, str]:
 
 
 def send_traffic(service) -> None:
-    """Predictions by entity, an outcome for each from the producer, and a drifted batch."""
+    """Predictions by entity, an outcome for each from the producer (both labels, so that a
+    labelled window has an AUC), and a drifted batch."""
     url, cfg = service["url"], service["cfg"]
-    for entity in service["entities"]:
+    for i, entity in enumerate(service["entities"]):
         row = requests.post(f"{url}/predict", json={"entity_id": entity}, timeout=30).json()
         outcome = {
             "request_id": row["request_id"],
-            "label": row["label"],
+            "label": i % 2,
             "feedback_token": row["feedback_token"],
         }
         ack = requests.post(f"{url}/feedback", json=outcome, headers=service["outcomes"], timeout=30)
