@@ -2,9 +2,9 @@
 
 A local sqlite store under the storage root by default, a tracking server URI on a cluster
 (`registry.tracking_uri`). Each version's artifacts are a `ModelBundle`; its metrics and
-lineage are also run metrics/tags, and its model family a run param, a run tag and a
-version tag, so the MLflow UI shows them. Champion changes are kept in
-a registered-model tag, so `rollback` can go back more than one step.
+lineage are also run metrics/tags, and its model family a run param, a run tag and a version
+tag, so the MLflow UI shows them. Champion changes are kept in a registered-model tag, so
+`rollback` can go back more than one step.
 """
 
 from __future__ import annotations
@@ -87,16 +87,13 @@ class Registry:
         self.client = MlflowClient(tracking_uri=self.uri)
 
     def experiment_id(self) -> str:
-        """The experiment every run goes into. With a tracking server its artifacts go where
-        the server keeps them (`mlflow server --serve-artifacts`: proxied, so no node needs the
-        store's credentials or a shared disk); with the local store, under the storage root."""
+        """The runs' experiment. A tracking server keeps its artifacts (`--serve-artifacts`: no
+        node needs a shared disk or the store's credentials); the local store, the root's."""
         exp = self.client.get_experiment_by_name(EXPERIMENT)
         if exp is not None:
             return exp.experiment_id
-        if self.cfg.registry.tracking_uri:
-            return self.client.create_experiment(EXPERIMENT)
-        artifacts = self.cfg.storage.mlartifacts.as_uri()
-        return self.client.create_experiment(EXPERIMENT, artifact_location=artifacts)
+        local = None if self.cfg.registry.tracking_uri else self.cfg.storage.mlartifacts.as_uri()
+        return self.client.create_experiment(EXPERIMENT, artifact_location=local)
 
     def register(
         self,
