@@ -162,13 +162,20 @@ def test_an_operator_promoting_by_hand_ends_the_rollout(served):
     assert [e.by for e in registry.promotion_ledger() if e.event == "promote"][-1] == "cli"
 
 
-def test_with_shadow_first_a_challenger_is_scored_in_shadow_before_any_live_share(served):
+def shadow_first_challenger(served) -> tuple[RolloutController, int]:
+    """A controller with `rollout.shadow_first` and a newly registered challenger (version 2)."""
     cfg, registry, control, monitor, _ = served
     shadowing = cfg.model_copy(update={"rollout": cfg.rollout.model_copy(update={"shadow_first": True})})
     ctl = RolloutController(shadowing, control=ActorDouble(control), monitor=ActorDouble(monitor))
     v2 = registry.register(
         quick_bundle(cfg, generate(1500, seed=2, defects=CLEAN), seed=2), params={}, alias=CHALLENGER
     )
+    return ctl, v2
+
+
+def test_with_shadow_first_a_challenger_is_scored_in_shadow_before_any_live_share(served):
+    cfg, registry, control, monitor, _ = served
+    ctl, v2 = shadow_first_challenger(served)
     status = tick(ctl, T0)
     experiment = control.experiment
     assert status.phase == "shadow" and status.share == 0.0
@@ -198,11 +205,7 @@ def shadow_scored(monitor, *, outcomes: int, rate: float, paired: int) -> None:
 
 def test_in_shadow_a_challenger_worse_on_its_live_requests_outcomes_is_rolled_back_before_going_live(served):
     cfg, registry, control, monitor, _ = served
-    shadowing = cfg.model_copy(update={"rollout": cfg.rollout.model_copy(update={"shadow_first": True})})
-    ctl = RolloutController(shadowing, control=ActorDouble(control), monitor=ActorDouble(monitor))
-    v2 = registry.register(
-        quick_bundle(cfg, generate(1500, seed=2, defects=CLEAN), seed=2), params={}, alias=CHALLENGER
-    )
+    ctl, v2 = shadow_first_challenger(served)
     tick(ctl, T0)
     monitor.count("champion", outcomes=400, rate=0.75, requests=400)  # the live answers' outcomes ...
     shadow_scored(monitor, outcomes=400, rate=0.75, paired=40)  # ... and the same requests' shadows
