@@ -22,6 +22,7 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.experimental.output import AirVerbosity
 from ray.tune.experimental.output import ProgressReporter as AirProgressReporter
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import BasicVariantGenerator
 
 from app import progress
 from app.cluster.connection import connect
@@ -124,6 +125,8 @@ def tune_torch(
             num_samples=num_samples or cfg.tune.num_samples,
             max_concurrent_trials=max_concurrent_trials(cfg, 1),
             scheduler=_scheduler(cfg, cfg.mlp.epochs),
+            # Seeded sampling: the same config and data search the same trials, in the same order.
+            search_alg=BasicVariantGenerator(random_state=base["seed"]),
         ),
         run_config=tune_run_config(cfg, "tune-torch", family="mlp"),
     )
