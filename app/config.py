@@ -199,6 +199,8 @@ class StorageConfig(_Section):
     """Where everything lives under `root`: the one place the layout is spelled."""
 
     root: str = Field(default=".mlsys", validate_default=True)  # the default is resolved too
+    # The Iceberg tables' catalog (a SQLAlchemy URL, e.g. postgresql://...); None: sqlite under root.
+    catalog: str | None = None
 
     @field_validator("root")
     @classmethod
@@ -220,12 +222,12 @@ class StorageConfig(_Section):
         return self.path("raw")
 
     @property
-    def warehouse(self) -> Path:
+    def warehouse(self) -> Path:  # the Iceberg table's location (data/ and metadata/)
         return self.path("warehouse")
 
     @property
-    def warehouse_lock(self) -> Path:  # held by the one ETL run writing the warehouse
-        return self.path("warehouse.lock")
+    def catalog_uri(self) -> str:
+        return self.catalog or f"sqlite:///{self.path('catalog.db')}"
 
     @property
     def quarantine(self) -> Path:

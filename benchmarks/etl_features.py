@@ -148,19 +148,17 @@ def run_pandas(raw: str, store: Path) -> dict:
 
 def run_retrieval_ray(store: Path) -> dict:
     """FeatureClient.historical for every warehouse row (the training-set query)."""
-    import pyarrow.parquet as pq
     import ray
 
     from app.cluster.connection import connect
+    from app.data import warehouse
     from app.features.store import FeatureClient
 
     cfg = _config(store)
     connect(cfg.ray)
     ray.data.DataContext.get_current().enable_progress_bars = False
     ds = cfg.dataset
-    entity_df = pq.read_table(
-        str(cfg.storage.warehouse), columns=[ds.entity, ds.timestamp, ds.label], partitioning=None
-    ).to_pandas()
+    entity_df = warehouse.read_table(cfg).select([ds.entity, ds.timestamp, ds.label]).to_pandas()
     t0 = time.perf_counter()
     n = FeatureClient(cfg).historical(entity_df).count()
     return {"seconds": time.perf_counter() - t0, "rows": n}
@@ -171,13 +169,12 @@ def run_retrieval_pandas(store: Path) -> dict:
     import pandas as pd
     import pyarrow.parquet as pq
 
+    from app.data import warehouse
     from app.features.transforms import utc_us
 
     cfg = _config(store)
     ds = cfg.dataset
-    entity_df = pq.read_table(
-        str(cfg.storage.warehouse), columns=[ds.entity, ds.timestamp, ds.label], partitioning=None
-    ).to_pandas()
+    entity_df = warehouse.read_table(cfg).select([ds.entity, ds.timestamp, ds.label]).to_pandas()
     t0 = time.perf_counter()
     feats = pq.read_table(str(cfg.storage.features), partitioning=None).to_pandas()
     feats = feats.rename(columns={ds.timestamp: "_fts"}).sort_values("_fts")

@@ -108,7 +108,17 @@ def features_materialize(ctx: typer.Context) -> None:
 
 
 @app.command()
-def train(ctx: typer.Context) -> None:
+def train(
+    ctx: typer.Context,
+    as_of: Annotated[
+        int | None,
+        typer.Option(
+            "--as-of",
+            help="train on the warehouse at this snapshot (a model's lineage.warehouse_snapshot), "
+            "whatever landed since",
+        ),
+    ] = None,
+) -> None:
     """Train a model with Ray Train, then evaluate, gate and register it.
 
     The family is `model.family` (for `auto`, the family the last search found best), with the
@@ -116,9 +126,10 @@ def train(ctx: typer.Context) -> None:
     """
     cfg = cfg_of(ctx)  # first: a config error answers before any import
     from app.pipeline import train_and_register
+    from app.training.dataset import build_splits
 
     with rerun_hint_on_ctrl_c("training"):
-        outcome = train_and_register(cfg)
+        outcome = train_and_register(cfg, splits=None if as_of is None else build_splits(cfg, as_of))
     out.print(training_summary(outcome))
 
 

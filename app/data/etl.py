@@ -1,17 +1,18 @@
-"""ETL on Ray Data: raw files -> typed, validated, de-duplicated warehouse partitioned by date.
+"""ETL on Ray Data: raw files -> typed, validated, de-duplicated warehouse (an Iceberg table).
 
 One streaming pass reads, cleans (`schema.clean_batch`) and writes every row to a staging area
-partitioned by its destination: a date or `quarantine`. Then each date partition is merged
-into the warehouse (de-duplicated on entity + timestamp, exact within a date because
-duplicates share a timestamp) and swapped in with an atomic rename. Memory stays bounded by
-Ray Data's streaming executor and one date partition per merge task.
+partitioned by its destination: a date or `quarantine`. Then one task per date writes the rows
+the warehouse lacks (de-duplicated on entity + timestamp, exact within a date because
+duplicates share a timestamp) and the driver commits them all as one Iceberg snapshot: a
+reader sees the warehouse before the run or after it. Concurrent runs need no lock: the one
+whose commit loses merges again against the winner's rows. Memory stays bounded by Ray
+Data's streaming executor and one date per merge task.
 
 Invariant, checked on every run: rows read = rows written + quarantined + duplicates.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import shutil
@@ -31,6 +32,7 @@ import ray
 from app.cluster.connection import connect
 from app.cluster.tasks import cpu_parallelism, cpus_per_task, read_parquet, run_tasks
 from app.config import AppConfig, DatasetConfig
+from app.data import warehouse
 from app.data.inputs import check_inputs, file_format, json_lines_frame, resolve_inputs
 from app.data.schema import (
     PART,
@@ -42,10 +44,9 @@ from app.data.schema import (
     to_arrow,
 )
 from app.errors import cause_line
-from app.files import atomic_write_parquet, atomic_write_text
+from app.files import atomic_write_text
 
 log = logging.getLogger(__name__)
-WAREHOUSE_FILE = "part-0.parquet"
 _ROW = "__mlsys_row"  # a staged row's number while merging, never written
 BATCH_ROWS = 100_000  # large enough for vectorised pandas, small enough to stream
 
@@ -121,28 +122,28 @@ def _clean_to_arrow(batch: pd.DataFrame, ds: DatasetConfig) -> pa.Table:
 # ---------------------------------------------------------------- merge into the warehouse
 
 
-def merge_partition(
-    staged: list[str], target_dir: str, keys: list[str], schema: pa.Schema
+def merge_day(
+    staged: list[str], existing: list[str], out_file: str, keys: list[str], schema: pa.Schema
 ) -> tuple[int, int]:
-    """Merge staged rows of one date into its warehouse partition, atomically.
+    """Write the staged rows of one day that the warehouse lacks to `out_file`.
 
-    Existing rows win over new copies, so re-running ETL on the same input writes nothing.
-    Returns (rows added, duplicates dropped). All in Arrow, without a pandas round trip: the
-    first row of each key (existing rows come first) by a group-by on the row number, then
-    sorted by the keys.
+    Existing rows win over new copies, so re-running ETL on the same input writes nothing; of
+    several staged copies of a key the first is kept. Only the existing files' key columns are
+    read. Returns (rows added, duplicates dropped); `out_file` is written only when rows are
+    added, and joins the table only when the driver commits it.
     """
     new = pq.read_table(staged, schema=schema)
-    existing = Path(target_dir) / WAREHOUSE_FILE
-    old = pq.read_table(existing, schema=schema) if existing.exists() else new.slice(0, 0)
-    combined = pa.concat_tables([old, new])
-    combined = combined.append_column(_ROW, pa.array(np.arange(combined.num_rows)))
-    first = combined.group_by(keys, use_threads=False).aggregate([(_ROW, "min")])[f"{_ROW}_min"]
-    merged = combined.take(first).drop_columns([_ROW]).sort_by([(k, "ascending") for k in keys])
-    duplicates = combined.num_rows - merged.num_rows
-    added = merged.num_rows - old.num_rows
-    if added:
-        atomic_write_parquet(existing, merged)  # readers see the old partition or the new one, never half
-    return added, duplicates
+    new = new.append_column(_ROW, pa.array(np.arange(new.num_rows)))
+    first = new.group_by(keys, use_threads=False).aggregate([(_ROW, "min")])[f"{_ROW}_min"]
+    fresh = new.take(first)
+    if existing:
+        old_keys = pq.read_table(existing, columns=keys, schema=schema)
+        fresh = fresh.join(old_keys, keys, join_type="left anti", use_threads=False)
+    fresh = fresh.drop_columns([_ROW]).sort_by([(k, "ascending") for k in keys]).select(schema.names)
+    if fresh.num_rows:
+        Path(out_file).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(fresh, out_file)
+    return fresh.num_rows, new.num_rows - fresh.num_rows
 
 
 def _staged_partitions(staging: Path) -> dict[str, list[str]]:
@@ -166,47 +167,16 @@ def _move_quarantine(files: list[str], dest: Path) -> dict[str, int]:
 def run_etl(cfg: AppConfig, source: str | None = None) -> EtlReport:
     """Run ETL from `source` (default: dataset.source) into the warehouse; returns the report."""
     started = time.perf_counter()
-    ds_cfg, storage = cfg.dataset, cfg.storage
-    source = source or ds_cfg.source
+    source = source or cfg.dataset.source
     paths = resolve_inputs(source)
-    check_inputs(paths, ds_cfg)
+    check_inputs(paths, cfg.dataset)
     connect(cfg.ray)  # only once the input is known to be usable
-    with warehouse_lock(storage):
-        return _etl(cfg, source, paths, started)
+    return _etl(cfg, source, paths, started)
 
 
-# One ETL run at a time writes the warehouse: two merges of the same date would each rewrite the
-# partition from what they read, and the later rename would drop the earlier one's rows.
-LOCK_WAIT_S = 1800.0
-
-
-def warehouse_lock(storage) -> contextlib.AbstractContextManager:
-    """The warehouse's writer lock (a file lock: across processes, and across nodes on a shared
-    mount with working locks); waits up to LOCK_WAIT_S for another run to finish."""
-    from filelock import FileLock, Timeout
-
-    storage.warehouse_lock.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(storage.warehouse_lock, timeout=LOCK_WAIT_S)
-
-    @contextlib.contextmanager
-    def held():
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            log.info("another ETL run is writing the warehouse: waiting for it")
-            try:
-                lock.acquire()
-            except Timeout:
-                raise DataError(
-                    f"another ETL run has held the warehouse for {LOCK_WAIT_S:.0f} s "
-                    f"({storage.warehouse_lock}); try again when it has finished"
-                ) from None
-        try:
-            yield
-        finally:
-            lock.release()
-
-    return held()
+# A run whose commit lost to another writer's merges again against that writer's rows; beyond
+# this many attempts the warehouse is too busy and the run gives up, having committed nothing.
+COMMIT_ATTEMPTS = 8
 
 
 def _etl(cfg: AppConfig, source: str, paths: list[str], started: float) -> EtlReport:
@@ -229,14 +199,7 @@ def _etl(cfg: AppConfig, source: str, paths: list[str], started: float) -> EtlRe
         quarantine_files = parts.pop(QUARANTINE, [])
         if quarantine_files:
             report.quarantined = _move_quarantine(quarantine_files, storage.quarantine / f"run={run_id}")
-        schema = arrow_schema(ds_cfg, with_meta=False)
-        keys = [ds_cfg.entity, ds_cfg.timestamp]
-        results = run_tasks(
-            merge_partition,
-            [(files, str(storage.warehouse / f"date={day}"), keys, schema) for day, files in parts.items()],
-        )
-        report.rows_written = sum(added for added, _ in results)
-        report.duplicates = sum(dup for _, dup in results)
+        report.rows_written, report.duplicates = _merge_and_commit(cfg, parts, run_id)
         report.partitions = len(parts)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -247,14 +210,40 @@ def _etl(cfg: AppConfig, source: str, paths: list[str], started: float) -> EtlRe
     return report
 
 
+def _merge_and_commit(cfg: AppConfig, parts: dict[str, list[str]], run_id: str) -> tuple[int, int]:
+    """Merge every staged day against the warehouse's current snapshot and commit the new rows
+    in one snapshot; merge again if another writer committed first. Returns (added, duplicates)."""
+    schema = arrow_schema(cfg.dataset, with_meta=False)
+    keys = [cfg.dataset.entity, cfg.dataset.timestamp]
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        table = warehouse.open_table(cfg)
+        existing = warehouse.day_files(table)
+        out = {
+            day: str(
+                cfg.storage.warehouse / "data" / f"{warehouse.DAY}={day}" / f"{run_id}-{attempt}.parquet"
+            )
+            for day in parts
+        }
+        results = run_tasks(
+            merge_day,
+            [(files, existing.get(day, []), out[day], keys, schema) for day, files in parts.items()],
+        )
+        written = [out[day] for day, (added, _) in zip(parts, results, strict=True) if added]
+        added, duplicates = sum(a for a, _ in results), sum(d for _, d in results)
+        if not written:
+            return 0, duplicates  # nothing new: no commit, no snapshot
+        try:
+            warehouse.commit_files(table, written, {"mlsys.etl-run": run_id, "mlsys.rows-added": str(added)})
+            return added, duplicates
+        except warehouse.CommitConflict:
+            for f in written:
+                Path(f).unlink(missing_ok=True)
+            log.info("another ETL run committed to the warehouse first: merging against its rows")
+    raise DataError(
+        f"the warehouse {cfg.storage.warehouse} changed under this run {COMMIT_ATTEMPTS} times; "
+        "nothing was committed: run ETL again"
+    )
+
+
 def _write_report(report: EtlReport, folder: Path) -> Path:
     return atomic_write_text(folder / f"etl-{report.run_id}.json", json.dumps(report.to_dict(), indent=2))
-
-
-def read_warehouse(cfg: AppConfig) -> ray.data.Dataset:
-    """The warehouse as a Ray Dataset (typed contract columns)."""
-    if not any(cfg.storage.warehouse.glob(f"date=*/{WAREHOUSE_FILE}")):
-        raise DataError(f"the warehouse {cfg.storage.warehouse} is empty: run `mlsys etl` first")
-    return read_parquet(
-        str(cfg.storage.warehouse), partitioning=None, schema=arrow_schema(cfg.dataset, with_meta=False)
-    )

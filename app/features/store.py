@@ -7,6 +7,7 @@ plus an entity, one FeatureView with the configured TTL and a versioned FeatureS
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
@@ -21,8 +22,9 @@ import yaml
 from app.cluster.connection import connect
 from app.cluster.tasks import read_parquet, run_tasks
 from app.config import AppConfig
-from app.data.etl import WAREHOUSE_FILE, read_warehouse
+from app.data import warehouse
 from app.data.schema import DataError
+from app.data.warehouse import read_warehouse
 from app.features.latest import latest_rows
 from app.features.pit import apply_ttl, asof_join, partitioned_asof_join
 from app.features.repo import definitions, fail_fast, import_feast, repo_config
@@ -32,6 +34,8 @@ from app.files import atomic_write_parquet, atomic_write_text
 log = logging.getLogger(__name__)
 PARTITION_BYTES = 64 << 20  # per join task in the partitioned path
 MAX_BUCKETS = 1000  # pyarrow writes at most 1024 partitions from one block
+FEATURE_FILE = "part-0.parquet"  # one per day
+SOURCE_KEY = "mlsys.warehouse-files"
 
 
 class FeatureClient:
@@ -46,22 +50,22 @@ class FeatureClient:
     # ------------------------------------------------------------ offline feature table
 
     def build_table(self) -> int:
-        """Compute features for warehouse date partitions that changed; returns how many."""
-        changed = [
-            f
-            for f in sorted(self.cfg.storage.warehouse.glob(f"date=*/{WAREHOUSE_FILE}"))
-            if _stale(self.table / f.parent.name / WAREHOUSE_FILE, f)
-        ]
-        if not changed:
-            if not any(self.cfg.storage.warehouse.glob(f"date=*/{WAREHOUSE_FILE}")):
-                read_warehouse(self.cfg)  # raises the "run etl first" error
-            return 0
-        connect(self.cfg.ray)
-        run_tasks(
-            build_partition,
-            [(str(f), str(self.table / f.parent.name / WAREHOUSE_FILE), self.cfg) for f in changed],
-        )
+        """Compute features for the warehouse's days whose data files changed since their
+        features were built; returns how many days were rebuilt."""
+        days = warehouse.day_files(warehouse.open_table(self.cfg, create=False))
+        if not days:
+            read_warehouse(self.cfg)  # raises the "run etl first" error
+        changed = {day: files for day, files in days.items() if _stale(self._day_file(day), files)}
+        if changed:
+            connect(self.cfg.ray)
+            run_tasks(
+                build_partition,
+                [(files, str(self._day_file(day)), self.cfg) for day, files in changed.items()],
+            )
         return len(changed)
+
+    def _day_file(self, day: str) -> Path:
+        return self.table / f"date={day}" / FEATURE_FILE
 
     def table_bytes(self) -> int:
         """Uncompressed size of the feature table, the measure Feast's join threshold uses."""
@@ -242,13 +246,22 @@ class FeatureClient:
         return resp.to_dict()
 
 
-def build_partition(warehouse_file: str, out_file: str, cfg: AppConfig) -> int:
-    """Features of one warehouse date partition, swapped in with an atomic rename."""
-    batch = pq.read_table(warehouse_file).to_pandas(ignore_metadata=True)
+def build_partition(warehouse_files: list[str], out_file: str, cfg: AppConfig) -> int:
+    """Features of one warehouse day, swapped in with an atomic rename. The file names the
+    warehouse files it was computed from (schema metadata), which is how staleness is seen."""
+    batch = pq.read_table(warehouse_files).to_pandas(ignore_metadata=True)
     table = pa.Table.from_pandas(feature_table_batch(batch, cfg), preserve_index=False)
+    table = table.replace_schema_metadata({SOURCE_KEY: json.dumps(_names(warehouse_files))})
     atomic_write_parquet(out_file, table)
     return table.num_rows
 
 
-def _stale(feature_file: Path, warehouse_file: Path) -> bool:
-    return not feature_file.exists() or feature_file.stat().st_mtime < warehouse_file.stat().st_mtime
+def _names(files: list[str]) -> list[str]:
+    return sorted(Path(f).name for f in files)
+
+
+def _stale(feature_file: Path, warehouse_files: list[str]) -> bool:
+    if not feature_file.exists():
+        return True
+    built_from = (pq.read_schema(feature_file).metadata or {}).get(SOURCE_KEY.encode())
+    return built_from is None or json.loads(built_from) != _names(warehouse_files)

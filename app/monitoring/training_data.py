@@ -78,9 +78,9 @@ def training_data(cfg: AppConfig, *, cutoff: datetime | pd.Timestamp | None = No
         note = f"{missing}: training on the warehouse alone"
         log.info(note)  # said once, by the caller, in one line
         return TrainingData(build_splits(cfg), note=note, table=table)
-    frames = {PRODUCTION: production}
+    frames, warehouse_lineage = {PRODUCTION: production}, {}
     if wanted == BOTH:
-        frames[WAREHOUSE] = load_frame(cfg)
+        frames[WAREHOUSE], warehouse_lineage = load_frame(cfg)
     splits = split_sources(frames, cfg)
     check_splits(splits, cfg)
     lineage = {
@@ -89,6 +89,5 @@ def training_data(cfg: AppConfig, *, cutoff: datetime | pd.Timestamp | None = No
         "production_cutoff": table.cutoff,
         "production_table": table.build,
     }
-    if wanted == BOTH:
-        lineage["warehouse_rows"] = str(len(frames[WAREHOUSE]))
+    lineage.update(warehouse_lineage)
     return TrainingData(Splits(splits.train, splits.valid, splits.holdout, lineage=lineage), table=table)

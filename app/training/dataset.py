@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from app.config import AppConfig
-from app.data.etl import read_warehouse
+from app.data import warehouse
+from app.data.warehouse import read_warehouse
 from app.features.store import FeatureClient
 from app.features.transforms import feature_spec
 
@@ -40,11 +41,16 @@ class Splits:
         return h.hexdigest()[:16]
 
 
-def load_frame(cfg: AppConfig) -> pd.DataFrame:
-    """Every warehouse label with its point-in-time features."""
+def load_frame(cfg: AppConfig, snapshot_id: int | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Every warehouse label at a snapshot (default: the current one) with its point-in-time
+    features, and the lineage that names the snapshot."""
     ds = cfg.dataset
-    labels = read_warehouse(cfg).select_columns([ds.entity, ds.timestamp, ds.label]).to_pandas()
-    return FeatureClient(cfg).historical(labels).to_pandas()
+    at = warehouse.version(warehouse.open_table(cfg, create=False), snapshot_id)
+    labels = (
+        read_warehouse(cfg, at.snapshot_id).select_columns([ds.entity, ds.timestamp, ds.label]).to_pandas()
+    )
+    frame = FeatureClient(cfg).historical(labels).to_pandas()
+    return frame, {"warehouse_snapshot": str(at.snapshot_id), "warehouse_rows": str(len(frame))}
 
 
 def time_split(df: pd.DataFrame, cfg: AppConfig) -> Splits:
@@ -132,14 +138,12 @@ def check_cardinality(train: pd.DataFrame, categorical: list[str]) -> None:
             )
 
 
-def build_splits(cfg: AppConfig, frame: pd.DataFrame | None = None) -> Splits:
-    """The warehouse's training set (or `frame`'s), split by time and checked."""
-    frame = load_frame(cfg) if frame is None else frame
+def build_splits(cfg: AppConfig, snapshot_id: int | None = None) -> Splits:
+    """The warehouse's training set at a snapshot (default: the current one), split by time
+    and checked."""
+    frame, lineage = load_frame(cfg, snapshot_id)
     splits = time_split(frame, cfg)
     check_splits(splits, cfg)
     return Splits(
-        splits.train,
-        splits.valid,
-        splits.holdout,
-        lineage={"training_data": "warehouse", "warehouse_rows": str(len(frame))},
+        splits.train, splits.valid, splits.holdout, lineage={"training_data": "warehouse", **lineage}
     )

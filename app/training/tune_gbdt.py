@@ -64,7 +64,9 @@ def tune_gbdt(
             mode="min",
             num_samples=num_samples or cfg.tune.num_samples,
             max_concurrent_trials=max_concurrent_trials(cfg, 1),
-            search_alg=BasicVariantGenerator(points_to_evaluate=[{k: hp[k] for k in SEARCHABLE}], random_state=0),
+            search_alg=BasicVariantGenerator(
+                points_to_evaluate=[{k: hp[k] for k in SEARCHABLE}], random_state=0
+            ),
         ),
         run_config=tune_run_config(cfg, "tune-gbdt", family=trees.FAMILY),
     )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from app.data.etl import WAREHOUSE_FILE, run_etl
+from app.data import warehouse
+from app.data.etl import run_etl
 from app.data.inputs import json_lines_frame
 from app.data.schema import RAW, REASON, DataError
 from app.data.synthetic import generate, generate_chunks, write_dataset
@@ -19,8 +21,15 @@ START = "2026-01-05"
 
 
 def _warehouse(cfg) -> pd.DataFrame:
-    files = sorted(cfg.storage.warehouse.glob(f"date=*/{WAREHOUSE_FILE}"))
-    return pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+    return warehouse.read_table(cfg).to_pandas()
+
+
+def _snapshots(cfg) -> int:
+    """How many commits the warehouse has had (0: none, or no table yet)."""
+    try:
+        return len(warehouse.open_table(cfg, create=False).snapshots())
+    except DataError:
+        return 0
 
 
 def _quarantine(cfg) -> pd.DataFrame:
@@ -121,7 +130,7 @@ def test_corrupt_csv_body_fails_cleanly(tmp_path):
     (tmp_path / "ragged.csv").write_text(text)
     with pytest.raises(DataError, match="reading .* failed"):
         run_etl(cfg, str(tmp_path / "ragged.csv"))
-    assert not list(cfg.storage.warehouse.glob("date=*")), "no partition is half-written"
+    assert _snapshots(cfg) == 0, "nothing is committed"
     assert not any(cfg.storage.staging.iterdir())
 
 
@@ -187,33 +196,106 @@ def test_json_batches_that_arrow_would_make_float_are_parsed_exactly():
         json_lines_frame(['{"id": 1}', '{"id": '], "id")
 
 
-def test_a_second_etl_waits_for_the_warehouse_and_touches_nothing_when_it_gives_up(tmp_path, monkeypatch):
-    import subprocess
-    import sys
+def test_two_etl_runs_at_once_lose_and_duplicate_no_row(tmp_path, monkeypatch):
+    """Both runs merge against the same snapshot before either commits (a barrier holds the
+    first commit of each); the catalog lets one commit and the other merges again against it."""
+    import threading
 
     from app.data import etl
 
     cfg = make_config(tmp_path)
+    a, b = generate(3000, seed=1, start=START), generate(3000, seed=2, start=START, first_user=10_000_000)
+    write_dataset(iter([a]), tmp_path / "a.parquet")
+    write_dataset(iter([pd.concat([a.iloc[:1000], b])]), tmp_path / "b.parquet")  # overlaps a
+    run_etl(cfg, str(tmp_path / "a.parquet"))  # the table exists, with a's rows
+    before = _warehouse(cfg)
+    write_dataset(iter([generate(2000, seed=3, start=START, first_user=20_000_000)]), tmp_path / "c.parquet")
+
+    barrier, real_commit, conflicts, waited = threading.Barrier(2, timeout=120), warehouse.commit_files, [], set()
+
+    def commit_together(table, paths, properties):
+        if properties["mlsys.etl-run"] not in waited:  # each run's first commit only
+            waited.add(properties["mlsys.etl-run"])
+            barrier.wait()
+        try:
+            return real_commit(table, paths, properties)
+        except warehouse.CommitConflict:
+            conflicts.append(properties["mlsys.etl-run"])
+            raise
+
+    monkeypatch.setattr(etl.warehouse, "commit_files", commit_together)
+    reports = {}
+    runs = [
+        threading.Thread(target=lambda n=n: reports.setdefault(n, run_etl(cfg, str(tmp_path / n))))
+        for n in ("b.parquet", "c.parquet")
+    ]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join(timeout=300)
+    assert len(reports) == 2 and len(conflicts) == 1, (reports, conflicts)
+    after = _warehouse(cfg)
+    assert not after.duplicated(["user_id", "event_timestamp"]).any()
+    assert len(after) == len(before) + sum(r.rows_written for r in reports.values())
+    assert all(r.balanced() for r in reports.values())
+    assert reports["c.parquet"].rows_written > 1500 and reports["b.parquet"].rows_written > 2000
+    assert _snapshots(cfg) == 3  # a, then b and c: one commit each
+
+
+def test_a_killed_etl_run_leaves_the_warehouse_as_it_was_or_complete(tmp_path):
+    """The writer is killed once its first data file is on disk, before or during its commit:
+    the table is at the earlier snapshot or holds the whole run, never part of it; the run
+    done again completes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import ray
+
+    cfg = make_config(tmp_path)
     write_dataset(iter([generate(2000, seed=1, start=START)]), tmp_path / "a.parquet")
-    holder = subprocess.Popen(  # another ETL run, in another process, writing the warehouse
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from filelock import FileLock; l = FileLock(sys.argv[1]); l.acquire();"
-            " print('held', flush=True); time.sleep(120)",
-            str(cfg.storage.warehouse_lock),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
+    write_dataset(
+        generate_chunks(20000, seed=2, start=START, chunk_rows=5000, first_user=10_000_000),
+        tmp_path / "b",
+        "parquet",
+    )
+    run_etl(cfg, str(tmp_path / "a.parquet"))
+    before = _warehouse(cfg)
+    data = cfg.storage.warehouse / "data"
+    written_before = set(data.rglob("*.parquet"))
+    script = (
+        "import sys; from app.data.etl import run_etl; from tests.configs import make_config;"
+        "from pathlib import Path;"
+        "run_etl(make_config(Path(sys.argv[1]), ray={'address': sys.argv[2]}), sys.argv[3])"
+    )
+    address = ray.get_runtime_context().gcs_address
+    root = Path(__file__).parents[2]
+    writer = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path), address, str(tmp_path / "b")],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
     )
     try:
-        assert holder.stdout.readline().strip() == "held"
-        monkeypatch.setattr(etl, "LOCK_WAIT_S", 1.0)
-        with pytest.raises(DataError, match="another ETL run has held the warehouse"):
-            run_etl(cfg, str(tmp_path / "a.parquet"))
-        assert not list(cfg.storage.warehouse.glob("date=*")) and not cfg.storage.quarantine.exists()
+        deadline = time.monotonic() + 240
+        while not set(data.rglob("*.parquet")) - written_before and writer.poll() is None:
+            assert time.monotonic() < deadline, "the writer wrote no data file"
+            time.sleep(0.01)
+        os.kill(writer.pid, signal.SIGKILL)
     finally:
-        holder.kill()
-        holder.wait()
-    report = run_etl(cfg, str(tmp_path / "a.parquet"))  # the lock died with its holder
-    assert report.rows_written > 0 and len(_warehouse(cfg)) == report.rows_written
+        writer.kill()
+        writer.wait()
+    committed = _snapshots(cfg)
+    seen = _warehouse(cfg)
+    ref = make_config(tmp_path / "ref")  # the same two runs, never interrupted
+    run_etl(ref, str(tmp_path / "a.parquet"))
+    run_etl(ref, str(tmp_path / "b"))
+    if committed == 1:
+        pd.testing.assert_frame_equal(seen, before, obj="the earlier snapshot")
+    else:
+        assert committed == 2
+        pd.testing.assert_frame_equal(seen, _warehouse(ref), obj="the whole run")
+    again = run_etl(cfg, str(tmp_path / "b"))
+    assert again.balanced() and (again.rows_written == 0) == (committed == 2)
+    pd.testing.assert_frame_equal(_warehouse(cfg), _warehouse(ref))

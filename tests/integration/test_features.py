@@ -158,9 +158,12 @@ def test_feasts_own_materialization_fills_the_online_store_identically(built, tm
     rows: the same table, materialized both ways, read back for every user."""
     cfg, client = built
     client.materialize()  # a no-op when the test above ran first
-    other = make_config(tmp_path, features={"ttl_days": TTL_DAYS, "materialize_engine": "feast"})
-    shutil.copytree(cfg.storage.warehouse, other.storage.warehouse)
-    shutil.copytree(cfg.storage.features, other.storage.features)  # copy2 keeps the mtimes
+    other = make_config(
+        tmp_path,
+        features={"ttl_days": TTL_DAYS, "materialize_engine": "feast"},
+        storage={"catalog": cfg.storage.catalog_uri},  # the same warehouse table
+    )
+    shutil.copytree(cfg.storage.features, other.storage.features)
     feast_client = FeatureClient(other)
     assert feast_client.apply() == 0, "the copied table is up to date"
     ours_at = client.store.get_feature_view(client.view_name).most_recent_end_time

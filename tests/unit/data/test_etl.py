@@ -1,4 +1,4 @@
-"""The warehouse merge of one date partition, against the same merge done with pandas."""
+"""The warehouse merge of one day, against the same merge done with pandas."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from app.data.etl import WAREHOUSE_FILE, merge_partition
+from app.data.etl import merge_day
 
 SCHEMA = pa.schema(
     [("user_id", pa.int64()), ("ts", pa.int64()), ("income", pa.float64()), ("c", pa.string())]
@@ -31,22 +31,25 @@ def test_a_merge_keeps_the_first_copy_of_each_key_sorted_and_a_rerun_writes_noth
     first = [(3, 10, 1.0, "a"), (1, 5, 2.0, None), (3, 10, 9.0, "dup"), (2, 7, None, "b")]
     second = [(1, 5, 7.0, "late"), (0, 1, 4.0, "c"), (0, 1, 5.0, "c2")]
     a, b = staged(tmp_path, "a", first), staged(tmp_path, "b", second)
-    target = tmp_path / "date=2026-01-05"
+    out = tmp_path / "day=2026-01-05" / "run-1.parquet"
 
-    assert merge_partition([a, b], str(target), KEYS, SCHEMA) == (4, 3)
-    written = pq.read_table(target / WAREHOUSE_FILE).to_pandas()
+    assert merge_day([a, b], [], str(out), KEYS, SCHEMA) == (4, 3)
+    written = pq.read_table(out).to_pandas()
     expected = pandas_merge([pq.read_table(f).to_pandas() for f in (a, b)])
     pd.testing.assert_frame_equal(written, expected)
 
-    before = (target / WAREHOUSE_FILE).stat().st_mtime_ns
-    assert merge_partition([a, b], str(target), KEYS, SCHEMA) == (0, 7)  # all already there
-    assert (target / WAREHOUSE_FILE).stat().st_mtime_ns == before
+    again = tmp_path / "day=2026-01-05" / "run-2.parquet"
+    assert merge_day([a, b], [str(out)], str(again), KEYS, SCHEMA) == (0, 7)  # all already there
+    assert not again.exists()
 
 
-def test_existing_rows_win_over_new_copies(tmp_path):
-    target = tmp_path / "date=2026-01-05"
-    merge_partition([staged(tmp_path, "old", [(1, 5, 1.0, "old")])], str(target), KEYS, SCHEMA)
-    new = staged(tmp_path, "new", [(1, 5, 2.0, "new"), (1, 6, 3.0, "new")])
-    assert merge_partition([new], str(target), KEYS, SCHEMA) == (1, 1)
-    rows = pq.read_table(target / WAREHOUSE_FILE).to_pylist()
-    assert [(r["ts"], r["c"]) for r in rows] == [(5, "old"), (6, "new")]
+def test_existing_rows_win_over_new_copies_and_only_new_rows_are_written(tmp_path):
+    old = tmp_path / "day" / "old.parquet"
+    merge_day([staged(tmp_path, "old", [(1, 5, 1.0, "old"), (2, 5, 1.0, "old")])], [], str(old), KEYS, SCHEMA)
+    new = staged(tmp_path, "new", [(1, 5, 2.0, "new"), (1, 6, 3.0, "new"), (2, 5, 0.0, "new")])
+    out = tmp_path / "day" / "new.parquet"
+    assert merge_day([new], [str(old)], str(out), KEYS, SCHEMA) == (1, 2)
+    assert pq.read_table(out).to_pylist() == [{"user_id": 1, "ts": 6, "income": 3.0, "c": "new"}]
+    everything = pq.read_table([str(old), str(out)]).to_pandas()
+    expected = pandas_merge([pq.read_table(f).to_pandas() for f in (str(old), new)])
+    pd.testing.assert_frame_equal(everything.sort_values(KEYS).reset_index(drop=True), expected)
