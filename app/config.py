@@ -199,8 +199,10 @@ class StorageConfig(_Section):
     """Where everything lives under `root`: the one place the layout is spelled."""
 
     root: str = Field(default=".mlsys", validate_default=True)  # the default is resolved too
-    # The Iceberg tables' catalog (a SQLAlchemy URL, e.g. postgresql://...); None: sqlite under root.
-    catalog: str | None = None
+    # The Iceberg tables' catalog, as pyiceberg's catalog properties: e.g. {type: rest, uri:
+    # http://catalog:8181, warehouse: s3://tables/} or {type: sql, uri: postgresql://...}.
+    # Empty: a sqlite catalog under root, the tables under root (README, Storage).
+    catalog: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("root")
     @classmethod
@@ -224,10 +226,6 @@ class StorageConfig(_Section):
     @property
     def warehouse(self) -> Path:  # the Iceberg table's location (data/ and metadata/)
         return self.path("warehouse")
-
-    @property
-    def catalog_uri(self) -> str:
-        return self.catalog or f"sqlite:///{self.path('catalog.db')}"
 
     @property
     def quarantine(self) -> Path:

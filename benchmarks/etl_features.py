@@ -6,6 +6,7 @@ one table (rows/s, wall seconds, peak memory) with the pandas baseline from the 
 writes benchmarks/results/etl_features.json.
 
     python benchmarks/etl_features.py --rows 1000000 10000000
+    python benchmarks/etl_features.py --rows 1000000 --baseline-rev 8586426   # + an earlier revision's Ray run
 
 Memory: pandas is one process, so its peak RSS is the whole story. For Ray we report the
 driver's peak RSS and the peak of the sum of USS (unique memory) over the driver and every
@@ -194,12 +195,16 @@ def run_retrieval_pandas(store: Path) -> dict:
 # ------------------------------------------------------------------ orchestration
 
 
-def _child(kind: str, *args: str) -> dict:
+def _child(kind: str, *args: str, root: Path = ROOT) -> dict:
+    """One measured run in a fresh process, of this checkout's code or of another's (`root`)."""
     out = subprocess.run(
-        [sys.executable, __file__, "--child", kind, *args],
+        [sys.executable, str(root / "benchmarks" / "etl_features.py"), "--child", kind, *args],
         capture_output=True,
         text=True,
-        env={**os.environ, "RAY_ADDRESS": ""},
+        # The Ray workers the child starts import `app` from the same checkout: Ray puts the
+        # driver's working folder on their path.
+        cwd=root,
+        env={**os.environ, "RAY_ADDRESS": "", "PYTHONPATH": str(root)},
     )
     if out.returncode != 0:
         raise RuntimeError(f"{kind} failed:\n{out.stderr[-4000:]}")
@@ -212,7 +217,7 @@ def _gb(n: float) -> str:
     return f"{n / 1e9:.2f} GB"
 
 
-def bench(rows: int, work: Path) -> dict:
+def bench(rows: int, work: Path, baseline: Path | None = None) -> dict:
     from app.data.synthetic import generate_chunks, write_dataset
 
     raw = work / f"raw-{rows}"
@@ -223,6 +228,10 @@ def bench(rows: int, work: Path) -> dict:
         store = work / f"store-{kind}-{rows}"
         shutil.rmtree(store, ignore_errors=True)
         result[kind] = _child(kind, str(raw), str(store))
+    if baseline is not None:  # the same Ray run, by an earlier revision's code
+        store = work / f"store-baseline-{rows}"
+        shutil.rmtree(store, ignore_errors=True)
+        result["baseline"] = _child("ray", str(raw), str(store), root=baseline)
     ray_store = work / f"store-ray-{rows}"
     result["retrieval_ray"] = _child("retrieval_ray", str(ray_store))
     result["retrieval_pandas"] = _child("retrieval_pandas", str(ray_store))
@@ -252,6 +261,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
+    parser.add_argument(
+        "--baseline-rev",
+        help="also run the Ray ETL + features of this git revision on the same input (e.g. the "
+        "commit before the warehouse became an Iceberg table)",
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -268,11 +282,29 @@ def main() -> None:
         )
         os._exit(0)  # skip interpreter teardown: pyarrow/Ray threads sometimes abort it
     work = args.work or Path(tempfile.mkdtemp(prefix="mlsys-bench-"))
+    baseline = None
+    if args.baseline_rev:
+        baseline = work / "baseline-checkout"
+        shutil.rmtree(baseline, ignore_errors=True)
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], check=True)
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(baseline), args.baseline_rev],
+            check=True,
+        )
     results = []
     for rows in args.rows:
-        results.append(bench(rows, work))
+        results.append(bench(rows, work, baseline))
         print(f"done: {rows:,} rows", file=sys.stderr)
     print(table(results))
+    for r in results:
+        if "baseline" in r:
+            now, then = r["ray"], r["baseline"]
+            print(
+                f"{r['rows']:,} rows, against {args.baseline_rev}: ETL {then['etl_s'] / now['etl_s']:.2f}x its speed, "
+                f"features {then['features_s'] / now['features_s']:.2f}x, both {then['seconds'] / now['seconds']:.2f}x; "
+                f"cluster peak USS {now['cluster_peak_uss'] / then['cluster_peak_uss']:.2f}x its memory "
+                f"({_gb(now['cluster_peak_uss'])} vs {_gb(then['cluster_peak_uss'])})"
+            )
     for r in results:
         ray_ = r["ray"]
         parts = ", ".join(f"{role} {_gb(uss)}" for role, uss in list(ray_["cluster_uss_at_peak"].items())[:8])
@@ -283,6 +315,8 @@ def main() -> None:
     out = ROOT / "benchmarks" / "results" / "etl_features.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": f"{os.cpu_count()} cores", "results": results}, indent=2))
+    if baseline is not None:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline)], check=False)
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -123,26 +123,35 @@ def _clean_to_arrow(batch: pd.DataFrame, ds: DatasetConfig) -> pa.Table:
 
 
 def merge_day(
-    staged: list[str], existing: list[str], out_file: str, keys: list[str], schema: pa.Schema
+    staged: list[str],
+    existing: list[str],
+    out_file: str,
+    keys: list[str],
+    schema: pa.Schema,
+    store: dict[str, str] | None = None,
 ) -> tuple[int, int]:
     """Write the staged rows of one day that the warehouse lacks to `out_file`.
 
     Existing rows win over new copies, so re-running ETL on the same input writes nothing; of
     several staged copies of a key the first is kept. Only the existing files' key columns are
-    read. Returns (rows added, duplicates dropped); `out_file` is written only when rows are
-    added, and joins the table only when the driver commits it.
+    read. `existing` and `out_file` are table locations (a path, file:// or s3://), reached
+    with the catalog's properties `store`. Returns (rows added, duplicates dropped); `out_file`
+    is written only when rows are added, and joins the table only when the driver commits it.
     """
     new = pq.read_table(staged, schema=schema)
     new = new.append_column(_ROW, pa.array(np.arange(new.num_rows)))
     first = new.group_by(keys, use_threads=False).aggregate([(_ROW, "min")])[f"{_ROW}_min"]
     fresh = new.take(first)
     if existing:
-        old_keys = pq.read_table(existing, columns=keys, schema=schema)
+        fs, paths = warehouse.file_system(store or {}, existing)
+        old_keys = pq.read_table(paths, columns=keys, schema=schema, filesystem=fs)
         fresh = fresh.join(old_keys, keys, join_type="left anti", use_threads=False)
     fresh = fresh.drop_columns([_ROW]).sort_by([(k, "ascending") for k in keys]).select(schema.names)
     if fresh.num_rows:
-        Path(out_file).parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(fresh, out_file)
+        fs, (path,) = warehouse.file_system(store or {}, [out_file])
+        if fs.type_name == "local":  # object stores have no folders to make
+            fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        pq.write_table(fresh, path, filesystem=fs)
     return fresh.num_rows, new.num_rows - fresh.num_rows
 
 
@@ -170,7 +179,8 @@ def run_etl(cfg: AppConfig, source: str | None = None) -> EtlReport:
     source = source or cfg.dataset.source
     paths = resolve_inputs(source)
     check_inputs(paths, cfg.dataset)
-    connect(cfg.ray)  # only once the input is known to be usable
+    warehouse.open_table(cfg)  # an unusable catalog or store fails here, before anything is written
+    connect(cfg.ray)  # only once the input and the warehouse are known to be usable
     return _etl(cfg, source, paths, started)
 
 
@@ -215,18 +225,14 @@ def _merge_and_commit(cfg: AppConfig, parts: dict[str, list[str]], run_id: str) 
     in one snapshot; merge again if another writer committed first. Returns (added, duplicates)."""
     schema = arrow_schema(cfg.dataset, with_meta=False)
     keys = [cfg.dataset.entity, cfg.dataset.timestamp]
+    store = warehouse.catalog_properties(cfg.storage)
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         table = warehouse.open_table(cfg)
         existing = warehouse.day_files(table)
-        out = {
-            day: str(
-                cfg.storage.warehouse / "data" / f"{warehouse.DAY}={day}" / f"{run_id}-{attempt}.parquet"
-            )
-            for day in parts
-        }
+        out = {day: warehouse.data_file(table, day, f"{run_id}-{attempt}") for day in parts}
         results = run_tasks(
             merge_day,
-            [(files, existing.get(day, []), out[day], keys, schema) for day, files in parts.items()],
+            [(files, existing.get(day, []), out[day], keys, schema, store) for day, files in parts.items()],
         )
         written = [out[day] for day, (added, _) in zip(parts, results, strict=True) if added]
         added, duplicates = sum(a for a, _ in results), sum(d for _, d in results)
@@ -236,8 +242,9 @@ def _merge_and_commit(cfg: AppConfig, parts: dict[str, list[str]], run_id: str) 
             warehouse.commit_files(table, written, {"mlsys.etl-run": run_id, "mlsys.rows-added": str(added)})
             return added, duplicates
         except warehouse.CommitConflict:
-            for f in written:
-                Path(f).unlink(missing_ok=True)
+            fs, paths = warehouse.file_system(store, written)
+            for path in paths:  # never part of the table: tidied, not needed for correctness
+                fs.delete_file(path)
             log.info("another ETL run committed to the warehouse first: merging against its rows")
     raise DataError(
         f"the warehouse {cfg.storage.warehouse} changed under this run {COMMIT_ATTEMPTS} times; "

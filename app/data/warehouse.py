@@ -7,8 +7,9 @@ shared disk; every commit is a numbered snapshot that a training set can be read
 and DuckDB, Spark or Trino read the table without mlsys. Ray Data reads it
 (`read_iceberg(snapshot_id=...)`).
 
-The catalog is a SQL database: sqlite under the storage root unless `storage.catalog` names
-another (any SQLAlchemy URL, e.g. PostgreSQL on a cluster). Rows are partitioned by the day
+The catalog is sqlite under the storage root unless `storage.catalog` names another: a SQL
+database every node reaches, or an Iceberg REST catalog in front of an object store (the
+tests run SeaweedFS's). Rows are partitioned by the day
 of their event timestamp (UTC), as the feature table is. The table's data files are written
 by mlsys's own merge tasks (one file per day and run) and added in one commit by the driver
 (`commit_files`).
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -25,6 +27,7 @@ import pyarrow as pa
 
 from app.config import AppConfig, StorageConfig
 from app.data.schema import DataError, arrow_schema
+from app.errors import cause_line
 
 log = logging.getLogger(__name__)
 NAMESPACE = "mlsys"
@@ -49,23 +52,56 @@ class TableVersion:
 
 
 def catalog_properties(storage: StorageConfig) -> dict[str, str]:
-    """pyiceberg's catalog properties, which Ray's `read_iceberg` takes as they are."""
-    return {"type": "sql", "uri": storage.catalog_uri, "warehouse": storage.path("tables").as_uri()}
+    """pyiceberg's catalog properties (`storage.catalog`, or sqlite under the storage root),
+    which Ray's `read_iceberg` takes as they are. An object store's endpoint may also come from
+    AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, which pyarrow's S3 client ignores on its own."""
+    if not storage.catalog:
+        return {
+            "type": "sql",
+            "uri": f"sqlite:///{storage.path('catalog.db')}",
+            "warehouse": storage.path().as_uri(),
+        }
+    properties = dict(storage.catalog)
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint and "s3.endpoint" not in properties:
+        properties["s3.endpoint"] = endpoint
+    return properties
 
 
 @lru_cache(maxsize=8)
-def _catalog(uri: str, warehouse: str):
-    from pyiceberg.catalog.sql import SqlCatalog
+def _catalog(frozen: tuple[tuple[str, str], ...]):
+    from pyiceberg.catalog import load_catalog
 
-    catalog = SqlCatalog(NAMESPACE, uri=uri, warehouse=warehouse)
+    catalog = load_catalog(NAMESPACE, **dict(frozen))
     catalog.create_namespace_if_not_exists(NAMESPACE)
     return catalog
 
 
 def catalog(storage: StorageConfig):
-    props = catalog_properties(storage)
-    storage.path().mkdir(parents=True, exist_ok=True)  # sqlite's file goes under the root
-    return _catalog(props["uri"], props["warehouse"])
+    """The catalog; an unreachable one, or one that refuses the credentials, is a DataError
+    naming it."""
+    properties = catalog_properties(storage)
+    if not storage.catalog:
+        storage.path().mkdir(parents=True, exist_ok=True)  # sqlite's file goes under the root
+    try:
+        return _catalog(tuple(sorted(properties.items())))
+    except Exception as exc:  # pyiceberg raises per transport (HTTP, SQL, S3): say which catalog
+        where = properties.get("uri", "?")
+        raise DataError(f"the table catalog {where} is not usable: {cause_line(exc)}") from None
+
+
+def file_system(properties: dict[str, str], uris: list[str]):
+    """pyarrow's filesystem for a table's files (one store; the catalog's endpoint and
+    credentials) and the files' paths in it."""
+    if all(uri.startswith(("/", "file://")) for uri in uris):  # local: no pyiceberg import in tasks
+        import pyarrow.fs as pafs
+
+        return pafs.LocalFileSystem(), [uri.removeprefix("file://") for uri in uris]
+    from pyiceberg.io.pyarrow import PyArrowFileIO
+
+    parsed = [PyArrowFileIO.parse_location(uri) for uri in uris]
+    scheme, netloc, _ = parsed[0]
+    return PyArrowFileIO(properties).fs_by_scheme(scheme, netloc), [path for _, _, path in parsed]
 
 
 def open_table(cfg: AppConfig, *, create: bool = True):
@@ -84,12 +120,14 @@ def open_table(cfg: AppConfig, *, create: bool = True):
                 f"the warehouse {cfg.storage.warehouse} is empty: run `mlsys etl` first"
             ) from None
     properties = {"commit.retry.num-retries": "0", LAYOUT_KEY: str(LAYOUT), "format-version": "2"}
+    # Under the storage root with the default catalog; where the catalog puts it with another.
+    location = None if cfg.storage.catalog else cfg.storage.warehouse.as_uri()
     try:
         with (
             cat.create_table_transaction(
                 WAREHOUSE,
                 schema=arrow_schema(cfg.dataset, with_meta=False),
-                location=cfg.storage.warehouse.as_uri(),
+                location=location,
                 properties=properties,
             ) as tx,
             tx.update_spec() as spec,
@@ -120,12 +158,13 @@ def day_files(table, snapshot_id: int | None = None) -> dict[str, list[str]]:
         return {}
     files: dict[str, list[str]] = {}
     for task in table.scan(snapshot_id=snapshot_id).plan_files():
-        files.setdefault(day_label(task.file.partition[0]), []).append(local_path(task.file.file_path))
+        files.setdefault(day_label(task.file.partition[0]), []).append(task.file.file_path)
     return {day: sorted(paths) for day, paths in sorted(files.items())}
 
 
-def local_path(uri: str) -> str:
-    return uri.removeprefix("file://")
+def data_file(table, day: str, name: str) -> str:
+    """Where a new data file of `day` goes: the table's data folder, Hive-style by day."""
+    return f"{table.location().rstrip('/')}/data/{DAY}={day}/{name}.parquet"
 
 
 def version(table, snapshot_id: int | None = None) -> TableVersion:
@@ -145,7 +184,7 @@ def commit_files(table, paths: list[str], properties: dict[str, str]) -> int:
     from pyiceberg.exceptions import CommitFailedException
 
     tx = table.transaction()
-    tx.add_files([f"file://{p}" if p.startswith("/") else p for p in paths], snapshot_properties=properties)
+    tx.add_files(paths, snapshot_properties=properties)
     try:
         committed = tx.commit_transaction()
     except CommitFailedException as exc:

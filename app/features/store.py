@@ -249,7 +249,8 @@ class FeatureClient:
 def build_partition(warehouse_files: list[str], out_file: str, cfg: AppConfig) -> int:
     """Features of one warehouse day, swapped in with an atomic rename. The file names the
     warehouse files it was computed from (schema metadata), which is how staleness is seen."""
-    batch = pq.read_table(warehouse_files).to_pandas(ignore_metadata=True)
+    fs, paths = warehouse.file_system(warehouse.catalog_properties(cfg.storage), warehouse_files)
+    batch = pq.read_table(paths, filesystem=fs).to_pandas(ignore_metadata=True)
     table = pa.Table.from_pandas(feature_table_batch(batch, cfg), preserve_index=False)
     table = table.replace_schema_metadata({SOURCE_KEY: json.dumps(_names(warehouse_files))})
     atomic_write_parquet(out_file, table)

@@ -15,6 +15,7 @@ from app.data.inputs import json_lines_frame
 from app.data.schema import RAW, REASON, DataError
 from app.data.synthetic import generate, generate_chunks, write_dataset
 from tests.configs import make_config
+from tests.etl_runs import two_runs_at_once_lose_and_duplicate_no_row
 
 pytestmark = pytest.mark.integration
 START = "2026-01-05"
@@ -197,49 +198,7 @@ def test_json_batches_that_arrow_would_make_float_are_parsed_exactly():
 
 
 def test_two_etl_runs_at_once_lose_and_duplicate_no_row(tmp_path, monkeypatch):
-    """Both runs merge against the same snapshot before either commits (a barrier holds the
-    first commit of each); the catalog lets one commit and the other merges again against it."""
-    import threading
-
-    from app.data import etl
-
-    cfg = make_config(tmp_path)
-    a, b = generate(3000, seed=1, start=START), generate(3000, seed=2, start=START, first_user=10_000_000)
-    write_dataset(iter([a]), tmp_path / "a.parquet")
-    write_dataset(iter([pd.concat([a.iloc[:1000], b])]), tmp_path / "b.parquet")  # overlaps a
-    run_etl(cfg, str(tmp_path / "a.parquet"))  # the table exists, with a's rows
-    before = _warehouse(cfg)
-    write_dataset(iter([generate(2000, seed=3, start=START, first_user=20_000_000)]), tmp_path / "c.parquet")
-
-    barrier, real_commit, conflicts, waited = threading.Barrier(2, timeout=120), warehouse.commit_files, [], set()
-
-    def commit_together(table, paths, properties):
-        if properties["mlsys.etl-run"] not in waited:  # each run's first commit only
-            waited.add(properties["mlsys.etl-run"])
-            barrier.wait()
-        try:
-            return real_commit(table, paths, properties)
-        except warehouse.CommitConflict:
-            conflicts.append(properties["mlsys.etl-run"])
-            raise
-
-    monkeypatch.setattr(etl.warehouse, "commit_files", commit_together)
-    reports = {}
-    runs = [
-        threading.Thread(target=lambda n=n: reports.setdefault(n, run_etl(cfg, str(tmp_path / n))))
-        for n in ("b.parquet", "c.parquet")
-    ]
-    for t in runs:
-        t.start()
-    for t in runs:
-        t.join(timeout=300)
-    assert len(reports) == 2 and len(conflicts) == 1, (reports, conflicts)
-    after = _warehouse(cfg)
-    assert not after.duplicated(["user_id", "event_timestamp"]).any()
-    assert len(after) == len(before) + sum(r.rows_written for r in reports.values())
-    assert all(r.balanced() for r in reports.values())
-    assert reports["c.parquet"].rows_written > 1500 and reports["b.parquet"].rows_written > 2000
-    assert _snapshots(cfg) == 3  # a, then b and c: one commit each
+    two_runs_at_once_lose_and_duplicate_no_row(make_config(tmp_path), tmp_path, monkeypatch)
 
 
 def test_a_killed_etl_run_leaves_the_warehouse_as_it_was_or_complete(tmp_path):
