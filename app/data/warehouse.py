@@ -184,7 +184,9 @@ def commit_files(table, paths: list[str], properties: dict[str, str]) -> int:
     from pyiceberg.exceptions import CommitFailedException
 
     tx = table.transaction()
-    tx.add_files(paths, snapshot_properties=properties)
+    # No check for files the table already has (a scan of every manifest): a new file's name
+    # carries its run's id and attempt, so it is never one of them.
+    tx.add_files(paths, snapshot_properties=properties, check_duplicate_files=False)
     try:
         committed = tx.commit_transaction()
     except CommitFailedException as exc:
