@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from app import progress
 from app.config import AppConfig
 from app.data.synthetic import Defects, generate
+from app.monitoring import production
 from app.pipeline import console
 from app.registry.registry import CHALLENGER, Registry
 
@@ -77,6 +78,7 @@ def archive_earlier_run(cfg: AppConfig) -> None:
     registry = (st.mlflow_db, st.mlartifacts, st.bundles)  # the local registry (not a tracking server)
     kept = (*registry, st.path("serving"), st.production, st.traffic, st.monitoring)
     moved = [p for p in kept if p.exists()]
+    production.forget(cfg)  # out of the catalog, its files archived with the rest
     if moved:
         archive = st.archive / time.strftime("%Y%m%dT%H%M%S")
         archive.mkdir(parents=True)

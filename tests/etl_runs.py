@@ -7,7 +7,7 @@ import threading
 
 import pandas as pd
 
-from app.data import etl, warehouse
+from app.data import etl, tables, warehouse
 from app.data.etl import run_etl
 from app.data.synthetic import generate, write_dataset
 
@@ -37,7 +37,7 @@ def two_runs_at_once_lose_and_duplicate_no_row(cfg, tmp_path, monkeypatch) -> No
             barrier.wait()
         try:
             return real_commit(table, paths, properties)
-        except warehouse.CommitConflict:
+        except tables.CommitConflict:
             conflicts.append(properties["mlsys.etl-run"])
             raise
 

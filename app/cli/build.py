@@ -46,8 +46,8 @@ def data_production(
 
     What `retrain.data: production` or `both` trains on: the traffic log's predictions joined
     by request id to their outcomes, those reported at or before the cutoff (default: now),
-    served within `retrain.production_days`; partitioned by date under the storage root. Each
-    training run builds its own; this shows what one would learn from now.
+    served within `retrain.production_days`; an Iceberg table partitioned by date, one snapshot
+    per build. Each training run builds its own; this shows what one would learn from now.
     """
     cfg = cfg_of(ctx)  # first: a config error answers before any import
     import pandas as pd
@@ -63,7 +63,7 @@ def data_production(
     table = build_table(cfg, cutoff=at)
     out.print(
         f"production table {table.build}: {table.rows:,} labelled rows served {table.since} .. "
-        f"{table.cutoff} over {len(table.dates)} date(s), under {cfg.storage.production}"
+        f"{table.cutoff} over {len(table.dates)} date(s), snapshot {table.snapshot_id or 'none (no rows)'}"
     )
 
 

@@ -32,7 +32,7 @@ import ray
 from app.cluster.connection import connect
 from app.cluster.tasks import cpu_parallelism, cpus_per_task, read_parquet, run_tasks
 from app.config import AppConfig, DatasetConfig
-from app.data import warehouse
+from app.data import tables, warehouse
 from app.data.inputs import check_inputs, file_format, json_lines_frame, resolve_inputs
 from app.data.schema import (
     PART,
@@ -143,12 +143,12 @@ def merge_day(
     first = new.group_by(keys, use_threads=False).aggregate([(_ROW, "min")])[f"{_ROW}_min"]
     fresh = new.take(first)
     if existing:
-        fs, paths = warehouse.file_system(store or {}, existing)
+        fs, paths = tables.file_system(store or {}, existing)
         old_keys = pq.read_table(paths, columns=keys, schema=schema, filesystem=fs)
         fresh = fresh.join(old_keys, keys, join_type="left anti", use_threads=False)
     fresh = fresh.drop_columns([_ROW]).sort_by([(k, "ascending") for k in keys]).select(schema.names)
     if fresh.num_rows:
-        fs, (path,) = warehouse.file_system(store or {}, [out_file])
+        fs, (path,) = tables.file_system(store or {}, [out_file])
         if fs.type_name == "local":  # object stores have no folders to make
             fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
         pq.write_table(fresh, path, filesystem=fs)
@@ -225,7 +225,7 @@ def _merge_and_commit(cfg: AppConfig, parts: dict[str, list[str]], run_id: str) 
     in one snapshot; merge again if another writer committed first. Returns (added, duplicates)."""
     schema = arrow_schema(cfg.dataset, with_meta=False)
     keys = [cfg.dataset.entity, cfg.dataset.timestamp]
-    store = warehouse.catalog_properties(cfg.storage)
+    store = tables.catalog_properties(cfg.storage)
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         table = warehouse.open_table(cfg)
         existing = warehouse.day_files(table)
@@ -241,8 +241,8 @@ def _merge_and_commit(cfg: AppConfig, parts: dict[str, list[str]], run_id: str) 
         try:
             warehouse.commit_files(table, written, {"mlsys.etl-run": run_id, "mlsys.rows-added": str(added)})
             return added, duplicates
-        except warehouse.CommitConflict:
-            fs, paths = warehouse.file_system(store, written)
+        except tables.CommitConflict:
+            fs, paths = tables.file_system(store, written)
             for path in paths:  # never part of the table: tidied, not needed for correctness
                 fs.delete_file(path)
             log.info("another ETL run committed to the warehouse first: merging against its rows")

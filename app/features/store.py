@@ -22,7 +22,7 @@ import yaml
 from app.cluster.connection import connect
 from app.cluster.tasks import read_parquet, run_tasks
 from app.config import AppConfig
-from app.data import warehouse
+from app.data import tables, warehouse
 from app.data.schema import DataError
 from app.data.warehouse import read_warehouse
 from app.features.latest import latest_rows
@@ -249,7 +249,7 @@ class FeatureClient:
 def build_partition(warehouse_files: list[str], out_file: str, cfg: AppConfig) -> int:
     """Features of one warehouse day, swapped in with an atomic rename. The file names the
     warehouse files it was computed from (schema metadata), which is how staleness is seen."""
-    fs, paths = warehouse.file_system(warehouse.catalog_properties(cfg.storage), warehouse_files)
+    fs, paths = tables.file_system(tables.catalog_properties(cfg.storage), warehouse_files)
     batch = pq.read_table(paths, filesystem=fs).to_pandas(ignore_metadata=True)
     table = pa.Table.from_pandas(feature_table_batch(batch, cfg), preserve_index=False)
     table = table.replace_schema_metadata({SOURCE_KEY: json.dumps(_names(warehouse_files))})

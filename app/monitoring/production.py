@@ -9,50 +9,49 @@ only rows served within `retrain.production_days` of it. Shadow copies and faile
 left out, one row per request id (the log's reader, shared with online learning, keeps the
 first record of an id).
 
-The table is hive-partitioned by the date a row was served (`date=YYYY-MM-DD/`) and written
-whole or not at all: a build goes into a folder of its own and `current.json` is switched to
-it atomically; the build it replaced stays (a reader may still have it open), older ones go.
+The table is an Iceberg table (app/data/tables.py), `mlsys.production`, partitioned by the
+date a row was served. A build replaces its rows in one commit (an overwrite), so a reader sees
+one build or the next, never a mix; the snapshot names the build, its cutoff and window, and
+earlier builds stay readable at their snapshots (the one a training run used, as its lineage
+records). The current build's description is a table property set in the same commit: an
+empty build has no snapshot of its own.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as pads
 
 from app.config import AppConfig
+from app.data import tables
 from app.features.transforms import feature_spec, utc_us
-from app.files import atomic_write_text, fsync_dir
 from app.monitoring.traffic import labelled_traffic
 
 log = logging.getLogger(__name__)
-MANIFEST = "current.json"
+NAME = "production"
 BUILD_PREFIX = "build-"
+BUILD_KEY, CURRENT_KEY = "mlsys.build", "mlsys.current-build"
 # Columns kept beside the features and the outcome: enough to trace a row back to its request.
 SERVED_AT, LABELLED_AT = "served_at", "labelled_at"
 KEPT = ("request_id", SERVED_AT, LABELLED_AT, "model_version", "variant", "key")
-PARTITIONING = pads.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
 
 
 @dataclass(frozen=True)
 class ProductionTable:
     """One build: where it is, the point in time it was built for, and what it holds."""
 
-    build: str  # the build's folder name under storage `production/`
+    build: str  # the build's name, in its snapshot's summary
     cutoff: str  # ISO time in UTC: nothing served or labelled after it is in the table
     since: str  # rows served after this time (the cutoff less `retrain.production_days`)
     rows: int
     dates: tuple[str, ...] = ()
+    snapshot_id: int | None = None  # the table's snapshot holding its rows (None: no rows)
 
 
 def labelled_rows(cfg: AppConfig, *, cutoff: pd.Timestamp, since: pd.Timestamp) -> pd.DataFrame:
@@ -80,22 +79,68 @@ def labelled_rows(cfg: AppConfig, *, cutoff: pd.Timestamp, since: pd.Timestamp) 
     return rows[columns].sort_values(SERVED_AT, kind="stable").reset_index(drop=True)
 
 
+def production_schema(cfg: AppConfig) -> pa.Schema:
+    """The table's columns: the request's, the model's features as served, the outcome."""
+    spec, utc = feature_spec(cfg), pa.timestamp("us", tz="UTC")
+    return pa.schema(
+        [
+            ("request_id", pa.string()),
+            (SERVED_AT, utc),
+            (LABELLED_AT, utc),
+            ("model_version", pa.int64()),
+            ("variant", pa.string()),
+            ("key", pa.string()),
+            *((name, pa.float64()) for name in spec.numeric),
+            *((name, pa.int64()) for name in spec.time),  # small integers
+            *((name, pa.string()) for name in spec.categorical),
+            (cfg.dataset.label, pa.int64()),
+            ("date", pa.string()),
+        ]
+    )
+
+
+def open_table(cfg: AppConfig, schema: pa.Schema | None = None):
+    """The production table (None if there is none and no `schema` to create it with); a
+    feature the config added since is added to the table's schema."""
+    from pyiceberg.transforms import IdentityTransform
+
+    table = tables.open_table(cfg.storage, NAME)
+    if schema is None:
+        return table
+    if table is None:
+        return tables.create_table(
+            cfg.storage,
+            NAME,
+            schema,
+            local=cfg.storage.production,
+            partition=("date", IdentityTransform(), "date"),
+        )
+    missing = [n for n in schema.names if n not in table.schema().column_names]
+    if missing:
+        with table.update_schema() as update:
+            update.union_by_name(schema)
+        log.info("production table: added %s to its schema", ", ".join(missing))
+    return table
+
+
+def forget(cfg: AppConfig) -> str | None:
+    """Drop the table from the catalog, keeping its files (the demo archives them with the rest
+    of a run); returns its last metadata file, with which `register_table` brings it back."""
+    table = open_table(cfg)
+    if table is None:
+        return None
+    tables.catalog(cfg.storage).drop_table(table.name())
+    return table.metadata_location
+
+
 def build_table(cfg: AppConfig, *, cutoff: datetime | pd.Timestamp | None = None) -> ProductionTable:
     """Build the production table for `cutoff` (now, if not given) and make it the current one."""
     at = pd.Timestamp(cutoff if cutoff is not None else datetime.now(timezone.utc))
     at = at.tz_localize("UTC") if at.tzinfo is None else at.tz_convert("UTC")
     since = at - pd.Timedelta(days=cfg.retrain.production_days)
     rows = labelled_rows(cfg, cutoff=at, since=since)
-    root = cfg.storage.production
+    schema = production_schema(cfg)
     name = f"{BUILD_PREFIX}{at:%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}"
-    folder = root / name
-    folder.mkdir(parents=True)
-    if len(rows):
-        table = pa.Table.from_pandas(rows, preserve_index=False)
-        pads.write_dataset(
-            table, folder, format="parquet", partitioning=PARTITIONING, basename_template="part-{i}.parquet"
-        )
-        durable(folder)  # on disk before the manifest can name it
     built = ProductionTable(
         build=name,
         cutoff=at.isoformat(),
@@ -103,58 +148,45 @@ def build_table(cfg: AppConfig, *, cutoff: datetime | pd.Timestamp | None = None
         rows=len(rows),
         dates=tuple(sorted(rows["date"].unique())),
     )
-    previous = current(cfg)
-    atomic_write_text(root / MANIFEST, json.dumps(asdict(built)))
-    prune(root, keep={name, previous.build if previous else name})
+    table = open_table(cfg, schema)
+    data = pa.Table.from_pandas(rows, schema=schema, preserve_index=False)
+    tx = table.transaction()
+    if tables.version(table).rows:  # replace the rows there (an overwrite of none would warn)
+        tx.overwrite(data, snapshot_properties={BUILD_KEY: name})
+    elif len(data):
+        tx.append(data, snapshot_properties={BUILD_KEY: name})
+    tx.set_properties({CURRENT_KEY: json.dumps(asdict(built))})
+    tx.commit_transaction()
     log.info("production table %s: %d labelled rows served %s .. %s", name, len(rows), since, at)
+    return _with_snapshot(table.refresh(), built)
+
+
+def _with_snapshot(table, built: ProductionTable) -> ProductionTable:
+    """The build with the snapshot that holds its rows (None for an empty build)."""
+    for snapshot in reversed(table.snapshots()):
+        if snapshot.summary.additional_properties.get(BUILD_KEY) == built.build:
+            return replace(built, snapshot_id=snapshot.snapshot_id)
     return built
 
 
 def current(cfg: AppConfig) -> ProductionTable | None:
-    """The current build, or None (none built yet, or its manifest unreadable: one warning)."""
-    path = cfg.storage.production / MANIFEST
-    if not path.exists():
+    """The current build, or None (none built yet, or its description unreadable: one warning)."""
+    table = open_table(cfg)
+    if table is None or CURRENT_KEY not in table.properties:
         return None
     try:
-        found = json.loads(path.read_text())
-        return ProductionTable(**{**found, "dates": tuple(found.get("dates", ()))})
-    except (OSError, ValueError, TypeError) as exc:
-        log.warning("production table manifest %s is unreadable (%s): treated as absent", path, exc)
+        found = json.loads(table.properties[CURRENT_KEY])
+        built = ProductionTable(**{**found, "dates": tuple(found.get("dates", ()))})
+    except (ValueError, TypeError) as exc:
+        log.warning("production table's current build is unreadable (%s): treated as absent", exc)
         return None
+    return _with_snapshot(table, built)
 
 
 def read_table(cfg: AppConfig, table: ProductionTable | None = None) -> pd.DataFrame:
     """The rows of a build (the current one by default); empty when there are none."""
     table = table or current(cfg)
-    if table is None or table.rows == 0:
+    if table is None or table.rows == 0 or table.snapshot_id is None:
         return pd.DataFrame()
-    data = pads.dataset(cfg.storage.production / table.build, format="parquet", partitioning=PARTITIONING)
-    rows = data.to_table().to_pandas()
+    rows = open_table(cfg).scan(snapshot_id=table.snapshot_id).to_arrow().to_pandas()
     return rows.sort_values(SERVED_AT, kind="stable").reset_index(drop=True)
-
-
-def durable(folder: Path) -> None:
-    """Flush a build's files and folders to disk: a power cut after the switch finds them whole."""
-    for path in folder.rglob("*.parquet"):
-        with open(path, "rb") as fh:
-            os.fsync(fh.fileno())
-    for sub in [*folder.glob("date=*"), folder]:
-        fsync_dir(sub)
-
-
-# A build younger than this may still be written, or read, by another run (a build is named by
-# its cutoff, not by when it was made, so names cannot tell).
-PRUNE_AFTER_S = 3600
-
-
-def prune(root: Path, *, keep: set[str], now: float | None = None) -> None:
-    """Remove builds other than `keep` made more than PRUNE_AFTER_S ago. A build a crash left
-    half-written is removed here too, an hour later."""
-    now = time.time() if now is None else now
-    for folder in root.glob(f"{BUILD_PREFIX}*"):
-        try:
-            old = now - folder.stat().st_mtime > PRUNE_AFTER_S
-        except OSError:  # removed meanwhile
-            continue
-        if folder.name not in keep and old:
-            shutil.rmtree(folder, ignore_errors=True)

@@ -88,6 +88,7 @@ def training_data(cfg: AppConfig, *, cutoff: datetime | pd.Timestamp | None = No
         "production_rows": str(len(production)),
         "production_cutoff": table.cutoff,
         "production_table": table.build,
+        "production_snapshot": str(table.snapshot_id),  # the table's Iceberg snapshot of those rows
     }
     lineage.update(warehouse_lineage)
     return TrainingData(Splits(splits.train, splits.valid, splits.holdout, lineage=lineage), table=table)

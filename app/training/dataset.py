@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from app.config import AppConfig
-from app.data import warehouse
+from app.data import tables, warehouse
 from app.data.warehouse import read_warehouse
 from app.features.store import FeatureClient
 from app.features.transforms import feature_spec
@@ -45,7 +45,7 @@ def load_frame(cfg: AppConfig, snapshot_id: int | None = None) -> tuple[pd.DataF
     """Every warehouse label at a snapshot (default: the current one) with its point-in-time
     features, and the lineage that names the snapshot."""
     ds = cfg.dataset
-    at = warehouse.version(warehouse.open_table(cfg, create=False), snapshot_id)
+    at = tables.version(warehouse.open_table(cfg, create=False), snapshot_id)
     labels = (
         read_warehouse(cfg, at.snapshot_id).select_columns([ds.entity, ds.timestamp, ds.label]).to_pandas()
     )

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import app.features.store as store_module
-from app.data import warehouse
+from app.data import tables
 from app.data.etl import run_etl
 from app.data.schema import DataError
 from app.data.synthetic import generate, write_dataset
@@ -162,7 +162,7 @@ def test_feasts_own_materialization_fills_the_online_store_identically(built, tm
     other = make_config(
         tmp_path,
         features={"ttl_days": TTL_DAYS, "materialize_engine": "feast"},
-        storage={"catalog": warehouse.catalog_properties(cfg.storage)},  # the same warehouse table
+        storage={"catalog": tables.catalog_properties(cfg.storage)},  # the same warehouse table
     )
     shutil.copytree(cfg.storage.features, other.storage.features)
     feast_client = FeatureClient(other)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.data import warehouse
+from app.data import tables, warehouse
 from app.data.etl import run_etl
 from app.data.schema import DataError
 from app.data.synthetic import generate, write_dataset
@@ -39,7 +39,7 @@ def fresh_namespace(store):
     catalog = load_catalog("cleanup", **store.catalog())
     if catalog.table_exists(warehouse.WAREHOUSE):
         catalog.purge_table(warehouse.WAREHOUSE)
-    warehouse._catalog.cache_clear()
+    tables._catalog.cache_clear()
 
 
 def test_etl_features_and_training_data_run_against_the_object_store(tmp_path, store, fresh_namespace):
@@ -79,7 +79,7 @@ def test_two_etl_runs_at_once_through_the_rest_catalog(tmp_path, store, fresh_na
 def test_a_refused_or_unreachable_catalog_is_one_clear_error_and_nothing_is_written(
     tmp_path, store, catalog, message
 ):
-    warehouse._catalog.cache_clear()
+    tables._catalog.cache_clear()
     cfg = on_store(tmp_path, store, **catalog)
     write_dataset(iter([generate(500, seed=1, start=START)]), tmp_path / "a.parquet")
     before = store.objects()

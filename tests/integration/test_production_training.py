@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import replace
 from datetime import datetime, timezone
 
+import pandas as pd
 import pytest
 import ray
 
@@ -16,7 +18,7 @@ from app.data.etl import run_etl
 from app.data.synthetic import Defects, generate, write_dataset
 from app.features.store import FeatureClient
 from app.monitoring.monitor import get_monitor
-from app.monitoring.production import current
+from app.monitoring.production import build_table, current, read_table
 from app.monitoring.training_data import training_data
 from app.pipeline import train_and_register
 from app.registry.registry import Registry
@@ -84,6 +86,11 @@ def test_production_trains_on_the_rows_labelled_before_the_cutoff(logged):
     assert tags["lineage.production_rows"] == str(LABELLED_EARLY)
     assert tags["lineage.production_cutoff"] == data.table.cutoff
     assert "lineage.warehouse_rows" not in tags
+    # The rows it trained on, read back at the recorded snapshot after a later build
+    snapshot = int(tags["lineage.production_snapshot"])
+    build_table(prod, cutoff=pd.Timestamp(cutoff) + pd.Timedelta(days=1))
+    again = read_table(prod, replace(data.table, snapshot_id=snapshot))
+    assert len(again) == LABELLED_EARLY and current(prod).snapshot_id != snapshot
 
 
 def test_both_trains_on_the_warehouse_and_every_labelled_served_row(logged):
@@ -95,6 +102,7 @@ def test_both_trains_on_the_warehouse_and_every_labelled_served_row(logged):
     assert tags["lineage.training_data"] == "both"
     assert tags["lineage.production_rows"] == str(LABELLED_EARLY + LABELLED_LATE)
     assert int(tags["lineage.warehouse_rows"]) > 2000
+    assert tags["lineage.warehouse_snapshot"].isdigit() and tags["lineage.production_snapshot"].isdigit()
 
 
 def test_both_before_any_outcome_falls_back_to_the_warehouse_in_one_line(logged):

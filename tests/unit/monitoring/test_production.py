@@ -1,17 +1,18 @@
 """The production table: served rows joined to their outcomes, point in time, partitioned by
-date, de-duplicated, shadow and failed rows left out, switched in atomically."""
+date, de-duplicated, shadow and failed rows left out, each build one Iceberg commit."""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta, timezone
 
+import pandas as pd
 import pytest
 
 from app.monitoring import production
 from app.monitoring.records import SHADOW_SUFFIX
 from app.monitoring.traffic import FEEDBACK, PREDICTIONS, write_records
 from tests.configs import make_config
+from tests.duck import duckdb_with_iceberg
 from tests.helpers import model_inputs, prediction_record
 
 DAY1 = datetime(2026, 3, 1, 22, 0, tzinfo=timezone.utc)
@@ -75,8 +76,8 @@ def test_only_outcomes_known_at_the_cutoff_count_once_per_request(cfg):
     from app.features.transforms import feature_spec
 
     assert set(feature_spec(cfg).names) <= set(rows.columns)
-    parts = sorted(p.parent.name for p in (cfg.storage.production / table.build).rglob("*.parquet"))
-    assert parts == ["date=2026-03-01", "date=2026-03-02"]
+    files = production.open_table(cfg).scan(snapshot_id=table.snapshot_id).plan_files()
+    assert sorted(task.file.partition[0] for task in files) == ["2026-03-01", "2026-03-02"]
 
 
 def test_an_outcome_arriving_later_joins_the_next_build(cfg):
@@ -92,19 +93,19 @@ def test_rows_served_before_the_window_are_left_out(tmp_path):
     assert table.rows == 0 and production.read_table(cfg).empty
 
 
-def test_a_new_build_replaces_the_current_one_and_older_builds_go(cfg, monkeypatch):
+def test_a_new_build_replaces_the_current_one_and_earlier_builds_stay_readable(cfg):
     write_traffic(cfg)
     first = production.build_table(cfg, cutoff=CUTOFF)
     second = production.build_table(cfg, cutoff=CUTOFF + timedelta(hours=1))
-    assert production.current(cfg).build == second.build
-    builds = lambda: sorted(p.name for p in cfg.storage.production.glob(production.BUILD_PREFIX + "*"))  # noqa: E731
-    past = production.build_table(cfg, cutoff=CUTOFF - timedelta(hours=1))  # another run's, meanwhile
-    assert first.build in builds(), "a build of the last hour may still be read by another run"
-    monkeypatch.setattr(production, "PRUNE_AFTER_S", -1)  # as if an hour had passed
-    third = production.build_table(cfg, cutoff=CUTOFF + timedelta(hours=2))
-    assert builds() == sorted([past.build, third.build]) and first.build not in builds()
-    manifest = json.loads((cfg.storage.production / production.MANIFEST).read_text())
-    assert manifest["build"] == third.build and manifest["cutoff"] == third.cutoff
+    assert production.current(cfg) == second and second.snapshot_id != first.snapshot_id
+    assert len(production.read_table(cfg)) == 4
+    held = production.read_table(cfg, first)  # a run that built `first` still reads its rows
+    assert sorted(held["request_id"]) == ["a", "b", "d"]
+    summary = production.open_table(cfg).snapshot_by_id(second.snapshot_id).summary
+    assert summary.additional_properties[production.BUILD_KEY] == second.build
+    empty = production.build_table(cfg, cutoff=CUTOFF + timedelta(days=90))  # every row outside the window
+    assert production.current(cfg) == empty and empty.rows == 0 and production.read_table(cfg).empty
+    assert len(production.read_table(cfg, second)) == 4
 
 
 def test_no_traffic_gives_an_empty_table(cfg):
@@ -112,8 +113,26 @@ def test_no_traffic_gives_an_empty_table(cfg):
     assert table.rows == 0 and production.read_table(cfg).empty
 
 
-def test_an_unreadable_manifest_is_treated_as_absent_with_a_warning(cfg, caplog):
-    cfg.storage.production.mkdir(parents=True)
-    (cfg.storage.production / production.MANIFEST).write_text("{not json")
+def test_an_unreadable_current_build_is_treated_as_absent_with_a_warning(cfg, caplog):
+    write_traffic(cfg)
+    production.build_table(cfg, cutoff=CUTOFF)
+    table = production.open_table(cfg)
+    table.transaction().set_properties({production.CURRENT_KEY: "{not json"}).commit_transaction()
     assert production.current(cfg) is None
     assert any("unreadable" in r.getMessage() for r in caplog.records)
+
+
+def test_duckdb_reads_each_build_at_its_snapshot_as_mlsys_does(cfg):
+    """Another engine, given only the table's metadata file, reads the rows of each build."""
+    write_traffic(cfg)
+    builds = [production.build_table(cfg, cutoff=CUTOFF + timedelta(hours=h)) for h in (0, 1)]
+    metadata = production.open_table(cfg).metadata_location
+    con = duckdb_with_iceberg()
+    for build in builds:
+        ours = production.read_table(cfg, build)
+        theirs = con.execute(
+            f"SELECT * FROM iceberg_scan('{metadata}', snapshot_from_id={build.snapshot_id})"
+        ).df()
+        theirs = theirs[ours.columns].sort_values("served_at", kind="stable").reset_index(drop=True)
+        assert sorted(theirs["request_id"]) == sorted(ours["request_id"]) and len(theirs) == build.rows
+        pd.testing.assert_frame_equal(theirs.astype(ours.dtypes.to_dict()), ours, check_exact=False)
