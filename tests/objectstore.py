@@ -132,19 +132,28 @@ class ObjectStore:
                     raise
                 time.sleep(0.5)
 
+    def create_bucket(self, name: str) -> None:
+        """A plain S3 bucket (for MLflow's artifacts, say)."""
+        self._s3().create_dir(name)
+
     def objects(self, bucket: str = TABLE_BUCKET) -> list[str]:
         """Every object key in a bucket (what the tests check was written to the store)."""
         import pyarrow.fs as pafs
 
-        fs = pafs.S3FileSystem(
+        infos = self._s3().get_file_info(pafs.FileSelector(bucket, recursive=True, allow_not_found=True))
+        return sorted(i.path for i in infos if i.type == pafs.FileType.File)
+
+    def _s3(self):
+        import pyarrow.fs as pafs
+
+        return pafs.S3FileSystem(
             endpoint_override=self.endpoint,
             scheme="http",
             access_key=ACCESS_KEY,
             secret_key=SECRET_KEY,
             region=REGION,
+            allow_bucket_creation=True,
         )
-        infos = fs.get_file_info(pafs.FileSelector(bucket, recursive=True, allow_not_found=True))
-        return sorted(i.path for i in infos if i.type == pafs.FileType.File)
 
     def stop(self) -> None:
         if self.proc is not None:

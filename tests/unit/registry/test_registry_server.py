@@ -1,9 +1,11 @@
 """The registry against a real MLflow tracking server (`mlflow server`, a SQL backend, artifacts
-served by the server): what a cluster without a shared disk runs. The client's storage root
+served by the server, kept on its disk or on a real S3 server): what a cluster without a shared
+disk runs. The client's storage root
 gets no registry files; the versions, aliases and bundles live on the server."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -15,23 +17,56 @@ from app.data.synthetic import Defects, generate
 from app.registry.registry import CHALLENGER, CHAMPION, Registry
 from tests.configs import make_config
 from tests.helpers import free_port, quick_bundle
+from tests.objectstore import ACCESS_KEY, REGION, SECRET_KEY, start_object_store
+
+ARTIFACTS_BUCKET = "mlflow"
 
 CLEAN = Defects(0, 0, 0, 0, 0, 0)
 
 
 @pytest.fixture(scope="module")
-def tracking_server(tmp_path_factory):
+def object_store(tmp_path_factory):
+    store = start_object_store(tmp_path_factory.mktemp("seaweedfs"))
+    store.create_bucket(ARTIFACTS_BUCKET)
+    yield store
+    store.stop()
+
+
+@pytest.fixture(scope="module", params=["disk", "s3"])
+def tracking_server(request, tmp_path_factory):
+    """The server, its artifacts on its own disk or on a real S3 server (SeaweedFS); yields its
+    URL and a function listing the bundles it stores."""
     root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
+    env = dict(os.environ)
+    if request.param == "s3":
+        store = request.getfixturevalue("object_store")
+        destination = f"s3://{ARTIFACTS_BUCKET}/artifacts"
+        env |= {
+            "MLFLOW_S3_ENDPOINT_URL": store.endpoint,
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_DEFAULT_REGION": REGION,
+        }
+
+        def bundles():
+            return [k for k in store.objects(ARTIFACTS_BUCKET) if k.endswith("bundle.json")]
+    else:
+        destination = (root / "artifacts").as_uri()
+
+        def bundles():
+            return [str(p) for p in (root / "artifacts").rglob("bundle.json")]
+
     server = subprocess.Popen(
         [
             sys.executable, "-m", "mlflow", "server",
             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination", (root / "artifacts").as_uri(),
+            "--artifacts-destination", destination,
             "--serve-artifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=env,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -44,21 +79,20 @@ def tracking_server(tmp_path_factory):
     else:
         server.kill()
         pytest.fail("mlflow server did not answer /health within 120 s")
-    yield url, root
+    yield url, bundles
     server.terminate()
     server.wait(timeout=30)
 
 
 def test_versions_aliases_and_bundles_live_on_the_server_not_on_the_clients_disk(tracking_server, tmp_path):
-    url, server_root = tracking_server
+    url, bundles = tracking_server
     cfg = make_config(tmp_path / "node-a", registry={"tracking_uri": url})
     frame = generate(1500, seed=1, defects=CLEAN)
     registry = Registry(cfg)
     first = registry.register(quick_bundle(cfg, frame, seed=1), params={"a": 1}, alias=CHAMPION)
     second = registry.register(quick_bundle(cfg, frame, seed=2), params={"a": 2}, alias=CHALLENGER)
     assert (first, second) == (1, 2)
-    stored = [p.name for p in (server_root / "artifacts").rglob("bundle.json")]
-    assert len(stored) == 2, stored  # the server keeps both bundles
+    assert len(bundles()) == 2, bundles()  # the server keeps both bundles (on its disk, or on S3)
     client_root = cfg.storage.path()
     assert not (client_root / "mlflow.db").exists() and not (client_root / "mlartifacts").exists()
     # Another node, with its own empty disk, finds the same versions and loads the champion.
