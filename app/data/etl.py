@@ -44,7 +44,7 @@ from app.data.schema import (
     to_arrow,
 )
 from app.errors import cause_line
-from app.files import atomic_write_text
+from app.files import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
 _ROW = "__mlsys_row"  # a staged row's number while merging, never written
@@ -149,9 +149,11 @@ def merge_day(
     fresh = fresh.drop_columns([_ROW]).sort_by([(k, "ascending") for k in keys]).select(schema.names)
     if fresh.num_rows:
         fs, (path,) = tables.file_system(store or {}, [out_file])
-        if fs.type_name == "local":  # object stores have no folders to make
-            fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        pq.write_table(fresh, path, filesystem=fs)
+        if fs.type_name == "local":  # on disk before the commit names it; an object's PUT is durable
+            with atomic_path(path) as tmp:
+                pq.write_table(fresh, tmp)
+        else:
+            pq.write_table(fresh, path, filesystem=fs)
     return fresh.num_rows, new.num_rows - fresh.num_rows
 
 
@@ -247,7 +249,7 @@ def _merge_and_commit(cfg: AppConfig, parts: dict[str, list[str]], run_id: str) 
                 fs.delete_file(path)
             log.info("another ETL run committed to the warehouse first: merging against its rows")
     raise DataError(
-        f"the warehouse {cfg.storage.warehouse} changed under this run {COMMIT_ATTEMPTS} times; "
+        f"the warehouse {warehouse.where(cfg)} changed under this run {COMMIT_ATTEMPTS} times; "
         "nothing was committed: run ETL again"
     )
 

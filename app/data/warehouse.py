@@ -33,7 +33,7 @@ def open_table(cfg: AppConfig, *, create: bool = True):
     if table is not None:
         return table
     if not create:
-        raise DataError(f"the warehouse {cfg.storage.warehouse} is empty: run `mlsys etl` first")
+        raise DataError(f"the warehouse {where(cfg)} is empty: run `mlsys etl` first")
     return tables.create_table(
         cfg.storage,
         NAME,
@@ -42,6 +42,13 @@ def open_table(cfg: AppConfig, *, create: bool = True):
         partition=(cfg.dataset.timestamp, DayTransform(), DAY),
         **{"commit.retry.num-retries": "0"},
     )
+
+
+def where(cfg: AppConfig) -> str:
+    """The warehouse as a user would look for it: its folder, or its name in another catalog."""
+    if not cfg.storage.catalog:
+        return str(cfg.storage.warehouse)
+    return f"{WAREHOUSE} (catalog {cfg.storage.catalog.get('uri', '?')})"
 
 
 def day_label(days_since_epoch: int) -> str:
@@ -88,7 +95,7 @@ def read_warehouse(cfg: AppConfig, snapshot_id: int | None = None):
 
     table = open_table(cfg, create=False)
     if table.current_snapshot() is None:
-        raise DataError(f"the warehouse {cfg.storage.warehouse} is empty: run `mlsys etl` first")
+        raise DataError(f"the warehouse {where(cfg)} is empty: run `mlsys etl` first")
     version(table, snapshot_id)  # an unknown snapshot is a clear error, not Ray's
     schema = arrow_schema(cfg.dataset, with_meta=False)
     ds = ray.data.read_iceberg(
