@@ -43,13 +43,15 @@ class ObjectStore:
     def catalog_uri(self) -> str:
         return f"http://127.0.0.1:{self.catalog_port}"
 
-    def catalog(self, *, secret: str = SECRET_KEY, uri: str | None = None) -> dict[str, str]:
+    def catalog(
+        self, *, secret: str = SECRET_KEY, uri: str | None = None, bucket: str = TABLE_BUCKET
+    ) -> dict[str, str]:
         """`storage.catalog` for this store: its REST catalog, signed with SigV4, and the S3
         endpoint and credentials the table's files are read and written with."""
         return {
             "type": "rest",
             "uri": uri or self.catalog_uri,
-            "warehouse": f"s3://{TABLE_BUCKET}/",
+            "warehouse": f"s3://{bucket}/",
             "rest.sigv4-enabled": "true",
             "rest.signing-region": REGION,
             "rest.signing-name": "s3tables",

@@ -1,6 +1,7 @@
 """Run by tests/e2e/test_multinode.py in its own process: a 4-node Ray test cluster on one
-machine (ray.cluster_utils.Cluster), the pipeline's stages, a worker node removed mid-training,
-and serving. Prints one JSON line of facts for the test to check."""
+machine (ray.cluster_utils.Cluster), the pipeline's stages with the warehouse on a real object
+store (SeaweedFS's S3 and Iceberg REST catalog), a worker node removed mid-training, and
+serving. Prints one JSON line of facts for the test to check."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
 
 from app.config import parse_config
+from app.data import warehouse
 from app.data.etl import run_etl
 from app.data.synthetic import generate, write_dataset
 from app.features.store import FeatureClient
@@ -24,6 +26,7 @@ from app.serving.client import ServiceClient
 from app.training.dataset import build_splits
 from app.training.fit import fit_candidate
 from tests.configs import config_dict
+from tests.objectstore import start_object_store
 
 
 def main(work: Path) -> None:
@@ -32,13 +35,14 @@ def main(work: Path) -> None:
         initialize_head=True,
         head_node_args={"num_cpus": 1, "include_dashboard": True, "dashboard_port": 8268},
     )
+    store = start_object_store(work / "seaweedfs")  # the tables' store: no node's disk holds them
     try:
         workers = [cluster.add_node(num_cpus=1) for _ in range(3)]
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, logging_level="WARNING")
         data = config_dict()
         data.update(
-            storage={"root": str(work / "store")},
+            storage={"root": str(work / "store"), "catalog": store.catalog()},
             ray={"address": cluster.address},
             model={**data["model"], "max_failures": 3},
             mlp={**data["mlp"], "epochs": 12, "num_workers": 2, "patience": 20},
@@ -81,12 +85,18 @@ def main(work: Path) -> None:
                     "last_epoch": max(h["epoch"] for h in bundle.metrics["training"]["history"]),
                     "epochs": cfg.mlp.epochs,
                     "prediction_variant": prediction["variant"],
+                    "warehouse": warehouse.open_table(cfg, create=False).location(),
+                    "warehouse_files_on_store": sum("/data/day=" in k for k in store.objects()),
+                    "local_tables": [
+                        str(p) for p in (cfg.storage.warehouse, cfg.storage.path("catalog.db")) if p.exists()
+                    ],
                 }
             ),
         )
     finally:  # never leave the test cluster's processes behind, even on failure
         ray.shutdown()
         cluster.shutdown()
+        store.stop()
 
 
 if __name__ == "__main__":

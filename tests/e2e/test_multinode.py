@@ -32,3 +32,6 @@ def test_pipeline_and_serving_on_a_multi_node_cluster_survive_a_lost_node(tmp_pa
     assert facts["nodes"] == 3  # a worker node was removed mid-training ...
     assert facts["last_epoch"] == facts["epochs"] - 1  # ... and the run resumed and finished
     assert facts["prediction_variant"] == "champion"  # served from the multi-node cluster
+    # ETL's merge tasks on the worker nodes wrote the warehouse to the object store, not to disk
+    assert facts["warehouse"].startswith("s3://") and facts["warehouse_files_on_store"] > 0
+    assert facts["local_tables"] == []

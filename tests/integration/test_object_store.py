@@ -74,6 +74,7 @@ def test_two_etl_runs_at_once_through_the_rest_catalog(tmp_path, store, fresh_na
     [
         ({"secret": "not-the-secret"}, "signature"),
         ({"uri": "http://127.0.0.1:9"}, "http://127.0.0.1:9 is not usable"),
+        ({"bucket": "no-such-bucket"}, "no-such-bucket"),
     ],
 )
 def test_a_refused_or_unreachable_catalog_is_one_clear_error_and_nothing_is_written(
