@@ -147,9 +147,3 @@ def version(table, snapshot_id: int | None = None) -> TableVersion:
             raise DataError(f"the table {table.name()} has no snapshot {snapshot_id}")
         return TableVersion(None, 0)
     return TableVersion(snapshot.snapshot_id, int(snapshot.summary["total-records"]))
-
-
-def snapshot_properties(table, snapshot_id: int | None = None) -> dict[str, str]:
-    """The summary a snapshot was committed with (mlsys's own keys among pyiceberg's)."""
-    snapshot = table.snapshot_by_id(snapshot_id) if snapshot_id is not None else table.current_snapshot()
-    return {} if snapshot is None else dict(snapshot.summary.additional_properties)
