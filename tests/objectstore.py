@@ -98,8 +98,12 @@ class ObjectStore:
         env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "PATH": "/usr/bin:/bin"}
         log = open(self.folder / "weed.log", "w")  # noqa: SIM115 - the server's, closed with it
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.folder)
-        self._wait_until_ready()
-        self._create_table_bucket()
+        try:
+            self._wait_until_ready()
+            self._create_table_bucket()
+        except BaseException:  # never leave a server behind a failed start
+            self.stop()
+            raise
 
     def _wait_until_ready(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout

@@ -27,9 +27,11 @@ CLEAN = Defects(0, 0, 0, 0, 0, 0)
 @pytest.fixture(scope="module")
 def object_store(tmp_path_factory):
     store = start_object_store(tmp_path_factory.mktemp("seaweedfs"))
-    store.create_bucket(ARTIFACTS_BUCKET)
-    yield store
-    store.stop()
+    try:
+        store.create_bucket(ARTIFACTS_BUCKET)
+        yield store
+    finally:
+        store.stop()
 
 
 @pytest.fixture(scope="module", params=["disk", "s3"])
