@@ -16,7 +16,6 @@ import pyarrow as pa
 from app.config import AppConfig
 from app.data import tables
 from app.data.schema import DataError, arrow_schema
-from app.data.tables import CommitConflict, catalog_properties, version
 
 NAME = "warehouse"
 WAREHOUSE = f"{tables.NAMESPACE}.{NAME}"
@@ -33,7 +32,7 @@ def open_table(cfg: AppConfig, *, create: bool = True):
     if table is not None:
         return table
     if not create:
-        raise DataError(f"the warehouse {where(cfg)} is empty: run `mlsys etl` first")
+        raise empty(cfg)
     return tables.create_table(
         cfg.storage,
         NAME,
@@ -42,6 +41,11 @@ def open_table(cfg: AppConfig, *, create: bool = True):
         partition=(cfg.dataset.timestamp, DayTransform(), DAY),
         **{"commit.retry.num-retries": "0"},
     )
+
+
+def empty(cfg: AppConfig) -> DataError:
+    """The error of a step that needs rows before ETL has loaded any."""
+    return DataError(f"the warehouse {where(cfg)} is empty: run `mlsys etl` first")
 
 
 def where(cfg: AppConfig) -> str:
@@ -84,7 +88,7 @@ def commit_files(table, paths: list[str], properties: dict[str, str]) -> int:
     try:
         committed = tx.commit_transaction()
     except CommitFailedException as exc:
-        raise CommitConflict(str(exc)) from None
+        raise tables.CommitConflict(str(exc)) from None
     return committed.current_snapshot().snapshot_id
 
 
@@ -95,13 +99,13 @@ def read_warehouse(cfg: AppConfig, snapshot_id: int | None = None):
 
     table = open_table(cfg, create=False)
     if table.current_snapshot() is None:
-        raise DataError(f"the warehouse {where(cfg)} is empty: run `mlsys etl` first")
-    version(table, snapshot_id)  # an unknown snapshot is a clear error, not Ray's
+        raise empty(cfg)
+    tables.version(table, snapshot_id)  # an unknown snapshot is a clear error, not Ray's
     schema = arrow_schema(cfg.dataset, with_meta=False)
     ds = ray.data.read_iceberg(
         table_identifier=WAREHOUSE,
         snapshot_id=snapshot_id,
-        catalog_kwargs={"name": tables.NAMESPACE, **catalog_properties(cfg.storage)},
+        catalog_kwargs={"name": tables.NAMESPACE, **tables.catalog_properties(cfg.storage)},
     )
     # Iceberg has no int8 and Ray reads strings as large_string: back to the contract's types.
     return ds.map_batches(_to_schema, batch_format="pyarrow", fn_kwargs={"schema": schema})
@@ -115,7 +119,7 @@ def read_table(cfg: AppConfig, snapshot_id: int | None = None) -> pa.Table:
     """The whole warehouse in this process, without Ray (small tables, checks and tests),
     in the contract's types and the keys' order."""
     table = open_table(cfg, create=False)
-    version(table, snapshot_id)
+    tables.version(table, snapshot_id)
     rows = _to_schema(
         table.scan(snapshot_id=snapshot_id).to_arrow(), arrow_schema(cfg.dataset, with_meta=False)
     )

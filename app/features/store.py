@@ -24,7 +24,6 @@ from app.cluster.tasks import read_parquet, run_tasks
 from app.config import AppConfig
 from app.data import tables, warehouse
 from app.data.schema import DataError
-from app.data.warehouse import read_warehouse
 from app.features.latest import latest_rows
 from app.features.pit import apply_ttl, asof_join, partitioned_asof_join
 from app.features.repo import definitions, fail_fast, import_feast, repo_config
@@ -54,7 +53,7 @@ class FeatureClient:
         features were built; returns how many days were rebuilt."""
         days = warehouse.day_files(warehouse.open_table(self.cfg, create=False))
         if not days:
-            read_warehouse(self.cfg)  # raises the "run etl first" error
+            raise warehouse.empty(self.cfg)
         changed = {day: files for day, files in days.items() if _stale(self._day_file(day), files)}
         if changed:
             connect(self.cfg.ray)

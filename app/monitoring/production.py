@@ -123,14 +123,12 @@ def open_table(cfg: AppConfig, schema: pa.Schema | None = None):
     return table
 
 
-def forget(cfg: AppConfig) -> str | None:
+def forget(cfg: AppConfig) -> None:
     """Drop the table from the catalog, keeping its files (the demo archives them with the rest
-    of a run); returns its last metadata file, with which `register_table` brings it back."""
+    of a run; `register_table` with its last metadata file would bring it back)."""
     table = open_table(cfg)
-    if table is None:
-        return None
-    tables.catalog(cfg.storage).drop_table(table.name())
-    return table.metadata_location
+    if table is not None:
+        tables.catalog(cfg.storage).drop_table(table.name())
 
 
 def build_table(cfg: AppConfig, *, cutoff: datetime | pd.Timestamp | None = None) -> ProductionTable:
