@@ -203,6 +203,17 @@ class StorageConfig(_Section):
     # http://catalog:8181, warehouse: s3://tables/} or {type: sql, uri: postgresql://...}.
     # Empty: a sqlite catalog under root, the tables under root (README, Storage).
     catalog: dict[str, str] = Field(default_factory=dict)
+    # Small shared state (experiment split, rollout and retrain state, feedback key): "" keeps
+    # it under root; "s3://bucket/prefix" puts it on an object store (written with conditional
+    # puts; the endpoint and credentials of `catalog`, else the AWS variables).
+    state: str = ""
+
+    @field_validator("state")
+    @classmethod
+    def _state_uri(cls, state: str) -> str:
+        if state and not (state.startswith("s3://") and len(state) > len("s3://")):
+            raise ValueError(f"must be empty (under root) or an s3://bucket/prefix URI, not {state!r}")
+        return state.rstrip("/")
 
     @field_validator("root")
     @classmethod

@@ -35,6 +35,14 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def atomic_write_bytes(path: str | Path, data: bytes, *, mode: int | None = None) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+        if mode is not None:
+            tmp.chmod(mode)
+    return Path(path)
+
+
 def atomic_write_parquet(path: str | Path, table) -> Path:
     """A pyarrow Table as one parquet file, atomically."""
     import pyarrow.parquet as pq
