@@ -292,9 +292,10 @@ class StorageConfig(_Section):
     def monitoring(self) -> Path:
         return self.path("monitoring")
 
+    # Shared state: keys of the state store (`state`; under root by default), not paths
     @property
-    def retrain_state(self) -> Path:
-        return self.monitoring / "retrain.json"
+    def retrain_state(self) -> str:
+        return "monitoring/retrain.json"
 
     @property
     def retrain_config(self) -> Path:
@@ -309,20 +310,20 @@ class StorageConfig(_Section):
         return self.monitoring / "online.json"
 
     @property
-    def experiment_state(self) -> Path:
-        return self.path("serving", "experiment.json")
+    def experiment_state(self) -> str:
+        return "serving/experiment.json"
 
     @property
-    def feedback_key(self) -> Path:
-        return self.path("serving", "feedback.key")
+    def feedback_key(self) -> str:
+        return "serving/feedback.key"
 
     @property
     def producers(self) -> Path:
         return self.path("serving", "producers.json")
 
     @property
-    def rollout_state(self) -> Path:
-        return self.path("serving", "rollout.json")
+    def rollout_state(self) -> str:
+        return "serving/rollout.json"
 
     @property
     def archive(self) -> Path:  # earlier demo runs' traffic and monitoring state

@@ -123,15 +123,14 @@ def state_store(storage: StorageConfig) -> StateStore:
     return LocalState(storage.path())
 
 
-def update(store: StateStore, key: str, change: Callable[[bytes | None], bytes], attempts: int = 8) -> bytes:
+def update(store: StateStore, key: str, change: Callable[[bytes | None], bytes], attempts: int = 8) -> Stored:
     """Read, change and write back, again over the newer version when another writer got
     there first: `change` sees every write before its own, none is lost."""
     for _ in range(attempts):
         current = store.read(key)
         data = change(None if current is None else current.data)
         try:
-            store.write(key, data, replaces=None if current is None else current.version)
-            return data
+            return Stored(data, store.write(key, data, replaces=None if current is None else current.version))
         except StateConflict:
             continue
     raise StateConflict(f"{store.location}/{key}: {attempts} writers got there first, one after another")

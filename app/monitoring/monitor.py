@@ -24,6 +24,7 @@ import ray
 
 from app.cluster.actors import call_self_after_init, detached_actor
 from app.config import AppConfig, ExperimentConfig, MonitorConfig, RetrainConfig
+from app.data.state import state_store
 from app.monitoring import bands, drift_tracker, overrides
 from app.monitoring.drift_tracker import DriftTracker
 from app.monitoring.experiment import ExperimentReport
@@ -58,7 +59,9 @@ class DriftMonitor:
         self.cfg = overrides.load(cfg)
         self.store.cfg = self.cfg.monitor
         self.tracker = DriftTracker(**drift_tracker.settings(self.cfg))
-        self.trigger = RetrainTrigger(cfg.storage.retrain_state, submit=submit, job_running=job_running)
+        self.trigger = RetrainTrigger(
+            state_store(cfg.storage), cfg.storage.retrain_state, submit=submit, job_running=job_running
+        )
         self.export = MetricsExport()
         self.registry = None
         self.flusher: asyncio.Task | None = None

@@ -158,22 +158,22 @@ def record(
         state.decisions = [*state.decisions, entry][-MAX_DECISIONS:]
 
 
-def load_state(path: Path) -> ControllerState:
+def parse_state(data: bytes | None, where: str) -> ControllerState:
     """The persisted controller state; a fresh one if it is absent or cannot be read."""
-    if path.exists():
+    if data is not None:
         try:
-            state = ControllerState(**json.loads(path.read_text()))
+            state = ControllerState(**json.loads(data))
             float(state.started_at)  # a garbled file can parse and still not be a state
             if not (isinstance(state.submitted, list) and isinstance(state.decisions, list)):
                 raise TypeError("submitted and decisions must be lists")
             return state
-        except (OSError, ValueError, TypeError) as exc:
-            log.warning("retrain state %s is unreadable (%s): starting afresh", path, exc)
+        except (ValueError, TypeError) as exc:
+            log.warning("retrain state %s is unreadable (%s): starting afresh", where, exc)
     return ControllerState(started_at=time.time())
 
 
-def save_state(path: Path, state: ControllerState) -> None:
-    atomic_write_text(path, json.dumps(asdict(state)))
+def dump_state(state: ControllerState) -> bytes:
+    return json.dumps(asdict(state)).encode()
 
 
 def jobs_client(cfg: AppConfig):

@@ -3,16 +3,18 @@ and the bookkeeping that makes one incident one retrain across restarts.
 
 retrain.py decides (pure) and submits; this reads the drift report, asks whether the last
 retrain still runs (only when a decision could trigger: the Jobs API is a network call), keeps
-every decision with its reason and saves the state after each look.
+every decision with its reason and saves the state after each look, in the shared state store:
+a monitor started elsewhere on the same store adopts it, and a decision stored by another
+monitor meanwhile is kept (this one's is recorded on top of it, never over it).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
 
 from app.config import AppConfig
+from app.data.state import StateConflict, StateStore, update
 from app.errors import first_line
 from app.monitoring import retrain
 from app.monitoring.messages import COMPLETE, DriftReport, RetrainDecision, RetrainLog
@@ -25,9 +27,17 @@ JobRunning = Callable[[AppConfig, retrain.ControllerState], "str | None"]  # -> 
 
 
 class RetrainTrigger:
-    def __init__(self, path: Path, *, submit: Submit | None = None, job_running: JobRunning | None = None):
-        self.path = path
-        self.state = retrain.load_state(path)
+    def __init__(
+        self,
+        store: StateStore,
+        key: str,
+        *,
+        submit: Submit | None = None,
+        job_running: JobRunning | None = None,
+    ):
+        self.store, self.key, self.where = store, key, f"{store.location}/{key}"
+        self.version: str | None = None  # of the stored state: what the next write replaces
+        self._refresh()
         self.submit = submit or retrain.submit_pipeline_job
         self.job_running = job_running or retrain.running_job
 
@@ -41,6 +51,7 @@ class RetrainTrigger:
     ) -> RetrainDecision:
         """Decide on `drift`, `decay` (the champion's decayed labelled windows and their span)
         and the schedule; submit a retrain if one triggers, record it."""
+        self._refresh()
         samples = max(
             (r.n for r in drift.variants.values() if r.window == COMPLETE and r.alert),
             default=0,
@@ -67,9 +78,29 @@ class RetrainTrigger:
                 trigger = None  # not counted as submitted
                 self.state.incident_open = False
                 self.state.last_scheduled_at = scheduled_before
-        retrain.record(self.state, now=now, trigger=trigger, reason=reason, job_id=job_id)
-        retrain.save_state(self.path, self.state)
+        entry = {"now": now, "trigger": trigger, "reason": reason, "job_id": job_id}
+        retrain.record(self.state, **entry)
+        self._save(entry)
         return RetrainDecision(at=now, trigger=trigger, reason=reason, job_id=job_id)
+
+    def _refresh(self) -> None:
+        stored = self.store.read(self.key)
+        if stored is None or stored.version != self.version:
+            self.state = retrain.parse_state(None if stored is None else stored.data, self.where)
+            self.version = None if stored is None else stored.version
+
+    def _save(self, entry: dict) -> None:
+        try:
+            self.version = self.store.write(self.key, retrain.dump_state(self.state), replaces=self.version)
+        except StateConflict:
+            log.warning("retrain state %s was written by another monitor: recording on top of it", self.where)
+
+            def on_top(data: bytes | None) -> bytes:
+                self.state = retrain.parse_state(data, self.where)
+                retrain.record(self.state, **entry)
+                return retrain.dump_state(self.state)
+
+            self.version = update(self.store, self.key, on_top).version
 
     def log(self) -> RetrainLog:
         """The open incident and the latest submissions and decisions."""

@@ -2,19 +2,19 @@
 
 A receipt is `<issued unix seconds>.<HMAC-SHA256(key, request_id|issued)>`, so only the client
 that received a prediction can report its outcome, and nobody can invent request ids or
-replay one past its age limit. The key is 32 random bytes in the storage root
-(`serving/feedback.key`, mode 0600), created once by whichever replica starts first and read
-by all the others (the storage root is shared by every node).
+replay one past its age limit. The key is 32 random bytes in the shared state store
+(`serving/feedback.key`: mode 0600 under the storage root, or an object on `storage.state`),
+created once by whichever replica starts first (a conditional write) and read by all others.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 import time
-from pathlib import Path
+
+from app.data.state import StateStore, create_once
 
 KEY_BYTES = 32
 MAC_CHARS = 32  # 128 bits of the MAC
@@ -28,26 +28,13 @@ class ReceiptError(ValueError):
         self.status = status
 
 
-def load_key(path: Path) -> bytes:
-    """The key, created (atomically, never overwritten) if there is none yet."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, secrets.token_bytes(KEY_BYTES))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)  # fails if another replica created it first: theirs wins
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-    key = path.read_bytes()
+def load_key(store: StateStore, name: str) -> bytes:
+    """The key, created if there is none yet; the first replica to create it wins, on any node."""
+    key = create_once(store, name, lambda: secrets.token_bytes(KEY_BYTES))
     if len(key) != KEY_BYTES:
-        raise ValueError(f"feedback key {path} is damaged ({len(key)} bytes): delete it to make a new one")
+        raise ValueError(
+            f"feedback key {store.location}/{name} is damaged ({len(key)} bytes): delete it to make a new one"
+        )
     return key
 
 

@@ -30,7 +30,7 @@ from dataclasses import asdict, replace
 
 from app.cluster.actors import call_self_after_init, detached_actor
 from app.config import AppConfig, ExperimentConfig
-from app.files import atomic_write_text
+from app.data.state import StateConflict, state_store
 from app.monitoring import rollout
 from app.monitoring.experiment import ExperimentReport
 from app.registry import ledger
@@ -55,10 +55,12 @@ class RolloutController:
 
         self.cfg = cfg
         self.policy = policy(cfg)
-        self.path = cfg.storage.rollout_state
+        self.store, self.key = state_store(cfg.storage), cfg.storage.rollout_state
+        self.where = f"{self.store.location}/{self.key}"
         self.control = control or actors.control_actor(cfg)
         self.monitor = monitor or actors.monitor_actor(cfg)
         self.registry = Registry(cfg)
+        self.version: str | None = None  # of the stored rollout: what the next write replaces
         self.state, self.at_entry, self.phase = self._load()
         self.last: rollout.LastDecision | None = None  # for GET /experiment/rollout
         self.lock = asyncio.Lock()
@@ -69,19 +71,34 @@ class RolloutController:
     # ------------------------------------------------------------ persistence
 
     def _load(self) -> tuple[rollout.State, dict, str]:
-        if not self.path.exists():
+        """The stored rollout (and the version read, which the next write must replace)."""
+        stored = self.store.read(self.key)
+        self.version = None if stored is None else stored.version
+        if stored is None:
             return rollout.State(), {}, LIVE
         try:
-            saved = json.loads(self.path.read_text())
+            saved = json.loads(stored.data)
             state, at_entry = rollout.State.from_dict(saved["state"]), dict(saved["at_entry"])
             return state, at_entry, saved.get("phase", LIVE)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("rollout state %s is unreadable (%s): no rollout running", self.path, exc)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("rollout state %s is unreadable (%s): no rollout running", self.where, exc)
             return rollout.State(), {}, LIVE
+
+    def _refresh(self) -> None:
+        """Adopt a rollout another controller stored since this one last read or wrote."""
+        stored = self.store.read(self.key)
+        if (stored and stored.version) != self.version:
+            self.state, self.at_entry, self.phase = self._load()
 
     def _save(self) -> None:
         saved = {"state": self.state.to_dict(), "at_entry": self.at_entry, "phase": self.phase}
-        atomic_write_text(self.path, json.dumps(saved))
+        try:
+            self.version = self.store.write(self.key, json.dumps(saved).encode(), replaces=self.version)
+        except StateConflict:
+            self.state, self.at_entry, self.phase = self._load()
+            raise StateConflict(
+                f"rollout state {self.where} was written by another controller: its rollout is adopted"
+            ) from None
 
     # ------------------------------------------------------------ the loop
 
@@ -102,6 +119,7 @@ class RolloutController:
         """One look: enter a new challenger, then decide and act. Returns the status."""
         async with self.lock:
             now = time.time() if now is None else now
+            self._refresh()
             experiment = (await self.control.state.remote()).experiment
             version = await asyncio.to_thread(self.registry.alias_version, CHALLENGER)
             report = await self.monitor.report.remote(experiment)

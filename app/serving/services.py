@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 from app.config import AppConfig, ExperimentConfig
+from app.data.state import state_store
 from app.monitoring.shipper import TrafficShipper
 from app.registry import ledger
 from app.registry.registry import CHALLENGER, RegistryError
@@ -78,7 +79,11 @@ class Outcomes:
         self.cfg = cfg
         self.monitor = monitor
         self.shipper = shipper
-        self.key = receipts.load_key(cfg.storage.feedback_key) if cfg.serve.feedback_auth else None
+        self.key = (
+            receipts.load_key(state_store(cfg.storage), cfg.storage.feedback_key)
+            if cfg.serve.feedback_auth
+            else None
+        )
         self.producers = ProducerStore(cfg.storage.producers)
 
     def receipt(self, request_id: str) -> str | None:

@@ -9,12 +9,10 @@ import pytest
 from app.monitoring import retrain
 
 
-def test_state_round_trips(tmp_path):
-    path = tmp_path / "retrain.json"
+def test_state_round_trips():
     state = retrain.ControllerState(started_at=1.0, incident_open=True)
     retrain.record(state, now=2.0, trigger="drift", reason="psi", job_id="j1")
-    retrain.save_state(path, state)
-    assert retrain.load_state(path) == state
+    assert retrain.parse_state(retrain.dump_state(state), "here") == state
 
 
 @pytest.mark.parametrize(
@@ -26,14 +24,12 @@ def test_state_round_trips(tmp_path):
         '{"started_at": 1, "submitted": 3}',
     ],
 )
-def test_an_unreadable_state_file_is_treated_as_absent(tmp_path, caplog, text):
-    path = tmp_path / "retrain.json"
-    path.write_text(text)
-    state = retrain.load_state(path)
+def test_an_unreadable_state_file_is_treated_as_absent(caplog, text):
+    state = retrain.parse_state(text.encode(), "store/monitoring/retrain.json")
     assert state.submitted == [] and not state.incident_open and state.started_at > 1e9
-    assert any(str(path) in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
-    retrain.save_state(path, state)
-    assert json.loads(path.read_text())["started_at"] == state.started_at
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("store/monitoring/retrain.json" in m for m in warned)
+    assert json.loads(retrain.dump_state(state))["started_at"] == state.started_at
 
 
 def test_nothing_triggers_while_the_last_retrain_still_runs():

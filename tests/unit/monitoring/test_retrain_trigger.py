@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from app.data.state import state_store
 from app.monitoring.messages import RetrainDecision
 from app.monitoring.retrain_trigger import SHOWN, RetrainTrigger
 from tests.configs import make_config
@@ -46,7 +47,9 @@ def cfg(tmp_path):
 
 
 def trigger(cfg, jobs: Jobs) -> RetrainTrigger:
-    return RetrainTrigger(cfg.storage.retrain_state, submit=jobs.submit, job_running=jobs.job_running)
+    return RetrainTrigger(
+        state_store(cfg.storage), cfg.storage.retrain_state, submit=jobs.submit, job_running=jobs.job_running
+    )
 
 
 def test_one_incident_submits_one_retrain_even_across_a_restart(cfg):
@@ -61,6 +64,17 @@ def test_one_incident_submits_one_retrain_even_across_a_restart(cfg):
     log = restarted.log()
     assert log.incident_open and [e.job_id for e in log.submitted] == ["job-1"]
     assert [d.trigger for d in log.decisions] == ["drift", None]
+
+
+def test_a_monitor_started_beside_a_running_one_sees_its_incident_and_submits_nothing(cfg):
+    """Two monitors on one state store (one restarted elsewhere while the first still runs):
+    the second's look starts from what the first stored, so one incident is one retrain."""
+    jobs = Jobs()
+    first, second = trigger(cfg, jobs), trigger(cfg, jobs)  # both read the empty state
+    assert first.check(cfg, DRIFTED, now=1000.0).trigger == "drift"
+    assert second.check(cfg, DRIFTED, now=1001.0).trigger is None and len(jobs.submitted) == 1
+    assert first.check(cfg, CALM, now=1060.0).reason == "no trigger"  # writes over second's, seen
+    assert [d.at for d in trigger(cfg, jobs).log().decisions] == [1000.0, 1001.0, 1060.0]
 
 
 def test_a_clean_window_closes_the_incident_and_the_cooldown_holds_the_next(cfg):

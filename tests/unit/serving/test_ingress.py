@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from app.data.state import state_store
 from app.model.predictor import Predictor
 from app.registry.registry import CHALLENGER, CHAMPION
 from app.serving import receipts
@@ -268,7 +269,7 @@ def test_feedback_needs_the_receipt_of_its_prediction_and_counts_once(replica):
     assert feedback("ancient-id", ancient).status_code == 404
     fresh = receipts.issue(key, "in-flight-id")  # its prediction may still be on its way
     assert feedback("in-flight-id", fresh).json()["status"] == "joined"
-    assert receipts.load_key(cfg.storage.feedback_key) == key  # every replica reads the same key
+    assert receipts.load_key(state_store(cfg.storage), cfg.storage.feedback_key) == key  # every replica's
 
 
 def test_only_a_current_producers_token_reports_outcomes_and_rotation_needs_no_restart(replica):

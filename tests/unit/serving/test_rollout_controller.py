@@ -10,6 +10,7 @@ import pytest
 from rich.console import Console
 
 from app.config import ExperimentConfig
+from app.data.state import StateConflict
 from app.data.synthetic import Defects, generate
 from app.monitor_views import ledger_table
 from app.monitoring import rollout
@@ -320,3 +321,21 @@ def test_the_policy_is_the_configs_rollout_section(tmp_path):
     p = policy(cfg)
     assert p.shadow_min_outcomes == 2600 and p.steps == (0.05, 0.5)
     assert p.alpha == cfg.serve.experiment.alpha and p.slo_p99_ms == cfg.monitor.p99_ms_alert
+
+
+def test_a_second_controller_adopts_the_stored_rollout_and_never_overwrites_it(served):
+    """Two controllers on one state store (a restarted actor while the old one still runs):
+    each looks at the stored rollout before deciding, and a write over a newer one is refused."""
+    cfg, registry, control, monitor, controller = served
+    first, second = controller(), controller()
+    v2 = registry.register(
+        quick_bundle(cfg, generate(1500, seed=2, defects=CLEAN), seed=2), params={}, alias=CHALLENGER
+    )
+    tick(first, T0)  # enters v2 and stores it
+    serve_minute(monitor, champion_rate=0.7, challenger_rate=0.7, n=150)
+    status = tick(second, T0 + 120)  # second never saw the entry: it adopts it, then steps up
+    assert (status.challenger, status.step) == (v2, 2) and challenger_share(control) == 0.5
+    with pytest.raises(StateConflict, match="another controller"):
+        first._save()  # first's view (step 1) is stale: refused, and first adopts the stored one
+    assert (first.state.challenger, first.state.step) == (v2, 1)
+    assert controller().state.step == 1
