@@ -1,7 +1,7 @@
 """Run by tests/e2e/test_multinode.py in its own process: a 4-node Ray test cluster on one
 machine (ray.cluster_utils.Cluster), the pipeline's stages with the warehouse on a real object
 store (SeaweedFS's S3 and Iceberg REST catalog), a worker node removed mid-training, and
-serving. Prints one JSON line of facts for the test to check."""
+serving with its shared state (experiment split, feedback key) on the same store. Prints one JSON line of facts for the test to check."""
 
 from __future__ import annotations
 
@@ -40,9 +40,10 @@ def main(work: Path) -> None:
         workers = [cluster.add_node(num_cpus=1) for _ in range(3)]
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, logging_level="WARNING")
+        store.create_bucket("state")  # the experiment split, rollout state, feedback key
         data = config_dict()
         data.update(
-            storage={"root": str(work / "store"), "catalog": store.catalog()},
+            storage={"root": str(work / "store"), "catalog": store.catalog(), "state": "s3://state/mlsys"},
             ray={"address": cluster.address},
             model={**data["model"], "max_failures": 3},
             mlp={**data["mlp"], "epochs": 12, "num_workers": 2, "patience": 20},
@@ -90,6 +91,8 @@ def main(work: Path) -> None:
                     "local_tables": [
                         str(p) for p in (cfg.storage.warehouse, cfg.storage.path("catalog.db")) if p.exists()
                     ],
+                    "state_on_store": store.objects("state"),
+                    "local_state": [str(p) for p in cfg.storage.path().glob("serving/*")],
                 }
             ),
         )
