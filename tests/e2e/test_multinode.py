@@ -35,5 +35,6 @@ def test_pipeline_and_serving_on_a_multi_node_cluster_survive_a_lost_node(tmp_pa
     # ETL's merge tasks on the worker nodes wrote the warehouse to the object store, not to disk
     assert facts["warehouse"].startswith("s3://") and facts["warehouse_files_on_store"] > 0
     assert facts["local_tables"] == []
-    assert {"state/mlsys/serving/experiment.json", "state/mlsys/serving/feedback.key"} <= set(facts["state_on_store"])
+    shared = {"state/mlsys/serving/experiment.json", "state/mlsys/serving/feedback.key"}
+    assert shared <= set(facts["state_on_store"])
     assert facts["local_state"] == []

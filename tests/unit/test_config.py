@@ -32,6 +32,12 @@ def test_wrong_type_is_named():
     assert _error(lambda d: d["mlp"].update(epochs="ten")).startswith("mlp.epochs:")
 
 
+@pytest.mark.parametrize("state", ["/mnt/state", "s3://", "gs://bucket/x"])
+def test_the_state_store_must_be_an_s3_uri(state):
+    msg = _error(lambda d: d.setdefault("storage", {}).update(state=state))
+    assert msg.startswith("storage.state:") and "s3://bucket/prefix" in msg
+
+
 def test_missing_dataset_section():
     assert _error(lambda d: d.pop("dataset")) == "dataset: required key is missing"
 
