@@ -203,7 +203,7 @@ class StorageConfig(_Section):
     # http://catalog:8181, warehouse: s3://tables/} or {type: sql, uri: postgresql://...}.
     # Empty: a sqlite catalog under root, the tables under root (README, Storage).
     catalog: dict[str, str] = Field(default_factory=dict)
-    # Small shared state (experiment split, rollout and retrain state, feedback key): "" keeps
+    # Small shared state (experiment split, rollout and retrain state, feedback key, producers): "" keeps
     # it under root; "s3://bucket/prefix" puts it on an object store (written with conditional
     # puts; the endpoint and credentials of `catalog`, else the AWS variables).
     state: str = ""
@@ -318,8 +318,8 @@ class StorageConfig(_Section):
         return "serving/feedback.key"
 
     @property
-    def producers(self) -> Path:
-        return self.path("serving", "producers.json")
+    def producers(self) -> str:
+        return "serving/producers.json"
 
     @property
     def rollout_state(self) -> str:

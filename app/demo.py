@@ -140,11 +140,11 @@ def serve_and_replay(
     from app.monitoring.experiment import ExperimentReport
     from app.serving import app as serving_app
     from app.serving.client import ServiceClient
-    from app.serving.producers import ProducerStore
+    from app.serving.producers import producer_store
 
     result.url = stage(result.stages, "serve champion + challenger (A/B)", lambda: serving_app.start(cfg))
     # The replay reports outcomes as a system of record would: with a producer's token.
-    demo_producer = ProducerStore(cfg.storage.producers).token_for("demo")
+    demo_producer = producer_store(cfg).token_for("demo")
     client = ServiceClient(result.url, outcomes_token=demo_producer)
     before, after = 0.0, 1.0  # the warehouse's world, then every effect reversed
     normal = traffic_rows(traffic, seed=seed + 101, concept=before, first_user=5_000_000)

@@ -165,9 +165,9 @@ ADMIN_TOKEN = "unit-admin-token"
 
 def producer_token(cfg, name: str = "tests") -> str:
     """A token of the outcome producer `name` (added on first use) for /feedback calls."""
-    from app.serving.producers import ProducerStore
+    from app.serving.producers import producer_store
 
-    return ProducerStore(cfg.storage.producers).token_for(name)
+    return producer_store(cfg).token_for(name)
 
 
 def free_port() -> int:

@@ -23,9 +23,9 @@ SHOWN_ONCE = "store it now: only its digest is kept ({path})"
 
 def _store(ctx: typer.Context):
     cfg = cfg_of(ctx)  # first: a config error answers before any import
-    from app.serving.producers import ProducerStore
+    from app.serving.producers import producer_store
 
-    return ProducerStore(cfg.storage.producers)
+    return producer_store(cfg)
 
 
 @producer_app.command("add")

@@ -1,5 +1,5 @@
-"""Small shared state (experiment split, rollout and retrain state, feedback key): read with
-a version, written only over the version that was read.
+"""Small shared state (experiment split, rollout and retrain state, feedback key, producers'
+token digests): read with a version, written only over the version that was read.
 
 Every node reaches the same store: files under `storage.root` by default, or an object store
 when `storage.state` is an `s3://bucket/prefix` URI (the endpoint and credentials of

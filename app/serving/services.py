@@ -19,7 +19,7 @@ from app.registry import ledger
 from app.registry.registry import CHALLENGER, RegistryError
 from app.serving import actors, receipts
 from app.serving.auth import check_admin, check_producer
-from app.serving.producers import ProducerStore
+from app.serving.producers import producer_store
 from app.serving.routing import LiveRouting
 
 # A prediction reaches the monitor within a second or two (the replicas' shippers), longer
@@ -84,7 +84,7 @@ class Outcomes:
             if cfg.serve.feedback_auth
             else None
         )
-        self.producers = ProducerStore(cfg.storage.producers)
+        self.producers = producer_store(cfg)
 
     def receipt(self, request_id: str) -> str | None:
         return None if self.key is None else receipts.issue(self.key, request_id)

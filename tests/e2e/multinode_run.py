@@ -1,7 +1,7 @@
 """Run by tests/e2e/test_multinode.py in its own process: a 4-node Ray test cluster on one
 machine (ray.cluster_utils.Cluster), the pipeline's stages with the warehouse on a real object
 store (SeaweedFS's S3 and Iceberg REST catalog), a worker node removed mid-training, and
-serving with its shared state (experiment split, feedback key) on the same store. Prints one JSON line of facts for the test to check."""
+serving with its shared state (experiment split, feedback key, producers) on the same store. Prints one JSON line of facts for the test to check."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from app.features.store import FeatureClient
 from app.registry.registry import CHAMPION, Registry
 from app.serving import app as serving_app
 from app.serving.client import ServiceClient
+from app.serving.producers import producer_store
 from app.training.dataset import build_splits
 from app.training.fit import fit_candidate
 from tests.configs import config_dict
@@ -76,7 +77,9 @@ def main(work: Path) -> None:
         Registry(cfg).register(bundle, params={}, alias=CHAMPION)
 
         url = serving_app.start(cfg)
-        prediction = ServiceClient(url).predict_entity(int(splits.train[cfg.dataset.entity].iloc[0]))
+        client = ServiceClient(url, outcomes_token=producer_store(cfg).token_for("multinode"))
+        prediction = client.predict_entity(int(splits.train[cfg.dataset.entity].iloc[0]))
+        feedback = client.feedback(prediction, 1)  # the producer's token, read from the store
         print(
             "FACTS",
             json.dumps(
@@ -86,6 +89,7 @@ def main(work: Path) -> None:
                     "last_epoch": max(h["epoch"] for h in bundle.metrics["training"]["history"]),
                     "epochs": cfg.mlp.epochs,
                     "prediction_variant": prediction["variant"],
+                    "feedback": feedback["status"],
                     "warehouse": warehouse.open_table(cfg, create=False).location(),
                     "warehouse_files_on_store": sum("/data/day=" in k for k in store.objects()),
                     "local_tables": [

@@ -13,7 +13,7 @@ import yaml
 from app.cli import main
 from app.monitoring import outcome_load
 from app.monitoring.traffic import PREDICTIONS, write_records
-from app.serving.producers import ProducerStore
+from app.serving.producers import producer_store
 from tests.configs import config_dict, make_config
 from tests.doubles import traffic_record
 from tests.unit.monitoring.test_outcome_load import LocalMonitor
@@ -27,7 +27,7 @@ def setup(tmp_path, monkeypatch):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(data))
     cfg = make_config(tmp_path)
-    ProducerStore(cfg.storage.producers).add("billing")
+    producer_store(cfg).add("billing")
     at = datetime.now(timezone.utc) - timedelta(hours=1)
     rows = [traffic_record(f"r{i}", at=at, experiment="exp-1").row() for i in range(3)]
     write_records(cfg.storage.traffic, PREDICTIONS, rows)
@@ -90,7 +90,7 @@ def test_outcomes_come_only_from_a_current_producer(setup, capsys, tmp_path):
     source.write_text("request_id,label\nr0,1\n")
     code, _, err = mlsys(capsys, "--config", config, "outcomes", "load", source, "--producer", "nobody")
     assert "no current producer 'nobody'" in one_error_line(code, err)
-    ProducerStore(cfg.storage.producers).revoke("billing")
+    producer_store(cfg).revoke("billing")
     code, _, err = mlsys(capsys, "--config", config, "outcomes", "load", source, "--producer", "billing")
     assert "no current producer 'billing'" in one_error_line(code, err)
     assert monitors == []  # nothing reached the monitor

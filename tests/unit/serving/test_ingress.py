@@ -275,14 +275,14 @@ def test_feedback_needs_the_receipt_of_its_prediction_and_counts_once(replica):
 def test_only_a_current_producers_token_reports_outcomes_and_rotation_needs_no_restart(replica):
     """A caller who got a prediction, or the admin, cannot report its outcome; a producer can,
     with its current token, and a rotated or revoked token stops working in the running replica."""
-    from app.serving.producers import ProducerStore
+    from app.serving.producers import producer_store
 
     cfg, ingress = replica.cfg, replica.ingress
     api = build_api(cfg)
     api.dependency_overrides[current_ingress] = lambda: ingress
     client = TestClient(api)
     answers = client.post("/predict", json={"instances": [{"entity_id": 1}] * 4}).json()["predictions"]
-    store = ProducerStore(cfg.storage.producers)
+    store = producer_store(cfg)
     old = store.add("billing")
 
     def feedback(answer, token):
