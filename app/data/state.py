@@ -81,6 +81,7 @@ class S3State:
         self.location = uri
         self.bucket, _, prefix = uri.removeprefix("s3://").partition("/")
         self.prefix = prefix.strip("/")
+        self.bucket_seen = False
 
         def prop(name: str) -> str | None:
             return properties.get(f"s3.{name}") or properties.get(f"client.{name}")
@@ -96,7 +97,22 @@ class S3State:
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    def _check_bucket(self) -> None:
+        """Once: the bucket must exist (some S3 servers would make one on the first write)."""
+        if self.bucket_seen:
+            return
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except Exception as exc:
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            missing = code in ("404", "NoSuchBucket")
+            raise _unusable(
+                self.location, RuntimeError(f"no bucket {self.bucket!r}") if missing else exc
+            ) from exc
+        self.bucket_seen = True
+
     def read(self, key: str) -> Stored | None:
+        self._check_bucket()
         try:
             answer = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
         except self.client.exceptions.NoSuchKey:
@@ -106,6 +122,7 @@ class S3State:
         return Stored(answer["Body"].read(), answer["ETag"])
 
     def write(self, key: str, data: bytes, *, replaces: str | None) -> str:
+        self._check_bucket()
         condition = {"IfNoneMatch": "*"} if replaces is None else {"IfMatch": replaces}
         try:
             answer = self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **condition)

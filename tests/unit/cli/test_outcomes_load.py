@@ -135,3 +135,19 @@ def test_no_running_service_is_one_line(setup, capsys, tmp_path, monkeypatch):
     code, _, err = mlsys(capsys, "--config", config, "outcomes", "load", source, "--producer", "billing")
     line = one_error_line(code, err)
     assert "no running cluster" in line and "mlsys serve" in line
+
+
+def test_an_unreachable_state_store_is_one_line_and_exit_code_2(tmp_path, capsys):
+    from tests.helpers import free_port
+
+    data = config_dict()
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    data["storage"] = {
+        "root": str(tmp_path / "store"),
+        "state": "s3://state/x",
+        "catalog": {"s3.endpoint": endpoint},
+    }
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(data))
+    code, _, err = mlsys(capsys, "--config", config, "outcomes", "producer", "add", "billing")
+    assert "the state store s3://state/x is not usable" in one_error_line(code, err)

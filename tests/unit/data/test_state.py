@@ -12,7 +12,8 @@ import pytest
 from app.data.schema import DataError
 from app.data.state import LocalState, StateConflict, create_once, state_store, update
 from tests.configs import make_config
-from tests.objectstore import start_object_store
+from tests.helpers import free_port
+from tests.objectstore import SECRET_KEY, start_object_store
 
 WRITERS, INCREMENTS = 4, 15
 
@@ -69,14 +70,26 @@ def test_the_first_creator_wins(store):
 
 
 def test_an_unreachable_store_is_one_clear_error(tmp_path):
-    from tests.helpers import free_port
-
     cfg = make_config(
         tmp_path,
         storage={"state": "s3://state/x", "catalog": {"s3.endpoint": f"http://127.0.0.1:{free_port()}"}},
     )
     with pytest.raises(DataError, match=r"the state store s3://state/x is not usable"):
         state_store(cfg.storage).read("anything")
+
+
+@pytest.mark.parametrize(
+    ("state", "secret"), [("s3://no-such-bucket/x", SECRET_KEY), ("s3://state/x", "wrong-secret")]
+)
+def test_a_missing_bucket_or_wrong_credentials_are_one_clear_error_and_write_nothing(
+    object_store, tmp_path, state, secret
+):
+    cfg = make_config(tmp_path, storage={"state": state, "catalog": object_store.catalog(secret=secret)})
+    store = state_store(cfg.storage)
+    for call in (lambda: store.read("k"), lambda: store.write("k", b"1", replaces=None)):
+        with pytest.raises(DataError, match=rf"the state store {state} is not usable: \S"):
+            call()
+    assert "state/x/k" not in object_store.objects("state")
 
 
 def test_local_state_files_are_private(tmp_path):
