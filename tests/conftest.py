@@ -1,4 +1,5 @@
-"""Shared fixtures: the project's config pointed at a temporary storage root (tests/configs.py)."""
+"""Shared fixtures: the project's config pointed at a temporary storage root (tests/configs.py),
+and one real S3 server for the session's shared-state tests."""
 
 from __future__ import annotations
 
@@ -11,3 +12,29 @@ from tests.configs import make_config
 @pytest.fixture
 def cfg(tmp_path) -> AppConfig:
     return make_config(tmp_path)
+
+
+STATE_BUCKET = "state"
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 server (SeaweedFS) with a bucket for shared state, started on first use."""
+    from tests.objectstore import start_object_store
+
+    server = start_object_store(tmp_path_factory.mktemp("seaweedfs-state"))
+    try:
+        server.create_bucket(STATE_BUCKET)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["local", "s3"])
+def state_storage(request, tmp_path) -> dict:
+    """`storage` config keys for the shared state: under the root, or on the S3 server. A
+    module narrows it with `@pytest.mark.parametrize("state_storage", ["local"], indirect=True)`."""
+    if request.param == "local":
+        return {}
+    server = request.getfixturevalue("s3_server")
+    return {"state": f"s3://{STATE_BUCKET}/{tmp_path.name}", "catalog": server.catalog()}

@@ -13,26 +13,14 @@ from app.data.schema import DataError
 from app.data.state import LocalState, StateConflict, create_once, state_store, update
 from tests.configs import make_config
 from tests.helpers import free_port
-from tests.objectstore import SECRET_KEY, start_object_store
+from tests.objectstore import SECRET_KEY
 
 WRITERS, INCREMENTS = 4, 15
 
 
-@pytest.fixture(scope="module")
-def object_store(tmp_path_factory):
-    server = start_object_store(tmp_path_factory.mktemp("seaweedfs"))
-    server.create_bucket("state")
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path):
-    if request.param == "local":
-        return LocalState(tmp_path)
-    server = request.getfixturevalue("object_store")
-    prefix = f"s3://state/{tmp_path.name}"
-    return state_store(make_config(tmp_path, storage={"state": prefix, "catalog": server.catalog()}).storage)
+@pytest.fixture
+def store(state_storage, tmp_path):
+    return state_store(make_config(tmp_path, storage=state_storage).storage)
 
 
 def test_a_write_over_a_stale_version_is_refused_and_changes_nothing(store):
@@ -82,14 +70,14 @@ def test_an_unreachable_store_is_one_clear_error(tmp_path):
     ("state", "secret"), [("s3://no-such-bucket/x", SECRET_KEY), ("s3://state/x", "wrong-secret")]
 )
 def test_a_missing_bucket_or_wrong_credentials_are_one_clear_error_and_write_nothing(
-    object_store, tmp_path, state, secret
+    s3_server, tmp_path, state, secret
 ):
-    cfg = make_config(tmp_path, storage={"state": state, "catalog": object_store.catalog(secret=secret)})
+    cfg = make_config(tmp_path, storage={"state": state, "catalog": s3_server.catalog(secret=secret)})
     store = state_store(cfg.storage)
     for call in (lambda: store.read("k"), lambda: store.write("k", b"1", replaces=None)):
         with pytest.raises(DataError, match=rf"the state store {state} is not usable: \S"):
             call()
-    assert "state/x/k" not in object_store.objects("state")
+    assert "state/x/k" not in s3_server.objects("state")
 
 
 def test_local_state_files_are_private(tmp_path):

@@ -66,9 +66,12 @@ def test_one_incident_submits_one_retrain_even_across_a_restart(cfg):
     assert [d.trigger for d in log.decisions] == ["drift", None]
 
 
-def test_a_monitor_started_beside_a_running_one_sees_its_incident_and_submits_nothing(cfg):
+def test_a_monitor_started_beside_a_running_one_sees_its_incident_and_submits_nothing(
+    cfg, state_storage, tmp_path
+):
     """Two monitors on one state store (one restarted elsewhere while the first still runs):
     the second's look starts from what the first stored, so one incident is one retrain."""
+    cfg = make_config(tmp_path, retrain=cfg.retrain.model_dump(), storage=state_storage)
     jobs = Jobs()
     first, second = trigger(cfg, jobs), trigger(cfg, jobs)  # both read the empty state
     assert first.check(cfg, DRIFTED, now=1000.0).trigger == "drift"

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from app.serving.control import ServeControl, load_saved
+from tests.configs import make_config
 
 
 def test_settings_survive_a_restart(cfg):
@@ -42,10 +43,11 @@ def test_an_unreadable_state_file_is_treated_as_absent(cfg, caplog, content):
     assert ServeControl(cfg).generation == restarted.generation  # and it is written whole again
 
 
-def test_two_controllers_never_overwrite_each_other_unseen(cfg):
+def test_two_controllers_never_overwrite_each_other_unseen(state_storage, tmp_path):
     """A controller that missed another's change (two clusters on one state, an actor restarted
     while the old one ran) applies its own on top of it: the generation moves past both, and a
     promotion's bump keeps the other's split instead of writing back its stale one."""
+    cfg = make_config(tmp_path, storage=state_storage)
     first, second = ServeControl(cfg), ServeControl(cfg)
     half = cfg.serve.experiment.model_copy(update={"split": {"champion": 0.5, "challenger": 0.5}})
     first.set_experiment(half)

@@ -27,11 +27,14 @@ T0 = 1_000_000.0
 
 
 @pytest.fixture
-def served(tmp_path):
+def served(tmp_path, request):
+    # The shared state under the root; the tests of two controllers also run it on S3.
+    state = request.getfixturevalue("state_storage") if "state_storage" in request.fixturenames else {}
     cfg = make_config(
         tmp_path,
         rollout={"mode": "auto", "steps": [10, 50, 100], "min_outcomes": 100, "min_minutes": 1},
         serve={"experiment": {"name": "exp-canary", "split": {"champion": 0.9, "challenger": 0.1}}},
+        storage=state,
     )
     registry = Registry(cfg)
     registry.register(
@@ -323,7 +326,7 @@ def test_the_policy_is_the_configs_rollout_section(tmp_path):
     assert p.alpha == cfg.serve.experiment.alpha and p.slo_p99_ms == cfg.monitor.p99_ms_alert
 
 
-def test_a_second_controller_adopts_the_stored_rollout_and_never_overwrites_it(served):
+def test_a_second_controller_adopts_the_stored_rollout_and_never_overwrites_it(state_storage, served):
     """Two controllers on one state store (a restarted actor while the old one still runs):
     each looks at the stored rollout before deciding, and a write over a newer one is refused."""
     cfg, registry, control, monitor, controller = served
