@@ -203,9 +203,9 @@ class StorageConfig(_Section):
     # http://catalog:8181, warehouse: s3://tables/} or {type: sql, uri: postgresql://...}.
     # Empty: a sqlite catalog under root, the tables under root (README, Storage).
     catalog: dict[str, str] = Field(default_factory=dict)
-    # Small shared state (experiment split, rollout and retrain state, feedback key, producers): "" keeps
-    # it under root; "s3://bucket/prefix" puts it on an object store (written with conditional
-    # puts; the endpoint and credentials of `catalog`, else the AWS variables).
+    # Small shared state (experiment split, rollout and retrain state, feedback key, producers'
+    # token digests): "" keeps it under root; "s3://bucket/prefix" puts it on an object store,
+    # written with conditional puts (the endpoint and credentials of `catalog`, else AWS_*).
     state: str = ""
 
     @field_validator("state")
