@@ -37,7 +37,7 @@ def producer_add(ctx: typer.Context, name: str) -> None:
     store = _store(ctx)
     token = store.add(name)
     out.print(token, highlight=False)
-    out.print(SHOWN_ONCE.format(path=store.path), style="dim")
+    out.print(SHOWN_ONCE.format(path=store.location), style="dim")
 
 
 @producer_app.command("rotate")
@@ -52,7 +52,7 @@ def producer_rotate(
     store = _store(ctx)
     token = store.rotate(name, overlap_s=overlap_minutes * 60)
     out.print(token, highlight=False)
-    out.print(SHOWN_ONCE.format(path=store.path), style="dim")
+    out.print(SHOWN_ONCE.format(path=store.location), style="dim")
 
 
 @producer_app.command("revoke")

@@ -61,6 +61,10 @@ class ProducerStore:
         self._version: str | None = None  # of the document the keys were parsed from
         self._keys: dict[str, list[Key]] = {}
 
+    @property
+    def location(self) -> str:
+        return f"{self.store.location}/{self.key}"
+
     # ------------------------------------------------------------ reading (replicas)
 
     def producer_for(self, token: str) -> str | None:
@@ -83,7 +87,6 @@ class ProducerStore:
         now = time.monotonic()
         if self._read_at is not None and now - self._read_at < self.refresh_s:
             return
-        where = f"{self.store.location}/{self.key}"
         try:
             stored = self.store.read(self.key)
         except DataError as exc:  # the store unreachable for a moment: keep the last good keys
@@ -98,7 +101,7 @@ class ProducerStore:
         try:
             self._keys = _parse(stored.data)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:  # keep the last good keys
-            log.error("the producers file %s is unreadable (%s); keeping the tokens read before", where, exc)
+            log.error("producers %s unreadable (%s); keeping the tokens read before", self.location, exc)
         self._version = stored.version
 
     # ------------------------------------------------------------ changes (the CLI)

@@ -151,3 +151,21 @@ def test_an_unreachable_state_store_is_one_line_and_exit_code_2(tmp_path, capsys
     config.write_text(yaml.safe_dump(data))
     code, _, err = mlsys(capsys, "--config", config, "outcomes", "producer", "add", "billing")
     assert "the state store s3://state/x is not usable" in one_error_line(code, err)
+
+
+def test_producer_commands_add_rotate_list_and_revoke(tmp_path, capsys):
+    data = config_dict()
+    data["storage"] = {"root": str(tmp_path / "store")}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(data))
+    code, out, _ = mlsys(capsys, "--config", config, "outcomes", "producer", "add", "billing")
+    token, where = out.strip().splitlines()
+    assert code == 0 and token.startswith("mlsys-out-") and where.endswith("serving/producers.json)")
+    code, out, _ = mlsys(capsys, "--config", config, "outcomes", "producer", "rotate", "billing")
+    assert code == 0 and out.splitlines()[0] != token
+    code, out, _ = mlsys(capsys, "--config", config, "outcomes", "producer", "list")
+    assert out.strip() == "billing: 2 current token(s)"
+    code, out, _ = mlsys(capsys, "--config", config, "outcomes", "producer", "revoke", "billing")
+    assert code == 0 and producer_store(make_config(tmp_path)).producers() == {}
+    code, _, err = mlsys(capsys, "--config", config, "outcomes", "producer", "revoke", "billing")
+    assert "no producer 'billing'" in one_error_line(code, err)
