@@ -70,7 +70,7 @@ def run(args) -> dict:
     from app.registry.registry import CHALLENGER, CHAMPION, Registry
     from app.serving import app as serving_app
     from app.serving.client import ServiceClient
-    from app.serving.producers import ProducerStore
+    from app.serving.producers import producer_store
 
     base = load_config(ROOT / "deployments/config/local.yaml").model_copy(deep=True)
     storage = base.storage.model_copy(update={"root": args.root})
@@ -79,9 +79,7 @@ def run(args) -> dict:
     write_dataset(generate_chunks(args.rows, seed=0), cfg.storage.raw)
     warehouse = cfg.model_copy(update={"retrain": cfg.retrain.model_copy(update={"data": "warehouse"})})
     run_pipeline(warehouse, source=str(cfg.storage.raw), tune_samples=0)
-    client = ServiceClient(
-        serving_app.start(cfg), outcomes_token=ProducerStore(cfg.storage.producers).token_for("bench")
-    )
+    client = ServiceClient(serving_app.start(cfg), outcomes_token=producer_store(cfg).token_for("bench"))
     registry = Registry(cfg)
     champion = registry.alias_version(CHAMPION)
     before, after = 0.0, 1.0  # the warehouse's world, then every effect reversed

@@ -572,9 +572,9 @@ def soak(args) -> dict:
         chaos = threading.Thread(
             target=run_faults, args=(cfg, log, sorted(schedule), args.replicas, faults), daemon=True
         )
-        from app.serving.producers import ProducerStore
+        from app.serving.producers import producer_store
 
-        token = ProducerStore(cfg.storage.producers).token_for("soak")
+        token = producer_store(cfg).token_for("soak")
         traffic = Traffic(url, entities, rows, log, token)
         traffic.start()
         sampler.start()
