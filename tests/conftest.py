@@ -1,5 +1,5 @@
 """Shared fixtures: the project's config pointed at a temporary storage root (tests/configs.py),
-and one real S3 server for the session's shared-state tests."""
+and one real S3 server (SeaweedFS) that every test needing one shares."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ STATE_BUCKET = "state"
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
-    """A real S3 server (SeaweedFS) with a bucket for shared state, started on first use."""
+    """A real S3 server with a bucket for shared state, started on first use (tests add the
+    other buckets they need)."""
     from tests.objectstore import start_object_store
 
     server = start_object_store(tmp_path_factory.mktemp("seaweedfs-state"))
@@ -32,8 +33,7 @@ def s3_server(tmp_path_factory):
 
 @pytest.fixture(params=["local", "s3"])
 def state_storage(request, tmp_path) -> dict:
-    """`storage` config keys for the shared state: under the root, or on the S3 server. A
-    module narrows it with `@pytest.mark.parametrize("state_storage", ["local"], indirect=True)`."""
+    """`storage` config keys for the shared state: under the root, or on the S3 server."""
     if request.param == "local":
         return {}
     server = request.getfixturevalue("s3_server")

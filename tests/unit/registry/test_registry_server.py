@@ -17,21 +17,11 @@ from app.data.synthetic import Defects, generate
 from app.registry.registry import CHALLENGER, CHAMPION, Registry
 from tests.configs import make_config
 from tests.helpers import free_port, quick_bundle
-from tests.objectstore import ACCESS_KEY, REGION, SECRET_KEY, start_object_store
+from tests.objectstore import ACCESS_KEY, REGION, SECRET_KEY
 
 ARTIFACTS_BUCKET = "mlflow"
 
 CLEAN = Defects(0, 0, 0, 0, 0, 0)
-
-
-@pytest.fixture(scope="module")
-def object_store(tmp_path_factory):
-    store = start_object_store(tmp_path_factory.mktemp("seaweedfs"))
-    try:
-        store.create_bucket(ARTIFACTS_BUCKET)
-        yield store
-    finally:
-        store.stop()
 
 
 @pytest.fixture(scope="module", params=["disk", "s3"])
@@ -42,7 +32,8 @@ def tracking_server(request, tmp_path_factory):
     port = free_port()
     env = dict(os.environ)
     if request.param == "s3":
-        store = request.getfixturevalue("object_store")
+        store = request.getfixturevalue("s3_server")  # tests/conftest.py
+        store.create_bucket(ARTIFACTS_BUCKET)
         destination = f"s3://{ARTIFACTS_BUCKET}/artifacts"
         env |= {
             "MLFLOW_S3_ENDPOINT_URL": store.endpoint,
