@@ -50,6 +50,11 @@ def repo_config(cfg: AppConfig) -> dict:
             "write_concurrency": 1 if online.type == "sqlite" else 4,
         },
         "online_store": online_store,
+        # Feast's Ray engine keeps the newest row per entity only within each block and lets the
+        # online store's upsert settle the rest (last write wins, whatever its event time, and
+        # several writers race on redis). Pulling the newest row per entity first (a global
+        # group-by) makes the engine's result independent of blocks and write order.
+        "materialization": {"pull_latest_features": True},
         "entity_key_serialization_version": 3,
     }
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from pathlib import Path
@@ -109,8 +108,7 @@ class FeatureClient:
             return None
         if self.cfg.features.materialize_engine == "feast":
             connect(self.cfg.ray)
-            with _blocks_in_order():
-                self.store.materialize(start_date=start, end_date=end, feature_views=[self.view_name])
+            self.store.materialize(start_date=start, end_date=end, feature_views=[self.view_name])
         else:
             self._write_latest(view, start, end)
         return start, end
@@ -247,27 +245,12 @@ class FeatureClient:
         return resp.to_dict()
 
 
-@contextmanager
-def _blocks_in_order():
-    """Feast's Ray materialization keeps the newest row per entity within each block and
-    leaves duplicates across blocks to the online store's upsert, where the last write wins
-    whatever its event time (sqlite's does). Blocks must reach the writer in the order they
-    were read: feature files by date, rows within a file by time (`build_partition`)."""
-    options = ray.data.DataContext.get_current().execution_options
-    before, options.preserve_order = options.preserve_order, True
-    try:
-        yield
-    finally:
-        options.preserve_order = before
-
-
 def build_partition(warehouse_files: list[str], out_file: str, cfg: AppConfig) -> int:
-    """Features of one warehouse day in time order, swapped in with an atomic rename. The file
+    """Features of one warehouse day, swapped in with an atomic rename. The file
     names the warehouse files it was computed from (schema metadata): how staleness is seen."""
     fs, paths = tables.file_system(tables.catalog_properties(cfg.storage), warehouse_files)
     batch = pq.read_table(paths, filesystem=fs).to_pandas(ignore_metadata=True)
-    rows = feature_table_batch(batch, cfg).sort_values(cfg.dataset.timestamp, kind="stable")
-    table = pa.Table.from_pandas(rows, preserve_index=False)
+    table = pa.Table.from_pandas(feature_table_batch(batch, cfg), preserve_index=False)
     table = table.replace_schema_metadata({SOURCE_KEY: json.dumps(_names(warehouse_files))})
     atomic_write_parquet(out_file, table)
     return table.num_rows

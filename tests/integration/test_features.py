@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -167,6 +168,7 @@ def test_feasts_own_materialization_fills_the_online_store_identically(built, tm
     shutil.copytree(cfg.storage.features, other.storage.features)
     feast_client = FeatureClient(other)
     assert feast_client.apply() == 0, "the copied table is up to date"
+    _add_older_copies(other.storage.features, cfg.dataset.timestamp, cfg.dataset.entity)
     ours_at = client.store.get_feature_view(client.view_name).most_recent_end_time
     assert feast_client.materialize() is not None
     feasts_by = datetime.now(timezone.utc)
@@ -184,16 +186,23 @@ def test_feasts_own_materialization_fills_the_online_store_identically(built, tm
     assert not differ, f"{len(differ)} users differ, e.g. (user, ours, feast's): {differ[:3]}"
 
 
-def test_feature_files_hold_their_rows_in_time_order(built):
-    """Feast's Ray materialization lets the last write of a user win, so it must read each
-    user's rows oldest first (`_blocks_in_order` keeps the files' order)."""
-    cfg, _ = built
-    files = sorted(cfg.storage.features.glob("date=*/*.parquet"))
-    assert len(files) > 10
-    for f in files:
-        assert (
-            pq.read_table(f, columns=[cfg.dataset.timestamp]).column(0).to_pandas().is_monotonic_increasing
-        ), f
+def _add_older_copies(features, timestamp: str, entity: str) -> None:
+    """Older, altered copies of the newest day's rows, in a file read after every other and
+    behind thousands of other users' rows: a materialization that deduplicates only within a
+    block and lets the last write win (Feast's Ray engine without `pull_latest_features`)
+    serves the copies whenever a copy and its original land in different blocks."""
+    newest = sorted(features.glob("date=*"))[-1]
+    original = pq.read_table(newest / store_module.FEATURE_FILE)
+    rows = original.to_pandas(ignore_metadata=True)
+    rows[timestamp] -= pd.Timedelta(seconds=1)
+    others = pd.concat([rows] * (1 + 8192 // len(rows)), ignore_index=True)
+    others[entity] += 10**9 + np.arange(len(others))
+    copies = pd.concat([others, rows.assign(age=-1.0)], ignore_index=True)
+    last = features / "date=9999-12-31"
+    last.mkdir()
+    pq.write_table(
+        pa.Table.from_pandas(copies, preserve_index=False).cast(original.schema), last / "part-0.parquet"
+    )
 
 
 def test_historical_needs_entity_and_timestamp(built):
