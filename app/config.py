@@ -263,8 +263,12 @@ class StorageConfig(_Section):
         return self.path("feast")
 
     @property
-    def reports(self) -> Path:
-        return self.path("reports")
+    def reports(self) -> str:  # a key prefix of the state store: run reports, the search's verdict
+        return "reports"
+
+    @property
+    def demo_page(self) -> Path:  # the demo's HTML report, for a browser on this machine
+        return self.path("report.html")
 
     # Models
     @property
@@ -298,16 +302,12 @@ class StorageConfig(_Section):
         return "monitoring/retrain.json"
 
     @property
-    def retrain_config(self) -> Path:
-        return self.monitoring / "retrain-config.yaml"
+    def monitor_overrides(self) -> str:  # `mlsys monitor reload`'s sections, kept across restarts
+        return "monitoring/monitor-config.json"
 
     @property
-    def monitor_overrides(self) -> Path:  # `mlsys monitor reload`'s sections, kept across restarts
-        return self.monitoring / "monitor-config.json"
-
-    @property
-    def online_state(self) -> Path:
-        return self.monitoring / "online.json"
+    def online_state(self) -> str:  # the newest prediction time online learning has used
+        return "monitoring/online.json"
 
     @property
     def experiment_state(self) -> str:

@@ -177,7 +177,7 @@ def serve_and_replay(
     result.ledger = [e for e in Registry(cfg).promotion_ledger() if e.at >= result.started_at]
     result.report = ExperimentReport.model_validate(client.report())
     result.report_file = atomic_write_text(
-        cfg.storage.reports / "report.html", report.render(client.drift(), result.report)
+        cfg.storage.demo_page, report.render(client.drift(), result.report)
     )
 
 

@@ -31,8 +31,8 @@ import ray
 
 from app.cluster.connection import connect
 from app.cluster.tasks import cpu_parallelism, cpus_per_task, read_parquet, run_tasks
-from app.config import AppConfig, DatasetConfig
-from app.data import tables, warehouse
+from app.config import AppConfig, DatasetConfig, StorageConfig
+from app.data import state, tables, warehouse
 from app.data.inputs import check_inputs, file_format, json_lines_frame, resolve_inputs
 from app.data.schema import (
     PART,
@@ -44,7 +44,7 @@ from app.data.schema import (
     to_arrow,
 )
 from app.errors import cause_line
-from app.files import atomic_path, atomic_write_text
+from app.files import atomic_path
 
 log = logging.getLogger(__name__)
 _ROW = "__mlsys_row"  # a staged row's number while merging, never written
@@ -218,7 +218,7 @@ def _etl(cfg: AppConfig, source: str, paths: list[str], started: float) -> EtlRe
     report.seconds = round(time.perf_counter() - started, 2)
     if not report.balanced():  # a bug, never a data condition: refuse to report a lie
         raise RuntimeError(f"ETL row accounting does not balance: {report.to_dict()}")
-    _write_report(report, storage.reports)
+    _write_report(report, storage)
     return report
 
 
@@ -254,5 +254,6 @@ def _merge_and_commit(cfg: AppConfig, parts: dict[str, list[str]], run_id: str) 
     )
 
 
-def _write_report(report: EtlReport, folder: Path) -> Path:
-    return atomic_write_text(folder / f"etl-{report.run_id}.json", json.dumps(report.to_dict(), indent=2))
+def _write_report(report: EtlReport, storage: StorageConfig) -> None:
+    data = json.dumps(report.to_dict(), indent=2).encode()
+    state.put(state.state_store(storage), f"{storage.reports}/etl-{report.run_id}.json", data)

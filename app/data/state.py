@@ -153,6 +153,12 @@ def update(store: StateStore, key: str, change: Callable[[bytes | None], bytes],
     raise StateConflict(f"{store.location}/{key}: {attempts} writers got there first, one after another")
 
 
+def put(store: StateStore, key: str, data: bytes) -> Stored:
+    """Write `data` whatever the key held (a report, a saved setting): the last writer wins,
+    deliberately, and the write is still one atomic replace."""
+    return update(store, key, lambda _: data)
+
+
 def create_once(store: StateStore, key: str, make: Callable[[], bytes]) -> bytes:
     """The key's data, made and stored by the first caller; later callers get the first's."""
     current = store.read(key)

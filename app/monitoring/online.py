@@ -10,8 +10,8 @@ One that does faces the registry gate on the warehouse's holdout, like any train
 passed, it becomes the challenger, and the rollout controller decides on live outcomes;
 failed, it is registered as `rejected` with the gate's reason in the promotion ledger.
 Feedback alone never makes a champion, so a client that posts chosen labels can at most
-propose a model. Only the log's hours since the last step are read; an unreadable state
-file (the last step's time) is treated as absent, with one warning.
+propose a model. Only the log's hours since the last step are read; the last step's time
+is kept in the state store, and an unreadable one is treated as absent, with one warning.
 """
 
 from __future__ import annotations
@@ -20,14 +20,13 @@ import copy
 import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
 from app.config import AppConfig
-from app.files import atomic_write_text
+from app.data import state
 from app.model.bundle import ModelBundle
 from app.model.predictor import Predictor
 from app.model.trees import FAMILY as TREE_FAMILY
@@ -76,17 +75,19 @@ def log_loss(bundle: ModelBundle, frame: pd.DataFrame, labels: np.ndarray) -> fl
     return float(binary_metrics(labels, Predictor.from_bundle(bundle).predict_proba(frame))["log_loss"])
 
 
-def last_step(path: Path) -> str | None:
+def last_step(store: state.StateStore, key: str) -> str | None:
     """The newest prediction time the last step used, or None (no step yet, or unreadable)."""
-    if not path.exists():
+    stored = store.read(key)
+    if stored is None:
         return None
     try:
-        until = json.loads(path.read_text())["until"]
+        until = json.loads(stored.data)["until"]
         if not isinstance(until, str) or pd.isna(pd.Timestamp(until)):
             raise ValueError(f"'until' is not a time: {until!r}")
         return until
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning("online state %s is unreadable (%s): reading all labelled traffic", path, exc)
+    except (ValueError, KeyError, TypeError) as exc:
+        where = f"{store.location}/{key}"
+        log.warning("online state %s is unreadable (%s): reading all labelled traffic", where, exc)
         return None
 
 
@@ -134,8 +135,8 @@ def online_step(
 ) -> OnlineStep:
     """Fine-tune the champion on new labelled traffic; an improvement that passes the gate on
     the warehouse holdout (read from the feature store unless given) becomes the challenger."""
-    state_path = cfg.storage.online_state
-    since = last_step(state_path)
+    store = state.state_store(cfg.storage)
+    since = last_step(store, cfg.storage.online_state)
     rows = labelled_traffic(cfg.storage.traffic, since=since)
     if not rows.empty:
         rows = rows.sort_values("logged_at")
@@ -181,6 +182,7 @@ def online_step(
             "online_rows": str(len(rows)),
         }
         step.published, step.reason = publish(cfg, registry, parent, updated, warehouse_holdout, lr, epochs)
-    atomic_write_text(state_path, json.dumps({"until": str(rows["logged_at"].max())}))
+    until = json.dumps({"until": str(rows["logged_at"].max())}).encode()
+    state.put(store, cfg.storage.online_state, until)
     log.info("online step: %s", step.reason)
     return step

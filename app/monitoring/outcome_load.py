@@ -26,9 +26,10 @@ import pandas as pd
 import pyarrow as pa
 
 from app.config import AppConfig
+from app.data import state
 from app.data.schema import RAW, REASON
 from app.errors import first_line
-from app.files import atomic_write_parquet, atomic_write_text
+from app.files import atomic_write_parquet
 from app.monitoring.outcome_files import FILE, KEY, LABEL, REQUEST_ID, ROW, check_rows, read_outcomes, refuse
 from app.monitoring.outcome_join import (
     ALREADY_LABELLED,
@@ -160,7 +161,8 @@ def load_outcomes(
     if report.rows_quarantined:
         path = cfg.storage.outcome_quarantine / f"run={run_id}.parquet"
         report.quarantine_file = str(atomic_write_parquet(path, quarantine_table(frame, rows, producer)))
-    atomic_write_text(cfg.storage.reports / f"outcomes-{run_id}.json", json.dumps(report.to_dict(), indent=2))
+    key = f"{cfg.storage.reports}/outcomes-{run_id}.json"
+    state.put(state.state_store(cfg.storage), key, json.dumps(report.to_dict(), indent=2).encode())
     return report
 
 

@@ -1,5 +1,6 @@
 """The monitor's reloaded settings: new `monitor` and `retrain` sections applied over the
-config the actor was created with, saved so that a restarted monitor keeps them.
+config the actor was created with, saved in the state store so that a monitor restarted
+on any node keeps them.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import logging
 from collections.abc import Mapping
 
 from app.config import AppConfig, MonitorConfig, RetrainConfig
-from app.files import atomic_write_text
+from app.data import state
 from app.monitoring.messages import ReloadResult
 
 log = logging.getLogger(__name__)
@@ -36,19 +37,21 @@ def apply(
 
 
 def save(cfg: AppConfig) -> None:
-    sections = {section: getattr(cfg, section).model_dump() for section in SECTIONS}
-    atomic_write_text(cfg.storage.monitor_overrides, json.dumps(sections))
+    sections = json.dumps({section: getattr(cfg, section).model_dump() for section in SECTIONS}).encode()
+    state.put(state.state_store(cfg.storage), cfg.storage.monitor_overrides, sections)
 
 
 def load(cfg: AppConfig) -> AppConfig:
     """The sections a reload saved, over `cfg` (`cfg` itself when none were saved, or when the
-    saved file is unreadable: one warning)."""
-    path = cfg.storage.monitor_overrides
-    if not path.exists():
+    saved ones are unreadable: one warning)."""
+    store = state.state_store(cfg.storage)
+    saved = store.read(cfg.storage.monitor_overrides)
+    if saved is None:
         return cfg
     try:
-        saved = json.loads(path.read_text())
-        return apply(cfg, saved["monitor"], saved["retrain"])[0]
-    except (OSError, ValueError, KeyError, TypeError) as exc:  # pydantic's errors are ValueErrors
-        log.warning("reloaded monitor config %s is unreadable (%s): using the deployed one", path, exc)
+        sections = json.loads(saved.data)
+        return apply(cfg, sections["monitor"], sections["retrain"])[0]
+    except (ValueError, KeyError, TypeError) as exc:  # pydantic's errors are ValueErrors
+        where = f"{store.location}/{cfg.storage.monitor_overrides}"
+        log.warning("reloaded monitor config %s is unreadable (%s): using the deployed one", where, exc)
         return cfg

@@ -19,6 +19,7 @@ import logging
 import os
 import shlex
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,12 +28,12 @@ import yaml
 
 from app.config import AppConfig, RetrainConfig
 from app.errors import first_line
-from app.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 MAX_DECISIONS = 50
 DAY_S = 86400.0
 STATUS_TIMEOUT_S = 5.0
+RETRAIN_CONFIG = "retrain-config.yaml"  # in the job's working directory
 
 
 @dataclass
@@ -205,14 +206,16 @@ def running_job(cfg: AppConfig, state: ControllerState) -> str | None:
 
 
 def submit_pipeline_job(cfg: AppConfig, reason: str) -> str:
-    """Submit `mlsys pipeline` with this config to the cluster's Jobs API; returns the job id."""
-    config_file = atomic_write_text(
-        cfg.storage.retrain_config,
-        yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False),
-    )
+    """Submit `mlsys pipeline` with this config to the cluster's Jobs API; returns the job id.
+    The config travels with the job (its working directory, uploaded through the cluster), so
+    the job reads it on whichever node runs it: nothing is left on this node's disk."""
     client = jobs_client(cfg)
-    # This interpreter, not a `mlsys` on PATH: the job's shell may not have the venv activated.
-    return client.submit_job(
-        entrypoint=f"{shlex.quote(sys.executable)} -m app --config {shlex.quote(str(config_file))} pipeline",
-        metadata={"mlsys.trigger": reason[:200]},
-    )
+    with tempfile.TemporaryDirectory(prefix="mlsys-retrain-") as folder:
+        config = Path(folder, RETRAIN_CONFIG)
+        config.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        # This interpreter, not a `mlsys` on PATH: the job's shell may not have the venv activated.
+        return client.submit_job(
+            entrypoint=f"{shlex.quote(sys.executable)} -m app --config {RETRAIN_CONFIG} pipeline",
+            runtime_env={"working_dir": folder},
+            metadata={"mlsys.trigger": reason[:200]},
+        )

@@ -5,7 +5,8 @@ hyperparameters with their validation log loss, and the family with the lowest (
 `model.family: auto` trains). `mlsys train` and a later pipeline or retrain job read it, so
 the best configuration found is the one trained and gated, not only printed. A verdict
 searched for another problem (other dataset or features sections) is ignored, and an
-unreadable file is treated as absent with one warning.
+unreadable one is treated as absent with one warning. It is kept in the state store, so a
+retrain job on any node reads it.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from app.config import AppConfig
-from app.files import atomic_write_text
+from app.data import state
 
 log = logging.getLogger(__name__)
 TRAINABLE = ("mlp", "gbdt")  # the families a search compares (the random forest is a baseline)
@@ -60,27 +60,30 @@ def choose(cfg: AppConfig, best: dict[str, dict]) -> Choice:
     )
 
 
-def path(cfg: AppConfig) -> Path:
-    return cfg.storage.reports / "search.json"
+def key(cfg: AppConfig) -> str:
+    return f"{cfg.storage.reports}/search.json"
 
 
-def save(cfg: AppConfig, choice: Choice) -> Path:
-    return atomic_write_text(path(cfg), json.dumps(asdict(choice), indent=1, default=str))
+def save(cfg: AppConfig, choice: Choice) -> None:
+    data = json.dumps(asdict(choice), indent=1, default=str).encode()
+    state.put(state.state_store(cfg.storage), key(cfg), data)
 
 
 def load(cfg: AppConfig) -> Choice | None:
     """The last search's verdict for this problem, or None."""
-    file = path(cfg)
-    if not file.exists():
+    store = state.state_store(cfg.storage)
+    where = f"{store.location}/{key(cfg)}"
+    saved = store.read(key(cfg))
+    if saved is None:
         return None
     try:
-        choice = Choice(**json.loads(file.read_text()))
+        choice = Choice(**json.loads(saved.data))
         if choice.family not in TRAINABLE or not isinstance(choice.best, dict):
             raise ValueError(f"family {choice.family!r}")
-    except (OSError, ValueError, TypeError) as exc:
-        log.warning("search verdict %s is unreadable (%s): ignoring it", file, exc)
+    except (ValueError, TypeError) as exc:
+        log.warning("search verdict %s is unreadable (%s): ignoring it", where, exc)
         return None
     if choice.problem != problem_key(cfg):
-        log.info("search verdict %s is for another dataset/features definition: ignoring it", file)
+        log.info("search verdict %s is for another dataset/features definition: ignoring it", where)
         return None
     return choice

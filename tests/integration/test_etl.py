@@ -54,7 +54,7 @@ def test_rows_are_conserved_and_bad_rows_quarantined(tmp_path, fmt):
     assert len(q) == report.rows_quarantined
     assert q[REASON].notna().all()
     assert all("user_id" in json.loads(raw) for raw in q[RAW])
-    saved = json.loads(next(cfg.storage.reports.glob("etl-*.json")).read_text())
+    saved = json.loads(next(cfg.storage.path(cfg.storage.reports).glob("etl-*.json")).read_text())
     assert saved["rows_written"] == report.rows_written
     assert not any(cfg.storage.staging.iterdir()), "staging is cleaned up"
 

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
+from app.data.state import state_store
 from app.data.synthetic import Defects, generate
 from app.monitoring.online import last_step, online_step
 from app.monitoring.traffic import FEEDBACK, PREDICTIONS, write_records
@@ -124,17 +125,15 @@ def test_poisoned_feedback_fits_its_own_holdout_but_fails_the_gate_and_is_reject
 
 @pytest.mark.parametrize("text", ['{"until": "2026-01-0', '{"until": null}', '{"until": "yesterday"}', "[]"])
 def test_an_unreadable_online_state_is_treated_as_absent(cfg, caplog, text):
-    path = cfg.storage.online_state
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    assert last_step(path) is None
-    assert any(str(path) in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    store, key = state_store(cfg.storage), cfg.storage.online_state
+    store.write(key, text.encode(), replaces=None)
+    assert last_step(store, key) is None
+    assert any(key in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
     step = online_step(cfg, min_rows=200)  # no crash: every labelled row counts as new (none here)
     assert step.published is None and step.rows == 0
 
 
 def test_the_last_step_is_read_back(cfg):
-    path = cfg.storage.online_state
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"until": "2026-01-01 10:00:00+00:00"}))
-    assert last_step(path) == "2026-01-01 10:00:00+00:00"
+    store, key = state_store(cfg.storage), cfg.storage.online_state
+    store.write(key, json.dumps({"until": "2026-01-01 10:00:00+00:00"}).encode(), replaces=None)
+    assert last_step(store, key) == "2026-01-01 10:00:00+00:00"

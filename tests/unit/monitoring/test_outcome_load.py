@@ -95,7 +95,7 @@ def test_every_row_is_joined_or_quarantined_and_a_second_load_adds_nothing(cfg, 
         "r2",
     )
     assert set(quarantine["producer"]) == {"billing"}
-    saved = json.loads(next(cfg.storage.reports.glob("outcomes-*.json")).read_text())
+    saved = json.loads(next(cfg.storage.path(cfg.storage.reports).glob("outcomes-*.json")).read_text())
     assert saved["loaded"] == 8 and saved["joined"] == 3
 
     again = load_outcomes(cfg, source, "billing", monitor=monitor, now=NOW)
