@@ -170,6 +170,9 @@ class OnlineStoreDouble:
     def registry_version(self):
         return self.version
 
+    def follow_registry(self):
+        self.followed = self.version  # the registry the replica read last
+
 
 def variant_summary(v: dict, **shadow) -> VariantSummary | ShadowSummary:
     """A variant's summary as the monitor reports it, with what the rollout reads set."""

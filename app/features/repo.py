@@ -10,6 +10,8 @@ from datetime import timedelta
 from app.config import AppConfig
 from app.features.transforms import FEATURE_TIMESTAMP, FeatureSpec
 
+REGISTRY_KEY = "feast/registry.db"  # the Feast registry's key in the state store
+
 
 def import_feast() -> None:
     """Import Feast with the process's warning filters put back afterwards.
@@ -23,7 +25,11 @@ def import_feast() -> None:
 
 
 def repo_config(cfg: AppConfig) -> dict:
-    """feature_store.yaml's content: Ray offline store and engine, sqlite or redis online."""
+    """feature_store.yaml's content: the registry in the state store, Ray offline store and
+    engine, sqlite or redis online."""
+    import_feast()
+    from app.features import registry_store
+
     repo = cfg.storage.feast
     online = cfg.features.online
     online_store = (
@@ -36,8 +42,9 @@ def repo_config(cfg: AppConfig) -> dict:
         "provider": "local",
         "registry": {
             "registry_type": "file",
-            "path": str(repo / "registry.db"),
-            "cache_ttl_seconds": 0,
+            "registry_store_type": registry_store.CLASS_PATH,
+            "path": registry_store.registry_path(cfg.storage),
+            "cache_ttl_seconds": 0,  # refreshed when its version changes (`FeatureClient.follow`)
         },
         "offline_store": {
             "type": "ray",

@@ -24,9 +24,10 @@ from app.cluster.tasks import read_parquet, run_tasks
 from app.config import AppConfig
 from app.data import tables, warehouse
 from app.data.schema import DataError
+from app.data.state import state_store
 from app.features.latest import latest_rows
 from app.features.pit import apply_ttl, asof_join, partitioned_asof_join
-from app.features.repo import definitions, fail_fast, import_feast, repo_config
+from app.features.repo import REGISTRY_KEY, definitions, fail_fast, import_feast, repo_config
 from app.features.transforms import FEATURE_TIMESTAMP, feature_spec, feature_table_batch, utc_us
 from app.files import atomic_write_parquet, atomic_write_text
 
@@ -218,13 +219,16 @@ class FeatureClient:
             out = out.drop(columns=[ts], errors="ignore").rename(columns={"event_timestamp": ts})
         return out
 
-    def registry_version(self) -> int:
+    def registry_version(self) -> str:
         """Changes whenever the Feast registry is written (a materialization records its
         interval there): what replicas watch to drop cached online rows."""
-        try:
-            return (self.repo / "registry.db").stat().st_mtime_ns
-        except FileNotFoundError:
-            return 0
+        stored = state_store(self.cfg.storage).read(REGISTRY_KEY)
+        return "" if stored is None else stored.version
+
+    def follow_registry(self) -> None:
+        """Read the Feast registry again (new definitions, new intervals): Feast keeps the
+        one it read until told."""
+        self.store.refresh_registry()
 
     @cached_property
     def _service(self):

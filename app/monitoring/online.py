@@ -91,6 +91,10 @@ def last_step(store: state.StateStore, key: str) -> str | None:
         return None
 
 
+def _record_step(store: state.StateStore, key: str, *, until: str) -> None:
+    state.put(store, key, json.dumps({"until": until}).encode())
+
+
 def publish(
     cfg: AppConfig,
     registry: Registry,
@@ -182,7 +186,6 @@ def online_step(
             "online_rows": str(len(rows)),
         }
         step.published, step.reason = publish(cfg, registry, parent, updated, warehouse_holdout, lr, epochs)
-    until = json.dumps({"until": str(rows["logged_at"].max())}).encode()
-    state.put(store, cfg.storage.online_state, until)
+    _record_step(store, cfg.storage.online_state, until=str(rows["logged_at"].max()))
     log.info("online step: %s", step.reason)
     return step

@@ -104,5 +104,6 @@ class OnlineFeatures:
             return
         version = self.client.registry_version()
         if version != self._registry_version:
+            self.client.follow_registry()
             self._cache.clear()
             self._registry_version = version

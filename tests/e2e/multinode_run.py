@@ -1,7 +1,8 @@
 """Run by tests/e2e/test_multinode.py in its own process: a 4-node Ray test cluster on one
 machine (ray.cluster_utils.Cluster), the pipeline's stages with the warehouse on a real object
 store (SeaweedFS's S3 and Iceberg REST catalog), a worker node removed mid-training, and
-serving with its shared state (experiment split, feedback key, producers) on the same store. Prints one JSON line of facts for the test to check."""
+serving with its shared state (experiment split, feedback key, producers, Feast's registry,
+the ETL report) on the same store. Prints one JSON line of facts for the test to check."""
 
 from __future__ import annotations
 
@@ -96,7 +97,11 @@ def main(work: Path) -> None:
                         str(p) for p in (cfg.storage.warehouse, cfg.storage.path("catalog.db")) if p.exists()
                     ],
                     "state_on_store": store.objects("state"),
-                    "local_state": [str(p) for p in cfg.storage.path().glob("serving/*")],
+                    "local_state": [
+                        str(p)
+                        for d in ("serving", "reports", "feast/registry.db")
+                        for p in cfg.storage.path().glob(f"{d}*")
+                    ],
                 }
             ),
         )

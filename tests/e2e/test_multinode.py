@@ -37,5 +37,7 @@ def test_pipeline_and_serving_on_a_multi_node_cluster_survive_a_lost_node(tmp_pa
     assert facts["local_tables"] == []
     assert facts["feedback"] in ("joined", "recorded")  # a producer's outcome taken by a replica
     shared = {f"state/mlsys/serving/{name}" for name in ("experiment.json", "feedback.key", "producers.json")}
+    shared.add("state/mlsys/feast/registry.db")  # read by the replicas on other nodes
     assert shared <= set(facts["state_on_store"])
+    assert any(k.startswith("state/mlsys/reports/etl-") for k in facts["state_on_store"])
     assert facts["local_state"] == []

@@ -166,6 +166,7 @@ def test_cached_online_rows_are_served_until_a_materialization_changes_the_regis
     assert cached.features == before.features, "within the TTL the replica's row is used"
     store.version += 1  # what `features materialize` does to the registry file
     run(ingress.follow())
+    assert store.followed == store.version, "the replica reads the new registry (definitions too)"
     after = run(ingress.pipeline.score(rows(cfg, [{"entity_id": 1}])))[0]
     assert after.features["income"] == store.rows[1]["income"] != before.features["income"]
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from app.config import ConfigError
+from app.data import state
 from app.model import trees
 from app.model.preprocess import Preprocessor
 from app.model.trees import TreeSpec, tree_inputs
@@ -197,7 +198,7 @@ def test_the_verdict_survives_a_new_process_for_the_same_problem_only(tmp_path, 
     assert verdict.load(other) is None
     moved = make_config(tmp_path, dataset={"source": "/elsewhere/raw/"})  # same data, other path
     assert verdict.load(moved) is not None
-    verdict.path(cfg).write_text("{broken")
+    state.put(state.state_store(cfg.storage), verdict.key(cfg), b"{broken")
     with caplog.at_level(logging.WARNING):
         assert verdict.load(cfg) is None
     assert "unreadable" in caplog.text

@@ -1,0 +1,73 @@
+"""Feast's registry kept in mlsys's state store, so every node reads the same one.
+
+Feast takes a custom registry store class (`registry.registry_store_type`); this one keeps
+the registry's protobuf under the key `feast/registry.db` of the state store: a file under
+`storage.root` (where Feast's own file registry kept it), or an object on `storage.state`
+(`s3://bucket/prefix`), so serving replicas on any node see the definitions and the
+materialized intervals without a shared disk. A write names the version it replaces: when
+another process changed the registry after this one read it (a concurrent `features apply`
+or materialization), the write is refused with a message, never applied over theirs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from feast.infra.registry.registry_store import RegistryStore
+from feast.protos.feast.core.Registry_pb2 import Registry as RegistryProto
+
+from app.config import StorageConfig
+from app.data.schema import DataError
+from app.data.state import LocalState, S3State, StateConflict, StateStore, state_store
+from app.features.repo import REGISTRY_KEY as KEY
+
+CLASS_PATH = f"{__name__}.StateRegistryStore"
+# The stores this process opened, by registry path: Feast builds the registry store from the
+# path alone, and an object store's endpoint and credentials are in mlsys's config.
+_opened: dict[str, StateStore] = {}
+
+
+def registry_path(storage: StorageConfig) -> str:
+    """The registry's path in feature_store.yaml (`<state location>/feast/registry.db`), with
+    this process's store for it remembered."""
+    store = state_store(storage)
+    path = f"{store.location}/{KEY}"
+    _opened[path] = store
+    return path
+
+
+def _store_for(path: str) -> StateStore:
+    """The store opened for `path`; else (the `feast` CLI in the repo folder) one built from
+    the path: a local folder, or an object store reached with the AWS environment."""
+    if path in _opened:
+        return _opened[path]
+    location = path.removesuffix(f"/{KEY}")
+    return S3State(location, {}) if location.startswith("s3://") else LocalState(Path(location))
+
+
+class StateRegistryStore(RegistryStore):
+    def __init__(self, registry_config, repo_path):
+        self.path = registry_config.path
+        self.state = _store_for(self.path)
+        self.version: str | None = None  # of the registry last read or written here
+
+    def get_registry_proto(self) -> RegistryProto:
+        stored = self.state.read(KEY)
+        if stored is None:
+            raise FileNotFoundError(self.path)  # Feast then creates an empty registry
+        self.version = stored.version
+        proto = RegistryProto()
+        proto.ParseFromString(stored.data)
+        return proto
+
+    def update_registry_proto(self, registry_proto: RegistryProto) -> None:
+        try:
+            self.version = self.state.write(KEY, registry_proto.SerializeToString(), replaces=self.version)
+        except StateConflict:
+            raise DataError(
+                f"the Feast registry {self.path} changed while this process updated it "
+                "(another `features apply` or materialization): run again"
+            ) from None
+
+    def teardown(self) -> None:
+        """Feast's `teardown`: the registry stays; mlsys never deletes shared state."""
