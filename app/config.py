@@ -326,6 +326,10 @@ class StorageConfig(_Section):
         return "serving/rollout.json"
 
     @property
+    def feast_registry(self) -> str:  # where Feast's own file registry kept it, under the root
+        return "feast/registry.db"
+
+    @property
     def archive(self) -> Path:  # earlier demo runs' traffic and monitoring state
         return self.path("archive")
 

@@ -19,40 +19,40 @@ from feast.protos.feast.core.Registry_pb2 import Registry as RegistryProto
 from app.config import StorageConfig
 from app.data.schema import DataError
 from app.data.state import LocalState, S3State, StateConflict, StateStore, state_store
-from app.features.repo import REGISTRY_KEY as KEY
 
 CLASS_PATH = f"{__name__}.StateRegistryStore"
 # The stores this process opened, by registry path: Feast builds the registry store from the
 # path alone, and an object store's endpoint and credentials are in mlsys's config.
-_opened: dict[str, StateStore] = {}
+_opened: dict[str, tuple[StateStore, str]] = {}
 
 
 def registry_path(storage: StorageConfig) -> str:
     """The registry's path in feature_store.yaml (`<state location>/feast/registry.db`), with
     this process's store for it remembered."""
     store = state_store(storage)
-    path = f"{store.location}/{KEY}"
-    _opened[path] = store
+    path = f"{store.location}/{storage.feast_registry}"
+    _opened[path] = (store, storage.feast_registry)
     return path
 
 
-def _store_for(path: str) -> StateStore:
-    """The store opened for `path`; else (the `feast` CLI in the repo folder) one built from
-    the path: a local folder, or an object store reached with the AWS environment."""
+def _store_for(path: str) -> tuple[StateStore, str]:
+    """The store opened for `path` and the key in it; else (the `feast` CLI in the repo folder)
+    a store built from the path: a local folder, or an object store reached with the AWS
+    environment."""
     if path in _opened:
         return _opened[path]
-    location = path.removesuffix(f"/{KEY}")
-    return S3State(location, {}) if location.startswith("s3://") else LocalState(Path(location))
+    folder, _, name = path.rpartition("/")
+    return (S3State(folder, {}) if folder.startswith("s3://") else LocalState(Path(folder))), name
 
 
 class StateRegistryStore(RegistryStore):
     def __init__(self, registry_config, repo_path):
         self.path = registry_config.path
-        self.state = _store_for(self.path)
+        self.state, self.key = _store_for(self.path)
         self.version: str | None = None  # of the registry last read or written here
 
     def get_registry_proto(self) -> RegistryProto:
-        stored = self.state.read(KEY)
+        stored = self.state.read(self.key)
         if stored is None:
             raise FileNotFoundError(self.path)  # Feast then creates an empty registry
         self.version = stored.version
@@ -62,7 +62,9 @@ class StateRegistryStore(RegistryStore):
 
     def update_registry_proto(self, registry_proto: RegistryProto) -> None:
         try:
-            self.version = self.state.write(KEY, registry_proto.SerializeToString(), replaces=self.version)
+            self.version = self.state.write(
+                self.key, registry_proto.SerializeToString(), replaces=self.version
+            )
         except StateConflict:
             raise DataError(
                 f"the Feast registry {self.path} changed while this process updated it "

@@ -10,8 +10,6 @@ from datetime import timedelta
 from app.config import AppConfig
 from app.features.transforms import FEATURE_TIMESTAMP, FeatureSpec
 
-REGISTRY_KEY = "feast/registry.db"  # the Feast registry's key in the state store
-
 
 def import_feast() -> None:
     """Import Feast with the process's warning filters put back afterwards.

@@ -27,7 +27,7 @@ from app.data.schema import DataError
 from app.data.state import state_store
 from app.features.latest import latest_rows
 from app.features.pit import apply_ttl, asof_join, partitioned_asof_join
-from app.features.repo import REGISTRY_KEY, definitions, fail_fast, import_feast, repo_config
+from app.features.repo import definitions, fail_fast, import_feast, repo_config
 from app.features.transforms import FEATURE_TIMESTAMP, feature_spec, feature_table_batch, utc_us
 from app.files import atomic_write_parquet, atomic_write_text
 
@@ -222,7 +222,7 @@ class FeatureClient:
     def registry_version(self) -> str:
         """Changes whenever the Feast registry is written (a materialization records its
         interval there): what replicas watch to drop cached online rows."""
-        stored = state_store(self.cfg.storage).read(REGISTRY_KEY)
+        stored = state_store(self.cfg.storage).read(self.cfg.storage.feast_registry)
         return "" if stored is None else stored.version
 
     def follow_registry(self) -> None:
