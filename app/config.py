@@ -204,7 +204,8 @@ class StorageConfig(_Section):
     # Empty: a sqlite catalog under root, the tables under root (README, Storage).
     catalog: dict[str, str] = Field(default_factory=dict)
     # Small shared state (experiment split, rollout and retrain state, feedback key, producers'
-    # token digests): "" keeps it under root; "s3://bucket/prefix" puts it on an object store,
+    # token digests, the monitor's reloaded settings, reports, Feast's registry): "" keeps it
+    # under root; "s3://bucket/prefix" puts it on an object store,
     # written with conditional puts (the endpoint and credentials of `catalog`, else AWS_*).
     state: str = ""
 
@@ -221,6 +222,11 @@ class StorageConfig(_Section):
         """Resolved once, where the config loads, so every Ray worker uses the same folder. A
         relative root in a Ray Job goes under the home folder: the job's working directory is
         Ray's temporary copy of `--working-dir`, gone with the job."""
+        if "://" in root:
+            raise ValueError(
+                f"must be a folder, not {root!r}: an object store holds the tables "
+                "(storage.catalog) and the shared state (storage.state)"
+            )
         path = Path(root).expanduser()
         if not path.is_absolute() and RAY_JOB_ENV in os.environ:
             path = Path.home() / path

@@ -32,6 +32,11 @@ def test_wrong_type_is_named():
     assert _error(lambda d: d["mlp"].update(epochs="ten")).startswith("mlp.epochs:")
 
 
+def test_the_root_is_a_folder_not_an_object_store_uri():
+    msg = _error(lambda d: d.setdefault("storage", {}).update(root="s3://bucket/mlsys"))
+    assert msg.startswith("storage.root:") and "storage.catalog" in msg and "storage.state" in msg
+
+
 @pytest.mark.parametrize("state", ["/mnt/state", "s3://", "gs://bucket/x"])
 def test_the_state_store_must_be_an_s3_uri(state):
     msg = _error(lambda d: d.setdefault("storage", {}).update(state=state))
