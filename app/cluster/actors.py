@@ -19,6 +19,8 @@ def call_self_after_init(method: str) -> None:
     call to itself, queued behind construction). Starts a detached actor's background loop
     at creation and again after every restart, not at its first caller's call. Does nothing
     outside an actor (the class used as a plain object)."""
+    if not ray.is_initialized():  # asking for the runtime context would start a local Ray
+        return
     try:
         handle = ray.get_runtime_context().current_actor
     except Exception:  # not in an actor
