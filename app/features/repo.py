@@ -42,7 +42,7 @@ def repo_config(cfg: AppConfig) -> dict:
             "registry_type": "file",
             "registry_store_type": registry_store.CLASS_PATH,
             "path": registry_store.registry_path(cfg.storage),
-            "cache_ttl_seconds": 0,  # refreshed when its version changes (`FeatureClient.follow`)
+            "cache_ttl_seconds": 0,  # read again when its version changes (`follow_registry`)
         },
         "offline_store": {
             "type": "ray",
