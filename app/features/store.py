@@ -222,8 +222,12 @@ class FeatureClient:
     def registry_version(self) -> str:
         """Changes whenever the Feast registry is written (a materialization records its
         interval there): what replicas watch to drop cached online rows."""
-        stored = state_store(self.cfg.storage).read(self.cfg.storage.feast_registry)
+        stored = self._state.read(self.cfg.storage.feast_registry)
         return "" if stored is None else stored.version
+
+    @cached_property
+    def _state(self):  # one client for the polls: an S3 client costs tens of milliseconds to make
+        return state_store(self.cfg.storage)
 
     def follow_registry(self) -> None:
         """Read the Feast registry again (new definitions, new intervals): Feast keeps the
