@@ -11,6 +11,8 @@ or materialization), the write is refused with a message, never applied over the
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 from feast.infra.registry.registry_store import RegistryStore
@@ -61,6 +63,9 @@ class StateRegistryStore(RegistryStore):
         return proto
 
     def update_registry_proto(self, registry_proto: RegistryProto) -> None:
+        # As Feast's own stores do: its lookup caches are keyed on the proto's version_id.
+        registry_proto.version_id = str(uuid.uuid4())
+        registry_proto.last_updated.FromDatetime(datetime.now(timezone.utc))
         try:
             self.version = self.state.write(
                 self.key, registry_proto.SerializeToString(), replaces=self.version

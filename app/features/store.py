@@ -233,6 +233,7 @@ class FeatureClient:
         """Read the Feast registry again (new definitions, new intervals): Feast keeps the
         one it read until told."""
         self.store.refresh_registry()
+        self.__dict__.pop("_service", None)  # the feature service as the new registry has it
 
     @cached_property
     def _service(self):

@@ -77,15 +77,15 @@ def log_loss(bundle: ModelBundle, frame: pd.DataFrame, labels: np.ndarray) -> fl
 
 def last_step(store: state.StateStore, key: str) -> str | None:
     """The newest prediction time the last step used, or None (no step yet, or unreadable)."""
-    stored = store.read(key)
-    if stored is None:
-        return None
     try:
+        stored = store.read(key)
+        if stored is None:
+            return None
         until = json.loads(stored.data)["until"]
         if not isinstance(until, str) or pd.isna(pd.Timestamp(until)):
             raise ValueError(f"'until' is not a time: {until!r}")
         return until
-    except (ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         where = f"{store.location}/{key}"
         log.warning("online state %s is unreadable (%s): reading all labelled traffic", where, exc)
         return None

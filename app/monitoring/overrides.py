@@ -45,13 +45,13 @@ def load(cfg: AppConfig) -> AppConfig:
     """The sections a reload saved, over `cfg` (`cfg` itself when none were saved, or when the
     saved ones are unreadable: one warning)."""
     store = state.state_store(cfg.storage)
-    saved = store.read(cfg.storage.monitor_overrides)
-    if saved is None:
-        return cfg
     try:
+        saved = store.read(cfg.storage.monitor_overrides)
+        if saved is None:
+            return cfg
         sections = json.loads(saved.data)
         return apply(cfg, sections["monitor"], sections["retrain"])[0]
-    except (ValueError, KeyError, TypeError) as exc:  # pydantic's errors are ValueErrors
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # pydantic's errors are ValueErrors
         where = f"{store.location}/{cfg.storage.monitor_overrides}"
         log.warning("reloaded monitor config %s is unreadable (%s): using the deployed one", where, exc)
         return cfg

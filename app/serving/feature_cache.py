@@ -11,6 +11,7 @@ the largest share of a served batch.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -98,12 +99,13 @@ class OnlineFeatures:
     def columns(self, ids: list) -> dict[str, list]:
         return self.cache.columns(ids)
 
-    def follow_registry(self) -> None:
-        """A new materialization changes the Feast registry: cached online rows go."""
+    async def follow_registry(self) -> None:
+        """A new materialization changes the Feast registry: cached online rows go. The reads
+        (of an object store, maybe) run off the event loop that serves requests."""
         if self._cache is None:
             return
-        version = self.client.registry_version()
+        version = await asyncio.to_thread(self.client.registry_version)
         if version != self._registry_version:
-            self.client.follow_registry()
+            await asyncio.to_thread(self.client.follow_registry)
             self._cache.clear()
             self._registry_version = version

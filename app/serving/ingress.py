@@ -115,8 +115,8 @@ class Ingress(OipGrpcMethods):
     async def follow(self) -> None:
         """One step of following: the Feast registry (fresh online rows) and the control actor."""
         try:
-            self.features.follow_registry()
-        except OSError:  # serve what is cached (at most its TTL old); retry next tick
+            await self.features.follow_registry()
+        except Exception:  # serve what is cached (at most its TTL old); retry next tick
             log.exception("could not read the Feast registry's version")
         try:
             await self.routing.sync()

@@ -73,14 +73,14 @@ def load(cfg: AppConfig) -> Choice | None:
     """The last search's verdict for this problem, or None."""
     store = state.state_store(cfg.storage)
     where = f"{store.location}/{key(cfg)}"
-    saved = store.read(key(cfg))
-    if saved is None:
-        return None
     try:
+        saved = store.read(key(cfg))
+        if saved is None:
+            return None
         choice = Choice(**json.loads(saved.data))
         if choice.family not in TRAINABLE or not isinstance(choice.best, dict):
             raise ValueError(f"family {choice.family!r}")
-    except (ValueError, TypeError) as exc:
+    except (OSError, ValueError, TypeError) as exc:
         log.warning("search verdict %s is unreadable (%s): ignoring it", where, exc)
         return None
     if choice.problem != problem_key(cfg):

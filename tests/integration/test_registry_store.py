@@ -15,6 +15,7 @@ from app.features.store import FeatureClient
 from tests.configs import make_config
 
 import_feast()
+from app.features import registry_store  # noqa: E402
 from app.features.registry_store import StateRegistryStore, registry_path  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -50,18 +51,20 @@ def test_a_write_over_a_registry_changed_since_it_was_read_is_refused(tmp_path):
     config = SimpleNamespace(path=registry_path(cfg.storage))
     first, second = StateRegistryStore(config, None), StateRegistryStore(config, None)
     proto, theirs = first.get_registry_proto(), second.get_registry_proto()
-    theirs.version_id = "theirs"
+    theirs.registry_schema_version = "theirs"
     second.update_registry_proto(theirs)
-    proto.version_id = "mine"
+    proto.registry_schema_version = "mine"
     with pytest.raises(DataError, match="changed while this process updated it"):
         first.update_registry_proto(proto)
-    assert StateRegistryStore(config, None).get_registry_proto().version_id == "theirs"
+    assert StateRegistryStore(config, None).get_registry_proto().registry_schema_version == "theirs"
 
 
-def test_feasts_own_cli_opens_a_local_registry_from_its_path_alone(tmp_path):
-    """`feast` run in the repo folder builds the store from feature_store.yaml's path."""
+def test_feasts_own_cli_opens_a_local_registry_from_its_path_alone(tmp_path, monkeypatch):
+    """`feast` run in the repo folder builds the store from feature_store.yaml's path (in a
+    process that never opened it through mlsys)."""
     cfg = make_config(tmp_path)
     _applied(cfg)
+    monkeypatch.setattr(registry_store, "_opened", {})
     path = str(cfg.storage.path("feast", "registry.db"))
     fresh = StateRegistryStore(SimpleNamespace(path=path), None)
     assert any(v.spec.name for v in fresh.get_registry_proto().feature_views)

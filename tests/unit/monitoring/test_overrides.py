@@ -30,3 +30,11 @@ def test_unreadable_saved_sections_leave_the_deployed_config(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert overrides.load(cfg) == cfg
     assert any("monitor-config.json" in r.getMessage() for r in caplog.records)
+
+
+def test_saved_sections_that_cannot_be_read_leave_the_deployed_config(tmp_path, caplog):
+    cfg = make_config(tmp_path)
+    cfg.storage.path(cfg.storage.monitor_overrides).mkdir(parents=True)  # a folder, not a file
+    with caplog.at_level(logging.WARNING):
+        assert overrides.load(cfg) == cfg
+    assert any("unreadable" in r.getMessage() for r in caplog.records)
