@@ -30,7 +30,7 @@ def ray_session():
 @pytest.fixture(scope="module", autouse=True)
 def stop_detached_actors(ray_session):
     """The monitors and controllers a module's services started outlive them (detached, named
-    by storage root): each holds a process and runs its loop until the session ends, so they
+    by storage root): each holds a process and runs its loop until Ray shuts down, so they
     are stopped with the module that started them."""
     before = _our_actors()
     yield
