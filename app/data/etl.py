@@ -13,7 +13,6 @@ Invariant, checked on every run: rows read = rows written + quarantined + duplic
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -255,5 +254,6 @@ def _merge_and_commit(cfg: AppConfig, parts: dict[str, list[str]], run_id: str) 
 
 
 def _write_report(report: EtlReport, storage: StorageConfig) -> None:
-    data = json.dumps(report.to_dict(), indent=2).encode()
-    state.put(state.state_store(storage), f"{storage.reports}/etl-{report.run_id}.json", data)
+    state.put_json(
+        state.state_store(storage), f"{storage.reports}/etl-{report.run_id}.json", report.to_dict()
+    )

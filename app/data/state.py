@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -150,13 +151,23 @@ def update(store: StateStore, key: str, change: Callable[[bytes | None], bytes],
             return Stored(data, store.write(key, data, replaces=None if current is None else current.version))
         except StateConflict:
             continue
-    raise StateConflict(f"{store.location}/{key}: {attempts} writers got there first, one after another")
+    raise StateConflict(f"{where(store, key)}: {attempts} writers got there first, one after another")
 
 
 def put(store: StateStore, key: str, data: bytes) -> Stored:
     """Write `data` whatever the key held (a report, a saved setting): the last writer wins,
     deliberately, and the write is still one atomic replace."""
     return update(store, key, lambda _: data)
+
+
+def put_json(store: StateStore, key: str, value) -> Stored:
+    """`put` of a JSON document (a report, a saved setting, a mark), readable as a file."""
+    return put(store, key, json.dumps(value, indent=2, default=str).encode())
+
+
+def where(store: StateStore, key: str) -> str:
+    """The key as a location a message can name."""
+    return f"{store.location}/{key}"
 
 
 def create_once(store: StateStore, key: str, make: Callable[[], bytes]) -> bytes:

@@ -20,7 +20,7 @@ from feast.protos.feast.core.Registry_pb2 import Registry as RegistryProto
 
 from app.config import StorageConfig
 from app.data.schema import DataError
-from app.data.state import LocalState, S3State, StateConflict, StateStore, state_store
+from app.data.state import LocalState, S3State, StateConflict, StateStore, state_store, where
 
 CLASS_PATH = f"{__name__}.StateRegistryStore"
 # The stores this process opened, by registry path: Feast builds the registry store from the
@@ -32,7 +32,7 @@ def registry_path(storage: StorageConfig) -> str:
     """The registry's path in feature_store.yaml (`<state location>/feast/registry.db`), with
     this process's store for it remembered."""
     store = state_store(storage)
-    path = f"{store.location}/{storage.feast_registry}"
+    path = where(store, storage.feast_registry)
     _opened[path] = (store, storage.feast_registry)
     return path
 

@@ -86,13 +86,9 @@ def last_step(store: state.StateStore, key: str) -> str | None:
             raise ValueError(f"'until' is not a time: {until!r}")
         return until
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        where = f"{store.location}/{key}"
+        where = state.where(store, key)
         log.warning("online state %s is unreadable (%s): reading all labelled traffic", where, exc)
         return None
-
-
-def _record_step(store: state.StateStore, key: str, *, until: str) -> None:
-    state.put(store, key, json.dumps({"until": until}).encode())
 
 
 def publish(
@@ -186,6 +182,6 @@ def online_step(
             "online_rows": str(len(rows)),
         }
         step.published, step.reason = publish(cfg, registry, parent, updated, warehouse_holdout, lr, epochs)
-    _record_step(store, cfg.storage.online_state, until=str(rows["logged_at"].max()))
+    state.put_json(store, cfg.storage.online_state, {"until": str(rows["logged_at"].max())})
     log.info("online step: %s", step.reason)
     return step

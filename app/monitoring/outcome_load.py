@@ -162,7 +162,7 @@ def load_outcomes(
         path = cfg.storage.outcome_quarantine / f"run={run_id}.parquet"
         report.quarantine_file = str(atomic_write_parquet(path, quarantine_table(frame, rows, producer)))
     key = f"{cfg.storage.reports}/outcomes-{run_id}.json"
-    state.put(state.state_store(cfg.storage), key, json.dumps(report.to_dict(), indent=2).encode())
+    state.put_json(state.state_store(cfg.storage), key, report.to_dict())
     return report
 
 

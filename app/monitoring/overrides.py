@@ -37,8 +37,8 @@ def apply(
 
 
 def save(cfg: AppConfig) -> None:
-    sections = json.dumps({section: getattr(cfg, section).model_dump() for section in SECTIONS}).encode()
-    state.put(state.state_store(cfg.storage), cfg.storage.monitor_overrides, sections)
+    sections = {section: getattr(cfg, section).model_dump() for section in SECTIONS}
+    state.put_json(state.state_store(cfg.storage), cfg.storage.monitor_overrides, sections)
 
 
 def load(cfg: AppConfig) -> AppConfig:
@@ -52,6 +52,6 @@ def load(cfg: AppConfig) -> AppConfig:
         sections = json.loads(saved.data)
         return apply(cfg, sections["monitor"], sections["retrain"])[0]
     except (OSError, ValueError, KeyError, TypeError) as exc:  # pydantic's errors are ValueErrors
-        where = f"{store.location}/{cfg.storage.monitor_overrides}"
+        where = state.where(store, cfg.storage.monitor_overrides)
         log.warning("reloaded monitor config %s is unreadable (%s): using the deployed one", where, exc)
         return cfg

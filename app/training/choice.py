@@ -65,14 +65,13 @@ def key(cfg: AppConfig) -> str:
 
 
 def save(cfg: AppConfig, choice: Choice) -> None:
-    data = json.dumps(asdict(choice), indent=1, default=str).encode()
-    state.put(state.state_store(cfg.storage), key(cfg), data)
+    state.put_json(state.state_store(cfg.storage), key(cfg), asdict(choice))
 
 
 def load(cfg: AppConfig) -> Choice | None:
     """The last search's verdict for this problem, or None."""
     store = state.state_store(cfg.storage)
-    where = f"{store.location}/{key(cfg)}"
+    where = state.where(store, key(cfg))
     try:
         saved = store.read(key(cfg))
         if saved is None:
