@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -48,6 +47,15 @@ def _tree_uss(proc: psutil.Process) -> dict[str, int]:
             role = "driver" if p.pid == proc.pid else _role(p)
             by_role[role] = by_role.get(role, 0) + p.memory_full_info().uss
     return by_role
+
+
+def _peak_rss() -> int:
+    """This process's own peak RSS in bytes. Not getrusage's ru_maxrss: Linux carries the
+    parent's peak into a child started with vfork+exec, as subprocess does."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def _role(p: psutil.Process) -> str:
@@ -113,7 +121,7 @@ def run_ray(raw: str, store: Path) -> dict:
         "cluster_uss_at_peak": dict(sorted(sampler.at_peak.items(), key=lambda kv: -kv[1])),
         "startup_s": startup,
         "rows_written": report.rows_written,
-        "driver_peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "driver_peak_rss": _peak_rss(),
         "cluster_peak_uss": sampler.peak,
     }
 
@@ -143,7 +151,7 @@ def run_pandas(raw: str, store: Path) -> dict:
     return {
         "seconds": seconds,
         "rows_written": len(good),
-        "driver_peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "driver_peak_rss": _peak_rss(),
     }
 
 

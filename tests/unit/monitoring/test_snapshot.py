@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -155,15 +154,22 @@ def run_mode(root: str | Path, mode: str) -> dict:
     return out
 
 
-def _rss_mb() -> float:
+def _status_mb(field: str) -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
 
+def _rss_mb() -> float:
+    return _status_mb("VmRSS")
+
+
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    # The process's own high-water mark. Not getrusage's ru_maxrss: Linux carries the parent's
+    # peak into a child started with vfork+exec (as subprocess does), so a child of a large
+    # pytest process would report the parent's peak.
+    return _status_mb("VmHWM")
 
 
 def in_subprocess(root: Path, mode: str) -> dict:
