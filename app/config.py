@@ -244,21 +244,22 @@ class StorageConfig(_Section):
     def warehouse(self) -> Path:  # the Iceberg table's location (data/ and metadata/)
         return self.path("warehouse")
 
+    # Shared data files: keys under the shared files' store (`state`; under root by default)
     @property
-    def quarantine(self) -> Path:
-        return self.path("quarantine")
+    def features(self) -> str:  # the feature table, Feast's offline source: one file a day
+        return "features"
 
     @property
-    def outcome_quarantine(self) -> Path:  # outcome rows `mlsys outcomes load` refused, beside ETL's runs
-        return self.path("quarantine", "outcomes")
+    def staging(self) -> str:  # ETL's staged rows, the point-in-time join's buckets: one folder a run
+        return "staging"
 
     @property
-    def staging(self) -> Path:
-        return self.path("staging")
+    def quarantine(self) -> str:  # rows ETL refused, one folder a run
+        return "quarantine"
 
     @property
-    def features(self) -> Path:
-        return self.path("features")
+    def outcome_quarantine(self) -> str:  # outcome rows `mlsys outcomes load` refused
+        return "quarantine/outcomes"
 
     @property
     def production(self) -> Path:  # served rows joined to their outcomes, for training

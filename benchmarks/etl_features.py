@@ -185,7 +185,7 @@ def run_retrieval_pandas(store: Path) -> dict:
     ds = cfg.dataset
     entity_df = warehouse.read_table(cfg).select([ds.entity, ds.timestamp, ds.label]).to_pandas()
     t0 = time.perf_counter()
-    feats = pq.read_table(str(cfg.storage.features), partitioning=None).to_pandas()
+    feats = pq.read_table(str(cfg.storage.path(cfg.storage.features)), partitioning=None).to_pandas()
     feats = feats.rename(columns={ds.timestamp: "_fts"}).sort_values("_fts")
     feats["_fts"] = utc_us(feats["_fts"])
     left = entity_df.assign(**{ds.timestamp: utc_us(entity_df[ds.timestamp])}).sort_values(ds.timestamp)

@@ -14,12 +14,10 @@ Invariant, checked on every run: rows read = rows written + quarantined + duplic
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -42,6 +40,7 @@ from app.data.schema import (
     clean_batch,
     to_arrow,
 )
+from app.data.shared_files import SharedFiles, shared_files
 from app.errors import cause_line
 from app.files import atomic_path
 
@@ -137,7 +136,8 @@ def merge_day(
     with the catalog's properties `store`. Returns (rows added, duplicates dropped); `out_file`
     is written only when rows are added, and joins the table only when the driver commits it.
     """
-    new = pq.read_table(staged, schema=schema)
+    staged_fs, staged_paths = tables.file_system(store or {}, staged)
+    new = pq.read_table(staged_paths, schema=schema, filesystem=staged_fs)
     new = new.append_column(_ROW, pa.array(np.arange(new.num_rows)))
     first = new.group_by(keys, use_threads=False).aggregate([(_ROW, "min")])[f"{_ROW}_min"]
     fresh = new.take(first)
@@ -156,21 +156,11 @@ def merge_day(
     return fresh.num_rows, new.num_rows - fresh.num_rows
 
 
-def _staged_partitions(staging: Path) -> dict[str, list[str]]:
-    parts: dict[str, list[str]] = {}
-    for d in sorted(staging.glob(f"{PART}=*")):
-        files = sorted(str(f) for f in d.glob("*.parquet"))
-        if files:
-            parts[d.name.split("=", 1)[1]] = files
-    return parts
-
-
-def _move_quarantine(files: list[str], dest: Path) -> dict[str, int]:
-    dest.mkdir(parents=True, exist_ok=True)
+def _move_quarantine(files: SharedFiles, staged: list[str], dest: str) -> dict[str, int]:
     reasons: Counter[str] = Counter()
-    for f in files:
-        reasons.update(pq.read_table(f, columns=[REASON]).column(0).to_pylist())
-        shutil.move(f, dest / Path(f).name)
+    for f in staged:
+        reasons.update(files.read_table(f, columns=[REASON]).column(0).to_pylist())
+        files.move(f, f"{dest}/{f.rsplit('/', 1)[-1]}")
     return dict(reasons.most_common())
 
 
@@ -194,26 +184,31 @@ def _etl(cfg: AppConfig, source: str, paths: list[str], started: float) -> EtlRe
     ds_cfg, storage = cfg.dataset, cfg.storage
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     report = EtlReport(run_id=run_id, source=source, files=len(paths))
-    staging = storage.staging / run_id
+    files = shared_files(storage)  # staged by tasks on any node, read by this one
+    staging = files.uri(storage.staging, run_id)
     try:
         _cleaned(paths, ds_cfg).write_parquet(
-            str(staging), partition_cols=[PART], ray_remote_args={"num_cpus": cpus_per_task()}
+            files.path(staging),
+            filesystem=files.fs,
+            partition_cols=[PART],
+            ray_remote_args={"num_cpus": cpus_per_task()},
         )
     except Exception as exc:
-        shutil.rmtree(staging, ignore_errors=True)
+        files.remove(staging)
         raise DataError(f"reading {source} failed: {cause_line(exc)}") from None
     try:
-        parts = _staged_partitions(staging)
-        report.rows_read = sum(pq.ParquetFile(f).metadata.num_rows for fs in parts.values() for f in fs)
+        parts = files.partitions(staging, PART)
+        report.rows_read = sum(files.parquet(f).metadata.num_rows for fs in parts.values() for f in fs)
         if report.rows_read == 0:
             raise DataError(f"input {source} has no rows")
         quarantine_files = parts.pop(QUARANTINE, [])
         if quarantine_files:
-            report.quarantined = _move_quarantine(quarantine_files, storage.quarantine / f"run={run_id}")
+            dest = files.uri(storage.quarantine, f"run={run_id}")
+            report.quarantined = _move_quarantine(files, quarantine_files, dest)
         report.rows_written, report.duplicates = _merge_and_commit(cfg, parts, run_id)
         report.partitions = len(parts)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        files.remove(staging)
     report.seconds = round(time.perf_counter() - started, 2)
     if not report.balanced():  # a bug, never a data condition: refuse to report a lie
         raise RuntimeError(f"ETL row accounting does not balance: {report.to_dict()}")

@@ -16,15 +16,20 @@ import pyarrow.parquet as pq
 
 
 def latest_rows(
-    files: Iterable[Path], *, entity: str, timestamp: str, start: datetime, end: datetime
+    files: Iterable[str | Path],
+    *,
+    entity: str,
+    timestamp: str,
+    start: datetime,
+    end: datetime,
+    filesystem=None,
 ) -> pd.DataFrame:
     """Per entity its newest row with `start <= timestamp <= end` (the window Feast's
     materialization uses, both ends included); a later file wins a tie."""
     latest = None
     for f in sorted(files):
-        part = pq.read_table(f, filters=[(timestamp, ">=", start), (timestamp, "<=", end)]).to_pandas(
-            ignore_metadata=True
-        )
+        window = [(timestamp, ">=", start), (timestamp, "<=", end)]
+        part = pq.read_table(f, filters=window, filesystem=filesystem).to_pandas(ignore_metadata=True)
         if part.empty:
             continue
         part = _newest(part, entity, timestamp)  # one row per entity before merging

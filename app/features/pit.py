@@ -9,16 +9,14 @@ above the threshold join per hash partition of the entity with pandas' `merge_as
 
 from __future__ import annotations
 
-import shutil
 import uuid
-from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 
 from app.config import JOIN_BUCKET
+from app.data.shared_files import SharedFiles
 from app.features.transforms import FEATURE_TIMESTAMP, epoch_us, utc_us
 
 BUCKET = JOIN_BUCKET
@@ -65,10 +63,10 @@ def asof_join(
     return merged.reset_index(drop=True)
 
 
-def _read(paths) -> pd.DataFrame:
+def _read(files: SharedFiles, uris: list[str]) -> pd.DataFrame:
     """Parquet to plain numpy-backed pandas, whatever dtypes the writer's metadata recorded
     (Ray may hand map_batches Arrow-backed columns, which merge_asof cannot mix)."""
-    return pq.read_table(paths).to_pandas(ignore_metadata=True)
+    return files.read_table(uris).to_pandas(ignore_metadata=True)
 
 
 def _bucket_of(values: pd.Series, buckets: int) -> pd.Series:
@@ -78,6 +76,7 @@ def _bucket_of(values: pd.Series, buckets: int) -> pd.Series:
 
 
 def _join_bucket(
+    files: SharedFiles,
     entity_files: list[str],
     feature_files: list[str],
     out_file: str,
@@ -86,13 +85,15 @@ def _join_bucket(
     features: list[str],
     ttl: pd.Timedelta,
 ) -> int:
-    entity_df = _read(entity_files).drop(columns=[BUCKET], errors="ignore")
-    feature_df = _read(feature_files).drop(columns=[BUCKET], errors="ignore") if feature_files else None
+    entity_df = _read(files, entity_files).drop(columns=[BUCKET], errors="ignore")
+    feature_df = (
+        _read(files, feature_files).drop(columns=[BUCKET], errors="ignore") if feature_files else None
+    )
     if feature_df is None or feature_df.empty:
         joined = entity_df.assign(**{c: None for c in [*features, FEATURE_TIMESTAMP]})
     else:
         joined = asof_join(entity_df, feature_df, key=key, ts=ts, features=features, ttl=ttl)
-    pq.write_table(pa.Table.from_pandas(joined, preserve_index=False), out_file)
+    files.write_parquet(out_file, pa.Table.from_pandas(joined, preserve_index=False))
     return len(joined)
 
 
@@ -105,39 +106,43 @@ def partitioned_asof_join(
     features: list[str],
     ttl: pd.Timedelta,
     buckets: int,
-    scratch: Path,
+    files: SharedFiles,
+    scratch: str,
 ) -> pd.DataFrame:
-    """`asof_join` at scale: hash-partition both sides by entity, join each bucket in a task."""
-    run = scratch / uuid.uuid4().hex
+    """`asof_join` at scale: hash-partition both sides by entity, join each bucket in a task.
+    The buckets go through the folder `scratch` of `files`, which tasks on every node reach."""
+    run = files.uri(scratch, uuid.uuid4().hex)
+    fs = files.fs
     try:
         ent = entity_df.assign(**{BUCKET: _bucket_of(entity_df[key], buckets)})
-        ray.data.from_pandas(ent).write_parquet(str(run / "entity"), partition_cols=[BUCKET])
+        ray.data.from_pandas(ent).write_parquet(
+            files.path(f"{run}/entity"), filesystem=fs, partition_cols=[BUCKET]
+        )
 
         def tag(batch: pd.DataFrame) -> pd.DataFrame:
             return batch.assign(**{BUCKET: _bucket_of(batch[key], buckets)})
 
         feature_ds.map_batches(tag, batch_format="pandas").write_parquet(
-            str(run / "feature"), partition_cols=[BUCKET]
+            files.path(f"{run}/feature"), filesystem=fs, partition_cols=[BUCKET]
+        )
+        entity_files, feature_files = (
+            files.partitions(f"{run}/{side}", BUCKET) for side in ("entity", "feature")
         )
         join = ray.remote(num_cpus=1)(_join_bucket)
-        tasks = []
-        for d in sorted((run / "entity").glob(f"{BUCKET}=*")):
-            name = d.name
-            feature_files = sorted(str(f) for f in (run / "feature" / name).glob("*.parquet"))
-            out = run / "out" / f"part-{name.split('=')[1]}.parquet"  # pyarrow skips "_" names
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tasks.append(
-                join.remote(
-                    sorted(str(f) for f in d.glob("*.parquet")),
-                    feature_files,
-                    str(out),
-                    key,
-                    ts,
-                    features,
-                    ttl,
-                )
+        tasks = [
+            join.remote(
+                files,
+                uris,
+                feature_files.get(bucket, []),
+                f"{run}/out/part-{bucket}.parquet",  # pyarrow skips "_" names
+                key,
+                ts,
+                features,
+                ttl,
             )
+            for bucket, uris in sorted(entity_files.items())
+        ]
         ray.get(tasks)
-        return _read(str(run / "out"))
+        return _read(files, files.parquet_files(f"{run}/out"))
     finally:
-        shutil.rmtree(run, ignore_errors=True)
+        files.remove(run)

@@ -8,6 +8,7 @@ import warnings
 from datetime import timedelta
 
 from app.config import AppConfig
+from app.data.shared_files import shared_files
 from app.features.transforms import FEATURE_TIMESTAMP, FeatureSpec
 
 
@@ -76,7 +77,11 @@ def definitions(cfg: AppConfig, spec: FeatureSpec, *, view: str, service: str) -
         join_keys=[ds.entity],
         value_type=ValueType.INT64 if ds.entity_type == "int64" else ValueType.STRING,
     )
-    source = FileSource(name=f"{view}_source", path=str(cfg.storage.features), timestamp_field=ds.timestamp)
+    source = FileSource(
+        name=f"{view}_source",
+        path=shared_files(cfg.storage).uri(cfg.storage.features),
+        timestamp_field=ds.timestamp,
+    )
     schema = (
         [Field(name=n, dtype=Float64) for n in spec.numeric]
         + [Field(name=n, dtype=Int64) for n in spec.time]

@@ -24,12 +24,13 @@ from app.cluster.tasks import read_parquet, run_tasks
 from app.config import AppConfig
 from app.data import tables, warehouse
 from app.data.schema import DataError
+from app.data.shared_files import SharedFiles, shared_files
 from app.data.state import state_store
 from app.features.latest import latest_rows
 from app.features.pit import apply_ttl, asof_join, partitioned_asof_join
 from app.features.repo import definitions, fail_fast, import_feast, repo_config
 from app.features.transforms import FEATURE_TIMESTAMP, feature_spec, feature_table_batch, utc_us
-from app.files import atomic_write_parquet, atomic_write_text
+from app.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 PARTITION_BYTES = 64 << 20  # per join task in the partitioned path
@@ -43,7 +44,8 @@ class FeatureClient:
         self.cfg = cfg
         self.spec = feature_spec(cfg)
         self.repo = cfg.storage.feast
-        self.table = cfg.storage.features
+        self.files = shared_files(cfg.storage)
+        self.table = self.files.uri(cfg.storage.features)  # Feast's offline source: one file a day
         self.view_name = f"{cfg.dataset.entity}_features"
         self.service_name = f"model_v{cfg.features.service_version}"
 
@@ -55,23 +57,28 @@ class FeatureClient:
         days = warehouse.day_files(warehouse.open_table(self.cfg, create=False))
         if not days:
             raise warehouse.empty(self.cfg)
-        changed = {day: files for day, files in days.items() if _stale(self._day_file(day), files)}
+        changed = {
+            day: files for day, files in days.items() if _stale(self.files, self._day_file(day), files)
+        }
         if changed:
             connect(self.cfg.ray)
             run_tasks(
                 build_partition,
-                [(files, str(self._day_file(day)), self.cfg) for day, files in changed.items()],
+                [(files, self._day_file(day), self.cfg) for day, files in changed.items()],
             )
         return len(changed)
 
-    def _day_file(self, day: str) -> Path:
-        return self.table / f"date={day}" / FEATURE_FILE
+    def _day_file(self, day: str) -> str:
+        return f"{self.table}/date={day}/{FEATURE_FILE}"
+
+    def feature_files(self) -> list[str]:
+        return self.files.parquet_files(self.table)
 
     def table_bytes(self) -> int:
         """Uncompressed size of the feature table, the measure Feast's join threshold uses."""
         total = 0
-        for f in self.table.glob("date=*/*.parquet"):
-            md = pq.ParquetFile(f).metadata
+        for f in self.feature_files():
+            md = self.files.parquet(f).metadata
             total += sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
         return total
 
@@ -120,8 +127,10 @@ class FeatureClient:
         API, then the interval recorded in the registry as `FeatureStore.materialize` does."""
         ds = self.cfg.dataset
         since = max(start, datetime.now(timezone.utc) - timedelta(days=self.cfg.features.ttl_days))
-        files = self.table.glob("date=*/*.parquet")
-        rows = latest_rows(files, entity=ds.entity, timestamp=ds.timestamp, start=since, end=end)
+        files = [self.files.path(f) for f in self.feature_files()]
+        rows = latest_rows(
+            files, entity=ds.entity, timestamp=ds.timestamp, start=since, end=end, filesystem=self.files.fs
+        )
         if not rows.empty:
             self.store.write_to_online_store(self.view_name, rows)
         self.store.registry.apply_materialization(view, self.store.project, start, end)
@@ -129,8 +138,8 @@ class FeatureClient:
     def _timestamp_bounds(self) -> tuple[datetime, datetime]:
         """Oldest and newest feature-row time, from parquet statistics (no data read)."""
         ts, lows, highs = self.cfg.dataset.timestamp, [], []
-        for f in self.table.glob("date=*/*.parquet"):
-            md = pq.ParquetFile(f).metadata
+        for f in self.feature_files():
+            md = self.files.parquet(f).metadata
             col = md.schema.names.index(ts)
             for i in range(md.num_row_groups):
                 stats = md.row_group(i).column(col).statistics
@@ -177,12 +186,13 @@ class FeatureClient:
             # (writing both sides to a scratch dataset, scheduling, reading back).
             # File by file: a partition whose column is all null has a null-typed schema,
             # which one dataset read would impose on (or fail to cast from) the others.
-            files = sorted(self.table.glob("date=*/*.parquet"))
-            parts = [pq.read_table(f).to_pandas(ignore_metadata=True) for f in files]
+            parts = [self.files.read_table(f).to_pandas(ignore_metadata=True) for f in self.feature_files()]
             table = pd.concat(parts, ignore_index=True)
             joined = asof_join(keys, table, key=ds.entity, ts=ds.timestamp, features=names, ttl=ttl)
         else:
-            feature_ds = read_parquet(str(self.table), partitioning=None)
+            feature_ds = read_parquet(
+                self.files.path(self.table), filesystem=self.files.fs, partitioning=None
+            )
             joined = partitioned_asof_join(
                 keys,
                 feature_ds,
@@ -191,6 +201,7 @@ class FeatureClient:
                 features=names,
                 ttl=ttl,
                 buckets=min(MAX_BUCKETS, max(1, size // PARTITION_BYTES)),
+                files=self.files,
                 scratch=self.cfg.storage.staging,
             )
         joined = joined[[ds.entity, ds.timestamp, *names, FEATURE_TIMESTAMP]]
@@ -255,13 +266,13 @@ class FeatureClient:
 
 
 def build_partition(warehouse_files: list[str], out_file: str, cfg: AppConfig) -> int:
-    """Features of one warehouse day, swapped in with an atomic rename. The file
+    """Features of one warehouse day, written whole (`SharedFiles.write_parquet`). The file
     names the warehouse files it was computed from (schema metadata): how staleness is seen."""
     fs, paths = tables.file_system(tables.catalog_properties(cfg.storage), warehouse_files)
     batch = pq.read_table(paths, filesystem=fs).to_pandas(ignore_metadata=True)
     table = pa.Table.from_pandas(feature_table_batch(batch, cfg), preserve_index=False)
     table = table.replace_schema_metadata({SOURCE_KEY: json.dumps(_names(warehouse_files))})
-    atomic_write_parquet(out_file, table)
+    shared_files(cfg.storage).write_parquet(out_file, table)
     return table.num_rows
 
 
@@ -269,8 +280,8 @@ def _names(files: list[str]) -> list[str]:
     return sorted(Path(f).name for f in files)
 
 
-def _stale(feature_file: Path, warehouse_files: list[str]) -> bool:
-    if not feature_file.exists():
+def _stale(files: SharedFiles, feature_file: str, warehouse_files: list[str]) -> bool:
+    if not files.exists(feature_file):
         return True
-    built_from = (pq.read_schema(feature_file).metadata or {}).get(SOURCE_KEY.encode())
+    built_from = (files.parquet(feature_file).schema_arrow.metadata or {}).get(SOURCE_KEY.encode())
     return built_from is None or json.loads(built_from) != _names(warehouse_files)

@@ -28,8 +28,8 @@ import pyarrow as pa
 from app.config import AppConfig
 from app.data import state
 from app.data.schema import RAW, REASON
+from app.data.shared_files import shared_files
 from app.errors import first_line
-from app.files import atomic_write_parquet
 from app.monitoring.outcome_files import FILE, KEY, LABEL, REQUEST_ID, ROW, check_rows, read_outcomes, refuse
 from app.monitoring.outcome_join import (
     ALREADY_LABELLED,
@@ -159,8 +159,9 @@ def load_outcomes(
     if not report.balanced():  # a bug, never a data condition: refuse to report a lie
         raise RuntimeError(f"outcome accounting does not balance: {report.to_dict()}")
     if report.rows_quarantined:
-        path = cfg.storage.outcome_quarantine / f"run={run_id}.parquet"
-        report.quarantine_file = str(atomic_write_parquet(path, quarantine_table(frame, rows, producer)))
+        files = shared_files(cfg.storage)  # beside ETL's quarantined runs
+        uri = files.uri(cfg.storage.outcome_quarantine, f"run={run_id}.parquet")
+        report.quarantine_file = files.write_parquet(uri, quarantine_table(frame, rows, producer))
     key = f"{cfg.storage.reports}/outcomes-{run_id}.json"
     state.put_json(state.state_store(cfg.storage), key, report.to_dict())
     return report

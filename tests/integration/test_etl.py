@@ -34,7 +34,7 @@ def _snapshots(cfg) -> int:
 
 
 def _quarantine(cfg) -> pd.DataFrame:
-    return pq.read_table(str(cfg.storage.quarantine)).to_pandas()
+    return pq.read_table(str(cfg.storage.path(cfg.storage.quarantine))).to_pandas()
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
@@ -56,7 +56,7 @@ def test_rows_are_conserved_and_bad_rows_quarantined(tmp_path, fmt):
     assert all("user_id" in json.loads(raw) for raw in q[RAW])
     saved = json.loads(next(cfg.storage.path(cfg.storage.reports).glob("etl-*.json")).read_text())
     assert saved["rows_written"] == report.rows_written
-    assert not any(cfg.storage.staging.iterdir()), "staging is cleaned up"
+    assert not any(cfg.storage.path(cfg.storage.staging).iterdir()), "staging is cleaned up"
 
 
 def test_rerun_writes_nothing_new_and_new_data_is_merged(tmp_path):
@@ -132,7 +132,7 @@ def test_corrupt_csv_body_fails_cleanly(tmp_path):
     with pytest.raises(DataError, match="reading .* failed"):
         run_etl(cfg, str(tmp_path / "ragged.csv"))
     assert _snapshots(cfg) == 0, "nothing is committed"
-    assert not any(cfg.storage.staging.iterdir())
+    assert not any(cfg.storage.path(cfg.storage.staging).iterdir())
 
 
 BIG = 2**53  # float64 rounds BIG + 1 to BIG (a "duplicate"): ETL must never go through it

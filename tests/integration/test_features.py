@@ -43,7 +43,7 @@ def built(tmp_path_factory):
 
 
 def _feature_table(cfg) -> pd.DataFrame:
-    return pq.read_table(str(cfg.storage.features), partitioning=None).to_pandas()
+    return pq.read_table(str(cfg.storage.path(cfg.storage.features)), partitioning=None).to_pandas()
 
 
 def _entity_rows(cfg, rng, n=1500) -> pd.DataFrame:
@@ -165,10 +165,10 @@ def test_feasts_own_materialization_fills_the_online_store_identically(built, tm
         features={"ttl_days": TTL_DAYS, "materialize_engine": "feast"},
         storage={"catalog": tables.catalog_properties(cfg.storage)},  # the same warehouse table
     )
-    shutil.copytree(cfg.storage.features, other.storage.features)
+    shutil.copytree(cfg.storage.path(cfg.storage.features), other.storage.path(other.storage.features))
     feast_client = FeatureClient(other)
     assert feast_client.apply() == 0, "the copied table is up to date"
-    _add_older_copies(other.storage.features, cfg.dataset.timestamp, cfg.dataset.entity)
+    _add_older_copies(other.storage.path(other.storage.features), cfg.dataset.timestamp, cfg.dataset.entity)
     ours_at = client.store.get_feature_view(client.view_name).most_recent_end_time
     assert feast_client.materialize() is not None
     feasts_by = datetime.now(timezone.utc)

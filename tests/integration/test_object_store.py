@@ -88,4 +88,4 @@ def test_a_refused_or_unreachable_catalog_is_one_clear_error_and_nothing_is_writ
         run_etl(cfg, str(tmp_path / "a.parquet"))
     assert "\n" not in str(error.value) and "the table catalog" in str(error.value)
     assert store.objects() == before
-    assert not any(cfg.storage.staging.glob("*/*")), "staging is cleaned up"
+    assert not any(cfg.storage.path(cfg.storage.staging).glob("*/*")), "staging is cleaned up"

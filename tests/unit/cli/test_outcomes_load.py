@@ -73,7 +73,7 @@ def test_a_load_prints_one_summary_line_and_a_second_load_adds_nothing(setup, ca
     )
     assert (
         lines[1].startswith("quarantined rows, with their reasons: ")
-        and str(cfg.storage.quarantine) in lines[1]
+        and str(cfg.storage.path(cfg.storage.quarantine)) in lines[1]
     )
     assert monitors[0].champion().outcomes_by_producer == {"billing": 2}
 

@@ -86,7 +86,7 @@ def test_every_row_is_joined_or_quarantined_and_a_second_load_adds_nothing(cfg, 
     champion = monitor.champion()
     assert champion.outcomes == 3 and champion.outcomes_by_producer == {"billing": 3}
     quarantine = pq.read_table(first.quarantine_file).to_pandas()
-    assert first.quarantine_file.startswith(str(cfg.storage.quarantine))
+    assert first.quarantine_file.startswith(str(cfg.storage.path(cfg.storage.quarantine)))
     assert sorted(quarantine[REASON]) == sorted(r for r, n in first.quarantined.items() for _ in range(n))
     row = quarantine[quarantine[REASON] == DUPLICATE].iloc[0]
     assert (row["_row"], json.loads(row[RAW]), row["request_id"]) == (

@@ -1,0 +1,106 @@
+"""The data files that every node reads and writes besides the tables: the feature table
+(Feast's offline source), ETL's staging and quarantine, the point-in-time join's scratch.
+
+They live beside the shared state (`storage.state`): under `storage.root` by default, or
+under the same `s3://bucket/prefix` on an object store, reached with the endpoint and
+credentials of `storage.catalog` (else the usual AWS variables). Files are named by URI (a
+path, or `s3://…`), which Ray tasks on any node and Feast's engines open as they are. Each
+file is written whole: an atomic rename on a filesystem, one object on S3 (a single PUT or a
+completed multipart upload), so a reader never sees half a file, even from a killed writer.
+"""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from dataclasses import dataclass
+from functools import cached_property
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from app.config import StorageConfig
+from app.data import tables
+from app.data.schema import DataError
+from app.errors import cause_line
+from app.files import atomic_write_parquet
+
+
+@dataclass(frozen=True)
+class SharedFiles:
+    location: str  # a folder, or s3://bucket/prefix
+    properties: tuple[tuple[str, str], ...] = ()  # the catalog's, for the object store's endpoint
+
+    @property
+    def remote(self) -> bool:
+        return "://" in self.location
+
+    def uri(self, *parts: str) -> str:
+        return "/".join([self.location, *parts])
+
+    @cached_property
+    def fs(self) -> pafs.FileSystem:
+        return tables.file_system(dict(self.properties), [self.location])[0]
+
+    def path(self, uri: str) -> str:
+        """`uri` as a path in `fs` (what pyarrow and Ray Data take beside `filesystem=`)."""
+        return uri.removeprefix("s3://")
+
+    def parquet_files(self, uri: str) -> list[str]:
+        """The parquet files under `uri` (any depth; hidden names such as a writer's temporary
+        `.x.tmp-…` skipped), sorted, as URIs."""
+        selector = pafs.FileSelector(self.path(uri), recursive=True, allow_not_found=True)
+        try:
+            infos = self.fs.get_file_info(selector)
+        except OSError as exc:
+            raise self._unusable(exc) from exc
+        prefix = "s3://" if self.remote else ""
+        names = (i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
+        return sorted(prefix + p for p in names if p.rsplit("/", 1)[-1][:1] not in "._")
+
+    def partitions(self, uri: str, column: str) -> dict[str, list[str]]:
+        """The parquet files a writer partitioned by `column` under `uri`, by the column's value
+        (Hive folders `column=value`)."""
+        out: dict[str, list[str]] = {}
+        for f in self.parquet_files(uri):
+            folder = f.rsplit("/", 2)[-2]
+            if folder.startswith(f"{column}="):
+                out.setdefault(folder.split("=", 1)[1], []).append(f)
+        return out
+
+    def exists(self, uri: str) -> bool:
+        return self.fs.get_file_info(self.path(uri)).type == pafs.FileType.File
+
+    def parquet(self, uri: str) -> pq.ParquetFile:
+        return pq.ParquetFile(self.path(uri), filesystem=self.fs)
+
+    def read_table(self, uris: str | list[str], **kwargs) -> pa.Table:
+        paths = self.path(uris) if isinstance(uris, str) else [self.path(u) for u in uris]
+        return pq.read_table(paths, filesystem=self.fs, **kwargs)
+
+    def write_parquet(self, uri: str, table: pa.Table) -> str:
+        """One whole file: renamed into place on a filesystem, one object on S3."""
+        if not self.remote:
+            return str(atomic_write_parquet(uri, table))
+        pq.write_table(table, self.path(uri), filesystem=self.fs)
+        return uri
+
+    def move(self, source: str, dest: str) -> None:
+        if not self.remote:
+            self.fs.create_dir(self.path(dest).rsplit("/", 1)[0], recursive=True)
+        self.fs.move(self.path(source), self.path(dest))
+
+    def remove(self, uri: str) -> None:
+        """A folder and everything under it; nothing when it is not there."""
+        with suppress(FileNotFoundError):
+            self.fs.delete_dir(self.path(uri))
+
+    def _unusable(self, exc: Exception) -> DataError:
+        return DataError(f"the shared files' store {self.location} is not usable: {cause_line(exc)}")
+
+
+def shared_files(storage: StorageConfig) -> SharedFiles:
+    """Where `storage` keeps its shared data files."""
+    if storage.state:
+        return SharedFiles(storage.state, tuple(sorted(tables.catalog_properties(storage).items())))
+    return SharedFiles(storage.root)
