@@ -262,6 +262,10 @@ class StorageConfig(_Section):
         return "quarantine/outcomes"
 
     @property
+    def checkpoints(self) -> str:  # Ray Train's and Tune's runs: what a restarted worker resumes from
+        return "checkpoints"
+
+    @property
     def production(self) -> Path:  # served rows joined to their outcomes, for training
         return self.path("production")
 
@@ -278,10 +282,6 @@ class StorageConfig(_Section):
         return self.path("report.html")
 
     # Models
-    @property
-    def checkpoints(self) -> Path:
-        return self.path("checkpoints")
-
     @property
     def mlflow_db(self) -> Path:  # the registry's sqlite store, unless registry.tracking_uri is set
         return self.path("mlflow.db")

@@ -9,9 +9,8 @@ Everything here runs in the driver: Ray's workers never draw.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -41,14 +40,17 @@ def steps(what: str, total: int | None) -> Iterator[Callable[[int], None]]:
         yield lambda n: bar.update(task, completed=n)
 
 
-def files_seen(folder: Path, pattern: str, done: Callable[[int], None]) -> Callable[[], None]:
-    """A poll that moves `done` to the number of files matching `pattern` in `folder` seen so far,
-    for work that writes one per step (a training run's checkpoints: it keeps the last two, so
-    each lives for two epochs, long enough for a poll every half second to see it)."""
+def files_seen(
+    names: Callable[[], Iterable[str]], prefix: str, done: Callable[[int], None]
+) -> Callable[[], None]:
+    """A poll that moves `done` to the number of names starting with `prefix` that `names` has
+    listed so far, for work that writes one file or folder per step (a training run's
+    checkpoints: it keeps the last two, so each lives for two epochs, long enough for a poll
+    every half second to see it)."""
     seen: set[str] = set()
 
     def poll() -> None:
-        seen.update(p.name for p in folder.glob(pattern))
+        seen.update(name for name in names() if name.startswith(prefix))
         done(len(seen))
 
     return poll

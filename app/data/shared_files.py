@@ -68,6 +68,19 @@ class SharedFiles:
                 out.setdefault(folder.split("=", 1)[1], []).append(f)
         return out
 
+    def names(self, uri: str) -> list[str]:
+        """The names of the entries directly under `uri` (none when it is not there)."""
+        selector = pafs.FileSelector(self.path(uri), allow_not_found=True)
+        return [i.base_name for i in self.fs.get_file_info(selector)]
+
+    def ray_storage(self, key: str) -> dict:
+        """Ray Train's and Tune's `storage_path` and `storage_filesystem` for the folder `key`:
+        checkpoints every worker writes and a restarted one reads, on whichever node."""
+        return {
+            "storage_path": self.path(self.uri(key)),
+            "storage_filesystem": self.fs if self.remote else None,
+        }
+
     def exists(self, uri: str) -> bool:
         return self.fs.get_file_info(self.path(uri)).type == pafs.FileType.File
 

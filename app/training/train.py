@@ -29,6 +29,7 @@ from app import progress
 from app.cluster.connection import connect
 from app.cluster.console import verbose_console
 from app.config import AppConfig
+from app.data.shared_files import shared_files
 from app.model.net import ModelSpec, TabularMLP
 from app.model.preprocess import Preprocessor
 from app.training.loop import array_batches, eval_epoch, model_arrays, train_epoch, worker_shards
@@ -206,7 +207,10 @@ def train(
     )
     started = time.perf_counter()
     with progress.steps("epochs", config["epochs"]) as done:  # rank 0 checkpoints every epoch
-        epochs = progress.files_seen(cfg.storage.checkpoints / name, "checkpoint_*", done)
+        files = shared_files(cfg.storage)
+        epochs = progress.files_seen(
+            lambda: files.names(files.uri(cfg.storage.checkpoints, name)), "checkpoint_", done
+        )
         result = fit_with_ctrl_c_left_to_python(trainer, poll=epochs)
     with result.checkpoint.as_directory() as d:
         state = torch.load(Path(d) / STATE_FILE, weights_only=True)
@@ -246,11 +250,12 @@ def at_console_log_level(loop: Callable[[dict], None]) -> Callable[[dict], None]
 
 
 def run_config(cfg: AppConfig, name: str) -> RunConfig:
-    """A training run's checkpoints (under the storage root, the last two kept), the worker
-    failures it survives, and Ray Train's console level (`console_log_level`)."""
+    """A training run's checkpoints (with the shared data files, where a worker restarted on
+    any node finds them; the last two kept), the worker failures it survives, and Ray Train's
+    console level (`console_log_level`)."""
     return RunConfig(
         name=name,
-        storage_path=str(cfg.storage.checkpoints),
+        **shared_files(cfg.storage).ray_storage(cfg.storage.checkpoints),
         failure_config=FailureConfig(max_failures=cfg.model.max_failures),
         checkpoint_config=CheckpointConfig(num_to_keep=2),
         logging_config=LoggingConfig(log_level=console_log_level()),

@@ -28,6 +28,7 @@ from app import progress
 from app.cluster.connection import connect
 from app.cluster.console import verbose_console
 from app.config import AppConfig
+from app.data.shared_files import shared_files
 from app.model.bundle import FAMILY_TAG
 from app.model.net import ModelSpec, TabularMLP
 from app.model.preprocess import Preprocessor
@@ -173,14 +174,14 @@ def tune_random_forest(
 
 
 def tune_run_config(cfg: AppConfig, name: str, *, family: str) -> tune.RunConfig:
-    """Trials checkpoint under the storage root and are logged to MLflow experiment
+    """Trials checkpoint with the shared data files and are logged to MLflow experiment
     `mlsys-<name>`, each run tagged `mlsys.family`. The terminal shows a bar of finished
     trials; Tune's own experiment header and trial tables (a few hundred lines a search) only
     with `--verbose`."""
     verbose = verbose_console()
     return tune.RunConfig(
         name=f"{name}-{time.strftime('%Y%m%dT%H%M%S')}",
-        storage_path=str(cfg.storage.checkpoints),
+        **shared_files(cfg.storage).ray_storage(cfg.storage.checkpoints),
         callbacks=[
             MLflowLoggerCallback(
                 tracking_uri=cfg.mlflow_uri, experiment_name=f"mlsys-{name}", tags={FAMILY_TAG: family}

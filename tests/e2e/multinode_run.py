@@ -19,6 +19,7 @@ from ray.util.state import list_actors
 from app.config import parse_config
 from app.data import warehouse
 from app.data.etl import run_etl
+from app.data.shared_files import shared_files
 from app.data.synthetic import generate, write_dataset
 from app.features.store import FeatureClient
 from app.registry.registry import CHAMPION, Registry
@@ -29,6 +30,13 @@ from app.training.dataset import build_splits
 from app.training.fit import fit_candidate
 from tests.configs import config_dict
 from tests.objectstore import start_object_store
+
+
+def checkpoints(cfg) -> list[str]:
+    """The names of Ray Train's checkpoints, in every run's folder on the store."""
+    files = shared_files(cfg.storage)
+    runs = files.uri(cfg.storage.checkpoints)
+    return [name for run in files.names(runs) for name in files.names(f"{runs}/{run}")]
 
 
 def main(work: Path) -> None:
@@ -65,7 +73,7 @@ def main(work: Path) -> None:
         # that runs one of them.
         deadline, train_nodes = time.time() + 300, set()
         while time.time() < deadline:
-            checkpointed = any(p.is_dir() for p in cfg.storage.checkpoints.glob("*/checkpoint_20*"))
+            checkpointed = any(n.startswith("checkpoint_20") for n in checkpoints(cfg))
             actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
             train_nodes = {a.node_id for a in actors if "TrainWorker" in a.class_name}
             if checkpointed and len(train_nodes) == 2:
@@ -99,7 +107,14 @@ def main(work: Path) -> None:
                     "state_on_store": store.objects("state"),
                     "local_state": [
                         str(p)
-                        for d in ("serving", "reports", "feast/registry.db")
+                        for d in (
+                            "serving",
+                            "reports",
+                            "feast/registry.db",
+                            "features",
+                            "staging",
+                            "checkpoints",
+                        )
                         for p in cfg.storage.path().glob(f"{d}*")
                     ],
                 }

@@ -40,4 +40,7 @@ def test_pipeline_and_serving_on_a_multi_node_cluster_survive_a_lost_node(tmp_pa
     shared.add("state/mlsys/feast/registry.db")  # read by the replicas on other nodes
     assert shared <= set(facts["state_on_store"])
     assert any(k.startswith("state/mlsys/reports/etl-") for k in facts["state_on_store"])
+    # the feature table the tasks built and the checkpoints the restarted worker group resumed from
+    assert any(k.startswith("state/mlsys/features/date=") for k in facts["state_on_store"])
+    assert any(k.startswith("state/mlsys/checkpoints/train-") for k in facts["state_on_store"])
     assert facts["local_state"] == []

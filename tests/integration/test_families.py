@@ -165,7 +165,7 @@ def test_a_gbdt_worker_killed_mid_run_resumes_from_the_last_checkpoint(prepared)
     run = BackgroundRun(
         lambda: train_gbdt(cfg, splits.train, splits.valid, pre, overrides=overrides, name=name)
     )
-    watch = CheckpointWatch(cfg.storage.checkpoints / name, _last_round)
+    watch = CheckpointWatch(cfg.storage.path(cfg.storage.checkpoints) / name, _last_round)
     superseded = run.wait_until(watch.superseded, what="a registered checkpoint")
     old = watch.on_disk() | set(watch.seen)
     run.kill_a_worker()

@@ -47,7 +47,7 @@ def test_a_worker_killed_mid_run_resumes_from_its_checkpoint_and_finishes_every_
     # Each epoch's measured time travels in the checkpoint: the times of the epochs before the
     # kill survive only if the restarted workers resume from a checkpoint, not from scratch.
     watch = CheckpointWatch(
-        cfg.storage.checkpoints / name,
+        cfg.storage.path(cfg.storage.checkpoints) / name,
         lambda d: torch.load(d / STATE_FILE, weights_only=True)["epoch_seconds"],
     )
     before = run.wait_until(watch.superseded, what="a registered checkpoint")

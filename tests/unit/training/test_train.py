@@ -23,7 +23,7 @@ def test_ray_train_info_lines_stay_off_the_console_unless_verbose(cfg, root_leve
 
 def test_runs_checkpoint_under_the_storage_root_and_survive_failures(cfg):
     rc = run_config(cfg, "train-x")
-    assert rc.name == "train-x" and rc.storage_path == str(cfg.storage.checkpoints)
+    assert rc.name == "train-x" and rc.storage_path == str(cfg.storage.path(cfg.storage.checkpoints))
     assert rc.failure_config.max_failures == cfg.model.max_failures
     assert rc.checkpoint_config.num_to_keep == 2
 
