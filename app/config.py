@@ -296,8 +296,12 @@ class StorageConfig(_Section):
 
     # Serving and monitoring state
     @property
-    def traffic(self) -> Path:
-        return self.path("traffic")
+    def traffic(self) -> str:  # the monitor's log: a key of the shared data files, like `features`
+        return "traffic"
+
+    @property
+    def wal(self) -> Path:  # what the monitor accepted since its last flush: on its own node's disk
+        return self.path("traffic", "wal")
 
     @property
     def monitoring(self) -> Path:

@@ -412,12 +412,12 @@ def audit_log(cfg, url: str, log: Log, faults: list[Fault]) -> dict:
     import ray
     import requests
 
-    from app.monitoring.traffic import FEEDBACK, PREDICTIONS, read_records
+    from app.monitoring.traffic import FEEDBACK, PREDICTIONS, read_records, traffic_log
 
     time.sleep(3.0)  # replicas ship every 50 ms; the monitor flushes every second
     ray.get(monitor_handle(cfg).flush.remote())
     drift = requests.get(f"{url}/monitor/drift", timeout=30).json()
-    root = cfg.storage.traffic
+    root = traffic_log(cfg.storage)
     predictions = set(read_records(root, PREDICTIONS, ["request_id"])["request_id"])
     feedback = set(read_records(root, FEEDBACK, ["request_id"])["request_id"])
     dropped = int(drift["dropped_records"])

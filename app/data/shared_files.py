@@ -14,6 +14,7 @@ from __future__ import annotations
 from contextlib import suppress
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -23,7 +24,7 @@ from app.config import StorageConfig
 from app.data import tables
 from app.data.schema import DataError
 from app.errors import cause_line
-from app.files import atomic_write_parquet
+from app.files import atomic_write_bytes, atomic_write_parquet
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,10 @@ class SharedFiles:
         names = (i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
         return sorted(prefix + p for p in names if p.rsplit("/", 1)[-1][:1] not in "._")
 
+    def under(self, *parts: str) -> SharedFiles:
+        """The folder `parts` as shared files of its own (the traffic log, one hour of it)."""
+        return SharedFiles(self.uri(*parts), self.properties)
+
     def partitions(self, uri: str, column: str) -> dict[str, list[str]]:
         """The parquet files a writer partitioned by `column` under `uri`, by the column's value
         (Hive folders `column=value`)."""
@@ -91,6 +96,22 @@ class SharedFiles:
         paths = self.path(uris) if isinstance(uris, str) else [self.path(u) for u in uris]
         return pq.read_table(paths, filesystem=self.fs, **kwargs)
 
+    def read_bytes(self, uri: str) -> bytes | None:
+        """A file's bytes, or None when it is not there."""
+        try:
+            with self.fs.open_input_stream(self.path(uri)) as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def write_bytes(self, uri: str, data: bytes) -> str:
+        """One whole file, as `write_parquet`."""
+        if not self.remote:
+            return str(atomic_write_bytes(uri, data))
+        with self.fs.open_output_stream(self.path(uri)) as f:
+            f.write(data)
+        return uri
+
     def write_parquet(self, uri: str, table: pa.Table) -> str:
         """One whole file: renamed into place on a filesystem, one object on S3."""
         if not self.remote:
@@ -103,6 +124,11 @@ class SharedFiles:
             self.fs.create_dir(self.path(dest).rsplit("/", 1)[0], recursive=True)
         self.fs.move(self.path(source), self.path(dest))
 
+    def delete(self, uri: str) -> None:
+        """A file; nothing when it is not there."""
+        with suppress(FileNotFoundError):
+            self.fs.delete_file(self.path(uri))
+
     def remove(self, uri: str) -> None:
         """A folder and everything under it; nothing when it is not there."""
         with suppress(FileNotFoundError):
@@ -110,6 +136,11 @@ class SharedFiles:
 
     def _unusable(self, exc: Exception) -> DataError:
         return DataError(f"the shared files' store {self.location} is not usable: {cause_line(exc)}")
+
+
+def as_files(root: SharedFiles | str | Path) -> SharedFiles:
+    """`root` as shared files: a local folder (a tool, a test) is one too."""
+    return root if isinstance(root, SharedFiles) else SharedFiles(str(root))
 
 
 def shared_files(storage: StorageConfig) -> SharedFiles:

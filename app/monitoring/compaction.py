@@ -3,7 +3,7 @@
 File operations on `<traffic>/<kind>/hour=…/`, run by the monitor right after it snapshots,
 so every record they touch is already counted (see snapshot.py: the compaction's output is
 named in that snapshot before it is written). Compaction is atomic and idempotent: the merged
-file (request_id de-duplicated, first copy kept) is renamed into place before its inputs are
+file (request_id de-duplicated, first copy kept) is written whole before its inputs are
 deleted, and merging again what a crash left behind gives the same records. A part that cannot
 be read is renamed `<name>.unreadable` (out of the log, kept for inspection), never deleted.
 """
@@ -11,16 +11,14 @@ be read is renamed `<name>.unreadable` (out of the log, kept for inspection), ne
 from __future__ import annotations
 
 import logging
-import shutil
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pyarrow as pa
 
-from app.files import atomic_write_parquet, fsync_dir
-from app.monitoring.traffic import hour_start, is_hour, quarantine, read_part
+from app.data.shared_files import as_files
+from app.monitoring.traffic import Root, hour_start, is_hour, quarantine, read_part
 
 log = logging.getLogger(__name__)
 # An hour is compacted this long after its end: replicas ship records a few seconds late, and
@@ -65,15 +63,16 @@ class Compacted:
     unreadable: int = 0
 
 
-def compact_hour(folder: Path, inputs: list[str], output: str) -> Compacted:
+def compact_hour(folder: Root, inputs: list[str], output: str) -> Compacted:
     """Merge `inputs` (names in `folder`) into `output`, then delete them."""
+    folder = as_files(folder)
     tables, readable, result = [], [], Compacted()
     for name in inputs:
-        if not (folder / name).exists():  # a planned output a crash never wrote
+        if not folder.exists(folder.uri(name)):  # a planned output a crash never wrote
             continue
-        table = read_part(folder / name)
+        table = read_part(folder, folder.uri(name))
         if table is None:
-            quarantine(folder / name)
+            quarantine(folder, folder.uri(name))
             result.unreadable += 1
         else:
             tables.append(table)
@@ -83,28 +82,29 @@ def compact_hour(folder: Path, inputs: list[str], output: str) -> Compacted:
         table = pa.concat_tables(tables, promote_options="permissive")
         first = ~table.column("request_id").to_pandas().duplicated(keep="first").to_numpy()
         result.records, result.duplicates = int(first.sum()), int(len(first) - first.sum())
-        atomic_write_parquet(folder / output, table.filter(pa.array(first)))
+        folder.write_parquet(folder.uri(output), table.filter(pa.array(first)))
         for name in readable:
             if name != output:
-                (folder / name).unlink(missing_ok=True)
-    fsync_dir(folder)
+                folder.delete(folder.uri(name))
     return result
 
 
-def expired_folders(
-    root: Path, kinds: tuple[str, ...], *, now: datetime, retention_days: float
-) -> list[Path]:
-    """The hour partitions past the retention (nothing deleted yet)."""
+def expired_hours(
+    root: Root, kinds: tuple[str, ...], *, now: datetime, retention_days: float
+) -> list[tuple[str, str]]:
+    """The (kind, hour) partitions past the retention (nothing deleted yet)."""
+    files = as_files(root)
     return [
-        folder
+        (kind, hour)
         for kind in kinds
-        for folder in sorted((root / kind).glob("hour=*"))
-        if is_hour(folder.name) and expired(folder.name, now=now, retention_days=retention_days)
+        for hour in sorted(files.names(files.uri(kind)))
+        if is_hour(hour) and expired(hour, now=now, retention_days=retention_days)
     ]
 
 
-def delete(folders: list[Path]) -> None:
-    for folder in folders:
-        shutil.rmtree(folder, ignore_errors=True)
-    if folders:
-        log.info("traffic log: deleted %d hour partitions past the retention", len(folders))
+def delete(root: Root, hours: list[tuple[str, str]]) -> None:
+    files = as_files(root)
+    for kind, hour in hours:
+        files.remove(files.uri(kind, hour))
+    if hours:
+        log.info("traffic log: deleted %d hour partitions past the retention", len(hours))

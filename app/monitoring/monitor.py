@@ -42,7 +42,7 @@ from app.monitoring.performance import PerformanceTracker, decay_run
 from app.monitoring.records import TrafficRecord
 from app.monitoring.retrain_trigger import JobRunning, RetrainTrigger, Submit
 from app.monitoring.store import TrafficStore
-from app.monitoring.traffic import PREDICTIONS
+from app.monitoring.traffic import PREDICTIONS, traffic_log
 
 log = logging.getLogger(__name__)
 MONITOR = "monitor"  # the actor's kind, in its name
@@ -53,8 +53,8 @@ CHECK_EVERY_S = 10.0
 
 class DriftMonitor:
     def __init__(self, cfg: AppConfig, submit: Submit | None = None, job_running: JobRunning | None = None):
-        self.root = cfg.storage.traffic
-        caps = {"max_outcomes_per_key": cfg.rollout.max_outcomes_per_key}
+        self.root = traffic_log(cfg.storage)
+        caps = {"max_outcomes_per_key": cfg.rollout.max_outcomes_per_key, "wal": cfg.storage.wal}
         self.store = TrafficStore(self.root, cfg.monitor, **caps)  # buffers sized by the deployed config
         self.cfg = overrides.load(cfg)
         self.store.cfg = self.cfg.monitor

@@ -30,7 +30,7 @@ from app.data import state
 from app.model.bundle import ModelBundle
 from app.model.predictor import Predictor
 from app.model.trees import FAMILY as TREE_FAMILY
-from app.monitoring.traffic import labelled_traffic
+from app.monitoring.traffic import labelled_traffic, traffic_log
 from app.registry import ledger
 from app.registry.registry import CHALLENGER, CHAMPION, REJECTED, Registry
 from app.training.dataset import build_splits
@@ -137,7 +137,7 @@ def online_step(
     the warehouse holdout (read from the feature store unless given) becomes the challenger."""
     store = state.state_store(cfg.storage)
     since = last_step(store, cfg.storage.online_state)
-    rows = labelled_traffic(cfg.storage.traffic, since=since)
+    rows = labelled_traffic(traffic_log(cfg.storage), since=since)
     if not rows.empty:
         rows = rows.sort_values("logged_at")
     if len(rows) < min_rows:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -21,9 +20,10 @@ import pyarrow.compute as pc
 
 from app.config import DatasetConfig
 from app.data.schema import REASON
+from app.data.shared_files import as_files
 from app.monitoring.outcome_files import EVENT_AT, KEY, REQUEST_ID, refuse
 from app.monitoring.records import OK
-from app.monitoring.traffic import FEEDBACK, PREDICTIONS, log_files, read_part
+from app.monitoring.traffic import FEEDBACK, PREDICTIONS, Root, log_files, read_part
 
 PREDICTED_AT = "_predicted_at"  # when the labelled prediction was logged
 SERVED_COLUMNS = ["request_id", "key", "logged_at", "status", "shadow", "by_entity"]
@@ -41,7 +41,7 @@ def no_prediction(ds: DatasetConfig) -> str:
 # ---------------------------------------------------------------- reading the log
 
 
-def served_predictions(root: Path, *, request_ids: Iterable[str], keys: Iterable[str]) -> pd.DataFrame:
+def served_predictions(root: Root, *, request_ids: Iterable[str], keys: Iterable[str]) -> pd.DataFrame:
     """The served predictions in the traffic log under `root` with one of these request ids
     or assignment keys: request_id, key and logged_at (UTC)."""
     ids, keys = _values(request_ids), _values(keys)
@@ -66,7 +66,7 @@ def served_predictions(root: Path, *, request_ids: Iterable[str], keys: Iterable
     return found.reset_index(drop=True)
 
 
-def labelled_ids(root: Path, request_ids: Iterable[str]) -> set[str]:
+def labelled_ids(root: Root, request_ids: Iterable[str]) -> set[str]:
     """Those of `request_ids` that the feedback log under `root` holds an outcome for."""
     ids = _values(request_ids)
     found = _scan(root, FEEDBACK, ["request_id"], lambda t: pc.is_in(t["request_id"], value_set=ids))
@@ -77,15 +77,15 @@ def _values(values: Iterable[str]) -> pa.Array:
     return pa.array(sorted({v for v in values if v is not None}), type=pa.string())
 
 
-def _scan(root: Path, kind: str, columns: list[str], wanted: Callable[[pa.Table], pa.Array]) -> pd.DataFrame:
+def _scan(root: Root, kind: str, columns: list[str], wanted: Callable[[pa.Table], pa.Array]) -> pd.DataFrame:
     """The rows of a kind's log that `wanted` picks, read one file at a time."""
     for _ in range(3):  # the monitor may compact an hour while it is read: read it again
         parts, vanished = [], False
         for files in log_files(root, kind).values():
             for f in files:
-                table = read_part(f, columns)
+                table = read_part(root, f, columns)
                 if table is None:
-                    vanished = vanished or not f.exists()
+                    vanished = vanished or not as_files(root).exists(f)
                     continue
                 parts.append(table.filter(wanted(table)).to_pandas())
         if not vanished:

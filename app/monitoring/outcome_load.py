@@ -37,6 +37,7 @@ from app.monitoring.outcome_join import (
     resolve,
     served_predictions,
 )
+from app.monitoring.traffic import traffic_log
 
 BATCH = 1_000  # outcomes per call: the monitor takes each call in one step of its loop (~0.1 s)
 CALL_TIMEOUT_S = 120.0
@@ -144,7 +145,7 @@ def load_outcomes(
     rows = check_rows(frame, cfg.dataset, now=now)
     monitor = monitor or running_monitor(cfg)
     monitor.flush()  # the log holds every prediction and outcome the monitor has accepted
-    root, good = cfg.storage.traffic, rows[REASON].isna()
+    root, good = traffic_log(cfg.storage), rows[REASON].isna()
     predictions = served_predictions(root, request_ids=rows.loc[good, REQUEST_ID], keys=rows.loc[good, KEY])
     resolve(rows, predictions, cfg.dataset, now=now, late_days=cfg.outcomes.late_days)
     good = rows[REASON].isna()

@@ -31,7 +31,7 @@ import pyarrow as pa
 from app.config import AppConfig
 from app.data import tables
 from app.features.transforms import feature_spec, utc_us
-from app.monitoring.traffic import labelled_traffic
+from app.monitoring.traffic import labelled_traffic, traffic_log
 
 log = logging.getLogger(__name__)
 NAME = "production"
@@ -58,7 +58,7 @@ def labelled_rows(cfg: AppConfig, *, cutoff: pd.Timestamp, since: pd.Timestamp) 
     """The table's rows for this window: request columns, the model's features as served, the
     outcome (named as the dataset's label) and the date partition, oldest first."""
     label, names = cfg.dataset.label, feature_spec(cfg).names
-    rows = labelled_traffic(cfg.storage.traffic, label, since=str(since), until=str(cutoff))
+    rows = labelled_traffic(traffic_log(cfg.storage), label, since=str(since), until=str(cutoff))
     columns = [*KEPT, *names, label, "date"]
     if rows.empty:
         return pd.DataFrame(columns=columns)

@@ -4,7 +4,7 @@ rebuild that reads the snapshot plus the files it does not cover - never the who
 A snapshot is a folder `<traffic>/snapshot/` (it describes that log and moves with it): three
 parquet files (remembered predictions, pending feedback, the recent records the drift windows
 are replayed from) written under fresh names, then `snapshot.json` - counts, history, counters
-and the covered file names - renamed into place last, so a crash leaves the old snapshot or the
+and the covered file names - written last, whole, so a crash leaves the old snapshot or the
 new one, never a mix. A file named in `covered` may not exist yet: the monitor names a
 compaction's output there before writing it, so a crash between writing the compacted file and
 deleting its inputs leaves both covered and neither counted twice. An unreadable snapshot is
@@ -22,17 +22,24 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from app.files import atomic_write_parquet, atomic_write_text
+from app.data.shared_files import as_files
 from app.monitoring import counts_state
 from app.monitoring.counts import PREDICTION_FIELDS, ExperimentCounts
 from app.monitoring.records import UNATTRIBUTED
-from app.monitoring.traffic import FEEDBACK, PREDICTIONS, UNREADABLE, log_files, quarantine, read_part
+from app.monitoring.traffic import (
+    FEEDBACK,
+    PREDICTIONS,
+    UNREADABLE,
+    Root,
+    file_name,
+    log_files,
+    quarantine,
+    read_part,
+)
 
 log = logging.getLogger(__name__)
 SNAPSHOT, MANIFEST = "snapshot", "snapshot.json"
@@ -67,9 +74,9 @@ def empty_files() -> Files:
     return {kind: {} for kind in KINDS}
 
 
-def save(root: Path, state: MonitorState) -> Path:
-    """Write the snapshot; returns the manifest's path."""
-    folder = root / SNAPSHOT
+def save(root: Root, state: MonitorState) -> str:
+    """Write the snapshot; returns the manifest's location."""
+    folder = as_files(root).under(SNAPSHOT)
     tag = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
     counts = counts_state.to_state(state.counts)
     tables = {
@@ -79,7 +86,7 @@ def save(root: Path, state: MonitorState) -> Path:
     }
     names = {part: f"{part}-{tag}.parquet" for part in tables}
     for part, table in tables.items():
-        atomic_write_parquet(folder / names[part], table)
+        folder.write_parquet(folder.uri(names[part]), table)
     hours = [h for kind in state.covered.values() for h in kind]
     manifest = {
         "format": FORMAT,
@@ -91,10 +98,10 @@ def save(root: Path, state: MonitorState) -> Path:
         "covered": {k: {h: sorted(n) for h, n in hs.items()} for k, hs in state.covered.items()},
         "files": names,
     }
-    path = atomic_write_text(folder / MANIFEST, json.dumps(manifest))
-    for stale in folder.glob("*.parquet"):  # an earlier snapshot's data
-        if stale.name not in names.values():
-            stale.unlink(missing_ok=True)
+    path = folder.write_bytes(folder.uri(MANIFEST), json.dumps(manifest).encode())
+    for stale in folder.names(folder.location):  # an earlier snapshot's data
+        if stale.endswith(".parquet") and stale not in names.values():
+            folder.delete(folder.uri(stale))
     return path
 
 
@@ -108,20 +115,21 @@ def _recent_table(recent: dict[str, deque]) -> pa.Table:
         return pa.table({})
 
 
-def load(root: Path, *, keep: int, capacity: int, pending_capacity: int) -> MonitorState | None:
+def load(root: Root, *, keep: int, capacity: int, pending_capacity: int) -> MonitorState | None:
     """The saved snapshot, or None when there is none or it cannot be read (one warning)."""
-    path = root / SNAPSHOT / MANIFEST
-    if not path.exists():
-        return None
-    current = path
+    folder = as_files(root).under(SNAPSHOT)
+    path = current = folder.uri(MANIFEST)
     try:
-        manifest = json.loads(path.read_text())
+        data = folder.read_bytes(path)
+        if data is None:
+            return None
+        manifest = json.loads(data)
         if manifest.get("format") != FORMAT:
             raise ValueError(f"format {manifest.get('format')!r}, expected {FORMAT}")
         tables = {}
         for part, name in manifest["files"].items():
-            current = path.parent / name
-            tables[part] = pq.read_table(current)
+            current = folder.uri(name)
+            tables[part] = folder.read_table(current)
         current = path
         counts = counts_state.from_state(
             {
@@ -147,7 +155,7 @@ def load(root: Path, *, keep: int, capacity: int, pending_capacity: int) -> Moni
     return state
 
 
-def replay(root: Path, state: MonitorState, *, keep: int) -> Replay:
+def replay(root: Root, state: MonitorState, *, keep: int) -> Replay:
     """Count every log file the snapshot does not cover into `state` (hour by hour)."""
     present = {kind: log_files(root, kind) for kind in KINDS}
     result = Replay(files=empty_files())
@@ -157,19 +165,19 @@ def replay(root: Path, state: MonitorState, *, keep: int) -> Replay:
             paths = present[kind].get(hour, [])
             if not paths:
                 continue
-            result.files[kind][hour] = {p.name for p in paths}
+            result.files[kind][hour] = {file_name(p) for p in paths}
             done = state.covered.get(kind, {}).get(hour, set())
             seen: set[str] = set()  # exact de-duplication within an hour, beyond the counts' memory
             for path in paths:
-                if path.name in done:
+                if file_name(path) in done:
                     continue
-                table = read_part(path)
+                table = read_part(root, path)
                 if table is not None and (missing := NEEDED[kind] - set(table.column_names)):
                     log.warning("skipping traffic file %s: no column %s", path, ", ".join(sorted(missing)))
                     table = None
                 if table is None:  # counted once: moved out of the log
-                    quarantine(path)
-                    result.files[kind][hour].discard(path.name)
+                    quarantine(root, path)
+                    result.files[kind][hour].discard(file_name(path))
                     result.unreadable += 1
                     continue
                 result.files_read += 1

@@ -15,17 +15,27 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from app.config import MonitorConfig
+from app.data.shared_files import as_files
 from app.monitoring import compaction, snapshot
 from app.monitoring.counts import ExperimentCounts
-from app.monitoring.traffic import FEEDBACK, PREDICTIONS, write_records
+from app.monitoring.traffic import FEEDBACK, PREDICTIONS, Root, write_records
 from app.monitoring.wal import WriteAheadLog
 
 log = logging.getLogger(__name__)
 
 
 class TrafficStore:
-    def __init__(self, root: Path, cfg: MonitorConfig, *, max_outcomes_per_key: int | None = None):
-        self.root = root
+    def __init__(
+        self,
+        root: Root,
+        cfg: MonitorConfig,
+        *,
+        max_outcomes_per_key: int | None = None,
+        wal: Path | None = None,
+    ):
+        """`root`: the traffic log; `wal`: a folder on this node's disk (default: `wal` in a
+        local `root`), where accepted records wait for the next flush."""
+        self.root = as_files(root)
         self.cfg = cfg
         self.max_outcomes_per_key = max_outcomes_per_key  # rollout.max_outcomes_per_key
         self.keep = 2 * cfg.window  # recent records per variant, to replay the drift windows
@@ -34,7 +44,7 @@ class TrafficStore:
         self.counters = dict.fromkeys(
             ("unreadable_files", "expired_hours", "compacted_files", "dropped_records"), 0
         )
-        self.wal = WriteAheadLog(root / "wal", snapshot.KINDS)
+        self.wal = WriteAheadLog(wal or Path(self.root.location, "wal"), snapshot.KINDS)
         self.rebuilt: dict = {}
 
     def rebuild(self) -> snapshot.MonitorState:
@@ -71,8 +81,9 @@ class TrafficStore:
         for kind, buf in self.unsaved.items():
             if buf:
                 batch = list(buf)
-                for path in write_records(self.root, kind, batch):
-                    self.files[kind].setdefault(path.parent.name, set()).add(path.name)
+                for uri in write_records(self.root, kind, batch):
+                    hour, name = uri.rsplit("/", 2)[-2:]
+                    self.files[kind].setdefault(hour, set()).add(name)
                 del buf[: len(batch)]
                 self.wal.clear(kind)  # the flush runs on the actor's loop: nothing arrived since
                 written += len(batch)
@@ -84,7 +95,7 @@ class TrafficStore:
         now = now or datetime.now(timezone.utc)
         self.flush()  # raises on a full disk: nothing unsaved is ever covered by a snapshot
         days = self.cfg.retention_days
-        expired = compaction.expired_folders(self.root, snapshot.KINDS, now=now, retention_days=days)
+        expired = compaction.expired_hours(self.root, snapshot.KINDS, now=now, retention_days=days)
         plans = compaction.plan(self.files, now=now, retention_days=days)
         # Covered: every file counted, the expired ones too (deleted only after the save), and
         # the compactions' outputs, named before they exist: a crash at any point below leaves
@@ -98,14 +109,16 @@ class TrafficStore:
         self.counters["compacted_files"] += sum(len(p.inputs) for p in plans)
         state.counters = self.counters
         snapshot.save(self.root, state)
-        compaction.delete(expired)
-        for folder in expired:
-            self.files[folder.parent.name].pop(folder.name, None)
+        compaction.delete(self.root, expired)
+        for kind, hour in expired:
+            self.files[kind].pop(hour, None)
         for p in plans:
-            folder = self.root / p.kind / p.hour
+            folder = self.root.under(p.kind, p.hour)
             self.counters["unreadable_files"] += compaction.compact_hour(
                 folder, p.inputs, p.output
             ).unreadable
             names = self.files[p.kind][p.hour] - set(p.inputs)
-            self.files[p.kind][p.hour] = names | ({p.output} if (folder / p.output).exists() else set())
+            self.files[p.kind][p.hour] = names | (
+                {p.output} if folder.exists(folder.uri(p.output)) else set()
+            )
         return dict(self.counters)

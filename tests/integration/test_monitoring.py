@@ -13,7 +13,7 @@ import ray
 from app.cluster.actors import ACTOR_NAMESPACE, actor_name
 from app.data.synthetic import Defects, generate
 from app.monitoring.monitor import MONITOR, DriftMonitor, get_monitor
-from app.monitoring.traffic import PREDICTIONS, read_records
+from app.monitoring.traffic import PREDICTIONS, read_records, traffic_log
 from app.registry.registry import CHAMPION, Registry
 from tests.configs import make_config
 from tests.doubles import traffic_record
@@ -128,8 +128,8 @@ def test_records_accepted_but_not_yet_flushed_survive_the_monitors_death(cfg, tm
     batch = records(cfg, 200, seed=11)
     assert asyncio.run(first.ingest(batch, dropped=7)) == 200  # the flusher never runs: the loop ends
     assert asyncio.run(first.feedback(batch[0].request_id, 1, producer="tests")) == "joined"
-    assert not read_records(local.storage.traffic, PREDICTIONS).shape[0]  # nothing in parquet yet
-    wal = local.storage.traffic / "wal" / f"{PREDICTIONS}.jsonl"
+    assert not read_records(traffic_log(local.storage), PREDICTIONS).shape[0]  # nothing in parquet yet
+    wal = local.storage.wal / f"{PREDICTIONS}.jsonl"
     with wal.open("a") as f:
         f.write('{"request_id": "torn')  # killed mid-write
 
@@ -137,8 +137,8 @@ def test_records_accepted_but_not_yet_flushed_survive_the_monitors_death(cfg, tm
     exp = local.serve.experiment.model_dump()  # a mapping of its fields is accepted too
     champion = asyncio.run(second.report(exp)).variants["champion"]
     assert champion.requests == 200 and champion.outcomes == 1
-    assert len(read_records(local.storage.traffic, PREDICTIONS)) == 200
-    assert len(read_records(local.storage.traffic, FEEDBACK)) == 1
+    assert len(read_records(traffic_log(local.storage), PREDICTIONS)) == 200
+    assert len(read_records(traffic_log(local.storage), FEEDBACK)) == 1
     assert wal.read_text() == ""
     third = DriftMonitor(local)  # recovered once: a second restart counts nothing twice
     assert asyncio.run(third.report(exp)).variants["champion"].requests == 200
@@ -164,7 +164,7 @@ def test_a_replicas_records_reach_a_monitor_killed_mid_stream(cfg, tmp_path):
         time.sleep(0.05)
     assert shipper.dropped_total == 0
     ray.get(monitor.flush.remote())
-    persisted = read_records(local.storage.traffic, PREDICTIONS)
+    persisted = read_records(traffic_log(local.storage), PREDICTIONS)
     assert len(persisted) == 600 and persisted["request_id"].is_unique
     ray.kill(monitor, no_restart=True)
 

@@ -14,7 +14,7 @@ import ray
 from app.monitoring.monitor import get_monitor
 from app.monitoring.outcome_join import ALREADY_LABELLED, LATE, UNKNOWN_REQUEST_ID, no_prediction
 from app.monitoring.outcome_load import MonitorUnreachable, load_outcomes
-from app.monitoring.traffic import FEEDBACK, read_records
+from app.monitoring.traffic import FEEDBACK, read_records, traffic_log
 from tests.configs import make_config
 from tests.doubles import traffic_record
 
@@ -74,7 +74,7 @@ def test_loaded_outcomes_reach_the_running_monitor_once_counted_for_their_produc
         after = ray.get(monitor.report.remote(cfg.serve.experiment))
         assert after.variants["champion"].outcomes_by_producer == {"billing": 7}
         assert after.variants["challenger"].outcomes == 4
-        logged = read_records(cfg.storage.traffic, FEEDBACK)
+        logged = read_records(traffic_log(cfg.storage), FEEDBACK)
         assert len(logged) == 11 and set(logged["producer"]) == {"billing"}
         elsewhere = make_config(tmp_path / "no-service")  # a storage root no service runs for
         with pytest.raises(MonitorUnreachable, match="no drift monitor runs"):

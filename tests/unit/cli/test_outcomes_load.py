@@ -12,7 +12,7 @@ import yaml
 
 from app.cli import main
 from app.monitoring import outcome_load
-from app.monitoring.traffic import PREDICTIONS, write_records
+from app.monitoring.traffic import PREDICTIONS, traffic_log, write_records
 from app.serving.producers import producer_store
 from tests.configs import config_dict, make_config
 from tests.doubles import traffic_record
@@ -30,7 +30,7 @@ def setup(tmp_path, monkeypatch):
     producer_store(cfg).add("billing")
     at = datetime.now(timezone.utc) - timedelta(hours=1)
     rows = [traffic_record(f"r{i}", at=at, experiment="exp-1").row() for i in range(3)]
-    write_records(cfg.storage.traffic, PREDICTIONS, rows)
+    write_records(traffic_log(cfg.storage), PREDICTIONS, rows)
     monitors = []
     monkeypatch.setattr(
         outcome_load, "running_monitor", lambda cfg: monitors.append(LocalMonitor(cfg)) or monitors[-1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pyarrow.parquet as pq
 
@@ -45,12 +46,12 @@ def test_compacting_again_after_a_crash_gives_the_same_records(tmp_path):
 
 def test_an_unreadable_part_is_moved_aside_not_deleted(tmp_path):
     write_records(tmp_path, PREDICTIONS, [prediction_record("a", at=AT)])
-    (bad,) = write_records(tmp_path, PREDICTIONS, [prediction_record("b", at=AT)])
+    (bad,) = map(Path, write_records(tmp_path, PREDICTIONS, [prediction_record("b", at=AT)]))
     bad.write_bytes(bad.read_bytes()[:40])
     folder = bad.parent
     done = compaction.compact_hour(folder, sorted(p.name for p in folder.iterdir()), "compact-x.parquet")
     assert done.unreadable == 1 and (folder / f"{bad.name}.unreadable").exists()
-    assert list(log_files(tmp_path, PREDICTIONS)[HOUR]) == [folder / "compact-x.parquet"]
+    assert list(log_files(tmp_path, PREDICTIONS)[HOUR]) == [str(folder / "compact-x.parquet")]
 
 
 def test_only_closed_retained_hours_with_several_files_are_planned():
@@ -72,7 +73,7 @@ def test_expired_hours_are_those_wholly_past_the_retention(tmp_path):
     for h in range(4):
         write_records(tmp_path, PREDICTIONS, [prediction_record(f"r{h}", at=AT + timedelta(hours=h))])
     now = AT + timedelta(days=1, hours=2)  # 2026-01-02T12:30: hours ending before 2026-01-01T12:30 go
-    old = compaction.expired_folders(tmp_path, (PREDICTIONS,), now=now, retention_days=1)
-    assert [f.name for f in old] == ["hour=2026-01-01T10", "hour=2026-01-01T11"]
-    compaction.delete(old)
+    old = compaction.expired_hours(tmp_path, (PREDICTIONS,), now=now, retention_days=1)
+    assert old == [(PREDICTIONS, "hour=2026-01-01T10"), (PREDICTIONS, "hour=2026-01-01T11")]
+    compaction.delete(tmp_path, old)
     assert sorted(log_files(tmp_path, PREDICTIONS)) == ["hour=2026-01-01T12", "hour=2026-01-01T13"]

@@ -20,7 +20,7 @@ from app.monitoring.monitor import DriftMonitor
 from app.monitoring.outcome_join import ALREADY_LABELLED, DUPLICATE, LATE, UNKNOWN_REQUEST_ID
 from app.monitoring.outcome_load import load_outcomes
 from app.monitoring.store import TrafficStore
-from app.monitoring.traffic import FEEDBACK, PREDICTIONS, read_records, write_records
+from app.monitoring.traffic import FEEDBACK, PREDICTIONS, read_records, traffic_log, write_records
 from tests.configs import make_config
 from tests.doubles import traffic_record
 
@@ -37,7 +37,7 @@ class LocalMonitor:
     def __init__(self, cfg):
         self.cfg = cfg
         tracker = DriftTracker(**drift_tracker.settings(cfg))
-        self.intake = TrafficIntake(TrafficStore(cfg.storage.traffic, cfg.monitor), tracker)
+        self.intake = TrafficIntake(TrafficStore(traffic_log(cfg.storage), cfg.monitor), tracker)
         self.batches: list[int] = []
 
     def _start_flusher(self) -> None:
@@ -59,7 +59,7 @@ def cfg(tmp_path):
     cfg = make_config(tmp_path, outcomes={"late_days": 7})
     records = [traffic_record(f"r{i}", at=NOW - timedelta(hours=1), experiment="exp-1") for i in range(6)]
     records.append(traffic_record("old", at=NOW - timedelta(days=8), experiment="exp-1"))
-    write_records(cfg.storage.traffic, PREDICTIONS, [r.row() for r in records])
+    write_records(traffic_log(cfg.storage), PREDICTIONS, [r.row() for r in records])
     return cfg
 
 
@@ -102,7 +102,7 @@ def test_every_row_is_joined_or_quarantined_and_a_second_load_adds_nothing(cfg, 
     assert (again.loaded, again.joined) == (8, 0) and again.balanced()
     assert again.quarantined[ALREADY_LABELLED] == 3
     assert monitor.champion().outcomes == 3  # counted once
-    logged = read_records(cfg.storage.traffic, FEEDBACK)  # flushed before the load answered
+    logged = read_records(traffic_log(cfg.storage), FEEDBACK)  # flushed before the load answered
     assert sorted(logged["request_id"]) == ["r0", "r1", "r2"] and set(logged["producer"]) == {"billing"}
     assert logged.set_index("request_id")["label"].to_dict() == {"r0": 1, "r1": 0, "r2": 1}
 
@@ -129,15 +129,15 @@ def test_one_labelled_between_the_logs_read_and_the_hand_over_is_already_labelle
 def test_predictions_the_monitor_forgot_are_recorded_for_training_and_found_labelled_later(tmp_path):
     cfg = make_config(tmp_path, monitor={"remembered_predictions": 2})
     records = [traffic_record(f"r{i}", at=NOW - timedelta(hours=1), experiment="exp-1") for i in range(4)]
-    write_records(cfg.storage.traffic, PREDICTIONS, [r.row() for r in records])
+    write_records(traffic_log(cfg.storage), PREDICTIONS, [r.row() for r in records])
     source = outcome_file(tmp_path, ["r0,1", "r1,1", "r2,0", "r3,1"])
     report = load_outcomes(cfg, source, "billing", monitor=LocalMonitor(cfg), now=NOW)
     assert (report.counted, report.recorded, report.rows_quarantined) == (2, 2, 0)
     assert "2 for training only" in report.summary()
-    assert len(read_records(cfg.storage.traffic, FEEDBACK)) == 4
+    assert len(read_records(traffic_log(cfg.storage), FEEDBACK)) == 4
     again = load_outcomes(cfg, source, "billing", monitor=LocalMonitor(cfg), now=NOW)  # a restarted monitor
     assert (again.joined, again.quarantined) == (0, {ALREADY_LABELLED: 4})  # found in the feedback log
-    assert len(read_records(cfg.storage.traffic, FEEDBACK)) == 4
+    assert len(read_records(traffic_log(cfg.storage), FEEDBACK)) == 4
 
 
 def test_outcomes_go_to_the_monitor_in_batches(cfg, tmp_path, monkeypatch):
@@ -160,7 +160,7 @@ def test_entity_rows_load_by_the_latest_prediction_before_the_event(tmp_path):
         dataclasses.replace(traffic_record(rid, at=t, experiment="exp-1"), key="42", by_entity=True)
         for rid, t in zip(("a", "b"), at, strict=True)
     ]
-    write_records(cfg.storage.traffic, PREDICTIONS, [r.row() for r in records])
+    write_records(traffic_log(cfg.storage), PREDICTIONS, [r.row() for r in records])
     path = tmp_path / "by_entity.parquet"
     pd.DataFrame(
         {"user_id": [42, 42, 43], "event_timestamp": [NOW - timedelta(hours=4), NOW, NOW], "label": [1, 0, 1]}
@@ -168,5 +168,5 @@ def test_entity_rows_load_by_the_latest_prediction_before_the_event(tmp_path):
     monitor = LocalMonitor(cfg)
     report = load_outcomes(cfg, str(path), "crm", monitor=monitor, now=NOW)
     assert (report.counted, report.rows_quarantined) == (2, 1) and report.balanced()
-    logged = read_records(cfg.storage.traffic, FEEDBACK).set_index("request_id")["label"].to_dict()
+    logged = read_records(traffic_log(cfg.storage), FEEDBACK).set_index("request_id")["label"].to_dict()
     assert logged == {"a": 1, "b": 0}

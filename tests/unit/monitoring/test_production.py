@@ -10,7 +10,7 @@ import pytest
 
 from app.monitoring import production
 from app.monitoring.records import SHADOW_SUFFIX
-from app.monitoring.traffic import FEEDBACK, PREDICTIONS, write_records
+from app.monitoring.traffic import FEEDBACK, PREDICTIONS, traffic_log, write_records
 from tests.configs import make_config
 from tests.duck import duckdb_with_iceberg
 from tests.helpers import model_inputs, prediction_record
@@ -38,7 +38,7 @@ def outcome(rid, label, at):
 
 
 def write_traffic(cfg):
-    root = cfg.storage.traffic
+    root = traffic_log(cfg.storage)
     write_records(root, PREDICTIONS, served(cfg, ["a", "b", "c"], at=DAY1))  # date 2026-03-01
     write_records(root, PREDICTIONS, served(cfg, ["d", "e"], at=DAY1 + timedelta(hours=3)))  # 03-02
     write_records(root, PREDICTIONS, served(cfg, ["a"], at=DAY1))  # a re-delivery of "a"

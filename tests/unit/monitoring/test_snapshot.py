@@ -20,11 +20,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from app.config import MonitorConfig
+from app.data.shared_files import SharedFiles, as_files
 from app.files import atomic_write_parquet
 from app.monitoring import compaction, snapshot
 from app.monitoring.counts import ExperimentCounts
 from app.monitoring.store import TrafficStore
-from app.monitoring.traffic import FEEDBACK, HOUR_FORMAT, PREDICTIONS, hour_key, log_files
+from app.monitoring.traffic import FEEDBACK, HOUR_FORMAT, PREDICTIONS, hour_key, log_files, traffic_log
 
 ROOT = Path(__file__).resolve().parents[3]
 START = datetime(2026, 3, 1, tzinfo=timezone.utc)
@@ -34,7 +35,7 @@ CFG = MonitorConfig(retention_days=365, window=500)
 # ------------------------------------------------------------------ a traffic log, seeded directly
 
 
-def seed(root: Path, *, hours: range, per_hour: int, parts: int, seed: int, tag: str) -> dict:
+def seed(root: Path | SharedFiles, *, hours: range, per_hour: int, parts: int, seed: int, tag: str) -> dict:
     """Write `per_hour` predictions an hour (2 % errors, 1 % re-delivered into another part) and
     feedback for 40 % of them (1 % duplicated, 0.5 % for unknown ids) as parquet parts, the way
     the monitor lays them out. Returns the counts a correct monitor reports for them."""
@@ -80,20 +81,20 @@ def seed(root: Path, *, hours: range, per_hour: int, parts: int, seed: int, tag:
         lost["logged_at"] = START + timedelta(hours=h, minutes=59)
         feedback += [fb, fb.sample(frac=0.01, random_state=h), lost]
         _write_parts(
-            root / PREDICTIONS, pd.concat([preds, preds.sample(frac=0.01, random_state=h)]), parts, tag
+            root, PREDICTIONS, pd.concat([preds, preds.sample(frac=0.01, random_state=h)]), parts, tag
         )
-    _write_parts(root / FEEDBACK, pd.concat(feedback), parts, tag)
+    _write_parts(root, FEEDBACK, pd.concat(feedback), parts, tag)
     return {**truth, "pending": pending}
 
 
-def _write_parts(folder: Path, frame: pd.DataFrame, parts: int, tag: str) -> None:
+def _write_parts(root: Path | SharedFiles, kind: str, frame: pd.DataFrame, parts: int, tag: str) -> None:
+    files = as_files(root)
     frame = frame.sample(frac=1, random_state=0)  # a re-delivery lands in some other part
     for hour, rows in frame.groupby(frame["logged_at"].dt.strftime(HOUR_FORMAT)):
         for k, chunk in enumerate(np.array_split(np.arange(len(rows)), parts)):
             table = pa.Table.from_pandas(rows.iloc[chunk].reset_index(drop=True), preserve_index=False)
             name = f"{'compact' if parts == 1 else 'part'}-{tag}-{k:04d}.parquet"
-            (folder / hour).mkdir(parents=True, exist_ok=True)
-            pq.write_table(table, folder / hour / name)
+            files.write_parquet(files.uri(kind, hour, name), table)
 
 
 def add(*truths: dict) -> dict:
@@ -245,7 +246,8 @@ def test_a_crash_between_compacting_and_deleting_counts_nothing_twice(tmp_path, 
     class Crash(Exception):
         pass
 
-    def merge_then_crash(folder, inputs, output):  # the merged file is in place, its inputs too
+    def merge_then_crash(files, inputs, output):  # the merged file is in place, its inputs too
+        folder = Path(files.location)
         tables = [pq.read_table(folder / n) for n in inputs if (folder / n).exists()]
         atomic_write_parquet(folder / output, pa.concat_tables(tables))
         raise Crash
@@ -278,9 +280,9 @@ def test_compaction_is_idempotent(tmp_path):
     state = store.rebuild()
     later = START + timedelta(hours=4)
     store.maintain(state, now=later)
-    before = {h: [f.name for f in fs] for h, fs in log_files(tmp_path, PREDICTIONS).items()}
+    before = log_files(tmp_path, PREDICTIONS)
     store.maintain(state, now=later)  # nothing left to merge: nothing rewritten
-    assert {h: [f.name for f in fs] for h, fs in log_files(tmp_path, PREDICTIONS).items()} == before
+    assert log_files(tmp_path, PREDICTIONS) == before
     assert summary(TrafficStore(tmp_path, CFG).rebuild().counts) == truth
 
 
@@ -380,3 +382,42 @@ def test_a_month_of_traffic_restarts_from_the_snapshot_in_bounded_memory(tmp_pat
     grown = {mode: r["peak_mb"] - r["base_mb"] for mode, r in by.items()}
     assert grown["snapshot"] < 0.5 * grown["legacy"]  # generous: see the printed figures
     shutil.rmtree(tmp_path)
+
+
+def test_the_log_its_snapshot_and_compaction_live_on_an_object_store(s3_server, tmp_path):
+    """The same log on the S3 server: its parts, the snapshot and the compacted files are
+    objects; a monitor restarted on another node (another write-ahead folder) reads the
+    snapshot back and counts what a full rebuild counts."""
+    from tests.configs import make_config
+    from tests.conftest import STATE_BUCKET
+
+    prefix = f"{STATE_BUCKET}/{tmp_path.name}"
+    storage = {"state": f"s3://{prefix}", "catalog": s3_server.catalog()}
+    log = traffic_log(make_config(tmp_path, storage=storage).storage)
+    truth = seed(log, hours=range(3), per_hour=300, parts=3, seed=8, tag="o")
+    store = TrafficStore(log, CFG, wal=tmp_path / "node-a")
+    state = store.rebuild()
+    assert summary(state.counts) == truth and store.rebuilt["files_read"] == 2 * 3 * 3
+    store.maintain(state, now=START + timedelta(hours=5))  # snapshot, then compact
+    assert all(len(f) == 1 for kind in (PREDICTIONS, FEEDBACK) for f in log_files(log, kind).values())
+    keys = [
+        k.removeprefix(f"{prefix}/traffic/") for k in s3_server.objects(STATE_BUCKET) if k.startswith(prefix)
+    ]
+    assert "snapshot/snapshot.json" in keys and all(
+        k.split("/")[0] in ("snapshot", *snapshot.KINDS) for k in keys
+    )
+
+    tail = seed(log, hours=range(3, 4), per_hour=200, parts=2, seed=9, tag="p")
+    restarted = TrafficStore(log, CFG, wal=tmp_path / "node-b")
+    state = restarted.rebuild()
+    assert restarted.rebuilt["snapshot"] and restarted.rebuilt["files_read"] == 2 * 2
+    assert summary(state.counts) == add(truth, tail) == summary(_full_rebuild(log))
+    assert not (tmp_path / "traffic").exists()  # nothing of the log on this node's disk
+
+
+def _full_rebuild(root) -> ExperimentCounts:
+    state = snapshot.MonitorState(
+        ExperimentCounts(capacity=CFG.remembered_predictions, pending_capacity=CFG.pending_feedback)
+    )
+    snapshot.replay(root, state, keep=2 * CFG.window)
+    return state.counts

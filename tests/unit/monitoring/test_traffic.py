@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pyarrow.parquet as pq
 
@@ -111,7 +112,7 @@ def test_feedback_joins_the_log_into_training_rows(tmp_path):
 def test_a_truncated_part_is_skipped_with_a_warning_naming_it(tmp_path, caplog):
     now = datetime(2026, 1, 1, 10, 30, tzinfo=timezone.utc)
     write_records(tmp_path, PREDICTIONS, [record("a", at=now)])
-    (bad,) = write_records(tmp_path, PREDICTIONS, [record("b", at=now)])
+    (bad,) = map(Path, write_records(tmp_path, PREDICTIONS, [record("b", at=now)]))
     bad.write_bytes(bad.read_bytes()[:50])
     back = read_records(tmp_path, PREDICTIONS)
     assert list(back["request_id"]) == ["a"]
@@ -130,7 +131,7 @@ def test_labelled_traffic_since_reads_only_the_newer_hours(tmp_path, monkeypatch
         )
     read = []
     monkeypatch.setattr(
-        traffic, "read_part", lambda path, columns=None: read.append(path) or pq.read_table(path)
+        traffic, "read_part", lambda root, uri, columns=None: read.append(uri) or pq.read_table(uri)
     )
     since = str(start + timedelta(hours=45, minutes=10))  # the last step used up to r45
     rows = traffic.labelled_traffic(tmp_path, since=since)
@@ -147,14 +148,13 @@ def test_a_reader_racing_a_compaction_reads_the_hour_again(tmp_path, monkeypatch
         write_records(tmp_path, PREDICTIONS, [record(rid, at=at)])
     real, compacted = traffic.read_part, []
 
-    def read_part(path, columns=None):  # the monitor compacts the hour after the reader listed it
+    def read_part(root, uri, columns=None):  # the monitor compacts the hour after the reader listed it
         if not compacted:
+            folder = Path(uri).parent
             compacted.append(
-                compaction.compact_hour(
-                    path.parent, sorted(p.name for p in path.parent.iterdir()), "c.parquet"
-                )
+                compaction.compact_hour(folder, sorted(p.name for p in folder.iterdir()), "c.parquet")
             )
-        return real(path, columns)
+        return real(root, uri, columns)
 
     monkeypatch.setattr(traffic, "read_part", read_part)
     assert sorted(read_records(tmp_path, PREDICTIONS)["request_id"]) == ["a", "b", "c"]

@@ -9,7 +9,7 @@ import pytest
 
 from app.features.transforms import feature_spec
 from app.monitoring import production
-from app.monitoring.traffic import FEEDBACK, PREDICTIONS, write_records
+from app.monitoring.traffic import FEEDBACK, PREDICTIONS, traffic_log, write_records
 from app.monitoring.training_data import production_frame, training_data
 from app.training.dataset import TrainingDataError
 from tests.configs import make_config
@@ -28,8 +28,8 @@ def log_labelled(cfg, n, *, labelled_after=timedelta(minutes=5)):
         outcome = int(row.pop(label))
         preds.append(prediction_record(f"r{i}", features=row, at=at))
         outcomes.append({"request_id": f"r{i}", "label": outcome, "logged_at": at + labelled_after})
-    write_records(cfg.storage.traffic, PREDICTIONS, preds)
-    write_records(cfg.storage.traffic, FEEDBACK, outcomes)
+    write_records(traffic_log(cfg.storage), PREDICTIONS, preds)
+    write_records(traffic_log(cfg.storage), FEEDBACK, outcomes)
     return frame
 
 
