@@ -73,10 +73,10 @@ def register_worse(cfg: AppConfig, *, seed: int, concept: float) -> int:
 def archive_earlier_run(cfg: AppConfig) -> None:
     """Move an earlier demo run's registry, serving state, production table, traffic log and
     monitoring state aside (kept, not deleted): this run's models, windows and incidents start
-    fresh."""
+    fresh. What lives on an object store (`storage.state`) stays where it is."""
     st = cfg.storage
     registry = (st.mlflow_db, st.mlartifacts, st.bundles)  # the local registry (not a tracking server)
-    kept = (*registry, st.path("serving"), st.production, st.traffic, st.monitoring)
+    kept = (*registry, st.path("serving"), st.production, st.path(st.traffic), st.monitoring)
     moved = [p for p in kept if p.exists()]
     production.forget(cfg)  # out of the catalog, its files archived with the rest
     if moved:

@@ -22,6 +22,7 @@ from app.data.etl import run_etl
 from app.data.shared_files import shared_files
 from app.data.synthetic import generate, write_dataset
 from app.features.store import FeatureClient
+from app.monitoring.monitor import get_monitor
 from app.registry.registry import CHAMPION, Registry
 from app.serving import app as serving_app
 from app.serving.client import ServiceClient
@@ -89,6 +90,7 @@ def main(work: Path) -> None:
         client = ServiceClient(url, outcomes_token=producer_store(cfg).token_for("multinode"))
         prediction = client.predict_entity(int(splits.train[cfg.dataset.entity].iloc[0]))
         feedback = client.feedback(prediction, 1)  # the producer's token, read from the store
+        ray.get(get_monitor(cfg).flush.remote())  # the traffic log's parts: on the store
         print(
             "FACTS",
             json.dumps(
@@ -105,6 +107,11 @@ def main(work: Path) -> None:
                         str(p) for p in (cfg.storage.warehouse, cfg.storage.path("catalog.db")) if p.exists()
                     ],
                     "state_on_store": store.objects("state"),
+                    "local_traffic": [  # only the monitor's write-ahead log is on its node's disk
+                        str(p)
+                        for p in cfg.storage.path(cfg.storage.traffic).rglob("*")
+                        if p.is_file() and cfg.storage.wal not in p.parents
+                    ],
                     "local_state": [
                         str(p)
                         for d in (

@@ -43,4 +43,8 @@ def test_pipeline_and_serving_on_a_multi_node_cluster_survive_a_lost_node(tmp_pa
     # the feature table the tasks built and the checkpoints the restarted worker group resumed from
     assert any(k.startswith("state/mlsys/features/date=") for k in facts["state_on_store"])
     assert any(k.startswith("state/mlsys/checkpoints/train-") for k in facts["state_on_store"])
+    traffic = [k for k in facts["state_on_store"] if k.startswith("state/mlsys/traffic/")]
+    assert any(k.startswith("state/mlsys/traffic/predictions/hour=") for k in traffic)  # the monitor's log
+    assert any(k.startswith("state/mlsys/traffic/feedback/hour=") for k in traffic)
+    assert facts["local_traffic"] == []
     assert facts["local_state"] == []
