@@ -196,17 +196,20 @@ RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
 
 class StorageConfig(_Section):
-    """Where everything lives under `root`: the one place the layout is spelled."""
+    """Where everything lives: under `root`, or the shared part on the object store of
+    `catalog` and `state`. The one place the layout is spelled."""
 
     root: str = Field(default=".mlsys", validate_default=True)  # the default is resolved too
     # The Iceberg tables' catalog, as pyiceberg's catalog properties: e.g. {type: rest, uri:
     # http://catalog:8181, warehouse: s3://tables/} or {type: sql, uri: postgresql://...}.
     # Empty: a sqlite catalog under root, the tables under root (README, Storage).
     catalog: dict[str, str] = Field(default_factory=dict)
-    # Small shared state (experiment split, rollout and retrain state, feedback key, producers'
-    # token digests, the monitor's reloaded settings, reports, Feast's registry): "" keeps it
-    # under root; "s3://bucket/prefix" puts it on an object store,
-    # written with conditional puts (the endpoint and credentials of `catalog`, else AWS_*).
+    # What every node shares besides the tables: the small state (experiment split, rollout and
+    # retrain state, feedback key, producers' token digests, the monitor's reloaded settings,
+    # reports, Feast's registry; written with conditional puts) and the data files (feature
+    # table, traffic log, training checkpoints, ETL's staging and quarantine). "" keeps them
+    # under root; "s3://bucket/prefix" puts them on an object store (the endpoint and
+    # credentials of `catalog`, else AWS_*), and root then holds only this node's caches.
     state: str = ""
 
     @field_validator("state")

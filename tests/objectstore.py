@@ -8,11 +8,13 @@ and its gRPC ports with the ports Ray hands its workers.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,3 +177,70 @@ def start_object_store(folder: Path) -> ObjectStore:
     store = ObjectStore(folder, s3_port=free_port(), catalog_port=free_port())
     store.start()
     return store
+
+
+@dataclass
+class TrackingServer:
+    """A real `mlflow server` (sqlite backend, artifacts served by it)."""
+
+    url: str
+    proc: subprocess.Popen
+    bundles: Callable[[], list[str]]  # the bundles it keeps, wherever its artifacts go
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_tracking_server(
+    folder: Path, store: ObjectStore | None = None, bucket: str = "mlflow"
+) -> TrackingServer:
+    """`mlflow server` on a free port, its artifacts in `folder` or, with `store`, in the
+    store's bucket `bucket` (created here; MLflow reaches it through MLFLOW_S3_ENDPOINT_URL)."""
+    import requests
+
+    folder.mkdir(parents=True, exist_ok=True)
+    port, env = free_port(), dict(os.environ)
+    if store is not None:
+        store.create_bucket(bucket)
+        destination = f"s3://{bucket}/artifacts"
+        env |= {
+            "MLFLOW_S3_ENDPOINT_URL": store.endpoint,
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_DEFAULT_REGION": REGION,
+        }
+
+        def bundles() -> list[str]:
+            return [k for k in store.objects(bucket) if k.endswith("bundle.json")]
+    else:
+        destination = (folder / "artifacts").as_uri()
+
+        def bundles() -> list[str]:
+            return [str(p) for p in (folder / "artifacts").rglob("bundle.json")]
+
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "mlflow", "server",
+            "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+            "--artifacts-destination", destination,
+            "--serve-artifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )  # fmt: skip
+    server = TrackingServer(f"http://127.0.0.1:{port}", proc, bundles)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{server.url}/health", timeout=2).ok:
+                return server
+        except requests.ConnectionError:
+            time.sleep(0.5)
+    server.stop()
+    raise TimeoutError("mlflow server did not answer /health within 120 s")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from app.demo_steps import archive_earlier_run
 from app.monitoring import production
 from app.monitoring.traffic import PREDICTIONS, log_files, traffic_log, write_records
-from tests.doubles import traffic_record
 from tests.configs import make_config
+from tests.doubles import traffic_record
 
 
 def test_archiving_moves_the_production_table_out_of_the_catalog_and_the_next_build_starts_fresh(tmp_path):

@@ -29,6 +29,15 @@ def test_cluster_config_is_a_valid_mlsys_config():
     cfg = parse_config(yaml.safe_load((ROOT / "deployments/config/cluster.yaml").read_text()), environ={})
     assert cfg.features.online.type == "redis" and cfg.registry.tracking_uri.startswith("http")
     assert cfg.dataset.source.startswith("s3://") and cfg.mlp.use_gpu
+    # Nothing on a shared disk: the tables behind a catalog, the shared files on the object store
+    assert cfg.storage.catalog["type"] == "rest" and cfg.storage.state.startswith("s3://")
+
+
+@pytest.mark.parametrize("path", ["deployments/kuberay/rayjob.yaml", "deployments/kuberay/rayservice.yaml"])
+def test_kuberay_pods_mount_no_shared_volume(path):
+    text = (ROOT / path).read_text()
+    assert "persistentVolumeClaim" not in text and "volumeMounts" not in text
+    assert "nfs" not in (ROOT / "cluster.yaml").read_text()
 
 
 def test_rayjob_runs_a_real_command():

@@ -5,19 +5,13 @@ gets no registry files; the versions, aliases and bundles live on the server."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-
 import pytest
-import requests
 
 from app.data.synthetic import Defects, generate
 from app.registry.registry import CHALLENGER, CHAMPION, Registry
 from tests.configs import make_config
-from tests.helpers import free_port, quick_bundle
-from tests.objectstore import ACCESS_KEY, REGION, SECRET_KEY
+from tests.helpers import quick_bundle
+from tests.objectstore import start_tracking_server
 
 ARTIFACTS_BUCKET = "mlflow"
 
@@ -28,53 +22,10 @@ CLEAN = Defects(0, 0, 0, 0, 0, 0)
 def tracking_server(request, tmp_path_factory):
     """The server, its artifacts on its own disk or on a real S3 server (SeaweedFS); yields its
     URL and a function listing the bundles it stores."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    env = dict(os.environ)
-    if request.param == "s3":
-        store = request.getfixturevalue("s3_server")  # tests/conftest.py
-        store.create_bucket(ARTIFACTS_BUCKET)
-        destination = f"s3://{ARTIFACTS_BUCKET}/artifacts"
-        env |= {
-            "MLFLOW_S3_ENDPOINT_URL": store.endpoint,
-            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-            "AWS_DEFAULT_REGION": REGION,
-        }
-
-        def bundles():
-            return [k for k in store.objects(ARTIFACTS_BUCKET) if k.endswith("bundle.json")]
-    else:
-        destination = (root / "artifacts").as_uri()
-
-        def bundles():
-            return [str(p) for p in (root / "artifacts").rglob("bundle.json")]
-
-    server = subprocess.Popen(
-        [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination", destination,
-            "--serve-artifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{url}/health", timeout=2).ok:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.5)
-    else:
-        server.kill()
-        pytest.fail("mlflow server did not answer /health within 120 s")
-    yield url, bundles
-    server.terminate()
-    server.wait(timeout=30)
+    store = request.getfixturevalue("s3_server") if request.param == "s3" else None  # tests/conftest.py
+    server = start_tracking_server(tmp_path_factory.mktemp("mlflow-server"), store, ARTIFACTS_BUCKET)
+    yield server.url, server.bundles
+    server.stop()
 
 
 def test_versions_aliases_and_bundles_live_on_the_server_not_on_the_clients_disk(tracking_server, tmp_path):
