@@ -207,10 +207,8 @@ def train(
     )
     started = time.perf_counter()
     with progress.steps("epochs", config["epochs"]) as done:  # rank 0 checkpoints every epoch
-        files = shared_files(cfg.storage)
-        epochs = progress.files_seen(
-            lambda: files.names(files.uri(cfg.storage.checkpoints, name)), "checkpoint_", done
-        )
+        run = shared_files(cfg.storage).under(cfg.storage.checkpoints, name)
+        epochs = progress.files_seen(lambda: run.names(run.location), "checkpoint_", done)
         result = fit_with_ctrl_c_left_to_python(trainer, poll=epochs)
     with result.checkpoint.as_directory() as d:
         state = torch.load(Path(d) / STATE_FILE, weights_only=True)
