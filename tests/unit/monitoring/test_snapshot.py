@@ -415,6 +415,34 @@ def test_the_log_its_snapshot_and_compaction_live_on_an_object_store(s3_server, 
     assert not (tmp_path / "traffic").exists()  # nothing of the log on this node's disk
 
 
+def test_two_monitors_flushing_into_one_store_at_once_lose_and_double_nothing(s3_server, tmp_path):
+    """A monitor Ray restarted while the old one still flushes (two processes, one log on the
+    S3 server): every flush writes files of its own, and the rebuild counts each request once,
+    including those both received (re-delivered to the new one)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.configs import make_config
+    from tests.conftest import STATE_BUCKET
+    from tests.helpers import prediction_record
+
+    storage = {"state": f"s3://{STATE_BUCKET}/{tmp_path.name}", "catalog": s3_server.catalog()}
+    log = traffic_log(make_config(tmp_path, storage=storage).storage)
+    at = START + timedelta(minutes=5)
+
+    def monitor(name: str, ids: range) -> int:
+        store = TrafficStore(log, CFG, wal=tmp_path / name)
+        for chunk in range(ids.start, ids.stop, 100):  # a flush a batch, as the actor's loop does
+            store.add(PREDICTIONS, [prediction_record(f"r{i}", at=at) for i in range(chunk, chunk + 100)])
+            store.flush()
+        return len(ids)
+
+    with ThreadPoolExecutor(2) as pool:
+        sent = list(pool.map(monitor, ["old", "new"], [range(0, 1000), range(600, 1600)]))
+    assert sent == [1000, 1000] and len(log_files(log, PREDICTIONS)[hour_key(at)]) == 20
+    counts = TrafficStore(log, CFG, wal=tmp_path / "third").rebuild().counts
+    assert summary(counts)["e/champion"][0] == 1600  # 400 re-delivered, counted once
+
+
 def _full_rebuild(root) -> ExperimentCounts:
     state = snapshot.MonitorState(
         ExperimentCounts(capacity=CFG.remembered_predictions, pending_capacity=CFG.pending_feedback)
