@@ -7,9 +7,11 @@ and its gRPC ports with the ports Ray hands its workers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -188,12 +190,15 @@ class TrackingServer:
     bundles: Callable[[], list[str]]  # the bundles it keeps, wherever its artifacts go
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        """The server and the workers it started (uvicorn, job runners): its process group."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=30)
+                break
+            except subprocess.TimeoutExpired:
+                continue
 
 
 def start_tracking_server(
@@ -233,6 +238,7 @@ def start_tracking_server(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
+        start_new_session=True,  # a group of its own, stopped whole
     )  # fmt: skip
     server = TrackingServer(f"http://127.0.0.1:{port}", proc, bundles)
     deadline = time.monotonic() + 120

@@ -73,6 +73,9 @@ def _root(
         # MLflow logs its registry database's creation and migrations at INFO on a handler of
         # its own; it reads this when first imported (in this process and the ones it starts).
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        # With a tracking server, MLflow prints "View run … at: <url>" as each run ends (every
+        # Tune trial, every registration): links for its UI's users, noise here.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     ctx.obj = {"config_path": config}
 
 

@@ -268,6 +268,7 @@ def test_demo_runs_the_whole_loop_twice(tmp_path):
 
 # Lines the libraries print that a demo without --verbose must not show.
 LIBRARY_NOISE = {
+    "MLflow's links to each run on a tracking server": re.compile(r"View (run|experiment) .*at: http"),
     "a Tune trial table or experiment header": re.compile(
         r"Trial status:|Trial name|Configuration for experiment"
     ),

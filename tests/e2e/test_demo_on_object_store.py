@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tests.configs import ROOT, config_dict
+from tests.e2e.test_cli import assert_reads_as_our_stages_and_results
 from tests.helpers import small_cli_env
 from tests.objectstore import start_object_store, start_tracking_server
 
@@ -62,6 +63,7 @@ def test_the_demo_runs_the_whole_loop_against_the_object_store(tmp_path):
         )
         out = proc.stdout
         assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+        assert_reads_as_our_stages_and_results(out + proc.stderr)
         assert "labelled performance (DECAYED)" in out, out[-3000:]
         assert re.search(r"retrain job raysubmit_\w+ \(decay: .*\): SUCCEEDED", out), out[-3000:]
         assert re.search(r"the retrain's model: v\d+ trained on production", out), out[-3000:]
