@@ -173,6 +173,7 @@ def run_etl(cfg: AppConfig, source: str | None = None) -> EtlReport:
     paths = resolve_inputs(source)
     check_inputs(paths, cfg.dataset)
     warehouse.open_table(cfg)  # an unusable catalog or store fails here, before anything is written
+    shared_files(cfg.storage).check()  # and so does the store of the staging and quarantine
     connect(cfg.ray)  # only once the input and the warehouse are known to be usable
     return _etl(cfg, source, paths, started)
 

@@ -135,6 +135,19 @@ class SharedFiles:
         with suppress(FileNotFoundError):
             self.fs.delete_dir(self.path(uri))
 
+    def check(self) -> SharedFiles:
+        """These files, once their store answers: an unreachable endpoint, refused credentials
+        or a missing bucket is one DataError naming the location, before anything is written."""
+        if self.remote:
+            bucket = self.path(self.location).split("/", 1)[0]
+            try:
+                if self.fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+                    raise FileNotFoundError(f"no bucket {bucket!r}")
+                self.names(self.location)  # a listing: the credentials are checked too
+            except OSError as exc:
+                raise self._unusable(exc) from exc
+        return self
+
     def _unusable(self, exc: Exception) -> DataError:
         return DataError(f"the shared files' store {self.location} is not usable: {cause_line(exc)}")
 

@@ -57,6 +57,7 @@ class FeatureClient:
         days = warehouse.day_files(warehouse.open_table(self.cfg, create=False))
         if not days:
             raise warehouse.empty(self.cfg)
+        self.files.check()
         changed = {
             day: files for day, files in days.items() if _stale(self.files, self._day_file(day), files)
         }
