@@ -201,7 +201,7 @@ def _etl(cfg: AppConfig, source: str, paths: list[str], started: float) -> EtlRe
         raise DataError(f"reading {source} failed: {cause_line(exc)}") from None
     try:
         parts = files.partitions(staging, PART)
-        report.rows_read = sum(files.parquet(f).metadata.num_rows for fs in parts.values() for f in fs)
+        report.rows_read = sum(md.num_rows for md in files.footers([f for fs in parts.values() for f in fs]))
         if report.rows_read == 0:
             raise DataError(f"input {source} has no rows")
         quarantine_files = parts.pop(QUARANTINE, [])

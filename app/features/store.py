@@ -58,9 +58,8 @@ class FeatureClient:
         if not days:
             raise warehouse.empty(self.cfg)
         self.files.check()
-        changed = {
-            day: files for day, files in days.items() if _stale(self.files, self._day_file(day), files)
-        }
+        stale = self.files.map(lambda day: _stale(self.files, self._day_file(day), days[day]), days)
+        changed = {day: files for (day, files), redo in zip(days.items(), stale, strict=True) if redo}
         if changed:
             connect(self.cfg.ray)
             run_tasks(
@@ -77,11 +76,8 @@ class FeatureClient:
 
     def table_bytes(self) -> int:
         """Uncompressed size of the feature table, the measure Feast's join threshold uses."""
-        total = 0
-        for f in self.feature_files():
-            md = self.files.parquet(f).metadata
-            total += sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
-        return total
+        footers = self.files.footers(self.feature_files())
+        return sum(md.row_group(i).total_byte_size for md in footers for i in range(md.num_row_groups))
 
     @cached_property
     def store(self):
@@ -139,8 +135,7 @@ class FeatureClient:
     def _timestamp_bounds(self) -> tuple[datetime, datetime]:
         """Oldest and newest feature-row time, from parquet statistics (no data read)."""
         ts, lows, highs = self.cfg.dataset.timestamp, [], []
-        for f in self.feature_files():
-            md = self.files.parquet(f).metadata
+        for md in self.files.footers(self.feature_files()):
             col = md.schema.names.index(ts)
             for i in range(md.num_row_groups):
                 stats = md.row_group(i).column(col).statistics
@@ -187,7 +182,9 @@ class FeatureClient:
             # (writing both sides to a scratch dataset, scheduling, reading back).
             # File by file: a partition whose column is all null has a null-typed schema,
             # which one dataset read would impose on (or fail to cast from) the others.
-            parts = [self.files.read_table(f).to_pandas(ignore_metadata=True) for f in self.feature_files()]
+            parts = self.files.map(
+                lambda f: self.files.read_table(f).to_pandas(ignore_metadata=True), self.feature_files()
+            )
             table = pd.concat(parts, ignore_index=True)
             joined = asof_join(keys, table, key=ds.entity, ts=ds.timestamp, features=names, ttl=ttl)
         else:

@@ -5,7 +5,7 @@ so every record they touch is already counted (see snapshot.py: the compaction's
 named in that snapshot before it is written). Compaction is atomic and idempotent: the merged
 file (request_id de-duplicated, first copy kept) is written whole before its inputs are
 deleted, and merging again what a crash left behind gives the same records. A part that cannot
-be read is renamed `<name>.unreadable` (out of the log, kept for inspection), never deleted.
+be read is moved to `<name>.unreadable` (out of the log, kept for inspection), never deleted.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 Pure functions used by the monitor actor: writing a batch of records (each file whole: a
 temporary file renamed into place on a disk, one object on an object store), reading them
 back (a part that cannot be read is skipped with a warning, never a crash), and the labelled
-traffic training reads. A record's
-`request_id` makes re-delivery idempotent (the counts, counts.py, skip an id seen before), and
-a feedback's join to its prediction is what turns the log into training data.
+traffic training reads. A record's `request_id` makes re-delivery idempotent (the counts,
+counts.py, skip an id seen before), and a feedback's join to its prediction is what turns the
+log into training data.
 
 The log lives with the shared data files (`traffic_log`): under the storage root, or on the
 object store, where the retrain job and a monitor restarted on another node read it. Files
