@@ -7,7 +7,9 @@ the ETL report) on the same store. Prints one JSON line of facts for the test to
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -47,8 +49,10 @@ def main(work: Path) -> None:
         head_node_args={"num_cpus": 1, "include_dashboard": True, "dashboard_port": 8268},
     )
     store = start_object_store(work / "seaweedfs")  # the tables' store: no node's disk holds them
+    # Each worker node has a temporary folder of its own (Ray's session: logs, spilled objects)
+    temp = [Path(tempfile.mkdtemp(prefix=f"mlsys-node{i}-")) for i in range(3)]
     try:
-        workers = [cluster.add_node(num_cpus=1) for _ in range(3)]
+        workers = [cluster.add_node(num_cpus=1, temp_dir=str(t)) for t in temp]
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, logging_level="WARNING")
         store.create_bucket("state")  # the experiment split, rollout state, feedback key
@@ -107,6 +111,8 @@ def main(work: Path) -> None:
                         str(p) for p in (cfg.storage.warehouse, cfg.storage.path("catalog.db")) if p.exists()
                     ],
                     "state_on_store": store.objects("state"),
+                    "node_temp_dirs": len({w.get_temp_dir_path() for w in workers}),
+                    "project_files_in_node_temp": [str(p) for t in temp for p in t.rglob("*.parquet")],
                     "local_traffic": [  # only the monitor's write-ahead log is on its node's disk
                         str(p)
                         for p in cfg.storage.path(cfg.storage.traffic).rglob("*")
@@ -131,6 +137,8 @@ def main(work: Path) -> None:
         ray.shutdown()
         cluster.shutdown()
         store.stop()
+        for t in temp:
+            shutil.rmtree(t, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -47,4 +47,5 @@ def test_pipeline_and_serving_on_a_multi_node_cluster_survive_a_lost_node(tmp_pa
     assert any(k.startswith("state/mlsys/traffic/predictions/hour=") for k in traffic)  # the monitor's log
     assert any(k.startswith("state/mlsys/traffic/feedback/hour=") for k in traffic)
     assert facts["local_traffic"] == []
+    assert facts["node_temp_dirs"] == 3 and facts["project_files_in_node_temp"] == []
     assert facts["local_state"] == []
