@@ -73,7 +73,8 @@ def register_worse(cfg: AppConfig, *, seed: int, concept: float) -> int:
 def archive_earlier_run(cfg: AppConfig) -> None:
     """Move an earlier demo run's registry, serving state, production table, traffic log and
     monitoring state aside (kept, not deleted): this run's models, windows and incidents start
-    fresh. What lives on an object store (`storage.state`) stays where it is."""
+    fresh. Only what is under the root moves: with `storage.state` on an object store, the
+    traffic log, its snapshot and the shared state stay there, and this run carries on from them."""
     st = cfg.storage
     registry = (st.mlflow_db, st.mlartifacts, st.bundles)  # the local registry (not a tracking server)
     kept = (*registry, st.path("serving"), st.production, st.path(st.traffic), st.monitoring)

@@ -50,7 +50,10 @@ def files_seen(
     seen: set[str] = set()
 
     def poll() -> None:
-        seen.update(name for name in names() if name.startswith(prefix))
+        try:
+            seen.update(name for name in names() if name.startswith(prefix))
+        except OSError:  # a listing the store failed (on an object store): the next poll tries again
+            return
         done(len(seen))
 
     return poll

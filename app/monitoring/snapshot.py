@@ -39,6 +39,7 @@ from app.monitoring.traffic import (
     log_files,
     quarantine,
     read_part,
+    store_failed,
 )
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,8 @@ def load(root: Root, *, keep: int, capacity: int, pending_capacity: int) -> Moni
         covered = {k: {h: set(n) for h, n in hs.items()} for k, hs in manifest["covered"].items()}
         state = MonitorState(counts, recent, list(manifest["history"]), covered, dict(manifest["counters"]))
     except (*UNREADABLE, KeyError, TypeError) as exc:
+        if store_failed(folder, exc):  # the store, not the snapshot: never rebuilt over it
+            raise
         log.warning(
             "monitor snapshot file %s is unreadable (%s): rebuilding from the traffic log", current, exc
         )

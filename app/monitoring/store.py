@@ -44,6 +44,10 @@ class TrafficStore:
         self.counters = dict.fromkeys(
             ("unreadable_files", "expired_hours", "compacted_files", "dropped_records"), 0
         )
+        if wal is None and self.root.remote:
+            raise ValueError(
+                f"the traffic log {self.root.location} is on an object store: name a local wal folder"
+            )
         self.wal = WriteAheadLog(wal or Path(self.root.location, "wal"), snapshot.KINDS)
         self.rebuilt: dict = {}
 

@@ -87,15 +87,25 @@ def log_files(root: Root, kind: str, *, since_hour: str | None = None) -> dict[s
 def read_part(root: Root, uri: str, columns: list[str] | None = None) -> pa.Table | None:
     """One file of the log, or None (with a warning naming it) if it cannot be read whole.
     A file gone since it was listed (compacted, expired) is None without a warning."""
+    files = as_files(root)
     try:
-        table = as_files(root).read_table(uri)
+        table = files.read_table(uri)
     except FileNotFoundError:
         return None
     except UNREADABLE as exc:
+        if store_failed(files, exc):
+            raise
         log.warning("skipping unreadable traffic file %s: %s", uri, exc)
         return None
     keep = [c for c in columns if c in table.column_names] if columns else None
     return table.select(keep) if keep else table
+
+
+def store_failed(files: SharedFiles, exc: Exception) -> bool:
+    """Whether `exc` is the object store failing (a timeout, throttling, expired credentials),
+    not the file: on a disk an I/O error means a damaged file, on an object store it is
+    usually passing, and a good file must never be taken out of the log for it."""
+    return files.remote and isinstance(exc, OSError) and not isinstance(exc, pa.ArrowInvalid)
 
 
 def quarantine(root: Root, uri: str) -> None:

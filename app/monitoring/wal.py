@@ -6,8 +6,10 @@ JSON line, one file per kind; the flush that persists them empties the file. A m
 killed in between loses nothing: its restart reads the lines back (`recover`) and accepts them
 again, and records it had already counted from the log are recognised by request id.
 
-Lines are handed to the OS on every append, not fsynced: they survive the process, which is
-what an actor restart needs; the parquet flush fsyncs. A torn last line (a kill mid-write) is
+The folder is on the monitor's own disk (the parquet log may be on an object store). Lines
+are handed to the OS on every append, not fsynced: they survive the process, which is what an
+actor restart on the same node needs; a monitor that Ray places on another node starts
+without them (at most a second's records). A torn last line (a kill mid-write) is
 skipped with a warning.
 """
 

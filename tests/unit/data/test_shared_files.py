@@ -68,3 +68,19 @@ def test_a_missing_bucket_or_wrong_credentials_are_one_clear_error(s3_server, tm
     with pytest.raises(DataError, match=rf"the shared files' store {state} is not usable: \S") as error:
         shared_files(cfg.storage).check()
     assert "\n" not in str(error.value)
+
+
+def test_a_parquet_write_that_fails_half_way_publishes_nothing(files, monkeypatch):
+    import pyarrow.parquet as pq
+
+    real = pq.write_table
+
+    def fails_after_the_header(table, where, **kwargs):
+        real(table.slice(0, 1), where, **kwargs)  # something is written to the sink first
+        raise RuntimeError("killed mid-write")
+
+    monkeypatch.setattr(pq, "write_table", fails_after_the_header)
+    uri = files.uri("features", "date=2026-01-01", "part-0.parquet")
+    with pytest.raises(RuntimeError, match="killed mid-write"):
+        files.write_parquet(uri, table(100))
+    assert not files.exists(uri)

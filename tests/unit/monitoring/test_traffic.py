@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from app.monitoring.shipper import TrafficShipper
 from app.monitoring.traffic import FEEDBACK, PREDICTIONS, read_records, write_records
@@ -158,3 +159,28 @@ def test_a_reader_racing_a_compaction_reads_the_hour_again(tmp_path, monkeypatch
 
     monkeypatch.setattr(traffic, "read_part", read_part)
     assert sorted(read_records(tmp_path, PREDICTIONS)["request_id"]) == ["a", "b", "c"]
+
+
+def test_an_object_store_failing_is_raised_not_taken_for_a_damaged_file(monkeypatch, caplog):
+    """On an object store an I/O error is the store (a timeout, throttling): the part must stay
+    in the log, never be skipped or moved aside; a file that does not decode is still skipped."""
+    import pyarrow as pa
+
+    from app.data.shared_files import SharedFiles
+    from app.monitoring.traffic import read_part
+
+    log = SharedFiles("s3://bucket/traffic")
+    uri = log.uri(PREDICTIONS, "hour=2026-01-01T10", "part-1.parquet")
+
+    def store_down(self, uris, **kwargs):
+        raise OSError("AWS Error SLOW_DOWN during GetObject operation: 503")
+
+    monkeypatch.setattr(SharedFiles, "read_table", store_down)
+    with pytest.raises(OSError, match="SLOW_DOWN"):
+        read_part(log, uri)
+
+    def damaged(self, uris, **kwargs):
+        raise pa.ArrowInvalid("Parquet magic bytes not found in footer")
+
+    monkeypatch.setattr(SharedFiles, "read_table", damaged)
+    assert read_part(log, uri) is None and "unreadable traffic file" in caplog.text
